@@ -1,0 +1,288 @@
+"""`kvlab`: the command-line front-end over the harness library.
+
+Exit codes: 0 success; 1 the lab did not do what was asked (a wait timed out, a command
+failed); 2 bad input (an invalid lab file, an unknown name, a missing prerequisite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+
+REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
+DEFAULT_LAB = "default"
+
+
+class UsageError(KvlabError):
+    """Bad command-line input (exit 2)."""
+
+
+def resolve_spec_path(arg: str | None) -> Path:
+    """A lab argument as a file: a path, or a name looked up in ./labs and the repo's labs/."""
+    name = arg or DEFAULT_LAB
+    p = Path(name)
+    if p.is_file():
+        return p
+    for base in (Path.cwd() / "labs", REPO_LABS):
+        for candidate in (base / name, base / f"{name}.yml", base / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise UsageError(f"{name}: no such lab file (looked in ./labs and {REPO_LABS})")
+
+
+def resolve_running(arg: str | None) -> str:
+    """A running lab's name from a name, a lab file, or (none given) the only running lab."""
+    from harness.lab import running_lab_names
+    from harness.spec import load_lab
+
+    running = running_lab_names()
+    if arg is None:
+        if len(running) == 1:
+            return running[0]
+        if DEFAULT_LAB in running or not running:
+            return DEFAULT_LAB
+        raise UsageError(f"several labs are running ({', '.join(running)}): name one")
+    if arg in running:
+        return arg
+    p = Path(arg)
+    if p.suffix in (".yml", ".yaml") or p.is_file():
+        return load_lab(resolve_spec_path(arg)).name
+    return arg
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console()
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from harness.lab import Lab
+    from harness.progress import RichProgress
+
+    path = resolve_spec_path(args.lab)
+    lab = Lab.from_file(path, name=args.name, runtime=args.runtime, progress=RichProgress(),
+                        keep=args.keep_on_failure)
+    try:
+        lab.up()
+    except WaitTimeout as e:
+        print(f"kvlab up: lab '{lab.name}' did not converge: {e}", file=sys.stderr)
+        if args.keep_on_failure:
+            out = lab.diagnostics(Path(args.diag_dir))
+            print(f"kvlab up: lab kept for inspection; diagnostics in {out}", file=sys.stderr)
+        return 1
+    verb = "reused (already running)" if lab.reused else "up"
+    sessions = lab.sessions()
+    print(f"lab '{lab.name}' {verb}: {len(sessions)} BGP sessions Established "
+          f"({len(lab.topo.entities)} namespaces, runtime {lab.runtime_name})", file=sys.stderr)
+    if args.json:
+        print(json.dumps(lab.status(), indent=2))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from harness.lab import down_lab, reap_stale, running_lab_names
+    from harness.netlink import list_namespaces
+    from harness.state import known_labs
+
+    if args.all:
+        names = sorted(known_labs(list_namespaces()) | set(running_lab_names()))
+    else:
+        names = [resolve_running(args.lab)]
+    for name in names:
+        found = down_lab(name)
+        print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)
+    for name in reap_stale():
+        print(f"reaped leftovers of crashed lab '{name}'", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.lab import Lab
+
+    lab = Lab.attach(resolve_running(args.lab))
+    status = lab.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    _print_status(status, lab)
+    return 0
+
+
+def _print_status(status: dict[str, Any], lab: Any) -> None:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    console = _console()
+    tree = Tree(f"[bold]lab {status['lab']}[/] (runtime {status['runtime']})")
+    for r in lab.spec.routers:
+        if r.role == "tor":
+            continue
+        branch = tree.add(f"{r.role} [bold]{r.name}[/] AS{r.asn}")
+        for h in status["hosts"]:
+            if lab.spec.hosts and next(x for x in lab.spec.hosts if x.name == h["name"]).router == r.name:
+                branch.add(f"host {h['name']} {h['ip']}")
+    for rack in lab.spec.racks:
+        tor = lab.spec.router(rack.tor)
+        rb = tree.add(f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}")
+        for n in status["nodes"]:
+            if n["rack"] == rack.name:
+                nb = rb.add(f"node [bold]{n['name']}[/] AS{n['asn']} {n['ip']} ({n['cluster']})")
+                for vm in status["vms"]:
+                    if vm["node"] == n["name"]:
+                        nb.add(f"vm {vm['name']} {vm['ip']}")
+    console.print(tree)
+    table = Table(title="BGP sessions")
+    for col in ("router", "name", "peer", "state"):
+        table.add_column(col)
+    for s in status["sessions"]:
+        style = "green" if s["state"] == "Established" else "red"
+        table.add_row(s["router"], s["name"], s["peer"] or "", f"[{style}]{s['state']}[/]")
+    console.print(table)
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from harness.lab import Lab
+
+    lab = Lab.attach(resolve_running(args.lab))
+    try:
+        speaker = lab.speaker(args.router)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    routes = speaker.routes(args.prefix)
+    if args.json:
+        print(json.dumps([r.to_json() for r in routes], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{args.router}: {args.prefix or 'all routes'}")
+    for col in ("prefix", "best", "via", "interface", "protocol", "as path", "communities", "local_pref", "pref"):
+        table.add_column(col)
+    for r in routes:
+        table.add_row(r.prefix, "*" if r.best else "", r.via or r.route_type, r.interface or "", r.protocol,
+                      " ".join(map(str, r.as_path)), " ".join(r.community_strings()),
+                      "" if r.local_pref is None else str(r.local_pref), str(r.preference))
+    _console().print(table)
+    return 0
+
+
+def cmd_diag(args: argparse.Namespace) -> int:
+    from harness.lab import Lab
+
+    lab = Lab.attach(resolve_running(args.lab))
+    out = lab.diagnostics(Path(args.out))
+    print(out)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.spec import load_lab
+
+    spec = load_lab(resolve_spec_path(args.lab))
+    print(f"{spec.source}: valid lab '{spec.name}'", file=sys.stderr)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from harness.lab import cluster_resources_plain
+    from harness.render.bird import render_node, render_router
+    from harness.spec import load_lab
+    from harness.topology import resolve
+
+    if args.runtime != "netns":
+        raise UsageError(f"rendering for runtime '{args.runtime}' is not built yet")
+    spec = load_lab(resolve_spec_path(args.lab))
+    topo = resolve(spec)
+    resources = cluster_resources_plain(spec)
+    out = Path(args.out)
+    (out / "bird").mkdir(parents=True, exist_ok=True)
+    for r in spec.routers:
+        (out / "bird" / f"{r.name}.conf").write_text(render_router(topo, r.name))
+    for c, n in spec.all_nodes():
+        (out / "bird" / f"{n.name}.conf").write_text(render_node(topo, n.name, resources.get(c.name, [])))
+    print(out)
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="bring a lab up (reuses it if already running)")
+    up.add_argument("lab", nargs="?", help="lab file or name in labs/ (default: default)")
+    up.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
+    up.add_argument("--name", help="instance name (default: the lab's name); lets labs run side by side")
+    up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge up")
+    up.add_argument("--diag-dir", default="kvlab-diagnostics")
+    up.add_argument("--json", action="store_true", help="print the status document when up")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="tear a lab down and reap leftovers of crashed runs")
+    down.add_argument("lab", nargs="?", help="lab name or file (default: the running lab)")
+    down.add_argument("--all", action="store_true", help="every kvlab lab on this machine")
+    down.set_defaults(func=cmd_down)
+
+    st = sub.add_parser("status", help="topology and BGP sessions of a running lab")
+    st.add_argument("lab", nargs="?")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    rt = sub.add_parser("routes", help="BIRD routes of a router or node")
+    rt.add_argument("router")
+    rt.add_argument("prefix", nargs="?", help="exact prefix, e.g. 203.0.113.0/26")
+    rt.add_argument("--lab")
+    rt.add_argument("--json", action="store_true")
+    rt.set_defaults(func=cmd_routes)
+
+    dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")
+    dg.add_argument("lab", nargs="?")
+    dg.add_argument("--out", default="kvlab-diagnostics")
+    dg.set_defaults(func=cmd_diag)
+
+    va = sub.add_parser("validate", help="check a lab file without creating anything")
+    va.add_argument("lab")
+    va.set_defaults(func=cmd_validate)
+
+    rd = sub.add_parser("render", help="write the configs a lab derives (BIRD configs)")
+    rd.add_argument("lab")
+    rd.add_argument("--runtime", default="netns")
+    rd.add_argument("--out", required=True)
+    rd.set_defaults(func=cmd_render)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        for issue in e.issues:
+            print(f"kvlab: {issue}", file=sys.stderr)
+        return 2
+    except (UsageError, PreflightError) as e:
+        print(f"kvlab: {e}", file=sys.stderr)
+        return 2
+    except LabError as e:
+        print(f"kvlab: {e}", file=sys.stderr)
+        return 1
+    except WaitTimeout as e:
+        print(f"kvlab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kvlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""A diagnostics bundle of a lab: what an engineer needs to see why a test failed.
+
+For every BIRD: its config, its log, `show protocols all` and `show route all` (both the
+raw BIRD reply and the parsed JSON); for every namespace: kernel routes as JSON; plus the
+lab's status document and state file. Collection never raises: a part that cannot be
+collected is recorded in `errors.txt`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.lab import Lab
+
+
+def _reply_text(reply: list[tuple[int, str]]) -> str:
+    return "\n".join(f"{code:04d} {text}" for code, text in reply) + "\n"
+
+
+def collect(lab: Lab, out_dir: Path) -> Path:
+    """Write the bundle under `out_dir/<lab>-<timestamp>/` and return that directory."""
+    bundle = out_dir / f"{lab.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    bundle.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+
+    def attempt(what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as e:  # diagnostics must not hide the original failure
+            errors.append(f"{what}: {type(e).__name__}: {e}")
+
+    def dump(path: Path, data: Any) -> None:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+    attempt("status", lambda: dump(bundle / "status.json", lab.status()))
+    for speaker in lab.speakers():
+        d = bundle / speaker.name
+        d.mkdir(exist_ok=True)
+        files = lab.runtime.bird_files(speaker.name)
+        for key in ("config", "log"):
+            src = files.get(key)
+            attempt(f"{speaker.name} {key}", lambda src=src, key=key, d=d: shutil.copy(src, d / f"bird.{key}"))
+        attempt(f"{speaker.name} protocols",
+                lambda s=speaker, d=d: (d / "show-protocols-all.txt").write_text(_reply_text(s.birdc("show protocols all"))))
+        attempt(f"{speaker.name} routes",
+                lambda s=speaker, d=d: (d / "show-route-all.txt").write_text(_reply_text(s.birdc("show route all"))))
+        attempt(f"{speaker.name} routes json",
+                lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]))
+    for entity in lab.topo.entities:
+        d = bundle / entity
+        d.mkdir(exist_ok=True)
+        attempt(f"{entity} kernel routes",
+                lambda e=entity, d=d: dump(d / "kernel-routes.json", [r.to_json() for r in lab.runtime.kernel_routes(e)]))
+    if errors:
+        (bundle / "errors.txt").write_text("\n".join(errors) + "\n")
+    return bundle

@@ -1,0 +1,359 @@
+"""The `Lab` handle: one running lab instance, the same for every runtime.
+
+    with Lab.from_file("labs/default.yml") as lab:        # up on enter, down on exit
+        lab.router("tor1").routes("203.0.113.0/26")
+        lab.node("r1-n1").kernel_routes("203.0.113.10/32")
+
+`Lab.attach(name)` returns a handle on a lab some other process brought up (`kvlab up`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import netlink
+from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
+from harness.errors import LabError
+from harness.kernel import KernelRoute
+from harness.progress import NullProgress, Progress
+from harness.runtime import get_runtime
+from harness.runtime.base import Runtime
+from harness.spec import LabSpec, cluster_resources, load_lab
+from harness.state import LabState, known_labs, lab_dir, lab_lock, run_root
+from harness.topology import Topology, resolve
+from harness.wait import eventually
+
+
+@dataclass(frozen=True)
+class Session:
+    """A BGP session as one BIRD (router or node) reports it."""
+
+    router: str
+    name: str
+    peer: str | None
+    state: str
+    last_error: str | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.state == "Established"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"router": self.router, "name": self.name, "peer": self.peer, "state": self.state}
+
+
+def spec_digest(spec: LabSpec) -> str:
+    """Identifies what a lab was built from (model + Calico resources), not its comments."""
+    h = hashlib.sha256(spec.model_dump_json().encode())
+    for cluster, items in sorted(cluster_resources(spec).items()):
+        h.update(cluster.encode())
+        for res, _, _ in items:
+            h.update(res.model_dump_json().encode())
+    return h.hexdigest()[:16]
+
+
+class BirdSpeaker:
+    """A router or node: something with a BIRD daemon and a kernel routing table."""
+
+    def __init__(self, lab: Lab, name: str):
+        self.lab = lab
+        self.name = name
+
+    def client(self) -> BirdClient:
+        return BirdClient(self.lab.runtime.bird_socket(self.name))
+
+    def protocols(self) -> list[Protocol]:
+        with self.client() as c:
+            return c.protocols()
+
+    def sessions(self) -> list[Session]:
+        return [
+            Session(self.name, p.name, p.neighbor_address, p.bgp_state or p.info or p.state, p.last_error)
+            for p in self.protocols()
+            if p.proto == "BGP"
+        ]
+
+    def routes(self, prefix: str | None = None) -> list[Route]:
+        """BIRD's routes (all alternatives, best flagged), optionally for one exact prefix."""
+        with self.client() as c:
+            return c.routes(prefix)
+
+    def best_route(self, prefix: str) -> Route | None:
+        return next((r for r in self.routes(prefix) if r.best), None)
+
+    def kernel_routes(self, prefix: str | None = None) -> list[KernelRoute]:
+        return self.lab.runtime.kernel_routes(self.name, prefix)
+
+    def birdc(self, command: str) -> list[tuple[int, str]]:
+        with self.client() as c:
+            return c.command(command)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} of lab {self.lab.name}>"
+
+
+class Lab:
+    """A lab instance: spec + topology + runtime. Usable without pytest."""
+
+    def __init__(
+        self,
+        spec: LabSpec,
+        *,
+        name: str | None = None,
+        runtime: str = "netns",
+        progress: Progress | None = None,
+        owner_pid: int | None = None,
+        keep: bool = False,
+    ):
+        self.spec = spec
+        self.name = name or spec.name
+        self.topo: Topology = resolve(spec)
+        self.progress = progress or NullProgress()
+        self.runtime: Runtime = get_runtime(runtime)(self.name, self.progress)
+        self.runtime_name = runtime
+        self.owner_pid = owner_pid
+        self.keep = keep
+        self.reused = False
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> Lab:
+        return cls(load_lab(path), **kwargs)
+
+    @classmethod
+    def attach(cls, name: str, progress: Progress | None = None) -> Lab:
+        """A handle on a lab that is already running (brought up by another process)."""
+        state = LabState.load(lab_dir(name))
+        if state is None:
+            raise LabError(f"no lab named '{name}' is running (known: {', '.join(running_lab_names()) or 'none'})")
+        spec = load_lab(state.spec_path)
+        lab = cls(spec, name=name, runtime=state.runtime, progress=progress, owner_pid=state.owner_pid)
+        if spec_digest(spec) != state.spec_digest:
+            raise LabError(f"lab '{name}' was brought up from an older version of {state.spec_path}; "
+                           f"run 'kvlab down {name}' and bring it up again")
+        lab.reused = True
+        return lab
+
+    @staticmethod
+    def unique_name(base: str) -> str:
+        """A lab name for a private instance (e.g. a pytest session): '<base>-<4 hex>'."""
+        return f"{base[:26]}-{secrets.token_hex(2)}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def up(self, *, wait: bool = True) -> Lab:
+        """Bring the lab up, or reuse it if the same lab is already running. Idempotent."""
+        self.runtime.preflight()
+        digest = spec_digest(self.spec)
+        with lab_lock(self.name):
+            existing = LabState.load(lab_dir(self.name))
+            if existing is not None and self.runtime.healthy():
+                if existing.spec_digest != digest:
+                    raise LabError(
+                        f"a lab named '{self.name}' is already running from a different spec "
+                        f"({existing.spec_path}); run 'kvlab down {self.name}' first"
+                    )
+                self.reused = True
+            else:
+                self.runtime.down()  # leftovers of a crashed run, if any
+                state = LabState(
+                    lab=self.name,
+                    spec_path=self.spec.source,
+                    spec_digest=digest,
+                    runtime=self.runtime_name,
+                    session_id=secrets.token_hex(8),
+                    owner_pid=self.owner_pid,
+                    entities=dict(self.topo.entities),
+                )
+                self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
+                try:
+                    if wait:
+                        self.wait_established()
+                    state.ready = True
+                    state.save(lab_dir(self.name))
+                except BaseException:
+                    if not self.keep:
+                        self.runtime.down()
+                    raise
+        return self
+
+    def down(self) -> None:
+        with lab_lock(self.name):
+            self.runtime.down()
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep and not self.reused:
+            self.down()
+
+    def is_running(self) -> bool:
+        return self.runtime.healthy()
+
+    # -- entities ----------------------------------------------------------------------
+    def router(self, name: str) -> BirdSpeaker:
+        if name not in {r.name for r in self.spec.routers}:
+            raise KeyError(f"no router '{name}' in lab '{self.name}'")
+        return BirdSpeaker(self, name)
+
+    def node(self, name: str) -> BirdSpeaker:
+        if name not in self.topo.node_address:
+            raise KeyError(f"no node '{name}' in lab '{self.name}'")
+        return BirdSpeaker(self, name)
+
+    def speaker(self, name: str) -> BirdSpeaker:
+        """A router or a node by name."""
+        kind = self.topo.entities.get(name)
+        if kind not in ("router", "node"):
+            raise KeyError(f"'{name}' is no router or node of lab '{self.name}'")
+        return BirdSpeaker(self, name)
+
+    def speakers(self) -> list[BirdSpeaker]:
+        return [BirdSpeaker(self, e) for e, k in self.topo.entities.items() if k in ("router", "node")]
+
+    def run(self, entity: str, argv: list[str], *, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+        """Run a command inside a lab entity (router, node, host, VM endpoint)."""
+        if entity not in self.topo.entities:
+            raise KeyError(f"no entity '{entity}' in lab '{self.name}'")
+        return self.runtime.run(entity, argv, timeout=timeout)
+
+    def popen(self, entity: str, argv: list[str], **kwargs: Any):  # type: ignore[no-untyped-def]
+        if entity not in self.topo.entities:
+            raise KeyError(f"no entity '{entity}' in lab '{self.name}'")
+        return self.runtime.popen(entity, argv, **kwargs)
+
+    def sessions(self) -> list[Session]:
+        out: list[Session] = []
+        for s in self.speakers():
+            try:
+                out += s.sessions()
+            except BirdUnavailable as e:
+                out.append(Session(s.name, "<bird>", None, "Down", str(e)))
+        return out
+
+    def wait_established(self, timeout: float | None = None) -> list[Session]:
+        """Wait until every BGP session of every BIRD is Established."""
+        timeout = timeout if timeout is not None else self.spec.timers.bgp_established
+        expected = len(self.sessions_expected())
+
+        def all_up() -> list[Session]:
+            sessions = self.sessions()
+            down = [s for s in sessions if not s.established]
+            if down or len(sessions) < expected:
+                detail = "; ".join(
+                    f"{s.router}/{s.name} (peer {s.peer}): {s.state}" + (f", {s.last_error}" if s.last_error else "")
+                    for s in down
+                )
+                raise AssertionError(f"{len(down)} of {len(sessions)} BGP sessions not Established: {detail}")
+            return sessions
+
+        with self.progress.step("BGP sessions Established", total=expected) as step:
+            result = eventually(all_up, timeout=timeout, interval=0.2, what="every BGP session to be Established",
+                                transient=(BirdUnavailable,))
+            step.advance(expected)
+        return result
+
+    def sessions_expected(self) -> list[str]:
+        return [f"{r.name}:{n.protocol}" for r in self.spec.routers for n in self.topo.router_neighbors(r.name)]
+
+    # -- reporting ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The `kvlab status --json` document (a stable contract, see README)."""
+        return {
+            "lab": self.name,
+            "runtime": self.runtime_name,
+            "spec": self.spec.source,
+            "routers": [{"name": r.name, "asn": r.asn, "role": r.role} for r in self.spec.routers],
+            "clusters": [
+                {"name": c.name, "asn": c.asn, "pools": [str(p) for p in c.pools]} for c in self.spec.clusters
+            ],
+            "nodes": [
+                {"name": n.name, "cluster": c.name, "rack": n.rack, "asn": self.topo.node_asn[n.name],
+                 "ip": str(self.topo.node_address[n.name].ip)}
+                for c, n in self.spec.all_nodes()
+            ],
+            "vms": [{"name": w.vm, "ip": str(w.ip), "node": w.node} for w in self.topo.workloads],
+            "hosts": [{"name": h.name, "ip": str(self.topo.host_link(h.name).b.address.ip)} for h in self.spec.hosts],
+            "sessions": [s.to_json() for s in self.sessions()],
+        }
+
+    def diagnostics(self, out_dir: str | Path) -> Path:
+        from harness.diagnostics import collect
+
+        return collect(self, Path(out_dir))
+
+
+def cluster_resources_plain(spec: LabSpec) -> dict[str, list[Any]]:
+    return {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
+
+
+# -- labs on this machine --------------------------------------------------------------
+
+
+def running_lab_names() -> list[str]:
+    root = run_root()
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "state.json").exists())
+
+
+def lab_states() -> list[LabState]:
+    return [s for n in running_lab_names() if (s := LabState.load(lab_dir(n))) is not None]
+
+
+def down_lab(name: str) -> bool:
+    """Tear down a lab by name, with or without its state file. True if anything was found."""
+    state = LabState.load(lab_dir(name))
+    runtime = get_runtime(state.runtime if state else "netns")(name)
+    found = state is not None or lab_dir(name).exists() or any(
+        ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces()
+    )
+    with lab_lock(name):
+        runtime.down()
+    return found
+
+
+def reap_stale() -> list[str]:
+    """Remove labs left behind by crashed processes.
+
+    Stale: a lab whose owning process (e.g. a SIGKILLed pytest) is gone, or namespaces of a
+    lab with no state file, unless another process holds that lab's lock right now.
+    """
+    reaped = []
+    for name in sorted(known_labs(netlink.list_namespaces())):
+        state = LabState.load(lab_dir(name))
+        if state is not None and state.owner_alive():
+            continue
+        if state is None and _lock_held(name):
+            continue
+        down_lab(name)
+        reaped.append(name)
+    return reaped
+
+
+def _lock_held(name: str) -> bool:
+    path = run_root() / f".{name}.lock"
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+
+
+__all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "lab_states", "reap_stale", "running_lab_names"]
+

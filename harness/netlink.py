@@ -1,0 +1,168 @@
+"""Network namespaces, links, addresses, routes and sysctls through netlink (pyroute2).
+
+Every function takes a namespace *name* and attaches with `flags=0`, so a typo never
+creates a stray namespace. Interfaces are created directly inside lab namespaces, never
+in the root namespace, so two labs cannot clash on interface names.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError, netns
+
+NETNS_DIR = Path("/run/netns")
+RTPROT_BOOT = 3  # what Felix uses for workload routes by default (deviceRouteProtocol)
+
+
+def list_namespaces() -> list[str]:
+    return sorted(netns.listnetns())
+
+
+def namespace_exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def create_namespace(name: str) -> None:
+    """Create a namespace and bring its loopback up."""
+    netns.create(name)
+    with ipr(name) as ip:
+        ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_namespace(name: str) -> None:
+    if namespace_exists(name):
+        netns.remove(name)
+
+
+@contextmanager
+def ipr(namespace: str) -> Iterator[IPRoute]:
+    """An IPRoute socket attached to an existing namespace."""
+    if not namespace_exists(namespace):
+        raise LookupError(f"network namespace '{namespace}' does not exist")
+    with IPRoute(netns=namespace, flags=0) as ip:
+        yield ip
+
+
+def _index(ip: IPRoute, ifname: str) -> int:
+    found = ip.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no interface '{ifname}'")
+    return found[0]
+
+
+def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    """A veth pair with one end in each namespace."""
+    with ipr(ns_a) as ip:
+        ip.link("add", ifname=if_a, kind="veth", peer={"ifname": if_b, "net_ns_fd": ns_b})
+
+
+def add_bridge(ns: str, ifname: str) -> None:
+    with ipr(ns) as ip:
+        ip.link("add", ifname=ifname, kind="bridge")
+        ip.link("set", index=_index(ip, ifname), state="up")
+
+
+def enslave(ns: str, ifname: str, bridge: str) -> None:
+    with ipr(ns) as ip:
+        ip.link("set", index=_index(ip, ifname), master=_index(ip, bridge))
+
+
+def link_up(ns: str, ifname: str, *, mac: str | None = None) -> None:
+    with ipr(ns) as ip:
+        kwargs = {"address": mac} if mac else {}
+        ip.link("set", index=_index(ip, ifname), state="up", **kwargs)
+
+
+def link_delete(ns: str, ifname: str) -> None:
+    with ipr(ns) as ip:
+        found = ip.link_lookup(ifname=ifname)
+        if found:
+            ip.link("del", index=found[0])
+
+
+def add_address(ns: str, ifname: str, address: ipaddress.IPv4Interface) -> None:
+    with ipr(ns) as ip:
+        try:
+            ip.addr("add", index=_index(ip, ifname), address=str(address.ip), prefixlen=address.network.prefixlen)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+
+
+def add_route(
+    ns: str,
+    dst: str,
+    *,
+    gateway: str | None = None,
+    dev: str | None = None,
+    metric: int | None = None,
+    onlink: bool = False,
+    proto: int = RTPROT_BOOT,
+) -> None:
+    """Add (or replace) a route. `metric` is the kernel route priority (RTA_PRIORITY)."""
+    with ipr(ns) as ip:
+        kwargs: dict = {"dst": dst, "proto": proto}
+        if gateway:
+            kwargs["gateway"] = gateway
+        if dev:
+            kwargs["oif"] = _index(ip, dev)
+        if metric is not None:
+            kwargs["priority"] = metric
+        if onlink:
+            kwargs["flags"] = 4  # RTNH_F_ONLINK
+        ip.route("replace", **kwargs)
+
+
+def delete_route(ns: str, dst: str, *, metric: int | None = None) -> bool:
+    """Delete a route; False if there was none."""
+    with ipr(ns) as ip:
+        kwargs: dict = {"dst": dst}
+        if metric is not None:
+            kwargs["priority"] = metric
+        try:
+            ip.route("del", **kwargs)
+        except NetlinkError as e:
+            if e.code in (errno.ESRCH, errno.ENOENT):
+                return False
+            raise
+        return True
+
+
+def add_permanent_neighbour(ns: str, ifname: str, ip_addr: str, mac: str) -> None:
+    with ipr(ns) as ip:
+        ip.neigh("replace", dst=ip_addr, lladdr=mac, ifindex=_index(ip, ifname), state="permanent")
+
+
+def set_sysctls(ns: str, values: dict[str, str]) -> None:
+    """Write /proc/sys keys (dotted names) inside a namespace."""
+    netns.pushns(ns)
+    try:
+        for key, value in values.items():
+            Path("/proc/sys", *key.split(".")).write_text(value)
+    finally:
+        netns.popns()
+
+
+def namespace_pids(name: str) -> list[int]:
+    """Processes whose network namespace is `name` (what `ip netns pids` reports)."""
+    try:
+        target = os.stat(NETNS_DIR / name)
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry.name}/ns/net")
+        except OSError:
+            continue
+        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+            pids.append(int(entry.name))
+    return pids

@@ -1,0 +1,63 @@
+"""The interface every runtime implements (netlab's "providers" are the model)."""
+
+from __future__ import annotations
+
+import abc
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.progress import NullProgress, Progress
+from harness.state import LabState
+from harness.topology import Topology
+
+
+class Runtime(abc.ABC):
+    """Brings one lab instance up and down. Stateless beyond what it writes in the run directory."""
+
+    name: str = ""
+
+    def __init__(self, lab: str, progress: Progress | None = None):
+        self.lab = lab
+        self.progress: Progress = progress or NullProgress()
+
+    @abc.abstractmethod
+    def preflight(self) -> None:
+        """Raise PreflightError listing everything this machine lacks. Creates nothing."""
+
+    @abc.abstractmethod
+    def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
+        """Create every resource of the lab. On any failure, undo what was created and re-raise."""
+
+    @abc.abstractmethod
+    def healthy(self) -> bool:
+        """True when every resource of the recorded lab still exists and runs."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Remove every resource of the lab, whether or not a state file survived."""
+
+    @abc.abstractmethod
+    def bird_socket(self, entity: str) -> Path:
+        """The BIRD control socket of a router or node."""
+
+    @abc.abstractmethod
+    def bird_files(self, entity: str) -> dict[str, Path]:
+        """BIRD's config and log of an entity (for diagnostics)."""
+
+    @abc.abstractmethod
+    def command(self, entity: str, argv: list[str]) -> list[str]:
+        """The argv that runs `argv` inside an entity (namespace, container, ...)."""
+
+    def run(self, entity: str, argv: list[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command inside an entity and wait for it (never through a shell)."""
+        return subprocess.run(self.command(entity, argv), capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def popen(self, entity: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """Start a command inside an entity; the caller owns the process."""
+        return subprocess.Popen(self.command(entity, argv), text=True, **kwargs)
+
+    @abc.abstractmethod
+    def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
+        """Kernel routes of an entity (list of harness.kernel.KernelRoute)."""

@@ -1,0 +1,254 @@
+"""The embedded runtime: every lab entity is a Linux network namespace, links are veth pairs,
+routers and nodes run real BIRD 1.6.
+
+Layout of one lab instance `<lab>`:
+- namespaces `kvlab.<lab>.<entity>` for routers, nodes, external hosts and VM endpoints;
+- a rack is a bridge `br-rack` in its ToR's namespace; each node's `eth0` is a veth whose
+  other end (named after the node) is a bridge port; the ToR's address sits on the bridge;
+- router links and host links are veth pairs named after the far end;
+- a VM endpoint is attached Calico-style: host side `cali<hash>` with MAC ee:ee:ee:ee:ee:ee,
+  proxy ARP, a /32 route at the normal metric and a permanent neighbour entry; VM side
+  `eth0` with the VM's /32 and a default route via 169.254.1.1 on-link;
+- BIRD's config, control socket, pid file and log are in `<run dir>/<lab>/<entity>/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import netlink
+from harness.errors import LabError, PreflightError
+from harness.kernel import kernel_routes
+from harness.render.bird import render_node, render_router
+from harness.runtime.base import Runtime
+from harness.state import LabState, lab_dir, namespace_name, parse_namespace
+from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
+
+NORMAL_METRIC = 1024
+BASE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+}
+
+
+def find_binary(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+
+class NetnsRuntime(Runtime):
+    name = "netns"
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return lab_dir(self.lab)
+
+    def ns(self, entity: str) -> str:
+        return namespace_name(self.lab, entity)
+
+    def entity_dir(self, entity: str) -> Path:
+        return self.run_dir / entity
+
+    def bird_socket(self, entity: str) -> Path:
+        return self.entity_dir(entity) / "bird.ctl"
+
+    def bird_files(self, entity: str) -> dict[str, Path]:
+        d = self.entity_dir(entity)
+        return {"config": d / "bird.conf", "log": d / "bird.log", "pid": d / "bird.pid"}
+
+    def command(self, entity: str, argv: list[str]) -> list[str]:
+        if not netlink.namespace_exists(self.ns(entity)):
+            raise LabError(f"'{entity}' has no namespace in lab '{self.lab}' (is the lab up?)")
+        return ["ip", "netns", "exec", self.ns(entity), *argv]
+
+    def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
+        return kernel_routes(self.ns(entity), prefix)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def preflight(self) -> None:
+        missing = []
+        if os.geteuid() != 0:
+            missing.append("root privileges (network namespaces and veth pairs need CAP_NET_ADMIN)")
+        if find_binary("bird") is None:
+            missing.append("BIRD 1.6 daemon 'bird' (Debian package 'bird'; 'make setup' installs it)")
+        if find_binary("ip") is None:
+            missing.append("'ip' from iproute2 (Debian package 'iproute2')")
+        if missing:
+            raise PreflightError(self.name, missing)
+
+    def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
+        """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
+        self.preflight()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            state.save(self.run_dir)
+            self._create_namespaces(topo)
+            self._wire_racks(topo)
+            self._wire_links(topo)
+            self._attach_workloads(topo)
+            self._start_birds(topo, resources)
+        except BaseException:
+            self.down()
+            raise
+
+    def healthy(self) -> bool:
+        state = LabState.load(self.run_dir)
+        if state is None:
+            return False
+        for entity, kind in state.entities.items():
+            if not netlink.namespace_exists(self.ns(entity)):
+                return False
+            if kind in ("router", "node") and not self._bird_alive(entity):
+                return False
+        return True
+
+    def down(self) -> None:
+        """Kill every process in the lab's namespaces, delete them, remove the run directory."""
+        mine = [ns for ns in netlink.list_namespaces() if (p := parse_namespace(ns)) and p[0] == self.lab]
+        for ns in mine:
+            _kill_all(netlink.namespace_pids(ns))
+        for ns in mine:
+            netlink.remove_namespace(ns)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- steps -------------------------------------------------------------------------
+    def _create_namespaces(self, topo: Topology) -> None:
+        entities = topo.entities
+        with self.progress.step("namespaces", total=len(entities)) as step:
+            for entity, kind in entities.items():
+                ns = self.ns(entity)
+                if netlink.namespace_exists(ns):
+                    raise LabError(f"namespace {ns} already exists (a leftover? run 'kvlab down {self.lab}')")
+                netlink.create_namespace(ns)
+                if kind in ("router", "node"):
+                    netlink.set_sysctls(ns, BASE_SYSCTLS)
+                step.advance(detail=entity)
+
+    def _wire_racks(self, topo: Topology) -> None:
+        with self.progress.step("rack links", total=len(topo.rack_ports)) as step:
+            for tor, addr in topo.tor_address.items():
+                netlink.add_bridge(self.ns(tor), RACK_BRIDGE)
+                netlink.add_address(self.ns(tor), RACK_BRIDGE, addr)
+            for port in topo.rack_ports:
+                tor_ns, node_ns = self.ns(port.tor), self.ns(port.node)
+                netlink.add_veth(tor_ns, port.tor_port, node_ns, UPLINK)
+                netlink.enslave(tor_ns, port.tor_port, RACK_BRIDGE)
+                netlink.link_up(tor_ns, port.tor_port)
+                netlink.add_address(node_ns, UPLINK, port.node_address)
+                netlink.link_up(node_ns, UPLINK)
+                # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
+                # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
+                netlink.add_route(node_ns, "0.0.0.0/0", gateway=str(topo.tor_address[port.tor].ip))
+                step.advance(detail=port.node)
+
+    def _wire_links(self, topo: Topology) -> None:
+        links = topo.links + topo.host_links
+        with self.progress.step("fabric links", total=len(links)) as step:
+            for link in links:
+                a_ns, b_ns = self.ns(link.a.entity), self.ns(link.b.entity)
+                netlink.add_veth(a_ns, link.a.ifname, b_ns, link.b.ifname)
+                for ns, end in ((a_ns, link.a), (b_ns, link.b)):
+                    netlink.add_address(ns, end.ifname, end.address)
+                    netlink.link_up(ns, end.ifname)
+                step.advance(detail=f"{link.a.entity}-{link.b.entity}")
+            for link in topo.host_links:  # external hosts route everything via their router
+                netlink.add_route(self.ns(link.b.entity), "0.0.0.0/0", gateway=str(link.a.address.ip))
+
+    def _attach_workloads(self, topo: Topology) -> None:
+        with self.progress.step("VM endpoints", total=len(topo.workloads)) as step:
+            for w in topo.workloads:
+                self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname)
+                step.advance(detail=w.vm)
+
+    def attach_workload(self, vm: str, node: str, ip: Any, mac: str, host_if: str) -> None:
+        """Plug a VM endpoint namespace into a node the way Calico's CNI plugs a pod."""
+        node_ns, vm_ns = self.ns(node), self.ns(vm)
+        netlink.add_veth(node_ns, host_if, vm_ns, UPLINK)
+        netlink.link_up(vm_ns, UPLINK, mac=mac)
+        netlink.add_address(vm_ns, UPLINK, _host_iface(ip))
+        netlink.add_route(vm_ns, f"{WORKLOAD_GATEWAY}/32", dev=UPLINK)
+        netlink.add_route(vm_ns, "0.0.0.0/0", gateway=str(WORKLOAD_GATEWAY), dev=UPLINK, onlink=True)
+        netlink.link_up(node_ns, host_if, mac=WORKLOAD_HOST_MAC)
+        netlink.set_sysctls(
+            node_ns,
+            {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"},
+        )
+        netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
+        netlink.add_route(node_ns, f"{ip}/32", dev=host_if, metric=NORMAL_METRIC)
+
+    def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
+        birds = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
+        with self.progress.step("BIRD daemons", total=len(birds)) as step:
+            for entity in birds:
+                files = self.bird_files(entity)
+                files["config"].parent.mkdir(parents=True, exist_ok=True)
+                log = str(files["log"])
+                if topo.entities[entity] == "router":
+                    text = render_router(topo, entity, log)
+                else:
+                    cluster, _ = topo.spec.node(entity)
+                    text = render_node(topo, entity, resources.get(cluster.name, []), log)
+                files["config"].write_text(text)
+                self._start_bird(entity)
+                step.advance(detail=entity)
+
+    def _start_bird(self, entity: str) -> None:
+        files = self.bird_files(entity)
+        argv = [find_binary("bird") or "bird",
+                "-c", str(files["config"]), "-s", str(self.bird_socket(entity)), "-P", str(files["pid"])]
+        res = self.run(entity, argv)
+        if res.returncode != 0:
+            raise LabError(f"BIRD of '{entity}' did not start: {(res.stderr or res.stdout).strip()}")
+
+    def _bird_alive(self, entity: str) -> bool:
+        try:
+            pid = int(self.bird_files(entity)["pid"].read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+
+def _host_iface(ip: Any) -> Any:
+    import ipaddress
+
+    return ipaddress.IPv4Interface(f"{ip}/32")
+
+
+def _kill_all(pids: list[int], grace: float = 3.0) -> None:
+    """SIGTERM, wait up to `grace` seconds for exit, then SIGKILL what is left."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        if alive:
+            time.sleep(0.05)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,482 @@
+"""The lab spec: `labs/<name>.yml` validated into a typed model.
+
+A lab file is data; everything else (addresses, BIRD configs, Calico resources, the
+containerlab topology) is derived from it. `load_lab()` returns a `LabSpec` or raises
+`SpecError` carrying every problem found, each naming the file, the field path, the
+line, and the reason. Nothing is created while loading.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from harness.calico import resources as cr
+from harness.calico.selector import SelectorError, compile_selector
+from harness.errors import SpecError, SpecIssue
+from harness.yamlsrc import SourceMap, load_documents
+
+# Names become parts of namespace names and Linux interface names (<= 15 characters).
+NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?$"
+LAB_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+ASN = Annotated[int, Field(ge=1, le=4294967295)]
+
+# Address ranges a lab may use (shared/design/lab-mechanics.md, "Traffic rule for tests").
+FABRIC_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+POOL_RANGES = (ipaddress.IPv4Network("203.0.113.0/24"), ipaddress.IPv4Network("198.51.100.0/24"))
+WORKLOAD_PEERING_IPS = (ipaddress.IPv4Address("169.254.0.179"),)
+RESERVED_ASNS = {0, 23456, 65535, 4294967295}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Router(_Model):
+    """A BIRD router: a spine, a top-of-rack switch, or an external (customer edge) router."""
+
+    name: Name
+    role: Literal["spine", "tor", "external"]
+    asn: ASN
+    template: str | None = Field(default=None, description="BIRD template in bird-configs/, default by role")
+    elevated_community: str = Field(
+        default="65000:100",
+        description="BGP community that marks elevated-priority routes; imported with preference 200",
+    )
+    community_preference: bool = Field(
+        default=True, description="apply the seed's BIRD 1.x import preference for the elevated community"
+    )
+
+
+class Rack(_Model):
+    """A rack: one layer-2 segment shared by its ToR and its nodes."""
+
+    name: Name
+    tor: Name
+    subnet: ipaddress.IPv4Network | None = Field(
+        default=None, description="rack segment; the ToR takes the first address, nodes the following ones"
+    )
+
+
+class Node(_Model):
+    """A Kubernetes node of a cluster (a namespace running BIRD and the node agent)."""
+
+    name: Name
+    rack: Name | None = None
+    ip: ipaddress.IPv4Address | None = None
+    asn: ASN | None = Field(default=None, description="per-node AS override (Calico Node spec.bgp.asNumber)")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Cluster(_Model):
+    """A Kubernetes cluster running Calico in BGP mode without overlay."""
+
+    name: Name
+    asn: ASN = 64512
+    pools: list[ipaddress.IPv4Network] = Field(min_length=1)
+    block_size: int = Field(default=26, ge=20, le=32)
+    nodes: list[Node] = Field(min_length=1)
+    resources: str | list[dict[str, Any]] = Field(
+        default_factory=list, description="Calico v3 resources: a YAML file (relative to the lab) or a list"
+    )
+
+
+class Host(_Model):
+    """An external host (no BIRD) attached to a router by a point-to-point link."""
+
+    name: Name
+    router: Name
+
+
+class VM(_Model):
+    """A VM of a cluster, on a node, with an IP from the cluster's pools."""
+
+    name: Name
+    node: Name
+    ip: ipaddress.IPv4Address
+    cluster: Name | None = None
+    mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+    labels: dict[str, str] = Field(default_factory=dict)
+    backend: Literal["netns"] = "netns"
+
+
+class Link(_Model):
+    """A point-to-point link between two routers (eBGP session over it)."""
+
+    endpoints: tuple[Name, Name]
+    subnet: ipaddress.IPv4Network | None = None
+
+
+class Timers(_Model):
+    """How long the harness waits for things (seconds)."""
+
+    bgp_established: float = Field(default=60.0, gt=0)
+
+
+class LabSpec(_Model):
+    """A whole lab. `source` and `resources` are filled in by `load_lab`."""
+
+    name: Annotated[str, Field(pattern=LAB_NAME_PATTERN)]
+    description: str = ""
+    routers: list[Router] = Field(default_factory=list)
+    racks: list[Rack] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(default_factory=list)
+    hosts: list[Host] = Field(default_factory=list)
+    vms: list[VM] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
+    timers: Timers = Field(default_factory=Timers)
+    source: str = Field(default="", exclude=True)
+
+    # -- lookups -----------------------------------------------------------------------
+    def router(self, name: str) -> Router:
+        return next(r for r in self.routers if r.name == name)
+
+    def rack(self, name: str) -> Rack:
+        return next(r for r in self.racks if r.name == name)
+
+    def cluster(self, name: str) -> Cluster:
+        return next(c for c in self.clusters if c.name == name)
+
+    def node(self, name: str) -> tuple[Cluster, Node]:
+        for c in self.clusters:
+            for n in c.nodes:
+                if n.name == name:
+                    return c, n
+        raise KeyError(name)
+
+    def all_nodes(self) -> list[tuple[Cluster, Node]]:
+        return [(c, n) for c in self.clusters for n in c.nodes]
+
+    def rack_of_tor(self, tor: str) -> Rack | None:
+        return next((r for r in self.racks if r.tor == tor), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_lab(path: str | Path) -> LabSpec:
+    """Load and validate a lab file. Raises SpecError listing every issue found."""
+    p = Path(path)
+    display = str(path)
+    docs, maps = load_documents(p, display)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise SpecError([SpecIssue(display, "", "a lab file must hold exactly one YAML mapping")])
+    data, smap = docs[0], maps[0]
+    try:
+        spec = LabSpec.model_validate({**data, "source": str(p.resolve())})
+    except ValidationError as e:
+        raise SpecError(_pydantic_issues(e, smap)) from None
+    resources, issues = load_cluster_resources(spec, p.parent, smap)
+    issues += check_lab(spec, smap, resources)
+    if issues:
+        raise SpecError(issues)
+    object.__setattr__(spec, "_resources", resources)
+    return spec
+
+
+def cluster_resources(spec: LabSpec) -> dict[str, list[Any]]:
+    """The validated Calico resources of each cluster (as loaded by `load_lab`)."""
+    return getattr(spec, "_resources", {})
+
+
+def _pydantic_issues(err: ValidationError, smap: SourceMap, prefix: tuple = ()) -> list[SpecIssue]:
+    issues = []
+    for e in err.errors():
+        loc = (*prefix, *(x for x in e["loc"] if not (isinstance(x, str) and x in _UNION_TAGS)))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field '{loc[-1]}'"
+        elif e["type"] == "missing":
+            msg = f"missing required field '{loc[-1]}'"
+        elif e["type"] == "string_pattern_mismatch" and loc and loc[-1] == "name":
+            msg = (
+                f"invalid name {e.get('input')!r}: use lowercase letters, digits and '-', start with a"
+                " letter, at most 15 characters (names become interface and namespace names)"
+            )
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        issues.append(smap.issue(loc, msg))
+    return issues
+
+
+_UNION_TAGS = set(cr.KINDS)
+_RESOURCE_ADAPTER: TypeAdapter[Any] = TypeAdapter(cr.CalicoResource)
+
+
+def load_cluster_resources(
+    spec: LabSpec, base: Path, lab_map: SourceMap
+) -> tuple[dict[str, list[Any]], list[SpecIssue]]:
+    """Parse each cluster's Calico resources (inline or from a file) into typed models."""
+    out: dict[str, list[Any]] = {}
+    issues: list[SpecIssue] = []
+    for ci, cluster in enumerate(spec.clusters):
+        if isinstance(cluster.resources, str):
+            rpath = base / cluster.resources
+            try:
+                docs, maps = load_documents(rpath, str(rpath))
+            except SpecError as e:
+                issues += e.issues
+                continue
+            places = [(m, ()) for m in maps]
+        else:
+            docs = cluster.resources
+            places = [(lab_map, ("clusters", ci, "resources", i)) for i in range(len(docs))]
+        parsed = []
+        for doc, (smap, prefix) in zip(docs, places, strict=True):
+            if not isinstance(doc, dict) or doc.get("kind") not in cr.KINDS:
+                kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+                issues.append(
+                    smap.issue((*prefix, "kind"), f"unsupported resource kind {kind!r} (expected one of "
+                               f"{', '.join(cr.KINDS)})")
+                )
+                continue
+            try:
+                parsed.append((_RESOURCE_ADAPTER.validate_python(doc), smap, prefix))
+            except ValidationError as e:
+                issues += _pydantic_issues(e, smap, prefix)
+        out[cluster.name] = parsed
+    return out, issues
+
+
+# ---------------------------------------------------------------------------------------
+# Cross-checks (collected, never thrown one at a time)
+
+
+def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+
+    def bad(path: tuple, message: str) -> None:
+        issues.append(smap.issue(path, message))
+
+    # Unique names: routers, nodes, hosts and VMs all become namespaces.
+    seen: dict[str, tuple] = {}
+    entities: list[tuple[str, tuple]] = [(r.name, ("routers", i, "name")) for i, r in enumerate(spec.routers)]
+    for ci, c in enumerate(spec.clusters):
+        entities += [(n.name, ("clusters", ci, "nodes", ni, "name")) for ni, n in enumerate(c.nodes)]
+    entities += [(h.name, ("hosts", i, "name")) for i, h in enumerate(spec.hosts)]
+    entities += [(v.name, ("vms", i, "name")) for i, v in enumerate(spec.vms)]
+    for name, path in entities:
+        if name in seen:
+            first = seen[name]
+            bad(path, f"duplicate name '{name}' (already used at {_fmt(first)})")
+        else:
+            seen[name] = path
+    _unique(spec.racks, "racks", bad)
+    _unique(spec.clusters, "clusters", bad)
+
+    routers = {r.name: r for r in spec.routers}
+    for ri, rack in enumerate(spec.racks):
+        tor = routers.get(rack.tor)
+        if tor is None:
+            bad(("racks", ri, "tor"), f"no router named '{rack.tor}'")
+        elif tor.role != "tor":
+            bad(("racks", ri, "tor"), f"router '{rack.tor}' has role '{tor.role}', a rack needs a 'tor'")
+        if rack.subnet is not None:
+            _in_fabric(rack.subnet, ("racks", ri, "subnet"), bad)
+    tors_used = [r.tor for r in spec.racks]
+    for ri, rack in enumerate(spec.racks):
+        if tors_used.count(rack.tor) > 1 and tors_used.index(rack.tor) != ri:
+            bad(("racks", ri, "tor"), f"ToR '{rack.tor}' already serves another rack")
+
+    rack_names = {r.name for r in spec.racks}
+    for li, link in enumerate(spec.links):
+        a, b = link.endpoints
+        for k, end in enumerate((a, b)):
+            if end not in routers:
+                bad(("links", li, "endpoints", k), f"no router named '{end}' (links join routers)")
+        if a == b:
+            bad(("links", li, "endpoints"), "a link needs two different routers")
+        elif a in routers and b in routers and routers[a].asn == routers[b].asn:
+            bad(
+                ("links", li, "endpoints"),
+                f"'{a}' and '{b}' share AS {routers[a].asn}: router links are eBGP, use different AS numbers",
+            )
+        if link.subnet is not None:
+            _in_fabric(link.subnet, ("links", li, "subnet"), bad)
+            if link.subnet.prefixlen not in (30, 31):
+                bad(("links", li, "subnet"), f"{link.subnet} must be a /31 or /30 point-to-point subnet")
+
+    for hi, host in enumerate(spec.hosts):
+        if host.router not in routers:
+            bad(("hosts", hi, "router"), f"no router named '{host.router}'")
+
+    # Pools: allowed ranges, no overlap anywhere in the lab.
+    pools: list[tuple[ipaddress.IPv4Network, tuple]] = []
+    for ci, c in enumerate(spec.clusters):
+        for pi, pool in enumerate(c.pools):
+            path = ("clusters", ci, "pools", pi)
+            if not any(pool.subnet_of(r) for r in POOL_RANGES):
+                bad(path, f"pool {pool} is outside the lab pool ranges ({', '.join(map(str, POOL_RANGES))})")
+            for other, opath in pools:
+                if pool.overlaps(other):
+                    bad(path, f"pool {pool} overlaps {other} ({_fmt(opath)})")
+            pools.append((pool, path))
+            if c.block_size < pool.prefixlen:
+                bad(("clusters", ci, "block_size"), f"block size /{c.block_size} is larger than pool {pool}")
+        blocks = sum(2 ** max(0, c.block_size - p.prefixlen) for p in c.pools)
+        if blocks < len(c.nodes):
+            bad(("clusters", ci, "block_size"), f"{blocks} blocks of /{c.block_size} for {len(c.nodes)} nodes")
+
+    # Nodes: rack placement, addresses, eBGP to the ToR.
+    for ci, c in enumerate(spec.clusters):
+        for ni, n in enumerate(c.nodes):
+            base = ("clusters", ci, "nodes", ni)
+            if n.rack is not None and n.rack not in rack_names:
+                bad((*base, "rack"), f"no rack named '{n.rack}'")
+            if n.rack is None and spec.racks:
+                bad((*base, "rack"), "missing rack: this lab has racks, place every node in one")
+            if n.ip is not None and n.ip not in FABRIC_RANGE:
+                bad((*base, "ip"), f"address {n.ip} is outside the lab fabric range {FABRIC_RANGE}")
+            if n.rack in rack_names:
+                rack = spec.rack(n.rack)
+                if n.ip is not None and rack.subnet is not None and n.ip not in rack.subnet:
+                    bad((*base, "ip"), f"address {n.ip} is not in rack {rack.name}'s subnet {rack.subnet}")
+                tor = routers.get(rack.tor)
+                node_asn = n.asn or c.asn
+                if tor is not None and tor.asn == node_asn:
+                    bad(
+                        (*base, "asn") if n.asn else ("clusters", ci, "asn"),
+                        f"node '{n.name}' and its ToR '{tor.name}' share AS {node_asn}: node<->ToR peering "
+                        "must be eBGP (Calico's nested-cluster and live-migration guides: iBGP to the ToR "
+                        "is not supported, there is no next-hop-self on that peering)",
+                    )
+        for asn_path, asn in [(("clusters", ci, "asn"), c.asn)]:
+            if asn in RESERVED_ASNS:
+                bad(asn_path, f"AS {asn} is reserved")
+    for ri, r in enumerate(spec.routers):
+        if r.asn in RESERVED_ASNS:
+            bad(("routers", ri, "asn"), f"AS {r.asn} is reserved")
+        try:
+            cr.parse_community(r.elevated_community)
+        except ValueError as e:
+            bad(("routers", ri, "elevated_community"), str(e))
+
+    # VMs: on an existing node, IP inside that node's cluster pools, unique.
+    vm_ips: dict[ipaddress.IPv4Address, int] = {}
+    for vi, vm in enumerate(spec.vms):
+        try:
+            cluster, _ = spec.node(vm.node)
+        except KeyError:
+            bad(("vms", vi, "node"), f"no node named '{vm.node}'")
+            continue
+        if vm.cluster is not None and vm.cluster != cluster.name:
+            bad(("vms", vi, "cluster"), f"node '{vm.node}' belongs to cluster '{cluster.name}'")
+        if not any(vm.ip in p for p in cluster.pools):
+            bad(("vms", vi, "ip"), f"{vm.ip} is not in cluster '{cluster.name}' pools "
+                f"({', '.join(map(str, cluster.pools))})")
+        if vm.ip in vm_ips:
+            bad(("vms", vi, "ip"), f"{vm.ip} is already vms[{vm_ips[vm.ip]}]'s address")
+        vm_ips[vm.ip] = vi
+
+    issues += _check_resources(spec, resources)
+    return issues
+
+
+def _check_resources(spec: LabSpec, resources: dict[str, list[Any]]) -> list[SpecIssue]:
+    """Calico resources must agree with the lab: AS, pools, peers that exist, filters that exist."""
+    issues: list[SpecIssue] = []
+    router_ips = _declared_router_ips(spec)
+    for cluster in spec.clusters:
+        items = resources.get(cluster.name, [])
+        filters = {r.metadata.name for r, _, _ in items if isinstance(r, cr.BGPFilter)}
+        names: dict[tuple[str, str], tuple] = {}
+        for res, smap, prefix in items:
+            key = (res.kind, res.metadata.name)
+            if key in names:
+                issues.append(smap.issue((*prefix, "metadata", "name"), f"duplicate {res.kind} '{key[1]}'"))
+            names[key] = prefix
+            if isinstance(res, cr.BGPConfiguration) and res.metadata.name == "default":
+                if res.spec.asNumber is not None and res.spec.asNumber != cluster.asn:
+                    issues.append(
+                        smap.issue(
+                            (*prefix, "spec", "asNumber"),
+                            f"asNumber {res.spec.asNumber} disagrees with cluster '{cluster.name}' asn "
+                            f"{cluster.asn} (set it in one place)",
+                        )
+                    )
+            if isinstance(res, cr.IPPool):
+                net = ipaddress.ip_network(res.spec.cidr, strict=False)
+                if net not in cluster.pools:
+                    issues.append(
+                        smap.issue((*prefix, "spec", "cidr"), f"IPPool {net} is not one of the cluster's pools")
+                    )
+            if isinstance(res, cr.BGPPeer):
+                for f in res.spec.filters:
+                    if f not in filters:
+                        issues.append(smap.issue((*prefix, "spec", "filters"), f"no BGPFilter named '{f}'"))
+                for field in ("nodeSelector", "peerSelector", "localWorkloadSelector"):
+                    text = getattr(res.spec, field)
+                    if text is not None:
+                        try:
+                            compile_selector(text)
+                        except SelectorError as e:
+                            issues.append(smap.issue((*prefix, "spec", field), str(e)))
+                if res.spec.node is not None and res.spec.node not in {n.name for n in cluster.nodes}:
+                    issues.append(
+                        smap.issue((*prefix, "spec", "node"), f"no node '{res.spec.node}' in cluster '{cluster.name}'")
+                    )
+                if res.spec.peerIP is not None:
+                    ip = ipaddress.ip_address(res.spec.peerIP.split(":")[0] if res.spec.peerIP.count(":") == 1
+                                              else res.spec.peerIP)
+                    if ip not in router_ips and ip not in WORKLOAD_PEERING_IPS:
+                        issues.append(
+                            smap.issue(
+                                (*prefix, "spec", "peerIP"),
+                                f"{ip} is no router address in this lab (known: "
+                                f"{', '.join(sorted(map(str, router_ips))) or 'none'})",
+                            )
+                        )
+                    elif ip in router_ips and res.spec.asNumber not in (None, router_ips[ip].asn):
+                        issues.append(
+                            smap.issue(
+                                (*prefix, "spec", "asNumber"),
+                                f"router '{router_ips[ip].name}' at {ip} has AS {router_ips[ip].asn}, "
+                                f"not {res.spec.asNumber}",
+                            )
+                        )
+                    elif ip in router_ips and router_ips[ip].asn == cluster.asn:
+                        issues.append(
+                            smap.issue(
+                                (*prefix, "spec", "peerIP"),
+                                f"router '{router_ips[ip].name}' shares the cluster's AS {cluster.asn}: "
+                                "iBGP to the ToR is not supported (no next-hop-self on that peering)",
+                            )
+                        )
+    return issues
+
+
+def _declared_router_ips(spec: LabSpec) -> dict[ipaddress.IPv4Address, Router]:
+    """ToR addresses on rack segments (first address of the subnet), as the addressing plan derives them."""
+    from harness.topology import rack_subnets  # late import: topology depends on this module
+
+    out = {}
+    subnets = rack_subnets(spec)
+    for rack in spec.racks:
+        net = subnets.get(rack.name)
+        if net is not None and any(r.name == rack.tor for r in spec.routers):
+            out[next(net.hosts())] = spec.router(rack.tor)
+    return out
+
+
+def _unique(items: list[Any], field: str, bad: Any) -> None:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.name in seen:
+            bad((field, i, "name"), f"duplicate name '{item.name}' (already used at {field}[{seen[item.name]}])")
+        seen.setdefault(item.name, i)
+
+
+def _in_fabric(net: ipaddress.IPv4Network, path: tuple, bad: Any) -> None:
+    if not net.subnet_of(FABRIC_RANGE):
+        bad(path, f"{net} is outside the lab fabric range {FABRIC_RANGE}")
+
+
+def _fmt(path: tuple) -> str:
+    from harness.yamlsrc import format_path
+
+    return format_path(path)

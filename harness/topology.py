@@ -1,0 +1,261 @@
+"""The resolved lab: every address, interface, block and BGP session, derived from the spec.
+
+Pure data, no side effects: both runtimes and every renderer read the same `Topology`.
+
+Addressing plan (all inside 198.18.0.0/15, see lab-mechanics.md):
+- rack segments: the rack's `subnet`, else the next free /24 from 198.18.1.0/24 up; the ToR
+  takes the first host address, nodes take .11, .12, ... in spec order unless they set `ip`;
+- router-router and host-router links: /31s from 198.19.0.0/16 in spec order unless set;
+- router IDs of BIRD routers: 198.18.0.<n> (not configured on any interface).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from harness.spec import LabSpec
+
+IPv4 = ipaddress.IPv4Address
+Net = ipaddress.IPv4Network
+
+RACK_RANGE = Net("198.18.0.0/16")
+P2P_RANGE = Net("198.19.0.0/16")
+ROUTER_ID_RANGE = Net("198.18.0.0/24")
+FIRST_NODE_HOST = 11
+WORKLOAD_GATEWAY = IPv4("169.254.1.1")
+WORKLOAD_HOST_MAC = "ee:ee:ee:ee:ee:ee"
+UPLINK = "eth0"
+RACK_BRIDGE = "br-rack"
+
+
+def rack_subnets(spec: LabSpec) -> dict[str, Net]:
+    """Each rack's segment: explicit, or the next /24 not taken by an explicit one."""
+    taken = {r.subnet for r in spec.racks if r.subnet is not None}
+    free = (n for n in RACK_RANGE.subnets(new_prefix=24) if n.network_address.packed[2] >= 1 and n not in taken
+            and not any(n.overlaps(t) for t in taken))
+    return {r.name: r.subnet if r.subnet is not None else next(free) for r in spec.racks}
+
+
+def workload_ifname(vm: str) -> str:
+    """Host-side name of a workload interface: 'cali' + 11 hex digits, like Calico's."""
+    return "cali" + hashlib.sha1(vm.encode()).hexdigest()[:11]
+
+
+def vm_mac(lab: str, vm: str) -> str:
+    """A stable locally administered MAC for a VM (52:54:00 is QEMU's prefix)."""
+    h = hashlib.sha1(f"{lab}/{vm}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in h[:3])
+
+
+def bird_name(name: str) -> str:
+    """A lab name as a BIRD symbol ('r1-n1' -> 'r1_n1')."""
+    return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a link: which namespace entity, which interface, which address."""
+
+    entity: str
+    ifname: str
+    address: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class P2PLink:
+    a: Endpoint
+    b: Endpoint
+
+    @property
+    def subnet(self) -> Net:
+        return self.a.address.network
+
+
+@dataclass(frozen=True)
+class RackPort:
+    """A node's uplink into its rack segment (the ToR bridges all of them)."""
+
+    rack: str
+    tor: str
+    node: str
+    tor_port: str  # interface name in the ToR namespace, enslaved to the rack bridge
+    node_address: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A VM endpoint attached Calico-style to its node."""
+
+    vm: str
+    node: str
+    cluster: str
+    ip: IPv4
+    mac: str
+    host_ifname: str
+
+
+@dataclass(frozen=True)
+class RouterNeighbor:
+    """A BGP neighbor as a BIRD router (spine/ToR/external) sees it."""
+
+    protocol: str
+    peer: str  # entity name
+    address: IPv4
+    asn: int
+    local_address: IPv4
+    kind: str  # "node" | "router"
+
+
+@dataclass
+class Topology:
+    spec: LabSpec
+    rack_subnet: dict[str, Net] = field(default_factory=dict)
+    tor_address: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)  # by ToR name
+    node_address: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)
+    rack_ports: list[RackPort] = field(default_factory=list)
+    links: list[P2PLink] = field(default_factory=list)
+    host_links: list[P2PLink] = field(default_factory=list)
+    router_id: dict[str, IPv4] = field(default_factory=dict)
+    node_asn: dict[str, int] = field(default_factory=dict)
+    node_blocks: dict[str, list[Net]] = field(default_factory=dict)
+    workloads: list[Workload] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def entities(self) -> dict[str, str]:
+        """Every namespace entity and its kind: router, node, host, vm."""
+        out = {r.name: "router" for r in self.spec.routers}
+        out.update({n.name: "node" for _, n in self.spec.all_nodes()})
+        out.update({h.name: "host" for h in self.spec.hosts})
+        out.update({v.name: "vm" for v in self.spec.vms})
+        return out
+
+    def node_labels(self, node: str) -> dict[str, str]:
+        """The Kubernetes labels of a node, as Calico selectors see them."""
+        _, n = self.spec.node(node)
+        labels = {"kubernetes.io/hostname": node}
+        if n.rack:
+            labels["rack"] = n.rack
+        labels.update(n.labels)
+        return labels
+
+    def router_neighbors(self, router: str) -> list[RouterNeighbor]:
+        """The BGP sessions a router's BIRD runs: its rack's nodes (ToR) and linked routers."""
+        out: list[RouterNeighbor] = []
+        for port in self.rack_ports:
+            if port.tor == router:
+                out.append(
+                    RouterNeighbor(
+                        protocol=f"bgp_{bird_name(port.node)}",
+                        peer=port.node,
+                        address=port.node_address.ip,
+                        asn=self.node_asn[port.node],
+                        local_address=self.tor_address[router].ip,
+                        kind="node",
+                    )
+                )
+        for link in self.links:
+            for mine, other in ((link.a, link.b), (link.b, link.a)):
+                if mine.entity == router:
+                    out.append(
+                        RouterNeighbor(
+                            protocol=f"bgp_{bird_name(other.entity)}",
+                            peer=other.entity,
+                            address=other.address.ip,
+                            asn=self.spec.router(other.entity).asn,
+                            local_address=mine.address.ip,
+                            kind="router",
+                        )
+                    )
+        return out
+
+    def host_link(self, host: str) -> P2PLink:
+        return next(link for link in self.host_links if link.b.entity == host)
+
+    def workload(self, vm: str) -> Workload:
+        return next(w for w in self.workloads if w.vm == vm)
+
+    def block_owner(self, ip: IPv4) -> str | None:
+        for node, blocks in self.node_blocks.items():
+            if any(ip in b for b in blocks):
+                return node
+        return None
+
+
+def resolve(spec: LabSpec) -> Topology:
+    """Derive the full topology from a validated spec."""
+    topo = Topology(spec=spec)
+    topo.rack_subnet = rack_subnets(spec)
+    for rack in spec.racks:
+        net = topo.rack_subnet[rack.name]
+        topo.tor_address[rack.tor] = ipaddress.IPv4Interface(f"{next(net.hosts())}/{net.prefixlen}")
+
+    for cluster, node in spec.all_nodes():
+        topo.node_asn[node.name] = node.asn or cluster.asn
+    for rack in spec.racks:
+        net = topo.rack_subnet[rack.name]
+        used = {topo.tor_address[rack.tor].ip}
+        used |= {n.ip for _, n in spec.all_nodes() if n.rack == rack.name and n.ip is not None}
+        candidates = (net.network_address + i for i in range(FIRST_NODE_HOST, net.num_addresses - 1))
+        for _, node in spec.all_nodes():
+            if node.rack != rack.name:
+                continue
+            ip = node.ip
+            if ip is None:
+                ip = next(c for c in candidates if c not in used)
+                used.add(ip)
+            addr = ipaddress.IPv4Interface(f"{ip}/{net.prefixlen}")
+            topo.node_address[node.name] = addr
+            topo.rack_ports.append(RackPort(rack.name, rack.tor, node.name, node.name, addr))
+
+    explicit = [link.subnet for link in spec.links if link.subnet is not None]
+    free = (n for n in P2P_RANGE.subnets(new_prefix=31) if not any(n.overlaps(e) for e in explicit))
+    for link in spec.links:
+        a, b = link.endpoints
+        net = link.subnet or next(free)
+        hosts = [net.network_address, net.network_address + 1] if net.prefixlen == 31 else list(net.hosts())
+        topo.links.append(
+            P2PLink(
+                Endpoint(a, b, ipaddress.IPv4Interface(f"{hosts[0]}/{net.prefixlen}")),
+                Endpoint(b, a, ipaddress.IPv4Interface(f"{hosts[1]}/{net.prefixlen}")),
+            )
+        )
+    for host in spec.hosts:
+        net = next(free)
+        topo.host_links.append(
+            P2PLink(
+                Endpoint(host.router, host.name, ipaddress.IPv4Interface(f"{net.network_address}/31")),
+                Endpoint(host.name, UPLINK, ipaddress.IPv4Interface(f"{net.network_address + 1}/31")),
+            )
+        )
+
+    ids = ROUTER_ID_RANGE.hosts()
+    for r in spec.routers:
+        topo.router_id[r.name] = next(ids)
+    for name, addr in topo.node_address.items():
+        topo.router_id[name] = addr.ip
+
+    for cluster in spec.clusters:
+        blocks = [b for pool in cluster.pools for b in pool.subnets(new_prefix=cluster.block_size)]
+        for node, block in zip(cluster.nodes, blocks, strict=False):
+            topo.node_blocks[node.name] = [block]
+
+    for vm in spec.vms:
+        cluster, _ = spec.node(vm.node)
+        topo.workloads.append(
+            Workload(
+                vm=vm.name,
+                node=vm.node,
+                cluster=cluster.name,
+                ip=vm.ip,
+                mac=vm.mac or vm_mac(spec.name, vm.name),
+                host_ifname=workload_ifname(vm.name),
+            )
+        )
+    return topo

@@ -1,0 +1,114 @@
+"""The default lab on real BIRD: sessions, fabric routes, aggregation, workload wiring, data plane."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from harness.lab import Lab
+from harness.tcpcheck import assert_reachable, echo_server
+
+pytestmark = pytest.mark.netns
+
+RACK1_BLOCKS = {"r1-n1": "203.0.113.0/26", "r1-n2": "203.0.113.64/26"}
+RACK2_BLOCKS = {"r2-n1": "203.0.113.128/26", "r2-n2": "203.0.113.192/26"}
+RTPROT_BIRD = "bird"
+
+
+def test_every_session_established_and_status_contract(lab: Lab) -> None:
+    status = lab.status()
+    assert set(status) >= {"lab", "runtime", "routers", "clusters", "nodes", "vms", "sessions"}
+    assert status["runtime"] == "netns"
+    assert {r["name"]: r["asn"] for r in status["routers"]} == {"spine1": 65100, "tor1": 65001, "tor2": 65002}
+    assert status["clusters"] == [{"name": "kv", "asn": 64512, "pools": ["203.0.113.0/24"]}]
+    assert {n["name"]: (n["rack"], n["asn"]) for n in status["nodes"]} == {
+        "r1-n1": ("r1", 64512), "r1-n2": ("r1", 64512), "r2-n1": ("r2", 64512), "r2-n2": ("r2", 64512),
+    }
+    assert status["vms"] == [{"name": "vm1", "ip": "203.0.113.10", "node": "r1-n1"}]
+    sessions = status["sessions"]
+    # 2 spine + 3 per ToR on the router side, 1 per node on the node side.
+    assert len(sessions) == 12
+    assert all(set(s) == {"router", "name", "peer", "state"} for s in sessions)
+    not_up = [s for s in sessions if s["state"] != "Established"]
+    assert not not_up, not_up
+    node_sessions = {s["router"]: s["name"] for s in sessions if s["router"].startswith("r")}
+    assert node_sessions == {"r1-n1": "Node_198_18_1_1", "r1-n2": "Node_198_18_1_1",
+                             "r2-n1": "Node_198_18_2_1", "r2-n2": "Node_198_18_2_1"}
+
+
+@pytest.mark.parametrize(("node", "block"), sorted(RACK1_BLOCKS.items()))
+def test_tor_learns_each_rack_node_block_directly(lab: Lab, node: str, block: str) -> None:
+    routes = lab.router("tor1").routes(block)
+    best = [r for r in routes if r.best]
+    assert len(best) == 1, routes
+    assert best[0].as_path == (64512,)
+    assert best[0].via == str(lab.topo.node_address[node].ip)
+    assert best[0].protocol == f"bgp_{node.replace('-', '_')}"
+
+
+def test_tor_learns_other_rack_through_spine(lab: Lab) -> None:
+    for block in RACK2_BLOCKS.values():
+        best = lab.router("tor1").best_route(block)
+        assert best is not None, f"tor1 has no route for {block}"
+        assert best.as_path == (65100, 65002, 64512)
+
+
+def test_spine_sees_both_racks_blocks_via_their_tor(lab: Lab) -> None:
+    spine = lab.router("spine1")
+    for blocks, tor, tor_as in ((RACK1_BLOCKS, "tor1", 65001), (RACK2_BLOCKS, "tor2", 65002)):
+        for block in blocks.values():
+            best = spine.best_route(block)
+            assert best is not None, f"spine1 has no route for {block}"
+            assert best.as_path == (tor_as, 64512)
+            assert best.interface == tor
+
+
+def test_vm_is_announced_only_inside_its_nodes_block(lab: Lab) -> None:
+    """Aggregation: before any migration nobody outside the node sees vm1's /32."""
+    for router in ("tor1", "tor2", "spine1"):
+        assert lab.router(router).routes("203.0.113.10/32") == []
+    for node in ("r1-n2", "r2-n1"):
+        assert lab.node(node).routes("203.0.113.10/32") == []
+
+
+def test_node_kernel_tables(lab: Lab) -> None:
+    wl = lab.topo.workload("vm1")
+    vm_route = lab.node("r1-n1").kernel_routes("203.0.113.10/32")
+    assert [(r.dev, r.metric) for r in vm_route] == [(wl.host_ifname, 1024)]
+    own_block = lab.node("r1-n1").kernel_routes("203.0.113.0/26")
+    assert [r.route_type for r in own_block] == ["blackhole"]
+    remote = lab.node("r2-n1").kernel_routes("203.0.113.0/26")
+    assert len(remote) == 1
+    assert remote[0].protocol == RTPROT_BIRD
+    assert remote[0].gateway == str(lab.topo.tor_address["tor2"].ip)
+
+
+def test_workload_interface_is_calico_style(lab: Lab) -> None:
+    wl = lab.topo.workload("vm1")
+    ns_node = lab.runtime.ns("r1-n1")  # type: ignore[attr-defined]
+    from harness import netlink
+
+    with netlink.ipr(ns_node) as ip:
+        link = ip.link("get", index=ip.link_lookup(ifname=wl.host_ifname)[0])[0]
+        assert link.get_attr("IFLA_ADDRESS") == "ee:ee:ee:ee:ee:ee"
+        neigh = [n for n in ip.neigh("dump") if n.get_attr("NDA_DST") == str(wl.ip)]
+        assert neigh and neigh[0].get_attr("NDA_LLADDR") == wl.mac
+    proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{wl.host_ifname}/proxy_arp"])
+    assert proxy.stdout.strip() == "1"
+    vm_routes = {r.prefix: r for r in lab.runtime.kernel_routes("vm1")}
+    assert vm_routes["0.0.0.0/0"].gateway == "169.254.1.1"
+
+
+def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
+    """Data plane: ext1 -> spine1 -> tor1 -> r1-n1 -> vm1 and back, over the routes BGP installed."""
+    with echo_server(lab, "vm1"):
+        assert_reachable(lab, "ext1", "203.0.113.10")
+
+
+def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
+    fabric = ipaddress.IPv4Network("198.18.0.0/15")
+    for addr in [*lab.topo.node_address.values(), *lab.topo.tor_address.values()]:
+        assert addr.ip in fabric
+    for link in lab.topo.links + lab.topo.host_links:
+        assert link.a.address.ip in fabric and link.b.address.ip in fabric
