@@ -1,0 +1,96 @@
+"""Benchmark: time from `Lab.up()` to every BGP session Established, per phase.
+
+Labs: labs/default.yml (9 namespaces, 7 BIRDs) and a generated 8-rack x 4-node fabric
+(43 namespaces, 41 BIRDs). Each run brings the lab up under a fresh name, records when
+each phase (namespaces, links, BIRD start, convergence) ended, and tears it down.
+Prints min / median / max per phase and writes bench/results/lab_up.json.
+
+    make bench                      # 5 runs each
+    .venv/bin/python bench/bench_lab_up.py --runs 3 --labs default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness.generate import fabric_lab, write_lab  # noqa: E402
+from harness.lab import Lab  # noqa: E402
+
+
+class PhaseClock:
+    """A Progress sink that records when each step ends (seconds since the run started)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.ends: dict[str, float] = {}
+
+    def step(self, title: str, total: int | None = None) -> _Step:
+        return _Step(self, title)
+
+
+class _Step:
+    def __init__(self, clock: PhaseClock, title: str) -> None:
+        self.clock, self.title = clock, title
+
+    def advance(self, n: int = 1, detail: str | None = None) -> None:
+        pass
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.ends[self.title] = time.monotonic() - self.clock.t0
+
+
+def run_once(path: Path) -> dict[str, float]:
+    clock = PhaseClock()
+    lab = Lab.from_file(path, name=Lab.unique_name("bench"), progress=clock)
+    lab.up()
+    total = time.monotonic() - clock.t0
+    sessions = len(lab.sessions())
+    t_down = time.monotonic()
+    lab.down()
+    return {**clock.ends, "total": total, "down": time.monotonic() - t_down, "sessions": sessions}
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    keys = [k for k in runs[0] if k != "sessions"]
+    return {k: {"min": min(r[k] for r in runs), "median": statistics.median(r[k] for r in runs),
+                "max": max(r[k] for r in runs)} for k in keys}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--labs", nargs="*", default=["default", "fabric-8x4"])
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="kvlab-bench-"))
+    paths = {"default": REPO / "labs" / "default.yml",
+             "fabric-8x4": write_lab(fabric_lab(8, 4), tmp / "fabric-8x4.yml")}
+    results = {}
+    for name in args.labs:
+        runs = [run_once(paths[name]) for _ in range(args.runs)]
+        results[name] = {"runs": runs, "summary": summarize(runs), "sessions": runs[0]["sessions"]}
+        print(f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
+              "(seconds since Lab.up() started, phase end times)")
+        print(f"  {'phase':<28}{'min':>8}{'median':>9}{'max':>8}")
+        for phase, s in results[name]["summary"].items():
+            print(f"  {phase:<28}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lab_up.json").write_text(json.dumps(results, indent=2))
+    print(f"\nwritten: {out / 'lab_up.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
