@@ -64,8 +64,14 @@ def run_once(path: Path) -> dict[str, float]:
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     keys = [k for k in runs[0] if k != "sessions"]
-    return {k: {"min": min(r[k] for r in runs), "median": statistics.median(r[k] for r in runs),
-                "max": max(r[k] for r in runs)} for k in keys}
+    return {
+        k: {
+            "min": min(r[k] for r in runs),
+            "median": statistics.median(r[k] for r in runs),
+            "max": max(r[k] for r in runs),
+        }
+        for k in keys
+    }
 
 
 def main() -> int:
@@ -74,14 +80,18 @@ def main() -> int:
     ap.add_argument("--labs", nargs="*", default=["default", "fabric-8x4"])
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kvlab-bench-"))
-    paths = {"default": REPO / "labs" / "default.yml",
-             "fabric-8x4": write_lab(fabric_lab(8, 4), tmp / "fabric-8x4.yml")}
+    paths = {
+        "default": REPO / "labs" / "default.yml",
+        "fabric-8x4": write_lab(fabric_lab(8, 4), tmp / "fabric-8x4.yml"),
+    }
     results = {}
     for name in args.labs:
         runs = [run_once(paths[name]) for _ in range(args.runs)]
         results[name] = {"runs": runs, "summary": summarize(runs), "sessions": runs[0]["sessions"]}
-        print(f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
-              "(seconds since Lab.up() started, phase end times)")
+        print(
+            f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
+            "(seconds since Lab.up() started, phase end times)"
+        )
         print(f"  {'phase':<28}{'min':>8}{'median':>9}{'max':>8}")
         for phase, s in results[name]["summary"].items():
             print(f"  {phase:<28}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")

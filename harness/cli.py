@@ -69,8 +69,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness.progress import RichProgress
 
     path = resolve_spec_path(args.lab)
-    lab = Lab.from_file(path, name=args.name, runtime=args.runtime, progress=RichProgress(),
-                        keep=args.keep_on_failure)
+    lab = Lab.from_file(
+        path, name=args.name, runtime=args.runtime, progress=RichProgress(), keep=args.keep_on_failure
+    )
     try:
         lab.up()
     except WaitTimeout as e:
@@ -81,8 +82,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     verb = "reused (already running)" if lab.reused else "up"
     sessions = lab.sessions()
-    print(f"lab '{lab.name}' {verb}: {len(sessions)} BGP sessions Established "
-          f"({len(lab.topo.entities)} namespaces, runtime {lab.runtime_name})", file=sys.stderr)
+    print(
+        f"lab '{lab.name}' {verb}: {len(sessions)} BGP sessions Established "
+        f"({len(lab.topo.entities)} namespaces, runtime {lab.runtime_name})",
+        file=sys.stderr,
+    )
     if args.json:
         print(json.dumps(lab.status(), indent=2))
     return 0
@@ -132,7 +136,9 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
                 branch.add(f"host {h['name']} {h['ip']}")
     for rack in lab.spec.racks:
         tor = lab.spec.router(rack.tor)
-        rb = tree.add(f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}")
+        rb = tree.add(
+            f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}"
+        )
         for n in status["nodes"]:
             if n["rack"] == rack.name:
                 nb = rb.add(f"node [bold]{n['name']}[/] AS{n['asn']} {n['ip']} ({n['cluster']})")
@@ -164,12 +170,30 @@ def cmd_routes(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.router}: {args.prefix or 'all routes'}")
-    for col in ("prefix", "best", "via", "interface", "protocol", "as path", "communities", "local_pref", "pref"):
+    for col in (
+        "prefix",
+        "best",
+        "via",
+        "interface",
+        "protocol",
+        "as path",
+        "communities",
+        "local_pref",
+        "pref",
+    ):
         table.add_column(col)
     for r in routes:
-        table.add_row(r.prefix, "*" if r.best else "", r.via or r.route_type, r.interface or "", r.protocol,
-                      " ".join(map(str, r.as_path)), " ".join(r.community_strings()),
-                      "" if r.local_pref is None else str(r.local_pref), str(r.preference))
+        table.add_row(
+            r.prefix,
+            "*" if r.best else "",
+            r.via or r.route_type,
+            r.interface or "",
+            r.protocol,
+            " ".join(map(str, r.as_path)),
+            " ".join(r.community_strings()),
+            "" if r.local_pref is None else str(r.local_pref),
+            str(r.preference),
+        )
     _console().print(table)
     return 0
 

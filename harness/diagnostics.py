@@ -45,18 +45,34 @@ def collect(lab: Lab, out_dir: Path) -> Path:
         files = lab.runtime.bird_files(speaker.name)
         for key in ("config", "log"):
             src = files.get(key)
-            attempt(f"{speaker.name} {key}", lambda src=src, key=key, d=d: shutil.copy(src, d / f"bird.{key}"))
-        attempt(f"{speaker.name} protocols",
-                lambda s=speaker, d=d: (d / "show-protocols-all.txt").write_text(_reply_text(s.birdc("show protocols all"))))
-        attempt(f"{speaker.name} routes",
-                lambda s=speaker, d=d: (d / "show-route-all.txt").write_text(_reply_text(s.birdc("show route all"))))
-        attempt(f"{speaker.name} routes json",
-                lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]))
+            attempt(
+                f"{speaker.name} {key}", lambda src=src, key=key, d=d: shutil.copy(src, d / f"bird.{key}")
+            )
+        attempt(
+            f"{speaker.name} protocols",
+            lambda s=speaker, d=d: (d / "show-protocols-all.txt").write_text(
+                _reply_text(s.birdc("show protocols all"))
+            ),
+        )
+        attempt(
+            f"{speaker.name} routes",
+            lambda s=speaker, d=d: (d / "show-route-all.txt").write_text(
+                _reply_text(s.birdc("show route all"))
+            ),
+        )
+        attempt(
+            f"{speaker.name} routes json",
+            lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]),
+        )
     for entity in lab.topo.entities:
         d = bundle / entity
         d.mkdir(exist_ok=True)
-        attempt(f"{entity} kernel routes",
-                lambda e=entity, d=d: dump(d / "kernel-routes.json", [r.to_json() for r in lab.runtime.kernel_routes(e)]))
+        attempt(
+            f"{entity} kernel routes",
+            lambda e=entity, d=d: dump(
+                d / "kernel-routes.json", [r.to_json() for r in lab.runtime.kernel_routes(e)]
+            ),
+        )
     if errors:
         (bundle / "errors.txt").write_text("\n".join(errors) + "\n")
     return bundle

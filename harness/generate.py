@@ -21,11 +21,24 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
     nodes = racks * nodes_per_rack
     block = 32 - max(0, (pool.num_addresses // _pow2_at_least(nodes)).bit_length() - 1)
     resources: list[dict[str, Any]] = [
-        {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
-         "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": False}},
-        {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "vm-pool"},
-         "spec": {"cidr": str(pool), "blockSize": block, "ipipMode": "Never", "vxlanMode": "Never",
-                  "natOutgoing": False}},
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": False},
+        },
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "vm-pool"},
+            "spec": {
+                "cidr": str(pool),
+                "blockSize": block,
+                "ipipMode": "Never",
+                "vxlanMode": "Never",
+                "natOutgoing": False,
+            },
+        },
     ]
     lab: dict[str, Any] = {
         "name": name or f"fabric-{racks}x{nodes_per_rack}",
@@ -33,8 +46,16 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
         "routers": [{"name": "spine1", "role": "spine", "asn": 65100}],
         "racks": [],
         "links": [],
-        "clusters": [{"name": "kv", "asn": 64512, "pools": [str(pool)], "block_size": block, "nodes": [],
-                      "resources": resources}],
+        "clusters": [
+            {
+                "name": "kv",
+                "asn": 64512,
+                "pools": [str(pool)],
+                "block_size": block,
+                "nodes": [],
+                "resources": resources,
+            }
+        ],
         "hosts": [{"name": "ext1", "router": "spine1"}],
         "vms": [{"name": "vm1", "node": "r1-n1", "ip": str(pool.network_address + 2)}],
     }
@@ -43,11 +64,21 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
         lab["routers"].append({"name": f"tor{r}", "role": "tor", "asn": 65000 + r})
         lab["racks"].append({"name": f"r{r}", "tor": f"tor{r}", "subnet": str(subnet)})
         lab["links"].append({"endpoints": ["spine1", f"tor{r}"]})
-        lab["clusters"][0]["nodes"] += [{"name": f"r{r}-n{n}", "rack": f"r{r}"} for n in range(1, nodes_per_rack + 1)]
+        lab["clusters"][0]["nodes"] += [
+            {"name": f"r{r}-n{n}", "rack": f"r{r}"} for n in range(1, nodes_per_rack + 1)
+        ]
         resources.append(
-            {"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": f"rack-r{r}-tor"},
-             "spec": {"nodeSelector": f"rack == 'r{r}'", "peerIP": str(subnet.network_address + 1),
-                      "asNumber": 65000 + r, "numAllowedLocalASNumbers": 1}}
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "BGPPeer",
+                "metadata": {"name": f"rack-r{r}-tor"},
+                "spec": {
+                    "nodeSelector": f"rack == 'r{r}'",
+                    "peerIP": str(subnet.network_address + 1),
+                    "asNumber": 65000 + r,
+                    "numAllowedLocalASNumbers": 1,
+                },
+            }
         )
     return lab
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,6 +98,31 @@ class BirdSpeaker:
         return f"<{type(self).__name__} {self.name} of lab {self.lab.name}>"
 
 
+class VM:
+    """A VM of a lab (mock VM endpoint on the netns runtime)."""
+
+    def __init__(self, lab: Lab, name: str):
+        self.lab = lab
+        self.name = name
+
+    @property
+    def ip(self) -> str:
+        return str(self.lab.topo.workload(self.name).ip)
+
+    @property
+    def node(self) -> str:
+        return self.lab.vm_location(self.name)["node"]
+
+    def migrate(self, to: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+        return self.lab.migrate(self.name, to, **kwargs)
+
+    def migration(self, to: str):  # type: ignore[no-untyped-def]
+        """A Migration whose phases (prepare, activate, complete, fail) the caller drives."""
+        from harness.migration import Migration
+
+        return Migration(self.lab, self.name, to)
+
+
 class Lab:
     """A lab instance: spec + topology + runtime. Usable without pytest."""
 
@@ -132,12 +156,16 @@ class Lab:
         """A handle on a lab that is already running (brought up by another process)."""
         state = LabState.load(lab_dir(name))
         if state is None:
-            raise LabError(f"no lab named '{name}' is running (known: {', '.join(running_lab_names()) or 'none'})")
+            raise LabError(
+                f"no lab named '{name}' is running (known: {', '.join(running_lab_names()) or 'none'})"
+            )
         spec = load_lab(state.spec_path)
         lab = cls(spec, name=name, runtime=state.runtime, progress=progress, owner_pid=state.owner_pid)
         if spec_digest(spec) != state.spec_digest:
-            raise LabError(f"lab '{name}' was brought up from an older version of {state.spec_path}; "
-                           f"run 'kvlab down {name}' and bring it up again")
+            raise LabError(
+                f"lab '{name}' was brought up from an older version of {state.spec_path}; "
+                f"run 'kvlab down {name}' and bring it up again"
+            )
         lab.reused = True
         return lab
 
@@ -229,6 +257,40 @@ class Lab:
             raise KeyError(f"no entity '{entity}' in lab '{self.name}'")
         return self.runtime.popen(entity, argv, **kwargs)
 
+    # -- VMs and migration ---------------------------------------------------------------
+    def vm(self, name: str) -> VM:
+        if name not in {w.vm for w in self.topo.workloads}:
+            raise KeyError(f"no VM '{name}' in lab '{self.name}'")
+        return VM(self, name)
+
+    def vm_location(self, vm: str) -> dict[str, str]:
+        """Where a VM runs now: {"node", "ifname"} (its guest-side interface)."""
+        state = LabState.load(lab_dir(self.name))
+        if state is not None and vm in state.vms:
+            return dict(state.vms[vm])
+        return {"node": self.topo.workload(vm).node, "ifname": "eth0"}
+
+    def set_vm_location(self, vm: str, node: str, ifname: str) -> None:
+        with lab_lock(self.name):
+            state = LabState.load(lab_dir(self.name))
+            if state is None:
+                raise LabError(f"lab '{self.name}' has no state (is it up?)")
+            state.vms[vm] = {"node": node, "ifname": ifname}
+            state.save(lab_dir(self.name))
+
+    def priorities(self, node: str):  # type: ignore[no-untyped-def]
+        """Felix route priorities and convergence time of a node's cluster."""
+        from harness.calico import felix
+
+        cluster, _ = self.spec.node(node)
+        return felix.priorities(cluster_resources_plain(self.spec).get(cluster.name, []))
+
+    def migrate(self, vm: str, to: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration)."""
+        from harness.migration import Migration
+
+        return Migration(self, vm, to).run(**kwargs)
+
     def sessions(self) -> list[Session]:
         out: list[Session] = []
         for s in self.speakers():
@@ -248,20 +310,28 @@ class Lab:
             down = [s for s in sessions if not s.established]
             if down or len(sessions) < expected:
                 detail = "; ".join(
-                    f"{s.router}/{s.name} (peer {s.peer}): {s.state}" + (f", {s.last_error}" if s.last_error else "")
+                    f"{s.router}/{s.name} (peer {s.peer}): {s.state}"
+                    + (f", {s.last_error}" if s.last_error else "")
                     for s in down
                 )
                 raise AssertionError(f"{len(down)} of {len(sessions)} BGP sessions not Established: {detail}")
             return sessions
 
         with self.progress.step("BGP sessions Established", total=expected) as step:
-            result = eventually(all_up, timeout=timeout, interval=0.2, what="every BGP session to be Established",
-                                transient=(BirdUnavailable,))
+            result = eventually(
+                all_up,
+                timeout=timeout,
+                interval=0.2,
+                what="every BGP session to be Established",
+                transient=(BirdUnavailable,),
+            )
             step.advance(expected)
         return result
 
     def sessions_expected(self) -> list[str]:
-        return [f"{r.name}:{n.protocol}" for r in self.spec.routers for n in self.topo.router_neighbors(r.name)]
+        return [
+            f"{r.name}:{n.protocol}" for r in self.spec.routers for n in self.topo.router_neighbors(r.name)
+        ]
 
     # -- reporting ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -275,12 +345,22 @@ class Lab:
                 {"name": c.name, "asn": c.asn, "pools": [str(p) for p in c.pools]} for c in self.spec.clusters
             ],
             "nodes": [
-                {"name": n.name, "cluster": c.name, "rack": n.rack, "asn": self.topo.node_asn[n.name],
-                 "ip": str(self.topo.node_address[n.name].ip)}
+                {
+                    "name": n.name,
+                    "cluster": c.name,
+                    "rack": n.rack,
+                    "asn": self.topo.node_asn[n.name],
+                    "ip": str(self.topo.node_address[n.name].ip),
+                }
                 for c, n in self.spec.all_nodes()
             ],
-            "vms": [{"name": w.vm, "ip": str(w.ip), "node": w.node} for w in self.topo.workloads],
-            "hosts": [{"name": h.name, "ip": str(self.topo.host_link(h.name).b.address.ip)} for h in self.spec.hosts],
+            "vms": [
+                {"name": w.vm, "ip": str(w.ip), "node": self.vm_location(w.vm)["node"]}
+                for w in self.topo.workloads
+            ],
+            "hosts": [
+                {"name": h.name, "ip": str(self.topo.host_link(h.name).b.address.ip)} for h in self.spec.hosts
+            ],
             "sessions": [s.to_json() for s in self.sessions()],
         }
 
@@ -312,8 +392,10 @@ def down_lab(name: str) -> bool:
     """Tear down a lab by name, with or without its state file. True if anything was found."""
     state = LabState.load(lab_dir(name))
     runtime = get_runtime(state.runtime if state else "netns")(name)
-    found = state is not None or lab_dir(name).exists() or any(
-        ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces()
+    found = (
+        state is not None
+        or lab_dir(name).exists()
+        or any(ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces())
     )
     with lab_lock(name):
         runtime.down()
@@ -352,8 +434,9 @@ def _lock_held(name: str) -> bool:
 
 
 def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    return json.dumps(
+        obj, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+    )
 
 
 __all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "lab_states", "reap_stale", "running_lab_names"]
-

@@ -79,6 +79,11 @@ def link_up(ns: str, ifname: str, *, mac: str | None = None) -> None:
         ip.link("set", index=_index(ip, ifname), state="up", **kwargs)
 
 
+def link_down(ns: str, ifname: str) -> None:
+    with ipr(ns) as ip:
+        ip.link("set", index=_index(ip, ifname), state="down")
+
+
 def link_delete(ns: str, ifname: str) -> None:
     with ipr(ns) as ip:
         found = ip.link_lookup(ifname=ifname)
@@ -89,7 +94,9 @@ def link_delete(ns: str, ifname: str) -> None:
 def add_address(ns: str, ifname: str, address: ipaddress.IPv4Interface) -> None:
     with ipr(ns) as ip:
         try:
-            ip.addr("add", index=_index(ip, ifname), address=str(address.ip), prefixlen=address.network.prefixlen)
+            ip.addr(
+                "add", index=_index(ip, ifname), address=str(address.ip), prefixlen=address.network.prefixlen
+            )
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise

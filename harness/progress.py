@@ -47,8 +47,13 @@ class RichProgress:
     def _bar(self, title: str, total: int | None) -> Iterator[_RichStep]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[detail]}")]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
+        ]
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(title, total=total, detail="")
             yield _RichStep(bar, task)

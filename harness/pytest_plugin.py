@@ -32,16 +32,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lab", default="default", help="lab file or name in labs/ (default: default)")
     group.addoption("--runtime", default="netns", choices=["netns", "containerlab"], help="lab runtime")
     group.addoption("--keep-lab", action="store_true", help="leave labs this session brought up running")
-    group.addoption("--reuse-lab", action="store_true",
-                    help="require a running lab (from 'make lab-up'/'kvlab up'); never bring one up")
-    group.addoption("--kvlab-diag-dir", default=None,
-                    help="where failure diagnostics go (default: <rootdir>/test-results/diagnostics)")
+    group.addoption(
+        "--reuse-lab",
+        action="store_true",
+        help="require a running lab (from 'make lab-up'/'kvlab up'); never bring one up",
+    )
+    group.addoption(
+        "--kvlab-diag-dir",
+        default=None,
+        help="where failure diagnostics go (default: <rootdir>/test-results/diagnostics)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "netns: needs root, network namespaces and BIRD (integration)")
     if config.getoption("--keep-lab") and config.getoption("--reuse-lab"):
-        raise pytest.UsageError("--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down")
+        raise pytest.UsageError(
+            "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
+        )
 
 
 def _resolve(spec_or_path: str | Path | LabSpec) -> LabSpec:
@@ -84,8 +92,12 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
         lab = None if private else _running_same(spec)
         if lab is None:
             if reuse_only:
-                raise pytest.UsageError(f"--reuse-lab: no running lab '{spec.name}' (run 'make lab-up' first)")
-            lab = Lab(spec, name=Lab.unique_name(spec.name), runtime=runtime, owner_pid=os.getpid(), keep=keep)
+                raise pytest.UsageError(
+                    f"--reuse-lab: no running lab '{spec.name}' (run 'make lab-up' first)"
+                )
+            lab = Lab(
+                spec, name=Lab.unique_name(spec.name), runtime=runtime, owner_pid=os.getpid(), keep=keep
+            )
             try:
                 lab.up()
             except PreflightError as e:
@@ -116,12 +128,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     labs = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Lab)]
     if not labs:
         return
-    base = item.config.getoption("--kvlab-diag-dir") or (item.config.rootpath / "test-results" / "diagnostics")
+    base = item.config.getoption("--kvlab-diag-dir") or (
+        item.config.rootpath / "test-results" / "diagnostics"
+    )
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.nodeid)[-120:]
     for lab in labs:
         try:
             path = lab.diagnostics(Path(base) / safe)
         except Exception as e:  # never mask the test's own failure
-            report.sections.append(("kvlab diagnostics", f"could not collect diagnostics of '{lab.name}': {e}"))
+            report.sections.append(
+                ("kvlab diagnostics", f"could not collect diagnostics of '{lab.name}': {e}")
+            )
             continue
         report.sections.append(("kvlab diagnostics", f"lab '{lab.name}': {path}"))

@@ -115,6 +115,9 @@ class Timers(_Model):
     """How long the harness waits for things (seconds)."""
 
     bgp_established: float = Field(default=60.0, gt=0)
+    migration_source_cleanup: float = Field(
+        default=1.0, ge=0, le=60, description="how long the source pod (and its /32) outlives a migration"
+    )
 
 
 class LabSpec(_Model):
@@ -231,8 +234,10 @@ def load_cluster_resources(
             if not isinstance(doc, dict) or doc.get("kind") not in cr.KINDS:
                 kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
                 issues.append(
-                    smap.issue((*prefix, "kind"), f"unsupported resource kind {kind!r} (expected one of "
-                               f"{', '.join(cr.KINDS)})")
+                    smap.issue(
+                        (*prefix, "kind"),
+                        f"unsupported resource kind {kind!r} (expected one of {', '.join(cr.KINDS)})",
+                    )
                 )
                 continue
             try:
@@ -320,7 +325,9 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
                 bad(("clusters", ci, "block_size"), f"block size /{c.block_size} is larger than pool {pool}")
         blocks = sum(2 ** max(0, c.block_size - p.prefixlen) for p in c.pools)
         if blocks < len(c.nodes):
-            bad(("clusters", ci, "block_size"), f"{blocks} blocks of /{c.block_size} for {len(c.nodes)} nodes")
+            bad(
+                ("clusters", ci, "block_size"), f"{blocks} blocks of /{c.block_size} for {len(c.nodes)} nodes"
+            )
 
     # Nodes: rack placement, addresses, eBGP to the ToR.
     for ci, c in enumerate(spec.clusters):
@@ -328,8 +335,8 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
             base = ("clusters", ci, "nodes", ni)
             if n.rack is not None and n.rack not in rack_names:
                 bad((*base, "rack"), f"no rack named '{n.rack}'")
-            if n.rack is None and spec.racks:
-                bad((*base, "rack"), "missing rack: this lab has racks, place every node in one")
+            if n.rack is None:
+                bad((*base, "rack"), "missing rack: every node sits in a rack (its ToR is its BGP neighbour)")
             if n.ip is not None and n.ip not in FABRIC_RANGE:
                 bad((*base, "ip"), f"address {n.ip} is outside the lab fabric range {FABRIC_RANGE}")
             if n.rack in rack_names:
@@ -367,8 +374,10 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
         if vm.cluster is not None and vm.cluster != cluster.name:
             bad(("vms", vi, "cluster"), f"node '{vm.node}' belongs to cluster '{cluster.name}'")
         if not any(vm.ip in p for p in cluster.pools):
-            bad(("vms", vi, "ip"), f"{vm.ip} is not in cluster '{cluster.name}' pools "
-                f"({', '.join(map(str, cluster.pools))})")
+            bad(
+                ("vms", vi, "ip"),
+                f"{vm.ip} is not in cluster '{cluster.name}' pools ({', '.join(map(str, cluster.pools))})",
+            )
         if vm.ip in vm_ips:
             bad(("vms", vi, "ip"), f"{vm.ip} is already vms[{vm_ips[vm.ip]}]'s address")
         vm_ips[vm.ip] = vi
@@ -384,70 +393,87 @@ def _check_resources(spec: LabSpec, resources: dict[str, list[Any]]) -> list[Spe
     for cluster in spec.clusters:
         items = resources.get(cluster.name, [])
         filters = {r.metadata.name for r, _, _ in items if isinstance(r, cr.BGPFilter)}
-        names: dict[tuple[str, str], tuple] = {}
+        names: set[tuple[str, str]] = set()
         for res, smap, prefix in items:
+
+            def bad(path: tuple, message: str, smap: SourceMap = smap, prefix: tuple = prefix) -> None:
+                issues.append(smap.issue((*prefix, *path), message))
+
             key = (res.kind, res.metadata.name)
             if key in names:
-                issues.append(smap.issue((*prefix, "metadata", "name"), f"duplicate {res.kind} '{key[1]}'"))
-            names[key] = prefix
-            if isinstance(res, cr.BGPConfiguration) and res.metadata.name == "default":
-                if res.spec.asNumber is not None and res.spec.asNumber != cluster.asn:
-                    issues.append(
-                        smap.issue(
-                            (*prefix, "spec", "asNumber"),
-                            f"asNumber {res.spec.asNumber} disagrees with cluster '{cluster.name}' asn "
-                            f"{cluster.asn} (set it in one place)",
-                        )
-                    )
-            if isinstance(res, cr.IPPool):
-                net = ipaddress.ip_network(res.spec.cidr, strict=False)
-                if net not in cluster.pools:
-                    issues.append(
-                        smap.issue((*prefix, "spec", "cidr"), f"IPPool {net} is not one of the cluster's pools")
-                    )
-            if isinstance(res, cr.BGPPeer):
-                for f in res.spec.filters:
-                    if f not in filters:
-                        issues.append(smap.issue((*prefix, "spec", "filters"), f"no BGPFilter named '{f}'"))
-                for field in ("nodeSelector", "peerSelector", "localWorkloadSelector"):
-                    text = getattr(res.spec, field)
-                    if text is not None:
-                        try:
-                            compile_selector(text)
-                        except SelectorError as e:
-                            issues.append(smap.issue((*prefix, "spec", field), str(e)))
-                if res.spec.node is not None and res.spec.node not in {n.name for n in cluster.nodes}:
-                    issues.append(
-                        smap.issue((*prefix, "spec", "node"), f"no node '{res.spec.node}' in cluster '{cluster.name}'")
-                    )
-                if res.spec.peerIP is not None:
-                    ip = ipaddress.ip_address(res.spec.peerIP.split(":")[0] if res.spec.peerIP.count(":") == 1
-                                              else res.spec.peerIP)
-                    if ip not in router_ips and ip not in WORKLOAD_PEERING_IPS:
-                        issues.append(
-                            smap.issue(
-                                (*prefix, "spec", "peerIP"),
-                                f"{ip} is no router address in this lab (known: "
-                                f"{', '.join(sorted(map(str, router_ips))) or 'none'})",
-                            )
-                        )
-                    elif ip in router_ips and res.spec.asNumber not in (None, router_ips[ip].asn):
-                        issues.append(
-                            smap.issue(
-                                (*prefix, "spec", "asNumber"),
-                                f"router '{router_ips[ip].name}' at {ip} has AS {router_ips[ip].asn}, "
-                                f"not {res.spec.asNumber}",
-                            )
-                        )
-                    elif ip in router_ips and router_ips[ip].asn == cluster.asn:
-                        issues.append(
-                            smap.issue(
-                                (*prefix, "spec", "peerIP"),
-                                f"router '{router_ips[ip].name}' shares the cluster's AS {cluster.asn}: "
-                                "iBGP to the ToR is not supported (no next-hop-self on that peering)",
-                            )
-                        )
+                bad(("metadata", "name"), f"duplicate {res.kind} '{key[1]}'")
+            names.add(key)
+            if isinstance(res, cr.BGPConfiguration):
+                _check_bgp_configuration(res, cluster, bad)
+            elif isinstance(res, cr.IPPool):
+                _check_ip_pool(res, cluster, bad)
+            elif isinstance(res, cr.BGPPeer):
+                _check_bgp_peer(res, cluster, filters, router_ips, bad)
     return issues
+
+
+def _check_bgp_configuration(res: cr.BGPConfiguration, cluster: Cluster, bad: Any) -> None:
+    if res.metadata.name == "default" and res.spec.asNumber not in (None, cluster.asn):
+        bad(
+            ("spec", "asNumber"),
+            f"asNumber {res.spec.asNumber} disagrees with cluster '{cluster.name}' asn "
+            f"{cluster.asn} (set it in one place)",
+        )
+
+
+def _check_ip_pool(res: cr.IPPool, cluster: Cluster, bad: Any) -> None:
+    net = ipaddress.ip_network(res.spec.cidr, strict=False)
+    if net not in cluster.pools:
+        bad(("spec", "cidr"), f"IPPool {net} is not one of the cluster's pools")
+    if res.spec.blockSize is not None and res.spec.blockSize != cluster.block_size:
+        bad(
+            ("spec", "blockSize"),
+            f"blockSize {res.spec.blockSize} disagrees with cluster '{cluster.name}' "
+            f"block_size {cluster.block_size}",
+        )
+
+
+def _check_bgp_peer(
+    res: cr.BGPPeer,
+    cluster: Cluster,
+    filters: set[str],
+    router_ips: dict[ipaddress.IPv4Address, Router],
+    bad: Any,
+) -> None:
+    spec = res.spec
+    for f in spec.filters:
+        if f not in filters:
+            bad(("spec", "filters"), f"no BGPFilter named '{f}'")
+    for field in ("nodeSelector", "peerSelector", "localWorkloadSelector"):
+        text = getattr(spec, field)
+        if text is not None:
+            try:
+                compile_selector(text)
+            except SelectorError as e:
+                bad(("spec", field), str(e))
+    if spec.node is not None and spec.node not in {n.name for n in cluster.nodes}:
+        bad(("spec", "node"), f"no node '{spec.node}' in cluster '{cluster.name}'")
+    if spec.peerIP is None:
+        return
+    try:
+        ip = ipaddress.ip_address(
+            spec.peerIP.rsplit(":", 1)[0] if spec.peerIP.count(":") == 1 else spec.peerIP
+        )
+    except ValueError:
+        bad(("spec", "peerIP"), f"'{spec.peerIP}' is not an IP address")
+        return
+    router = router_ips.get(ip)  # type: ignore[arg-type]
+    if router is None and ip not in WORKLOAD_PEERING_IPS:
+        known = ", ".join(sorted(map(str, router_ips))) or "none"
+        bad(("spec", "peerIP"), f"{ip} is no router address in this lab (known: {known})")
+    elif router is not None and spec.asNumber not in (None, router.asn):
+        bad(("spec", "asNumber"), f"router '{router.name}' at {ip} has AS {router.asn}, not {spec.asNumber}")
+    elif router is not None and router.asn == cluster.asn:
+        bad(
+            ("spec", "peerIP"),
+            f"router '{router.name}' shares the cluster's AS {cluster.asn}: iBGP to the ToR "
+            "is not supported (no next-hop-self on that peering)",
+        )
 
 
 def _declared_router_ips(spec: LabSpec) -> dict[ipaddress.IPv4Address, Router]:
@@ -467,7 +493,10 @@ def _unique(items: list[Any], field: str, bad: Any) -> None:
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         if item.name in seen:
-            bad((field, i, "name"), f"duplicate name '{item.name}' (already used at {field}[{seen[item.name]}])")
+            bad(
+                (field, i, "name"),
+                f"duplicate name '{item.name}' (already used at {field}[{seen[item.name]}])",
+            )
         seen.setdefault(item.name, i)
 
 

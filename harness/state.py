@@ -50,6 +50,7 @@ class LabState:
     created: float = field(default_factory=time.time)
     ready: bool = False
     entities: dict[str, str] = field(default_factory=dict)  # entity -> kind
+    vms: dict[str, dict[str, str]] = field(default_factory=dict)  # vm -> {"node", "ifname"} where it runs now
 
     def save(self, run_dir: Path) -> None:
         tmp = run_dir / "state.json.tmp"

@@ -36,23 +36,28 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys
 @contextmanager
 def echo_server(lab: Lab, entity: str, port: int = 7007) -> Iterator[subprocess.Popen[str]]:
     """A TCP echo server inside `entity` for the duration of the block."""
-    proc = lab.popen(entity, [sys.executable, "-c", _SERVER, str(port)], stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE)
+    proc = lab.popen(
+        entity, [sys.executable, "-c", _SERVER, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if "listening" not in line:
-            raise RuntimeError(f"echo server in {entity} did not start: {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"echo server in {entity} did not start: {proc.stderr.read() if proc.stderr else ''}"
+            )
         yield proc
     finally:
         proc.kill()
         proc.wait(timeout=5)
 
 
-def tcp_roundtrip(lab: Lab, entity: str, ip: str, port: int = 7007, *, payload: str = "kvlab",
-                  timeout: float = 2.0) -> str:
+def tcp_roundtrip(
+    lab: Lab, entity: str, ip: str, port: int = 7007, *, payload: str = "kvlab", timeout: float = 2.0
+) -> str:
     """Connect from `entity` to ip:port, send `payload`, return what came back."""
-    res = lab.run(entity, [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout), payload],
-                  timeout=timeout + 5)
+    res = lab.run(
+        entity, [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout), payload], timeout=timeout + 5
+    )
     if res.returncode != 0:
         raise AssertionError(f"TCP {entity} -> {ip}:{port} failed: {res.stderr.strip().splitlines()[-1:]}")
     return res.stdout.strip()
@@ -60,5 +65,8 @@ def tcp_roundtrip(lab: Lab, entity: str, ip: str, port: int = 7007, *, payload: 
 
 def assert_reachable(lab: Lab, entity: str, ip: str, port: int = 7007, timeout: float = 10.0) -> None:
     """Eventually a TCP round trip from `entity` to ip:port echoes its payload."""
-    eventually(lambda: tcp_roundtrip(lab, entity, ip, port) == "kvlab", timeout=timeout,
-               what=f"TCP echo {entity} -> {ip}:{port}")
+    eventually(
+        lambda: tcp_roundtrip(lab, entity, ip, port) == "kvlab",
+        timeout=timeout,
+        what=f"TCP echo {entity} -> {ip}:{port}",
+    )

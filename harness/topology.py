@@ -34,8 +34,11 @@ RACK_BRIDGE = "br-rack"
 def rack_subnets(spec: LabSpec) -> dict[str, Net]:
     """Each rack's segment: explicit, or the next /24 not taken by an explicit one."""
     taken = {r.subnet for r in spec.racks if r.subnet is not None}
-    free = (n for n in RACK_RANGE.subnets(new_prefix=24) if n.network_address.packed[2] >= 1 and n not in taken
-            and not any(n.overlaps(t) for t in taken))
+    free = (
+        n
+        for n in RACK_RANGE.subnets(new_prefix=24)
+        if n.network_address.packed[2] >= 1 and n not in taken and not any(n.overlaps(t) for t in taken)
+    )
     return {r.name: r.subnet if r.subnet is not None else next(free) for r in spec.racks}
 
 

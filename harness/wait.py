@@ -60,4 +60,6 @@ def eventually(
         return retrying(attempt)
     except RetryError:
         elapsed = time.monotonic() - started
-        raise WaitTimeout(f"timed out after {elapsed:.1f}s waiting for {description}; last: {last[0]}") from None
+        raise WaitTimeout(
+            f"timed out after {elapsed:.1f}s waiting for {description}; last: {last[0]}"
+        ) from None

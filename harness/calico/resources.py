@@ -43,6 +43,22 @@ def parse_community(value: str) -> tuple[int, ...]:
 
 Community = Annotated[str, Field(max_length=32)]
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Kubernetes/Go duration ('30s', '1m30s', '500ms') in seconds. Raises ValueError."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"'{text}' is not a duration like '30s' or '1m30s'")
+    return total
+
 
 class PrefixLength(_Strict):
     min: int | None = Field(default=None, ge=0, le=128)
@@ -226,6 +242,13 @@ class FelixConfigurationSpec(BaseModel):
     ipv6NormalRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
     ipv6ElevatedRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
     liveMigrationRouteConvergenceTime: str | None = None
+
+    @field_validator("liveMigrationRouteConvergenceTime")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
 
 
 class _Resource(_Strict):

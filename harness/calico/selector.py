@@ -46,7 +46,9 @@ class _Parser:
 
     def take(self, expect: str | None = None) -> tuple[str, str, int]:
         if self.i >= len(self.toks):
-            raise SelectorError(f"selector {self.text!r} ends early" + (f", expected {expect!r}" if expect else ""))
+            raise SelectorError(
+                f"selector {self.text!r} ends early" + (f", expected {expect!r}" if expect else "")
+            )
         tok = self.toks[self.i]
         if expect is not None and tok[1] != expect:
             raise SelectorError(f"expected {expect!r} at offset {tok[2]} in selector {self.text!r}")

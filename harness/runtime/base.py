@@ -51,8 +51,9 @@ class Runtime(abc.ABC):
 
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run a command inside an entity and wait for it (never through a shell)."""
-        return subprocess.run(self.command(entity, argv), capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(
+            self.command(entity, argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def popen(self, entity: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
         """Start a command inside an entity; the caller owns the process."""

@@ -14,7 +14,11 @@ Layout of one lab instance `<lab>`:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
+import sys
 import shutil
 import signal
 import time
@@ -22,14 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import netlink
+from harness.agent import AgentClient
+from harness.calico import felix
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
 from harness.render.bird import render_node, render_router
 from harness.runtime.base import Runtime
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
+from harness.wait import eventually
 
-NORMAL_METRIC = 1024
+GUEST_PORT = 7007  # the mock guest's TCP echo port
 BASE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -92,6 +99,8 @@ class NetnsRuntime(Runtime):
             self._wire_racks(topo)
             self._wire_links(topo)
             self._attach_workloads(topo)
+            self._start_agents(topo, resources)
+            self._start_guests(topo)
             self._start_birds(topo, resources)
         except BaseException:
             self.down()
@@ -104,7 +113,9 @@ class NetnsRuntime(Runtime):
         for entity, kind in state.entities.items():
             if not netlink.namespace_exists(self.ns(entity)):
                 return False
-            if kind in ("router", "node") and not self._bird_alive(entity):
+            if kind in ("router", "node") and not self._pid_alive(entity, "bird"):
+                return False
+            if kind == "node" and not self._pid_alive(entity, "agent"):
                 return False
         return True
 
@@ -166,21 +177,137 @@ class NetnsRuntime(Runtime):
                 self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname)
                 step.advance(detail=w.vm)
 
-    def attach_workload(self, vm: str, node: str, ip: Any, mac: str, host_if: str) -> None:
-        """Plug a VM endpoint namespace into a node the way Calico's CNI plugs a pod."""
+    def attach_workload(
+        self, vm: str, node: str, ip: Any, mac: str, host_if: str, vm_if: str = UPLINK
+    ) -> None:
+        """Plug a VM endpoint namespace into a node the way Calico's CNI plugs a pod.
+
+        The VM's /32 route on the node is the node agent's business (Felix's part), not this one's.
+        """
         node_ns, vm_ns = self.ns(node), self.ns(vm)
-        netlink.add_veth(node_ns, host_if, vm_ns, UPLINK)
-        netlink.link_up(vm_ns, UPLINK, mac=mac)
-        netlink.add_address(vm_ns, UPLINK, _host_iface(ip))
-        netlink.add_route(vm_ns, f"{WORKLOAD_GATEWAY}/32", dev=UPLINK)
-        netlink.add_route(vm_ns, "0.0.0.0/0", gateway=str(WORKLOAD_GATEWAY), dev=UPLINK, onlink=True)
+        netlink.add_veth(node_ns, host_if, vm_ns, vm_if)
         netlink.link_up(node_ns, host_if, mac=WORKLOAD_HOST_MAC)
+        self.plug_guest(vm, vm_if, ip, mac)
+        self._host_side(node, host_if, ip, mac)
+
+    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str) -> None:
+        """Guest side: the VM's MAC and /32 on `vm_if`, gateway 169.254.1.1 on-link through it."""
+        vm_ns = self.ns(vm)
+        netlink.link_up(vm_ns, vm_if, mac=mac)
+        netlink.add_address(vm_ns, vm_if, _host_iface(ip))
+        netlink.add_route(vm_ns, f"{WORKLOAD_GATEWAY}/32", dev=vm_if)
+        netlink.add_route(vm_ns, "0.0.0.0/0", gateway=str(WORKLOAD_GATEWAY), dev=vm_if, onlink=True)
+
+    def _host_side(self, node: str, host_if: str, ip: Any, mac: str) -> None:
+        node_ns = self.ns(node)
         netlink.set_sysctls(
             node_ns,
             {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"},
         )
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
-        netlink.add_route(node_ns, f"{ip}/32", dev=host_if, metric=NORMAL_METRIC)
+
+    # -- migration primitives (mock VMs) -------------------------------------------------
+    def prepare_target(self, vm: str, target: str, ip: Any, mac: str, host_if: str, vm_if: str) -> None:
+        """The target pod's interface: a new veth target<->VM, guest side still down."""
+        netlink.add_veth(self.ns(target), host_if, self.ns(vm), vm_if)
+        netlink.link_up(self.ns(target), host_if, mac=WORKLOAD_HOST_MAC)
+        self._host_side(target, host_if, ip, mac)
+
+    def activate_guest(
+        self, vm: str, old_if: str, new_if: str, ip: Any, mac: str, *, rarp: bool = False
+    ) -> None:
+        """The VM resumes behind the target: its traffic leaves through `new_if`, then it announces itself."""
+        with contextlib.suppress(LookupError):
+            netlink.link_down(self.ns(vm), old_if)
+        self.plug_guest(vm, new_if, ip, mac)
+        argv = [
+            sys.executable,
+            "-m",
+            "harness.mockguest",
+            "announce",
+            "--ifname",
+            new_if,
+            "--ip",
+            str(ip),
+            "--mac",
+            mac,
+            *(["--rarp"] if rarp else []),
+        ]
+        res = self.run(vm, argv)
+        if res.returncode != 0:
+            raise LabError(f"{vm} could not announce itself on {new_if}: {res.stderr.strip()}")
+
+    def detach_guest(self, vm: str, vm_if: str) -> None:
+        """Remove one of the VM's interfaces (and with it the node-side end of that veth)."""
+        netlink.link_delete(self.ns(vm), vm_if)
+
+    def agent(self, node: str) -> AgentClient:
+        return AgentClient(self.entity_dir(node) / "agent.ctl")
+
+    def _daemon(self, entity: str, name: str, argv: list[str]) -> None:
+        """Start a long-running helper process inside an entity; pid and log in its run dir."""
+        d = self.entity_dir(entity)
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                self.command(entity, argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (d / f"{name}.pid").write_text(str(proc.pid))
+
+    def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
+        nodes = [(c, n) for c, n in topo.spec.all_nodes()]
+        with self.progress.step("node agents", total=len(nodes)) as step:
+            for cluster, node in nodes:
+                pr = felix.priorities(resources.get(cluster.name, []))
+                config = {
+                    "node": node.name,
+                    "socket": str(self.entity_dir(node.name) / "agent.ctl"),
+                    "priorities": {
+                        "normal": pr.normal,
+                        "elevated": pr.elevated,
+                        "convergence": pr.convergence,
+                    },
+                    "workloads": [
+                        {
+                            "vm": w.vm,
+                            "ip": str(w.ip),
+                            "mac": w.mac,
+                            "ifname": w.host_ifname,
+                            "running_here": True,
+                        }
+                        for w in topo.workloads
+                        if w.node == node.name
+                    ],
+                }
+                path = self.entity_dir(node.name) / "agent.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(config, indent=2))
+                self._daemon(
+                    node.name, "agent", [sys.executable, "-m", "harness.agent", "--config", str(path)]
+                )
+            for _, node in nodes:
+                eventually(
+                    lambda n=node.name: self.agent(n).call("ping"),
+                    timeout=20,
+                    interval=0.05,
+                    what=f"node agent of {node.name} to answer",
+                    transient=(OSError,),
+                )
+                step.advance(detail=node.name)
+
+    def _start_guests(self, topo: Topology) -> None:
+        with self.progress.step("mock VM guests", total=len(topo.workloads)) as step:
+            for w in topo.workloads:
+                self._daemon(
+                    w.vm,
+                    "guest",
+                    [sys.executable, "-m", "harness.mockguest", "serve", "--port", str(GUEST_PORT)],
+                )
+                step.advance(detail=w.vm)
 
     def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
         birds = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
@@ -200,19 +327,25 @@ class NetnsRuntime(Runtime):
 
     def _start_bird(self, entity: str) -> None:
         files = self.bird_files(entity)
-        argv = [find_binary("bird") or "bird",
-                "-c", str(files["config"]), "-s", str(self.bird_socket(entity)), "-P", str(files["pid"])]
+        argv = [
+            find_binary("bird") or "bird",
+            "-c",
+            str(files["config"]),
+            "-s",
+            str(self.bird_socket(entity)),
+            "-P",
+            str(files["pid"]),
+        ]
         res = self.run(entity, argv)
         if res.returncode != 0:
             raise LabError(f"BIRD of '{entity}' did not start: {(res.stderr or res.stdout).strip()}")
 
-    def _bird_alive(self, entity: str) -> bool:
+    def _pid_alive(self, entity: str, name: str) -> bool:
         try:
-            pid = int(self.bird_files(entity)["pid"].read_text().strip())
-            os.kill(pid, 0)
+            pid = int((self.entity_dir(entity) / f"{name}.pid").read_text().strip())
         except (OSError, ValueError):
             return False
-        return True
+        return _alive(pid)
 
 
 def _host_iface(ip: Any) -> Any:
@@ -224,10 +357,8 @@ def _host_iface(ip: Any) -> Any:
 def _kill_all(pids: list[int], grace: float = 3.0) -> None:
     """SIGTERM, wait up to `grace` seconds for exit, then SIGKILL what is left."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     alive = list(pids)
     while alive and time.monotonic() < deadline:
@@ -235,10 +366,8 @@ def _kill_all(pids: list[int], grace: float = 3.0) -> None:
         if alive:
             time.sleep(0.05)
     for pid in alive:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _alive(pid: int) -> bool:

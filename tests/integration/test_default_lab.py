@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from harness.lab import Lab
+from harness.runtime.netns import GUEST_PORT
 from harness.tcpcheck import assert_reachable, echo_server
 
 pytestmark = pytest.mark.netns
@@ -23,7 +24,10 @@ def test_every_session_established_and_status_contract(lab: Lab) -> None:
     assert {r["name"]: r["asn"] for r in status["routers"]} == {"spine1": 65100, "tor1": 65001, "tor2": 65002}
     assert status["clusters"] == [{"name": "kv", "asn": 64512, "pools": ["203.0.113.0/24"]}]
     assert {n["name"]: (n["rack"], n["asn"]) for n in status["nodes"]} == {
-        "r1-n1": ("r1", 64512), "r1-n2": ("r1", 64512), "r2-n1": ("r2", 64512), "r2-n2": ("r2", 64512),
+        "r1-n1": ("r1", 64512),
+        "r1-n2": ("r1", 64512),
+        "r2-n1": ("r2", 64512),
+        "r2-n2": ("r2", 64512),
     }
     assert status["vms"] == [{"name": "vm1", "ip": "203.0.113.10", "node": "r1-n1"}]
     sessions = status["sessions"]
@@ -33,8 +37,12 @@ def test_every_session_established_and_status_contract(lab: Lab) -> None:
     not_up = [s for s in sessions if s["state"] != "Established"]
     assert not not_up, not_up
     node_sessions = {s["router"]: s["name"] for s in sessions if s["router"].startswith("r")}
-    assert node_sessions == {"r1-n1": "Node_198_18_1_1", "r1-n2": "Node_198_18_1_1",
-                             "r2-n1": "Node_198_18_2_1", "r2-n2": "Node_198_18_2_1"}
+    assert node_sessions == {
+        "r1-n1": "Node_198_18_1_1",
+        "r1-n2": "Node_198_18_1_1",
+        "r2-n1": "Node_198_18_2_1",
+        "r2-n2": "Node_198_18_2_1",
+    }
 
 
 @pytest.mark.parametrize(("node", "block"), sorted(RACK1_BLOCKS.items()))
@@ -93,7 +101,8 @@ def test_workload_interface_is_calico_style(lab: Lab) -> None:
         link = ip.link("get", index=ip.link_lookup(ifname=wl.host_ifname)[0])[0]
         assert link.get_attr("IFLA_ADDRESS") == "ee:ee:ee:ee:ee:ee"
         neigh = [n for n in ip.neigh("dump") if n.get_attr("NDA_DST") == str(wl.ip)]
-        assert neigh and neigh[0].get_attr("NDA_LLADDR") == wl.mac
+        assert neigh
+        assert neigh[0].get_attr("NDA_LLADDR") == wl.mac
     proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{wl.host_ifname}/proxy_arp"])
     assert proxy.stdout.strip() == "1"
     vm_routes = {r.prefix: r for r in lab.runtime.kernel_routes("vm1")}
@@ -101,9 +110,13 @@ def test_workload_interface_is_calico_style(lab: Lab) -> None:
 
 
 def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
-    """Data plane: ext1 -> spine1 -> tor1 -> r1-n1 -> vm1 and back, over the routes BGP installed."""
-    with echo_server(lab, "vm1"):
-        assert_reachable(lab, "ext1", "203.0.113.10")
+    """Data plane: ext1 -> spine1 -> tor1 -> r1-n1 -> vm1's guest and back, over the routes BGP installed."""
+    assert_reachable(lab, "ext1", "203.0.113.10", GUEST_PORT)
+
+
+def test_vm_reaches_an_external_host(lab: Lab) -> None:
+    with echo_server(lab, "ext1", port=7100):
+        assert_reachable(lab, "vm1", str(lab.topo.host_link("ext1").b.address.ip), 7100)
 
 
 def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
@@ -111,4 +124,5 @@ def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
     for addr in [*lab.topo.node_address.values(), *lab.topo.tor_address.values()]:
         assert addr.ip in fabric
     for link in lab.topo.links + lab.topo.host_links:
-        assert link.a.address.ip in fabric and link.b.address.ip in fabric
+        assert link.a.address.ip in fabric
+        assert link.b.address.ip in fabric

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -93,7 +92,9 @@ def test_two_labs_run_side_by_side(small_lab_file: Path) -> None:
     assert_gone(b)
 
 
-def test_failure_halfway_removes_what_was_created(small_lab_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_halfway_removes_what_was_created(
+    small_lab_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = Lab.unique_name("half")
 
     def boom(self: NetnsRuntime, topo: object) -> None:
@@ -128,7 +129,9 @@ def test_killed_owner_is_reaped_by_kvlab_down(small_lab_file: Path) -> None:
         Lab.from_file({str(small_lab_file)!r}, name={name!r}, owner_pid=os.getpid()).up()
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert lab_namespaces(name), "the crashed owner should have left its lab behind"
     assert bird_pids_of(name)
@@ -140,7 +143,7 @@ def test_killed_owner_is_reaped_by_kvlab_down(small_lab_file: Path) -> None:
 
 def test_leftover_namespaces_without_state_are_reaped(small_lab_file: Path) -> None:
     name = Lab.unique_name("orphan")
-    lab = Lab.from_file(small_lab_file, name=name).up()
+    Lab.from_file(small_lab_file, name=name).up()
     (lab_dir(name) / "state.json").unlink()
     res = subprocess.run([*KVLAB, "down", name], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
@@ -154,7 +157,8 @@ def test_bad_lab_file_exits_2_and_creates_nothing(tmp_path: Path) -> None:
     before = netlink.list_namespaces()
     res = subprocess.run([*KVLAB, "up", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2
-    assert "clusters[0].pools[0]" in res.stderr and str(path) in res.stderr
+    assert "clusters[0].pools[0]" in res.stderr
+    assert str(path) in res.stderr
     assert netlink.list_namespaces() == before
     assert not lab_dir("bad").exists()
 
@@ -162,9 +166,15 @@ def test_bad_lab_file_exits_2_and_creates_nothing(tmp_path: Path) -> None:
 def test_interrupt_during_up_cleans_up(small_lab_file: Path) -> None:
     """Ctrl-C (SIGINT) while `kvlab up` runs leaves nothing behind."""
     name = Lab.unique_name("sigint")
-    proc = subprocess.Popen([*KVLAB, "up", str(small_lab_file), "--name", name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    eventually(lambda: len(lab_namespaces(name)) > 0, timeout=30, what="kvlab up to start creating namespaces")
+    proc = subprocess.Popen(
+        [*KVLAB, "up", str(small_lab_file), "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    eventually(
+        lambda: len(lab_namespaces(name)) > 0, timeout=30, what="kvlab up to start creating namespaces"
+    )
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (130, 0), err

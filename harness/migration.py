@@ -1,0 +1,235 @@
+"""Live migration of a VM between nodes, and the record of what happened when.
+
+A migration goes through the phases KubeVirt and Calico go through:
+1. prepare  - the target "pod" exists: the target node gets the VM's interface and its agent
+              enters Target (no route, capture armed); the source agent is told it is a source;
+2. activate - the VM resumes on the target and announces itself (GARP, or RARP as QEMU does);
+              the target agent sees it and goes Live (/32 at the elevated metric);
+3. complete - the migration ends: target TimeWait (elevated for the convergence time), the
+              source pod goes away after `timers.migration_source_cleanup` (route first, then
+              the interface);
+or fail     - the target is torn down before activation: no target route, the VM stays put.
+
+`MigrationRecord` merges harness phases, both node agents' state changes and route
+operations, and every change of the VM's /32 seen at the routers (birdc, polled).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from harness.birdc import BirdClient, BirdError
+from harness.errors import LabError
+from harness.wait import eventually
+
+if TYPE_CHECKING:
+    from harness.lab import Lab
+
+
+@dataclass
+class MigrationRecord:
+    vm: str
+    ip: str
+    source: str
+    target: str
+    status: str = "running"  # running | completed | failed
+    reason: str | None = None
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    convergence_until: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def phase(self, name: str, **fields: Any) -> None:
+        self.events.append({"t": time.time(), "source": "harness", "kind": "phase", "phase": name, **fields})
+
+    def first(self, **match: Any) -> dict[str, Any] | None:
+        """The first event whose fields equal `match` (e.g. kind='state', node='r2-n1', state='Live')."""
+        return next((e for e in self.events if all(e.get(k) == v for k, v in match.items())), None)
+
+    def to_json(self) -> dict[str, Any]:
+        t0 = self.started
+        return {
+            "vm": self.vm,
+            "ip": self.ip,
+            "source": self.source,
+            "target": self.target,
+            "status": self.status,
+            "reason": self.reason,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_ms": None if self.ended is None else round((self.ended - t0) * 1000, 1),
+            "convergence_until": self.convergence_until,
+            "events": [
+                {**e, "ms": round((e["t"] - t0) * 1000, 1)} for e in sorted(self.events, key=lambda e: e["t"])
+            ],
+        }
+
+
+class RouteWatcher:
+    """Polls routers' BIRD for one prefix in a thread and records every change of what they hold."""
+
+    def __init__(self, lab: Lab, routers: list[str], prefix: str, interval: float = 0.02):
+        self.lab, self.routers, self.prefix, self.interval = lab, routers, prefix, interval
+        self.events: list[dict[str, Any]] = []
+        self.cycles = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kvlab-route-watcher", daemon=True)
+
+    def __enter__(self) -> RouteWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def sync(self, cycles: int = 2, timeout: float = 5.0) -> None:
+        """Wait until the watcher has polled every router `cycles` more times."""
+        goal = self.cycles + cycles
+        eventually(
+            lambda: self.cycles >= goal or not self._thread.is_alive(),
+            timeout=timeout,
+            interval=0.01,
+            what="the route watcher to poll the routers again",
+        )
+
+    def _run(self) -> None:
+        clients = {r: BirdClient(self.lab.runtime.bird_socket(r)) for r in self.routers}
+        last: dict[str, Any] = {}
+        try:
+            while not self._stop.is_set():
+                for router, client in clients.items():
+                    try:
+                        routes = client.routes(self.prefix)
+                    except BirdError:
+                        continue
+                    best = next((r for r in routes if r.best), None)
+                    view = {
+                        "paths": len(routes),
+                        "best_via": best.via if best else None,
+                        "best_protocol": best.protocol if best else None,
+                        "communities": best.community_strings() if best else [],
+                        "ecmp": bool(best and len(best.next_hops) > 1),
+                    }
+                    if last.get(router) != view:
+                        last[router] = view
+                        self.events.append(
+                            {
+                                "t": time.time(),
+                                "source": f"bird:{router}",
+                                "kind": "route",
+                                "router": router,
+                                "prefix": self.prefix,
+                                **view,
+                            }
+                        )
+                self.cycles += 1
+                self._stop.wait(self.interval)
+        finally:
+            for c in clients.values():
+                c.close()
+
+
+class Migration:
+    """One migration of a VM; call the phases yourself, or `run()` for all of them."""
+
+    def __init__(self, lab: Lab, vm: str, target: str):
+        self.lab = lab
+        self.vm = vm
+        loc = lab.vm_location(vm)
+        if target not in lab.topo.node_address:
+            raise LabError(f"no node '{target}' in lab '{lab.name}'")
+        if target == loc["node"]:
+            raise LabError(f"{vm} already runs on {target}")
+        cluster_of = {n.name: c.name for c, n in lab.spec.all_nodes()}
+        if cluster_of[target] != cluster_of[loc["node"]]:
+            raise LabError(f"{target} is not in {vm}'s cluster '{cluster_of[loc['node']]}'")
+        self.workload = lab.topo.workload(vm)
+        self.source = loc["node"]
+        self.source_if = loc["ifname"]
+        self.target = target
+        self.target_if = "eth1" if self.source_if == "eth0" else "eth0"
+        self.record = MigrationRecord(vm, str(self.workload.ip), self.source, target)
+
+    # -- phases ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        w, rt = self.workload, self.lab.runtime
+        self.record.phase("prepare")
+        rt.agent(self.source).call("source", vm=self.vm)
+        rt.prepare_target(self.vm, self.target, w.ip, w.mac, w.host_ifname, self.target_if)
+        rt.agent(self.target).call("target", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname)
+        self.record.phase("target ready")
+
+    def activate(self, announce: str = "GARP") -> None:
+        """The VM resumes on the target and announces itself; wait for the target to go Live."""
+        w = self.workload
+        self.record.phase("resume on target", announce=announce)
+        self.lab.runtime.activate_guest(
+            self.vm, self.source_if, self.target_if, w.ip, w.mac, rarp=announce == "RARP"
+        )
+        eventually(
+            lambda: self._state(self.target) in ("Live", "TimeWait"),
+            timeout=10,
+            interval=0.01,
+            what=f"{self.target}'s agent to see {self.vm} activate",
+        )
+
+    def complete(self) -> MigrationRecord:
+        rt, timers = self.lab.runtime, self.lab.spec.timers
+        rt.agent(self.target).call("ended", vm=self.vm, succeeded=True)
+        self.record.phase("completed")
+        self.record.ended = time.time()
+        # Models KubeVirt's source pod lingering after completion: a duration, not a wait on a condition.
+        time.sleep(timers.migration_source_cleanup)
+        rt.agent(self.source).call("remove", vm=self.vm)  # route first, then the interface
+        rt.detach_guest(self.vm, self.source_if)
+        self.record.phase("source cleaned up")
+        self.lab.set_vm_location(self.vm, self.target, self.target_if)
+        self.record.status = "completed"
+        self.record.convergence_until = self.record.ended + self.lab.priorities(self.target).convergence
+        return self.record
+
+    def fail(self, reason: str) -> MigrationRecord:
+        """Abort before activation: the target pod goes away, the VM stays on the source."""
+        rt = self.lab.runtime
+        rt.agent(self.target).call("ended", vm=self.vm, succeeded=False)
+        rt.agent(self.target).call("remove", vm=self.vm)
+        rt.detach_guest(self.vm, self.target_if)
+        self.record.phase("failed", reason=reason)
+        self.record.status, self.record.reason, self.record.ended = "failed", reason, time.time()
+        return self.record
+
+    def run(self, *, fail: str | None = None, announce: str = "GARP", watch: bool = True) -> MigrationRecord:
+        routers = [r.name for r in self.lab.spec.routers] if watch else []
+        with RouteWatcher(self.lab, routers, f"{self.workload.ip}/32") as watcher:
+            try:
+                self.prepare()
+                if fail:
+                    self.fail(fail)
+                else:
+                    self.activate(announce)
+                    self.complete()
+            except BaseException as e:
+                if self.record.status == "running":
+                    self.record.status, self.record.reason = "failed", f"{type(e).__name__}: {e}"
+                    self.record.ended = time.time()
+                raise
+            finally:
+                watcher.sync()
+        self.collect(watcher.events)
+        return self.record
+
+    def collect(self, watcher_events: list[dict[str, Any]]) -> None:
+        """Merge the agents' events since the migration started and the routers' changes."""
+        for node in (self.source, self.target):
+            for e in self.lab.runtime.agent(node).call("status")["events"]:
+                if e["t"] >= self.record.started and e.get("vm") == self.vm:
+                    self.record.events.append({**e, "source": f"agent:{node}"})
+        self.record.events += watcher_events
+        self.record.events.sort(key=lambda e: e["t"])
+
+    def _state(self, node: str) -> str | None:
+        return self.lab.runtime.agent(node).call("status")["workloads"].get(self.vm, {}).get("state")
