@@ -58,7 +58,10 @@ def resolve_running(arg: str | None) -> str:
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # piped or in CI: do not squeeze tables into 80 columns
+        console = Console(width=160)
+    return console
 
 
 # -- commands ------------------------------------------------------------------------
@@ -198,6 +201,56 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from harness.lab import Lab
+
+    lab = Lab.attach(resolve_running(args.lab))
+    try:
+        vm = lab.vm(args.vm)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    if args.to not in lab.topo.node_address:
+        raise UsageError(f"no node '{args.to}' in lab '{lab.name}'")
+    record = vm.migrate(args.to, fail=args.fail, announce=args.announce)
+    if args.json:
+        print(json.dumps(record.to_json(), indent=2))
+    else:
+        print_timeline(record.to_json())
+    return 0 if record.status == "completed" or args.fail else 1
+
+
+def print_timeline(rec: dict[str, Any]) -> None:
+    """Draw a migration record as a timeline: one row per event, a bar for elapsed time."""
+    from rich.table import Table
+
+    total = max((e["ms"] for e in rec["events"]), default=1.0) or 1.0
+    table = Table(
+        title=f"{rec['vm']} {rec['source']} -> {rec['target']}: {rec['status']}"
+        + (f" ({rec['reason']})" if rec["reason"] else "")
+    )
+    for col in ("ms", "", "where", "what"):
+        table.add_column(col)
+    for e in rec["events"]:
+        bar = "#" * max(1, round(30 * e["ms"] / total))
+        if e["kind"] == "phase":
+            what = f"[bold]{e['phase']}[/]"
+        elif e["kind"] == "state":
+            what = f"{e['state']} ({e['reason']}), route metric {e['metric']}"
+        elif e["kind"] == "route" and "op" in e:
+            what = f"kernel route {e['op']} {e['prefix']} metric {e['metric']}"
+        elif e["kind"] == "route":
+            via = e["best_via"] or "no route"
+            comm = " ".join(e["communities"])
+            what = f"best {e['prefix']} via {via} ({e['paths']} paths){' ' + comm if comm else ''}"
+            what += " [red]ECMP[/]" if e["ecmp"] else ""
+        elif e["kind"] == "seen":
+            what = f"{e['what']} from the VM"
+        else:
+            what = e["kind"]
+        table.add_row(f"{e['ms']:.1f}", bar, e["source"], what)
+    _console().print(table)
+
+
 def cmd_diag(args: argparse.Namespace) -> int:
     from harness.lab import Lab
 
@@ -268,6 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--lab")
     rt.add_argument("--json", action="store_true")
     rt.set_defaults(func=cmd_routes)
+
+    mg = sub.add_parser("migrate", help="live-migrate a VM to another node and print what happened when")
+    mg.add_argument("vm")
+    mg.add_argument("--to", required=True, help="target node")
+    mg.add_argument("--lab")
+    mg.add_argument(
+        "--fail", metavar="REASON", help="abort the migration before the VM resumes on the target"
+    )
+    mg.add_argument(
+        "--announce",
+        choices=["GARP", "RARP"],
+        default="GARP",
+        help="what the VM sends after resuming (QEMU sends RARP, guests GARP)",
+    )
+    mg.add_argument("--json", action="store_true")
+    mg.set_defaults(func=cmd_migrate)
 
     dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")
     dg.add_argument("lab", nargs="?")

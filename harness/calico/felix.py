@@ -9,7 +9,7 @@ from harness.livemigration import Priorities
 
 
 def priorities(resources: list[Any]) -> Priorities:
-    """Route priorities and convergence time from the `default` FelixConfiguration (Calico defaults otherwise)."""
+    """Route priorities and convergence time from the `default` FelixConfiguration, else Calico defaults."""
     spec = next(
         (r.spec for r in resources if isinstance(r, cr.FelixConfiguration) and r.metadata.name == "default"),
         cr.FelixConfigurationSpec(),

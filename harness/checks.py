@@ -1,0 +1,112 @@
+"""Assertions about routing that scenario tests (ours and users') are built from.
+
+Each check looks at real state (birdc, kernel) and raises AssertionError with what it found;
+`eventually(...)` wraps them with a deadline. They work for any runtime through `Lab`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harness.birdc import Route
+from harness.kernel import KernelRoute
+
+if TYPE_CHECKING:
+    from harness.lab import Lab
+
+
+def describe(routes: list[Route]) -> str:
+    if not routes:
+        return "no route"
+    return "; ".join(
+        f"{'*' if r.best else ' '} via {r.via or r.route_type} ({r.protocol}) pref {r.preference} "
+        f"path {' '.join(map(str, r.as_path)) or '-'} comm {','.join(r.community_strings()) or '-'}"
+        + (f" ECMP x{len(r.next_hops)}" if len(r.next_hops) > 1 else "")
+        for r in routes
+    )
+
+
+def single_best(lab: Lab, router: str, prefix: str) -> Route:
+    """The router has exactly one best route for `prefix`, with a single next hop (no ECMP)."""
+    routes = lab.speaker(router).routes(prefix)
+    best = [r for r in routes if r.best]
+    assert len(best) == 1, f"{router} {prefix}: expected exactly one best route, has {describe(routes)}"
+    assert len(best[0].next_hops) == 1, f"{router} {prefix}: ECMP split across {describe(routes)}"
+    return best[0]
+
+
+def next_hop_toward(lab: Lab, router: str, node: str) -> str | None:
+    """The address `router` uses as next hop toward `node` (the node itself on its own rack's ToR)."""
+    _, n = lab.spec.node(node)
+    rack = lab.spec.rack(n.rack) if n.rack else None
+    if rack is not None and rack.tor == router:
+        return str(lab.topo.node_address[node].ip)
+    return None
+
+
+def best_via_node(
+    lab: Lab,
+    router: str,
+    prefix: str,
+    node: str,
+    *,
+    community: str | None = None,
+    without_community: str | None = None,
+) -> Route:
+    """`router`'s single best route for `prefix` leads to `node`, optionally (not) tagged with a community.
+
+    On the node's own ToR the next hop must be the node; elsewhere the route must have come
+    from the node's AS path side (the path ends with the node's AS and passes its rack's ToR).
+    """
+    best = single_best(lab, router, prefix)
+    hop = next_hop_toward(lab, router, node)
+    if hop is not None:
+        assert best.via == hop, f"{router} {prefix}: best via {best.via}, expected {node} ({hop})"
+    else:
+        _, n = lab.spec.node(node)
+        tor = lab.spec.rack(n.rack).tor if n.rack else None
+        if tor is not None and router != tor:
+            tor_as = lab.spec.router(tor).asn
+            assert tor_as in best.as_path, (
+                f"{router} {prefix}: best path {best.as_path} does not pass {tor} (AS {tor_as}) toward {node}"
+            )
+    comms = best.community_strings()
+    if community is not None:
+        assert community in comms, (
+            f"{router} {prefix}: best route lacks community {community}: {describe([best])}"
+        )
+    if without_community is not None:
+        assert without_community not in comms, (
+            f"{router} {prefix}: best route still carries {without_community}: {describe([best])}"
+        )
+    return best
+
+
+def no_route(lab: Lab, router: str, prefix: str) -> None:
+    routes = lab.speaker(router).routes(prefix)
+    assert not routes, f"{router} {prefix}: expected no route, has {describe(routes)}"
+
+
+def kernel_metrics(lab: Lab, entity: str, prefix: str) -> list[KernelRoute]:
+    return lab.runtime.kernel_routes(entity, prefix)
+
+
+def kernel_route(
+    lab: Lab, entity: str, prefix: str, *, metric: int, dev: str | None = None, gateway: str | None = None
+) -> KernelRoute:
+    """`entity`'s kernel has exactly one route for `prefix`, at `metric` (and via dev/gateway if given)."""
+    routes = kernel_metrics(lab, entity, prefix)
+    found = [(r.metric, r.dev, r.gateway) for r in routes]
+    assert len(routes) == 1, f"{entity} kernel {prefix}: expected one route at metric {metric}, has {found}"
+    r = routes[0]
+    assert r.metric == metric, f"{entity} kernel {prefix}: metric {r.metric}, expected {metric} ({found})"
+    if dev is not None:
+        assert r.dev == dev, f"{entity} kernel {prefix}: dev {r.dev}, expected {dev}"
+    if gateway is not None:
+        assert r.gateway == gateway, f"{entity} kernel {prefix}: via {r.gateway}, expected {gateway}"
+    return r
+
+
+def no_kernel_route(lab: Lab, entity: str, prefix: str) -> None:
+    routes = kernel_metrics(lab, entity, prefix)
+    assert not routes, f"{entity} kernel {prefix}: expected none, has {[(r.metric, r.dev) for r in routes]}"

@@ -1,0 +1,215 @@
+"""Live migration of a (mock) VM on real BIRD: what a passing lab proves (calico-semantics.md, 1-5 and 7).
+
+Each scenario runs in a private instance of its lab, so the shared `lab` stays untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import checks
+from harness.lab import Lab
+from harness.wait import eventually
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+VM_PREFIX = "203.0.113.10/32"
+TAG = "65000:100"
+
+
+@pytest.fixture(scope="module")
+def mlab(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(REPO / "labs" / "default.yml", private=True)
+
+
+def converge_timeout(lab: Lab, node: str) -> float:
+    return lab.priorities(node).convergence + 10
+
+
+def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
+    lab, target = mlab, "r2-n1"
+    wl = lab.topo.workload("vm1")
+    # 1. Before: the VM is only inside r1-n1's block.
+    for router in ("tor1", "tor2", "spine1"):
+        checks.no_route(lab, router, VM_PREFIX)
+    m = lab.vm("vm1").migration(target)
+    m.prepare()
+    # 2. Target state: the target installs nothing.
+    checks.no_kernel_route(lab, target, VM_PREFIX)
+    checks.no_route(lab, "tor2", VM_PREFIX)
+    m.activate()
+    # 3. Live: target /32 at 512; the ToRs and the spine have exactly one best, tagged, via rack 2.
+    checks.kernel_route(lab, target, VM_PREFIX, metric=512, dev=wl.host_ifname)
+    best = eventually(
+        lambda: checks.best_via_node(lab, "tor2", VM_PREFIX, target, community=TAG),
+        timeout=5,
+        what="tor2 to prefer the target's tagged /32",
+    )
+    assert best.preference == 200, checks.describe([best])
+    eventually(
+        lambda: checks.best_via_node(lab, "spine1", VM_PREFIX, target, community=TAG),
+        timeout=5,
+        what="spine1 to prefer rack 2",
+    )
+    eventually(
+        lambda: checks.best_via_node(lab, "tor1", VM_PREFIX, target, community=TAG),
+        timeout=5,
+        what="tor1 to send vm1 to rack 2",
+    )
+    # 4. Other nodes install the /32 via their ToR at the elevated metric (community -> setPriority 512).
+    for node, tor in (("r1-n2", "tor1"), ("r2-n2", "tor2")):
+        eventually(
+            lambda n=node, t=tor: checks.kernel_route(
+                lab, n, VM_PREFIX, metric=512, gateway=str(lab.topo.tor_address[t].ip)
+            ),
+            timeout=5,
+            what=f"{node} to install vm1's /32 at metric 512",
+        )
+    record = m.complete()
+    assert record.status == "completed"
+    checks.no_kernel_route(lab, "r1-n1", VM_PREFIX)
+    assert lab.vm("vm1").node == target
+    # 5. After the convergence time: normal priority, no community, still via rack 2.
+    eventually(
+        lambda: checks.kernel_route(lab, target, VM_PREFIX, metric=1024),
+        timeout=converge_timeout(lab, target),
+        interval=0.5,
+        what="the target's route to return to metric 1024",
+    )
+    eventually(
+        lambda: checks.best_via_node(lab, "spine1", VM_PREFIX, target, without_community=TAG),
+        timeout=5,
+        what="spine1's route to lose the community and stay on rack 2",
+    )
+    eventually(
+        lambda: checks.kernel_route(lab, "r1-n2", VM_PREFIX, metric=1024),
+        timeout=5,
+        what="other nodes to return to metric 1024",
+    )
+
+
+def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
+    """vm1's IP is outside both r2 nodes' blocks, so the source still announces its /32 until its pod goes."""
+    lab = mlab
+    if lab.vm("vm1").node != "r2-n1":
+        lab.migrate("vm1", "r2-n1")
+    m = lab.vm("vm1").migration("r2-n2")
+    m.prepare()
+    checks.kernel_route(lab, "r2-n1", VM_PREFIX, metric=1024)  # the source was reset to Base
+    eventually(
+        lambda: checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n1", without_community=TAG),
+        timeout=5,
+        what="tor2 to hold the source's untagged /32",
+    )
+    m.activate()
+    # Both nodes announce the /32 now; the ToR must pick the tagged target, once, not ECMP.
+    eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")
+    eventually(
+        lambda: checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n2", community=TAG),
+        timeout=5,
+        what="tor2 to prefer the target",
+    )
+    record = m.complete()
+    events = record.to_json()["events"]
+    assert any(e["source"] == "agent:r2-n2" and e.get("state") == "Live" for e in events)
+    assert [e for e in events if e["source"] == "bird:tor2" and e["ecmp"]] == [], "tor2 installed ECMP"
+    eventually(
+        lambda: checks.single_best(lab, "tor2", VM_PREFIX).via == str(lab.topo.node_address["r2-n2"].ip),
+        timeout=5,
+        what="tor2 to keep only the target once the source is gone",
+    )
+
+
+def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -> None:
+    lab = mlab
+    if lab.vm("vm1").node == "r1-n1":
+        lab.migrate("vm1", "r2-n1")
+    record = lab.migrate("vm1", "r1-n1")
+    assert record.status == "completed"
+    # An elevated /32 inside r1-n1's own block bypasses aggregation while Live/TimeWait...
+    eventually(
+        lambda: checks.best_via_node(lab, "tor1", VM_PREFIX, "r1-n1", community=TAG),
+        timeout=5,
+        what="tor1 to see r1-n1's elevated /32",
+    )
+    # ...and once the priority drops back to normal it is aggregated into the /26 again.
+    eventually(
+        lambda: checks.no_route(lab, "spine1", VM_PREFIX),
+        timeout=converge_timeout(lab, "r1-n1"),
+        interval=0.5,
+        what="the /32 to disappear into r1-n1's /26 again",
+    )
+    checks.kernel_route(lab, "r1-n1", VM_PREFIX, metric=1024)
+    block = str(lab.topo.node_blocks["r1-n1"][0])
+    assert checks.single_best(lab, "spine1", block).as_path == (65001, 64512)
+
+
+def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
+    lab = mlab
+    source = lab.vm("vm1").node
+    target = next(n for n in ("r2-n2", "r1-n2") if n != source)
+    record = lab.migrate("vm1", target, fail="target pod failed")
+    assert record.status == "failed"
+    assert record.reason == "target pod failed"
+    events = record.to_json()["events"]
+    assert not [e for e in events if e["source"] == f"agent:{target}" and e["kind"] == "route"], events
+    target_ip = str(lab.topo.node_address[target].ip)
+    assert not [e for e in events if e["kind"] == "route" and e.get("best_via") == target_ip]
+    checks.no_kernel_route(lab, target, VM_PREFIX)
+    assert lab.vm("vm1").node == source
+    assert lab.runtime.agent(source).call("status")["workloads"]["vm1"]["metric"] is not None
+
+
+def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
+    lab: Lab = kvlab_labs(REPO / "labs" / "single-rack.yml", private=True)
+    assert {s.name for s in lab.node("r1-n3").sessions()} >= {"Mesh_198_18_1_11", "Mesh_198_18_1_12"}
+    m = lab.vm("vm1").migration("r1-n2")
+    m.prepare()
+    m.activate()
+    # iBGP: r1-n3 learns the target's /32 with local_pref 2147483647-512 and installs it at 512.
+    eventually(
+        lambda: checks.kernel_route(
+            lab, "r1-n3", VM_PREFIX, metric=512, gateway=str(lab.topo.node_address["r1-n2"].ip)
+        ),
+        timeout=5,
+        what="r1-n3 to install the /32 at metric 512 over the mesh",
+    )
+    mesh_route = checks.single_best(lab, "r1-n3", VM_PREFIX)
+    assert mesh_route.local_pref == 2147483647 - 512
+    eventually(
+        lambda: checks.best_via_node(lab, "tor1", VM_PREFIX, "r1-n2", community=TAG),
+        timeout=5,
+        what="tor1 to prefer the target",
+    )
+    m.complete()
+    eventually(
+        lambda: checks.kernel_route(lab, "r1-n3", VM_PREFIX, metric=1024),
+        timeout=converge_timeout(lab, "r1-n2"),
+        interval=0.5,
+        what="r1-n3 back to metric 1024 after convergence",
+    )
+
+
+def test_without_the_tor_community_preference_the_split_brain_is_detected(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Negative control: a ToR that ignores the community keeps the source (lower router ID) — the checks see it."""
+    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data["name"] = "nopref"
+    for r in data["routers"]:
+        r["community_preference"] = False
+    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["timers"] = {"migration_source_cleanup": 5}
+    path = tmp_path / "nopref.yml"
+    path.write_text(yaml.safe_dump(data))
+    lab: Lab = kvlab_labs(path, private=True)
+    lab.migrate("vm1", "r2-n1")
+    m = lab.vm("vm1").migration("r2-n2")
+    m.prepare()
+    m.activate()
+    eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")
+    with pytest.raises(AssertionError, match="best via 198.18.2.11, expected r2-n2"):
+        checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n2", community=TAG)
+    m.complete()
