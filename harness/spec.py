@@ -12,7 +12,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from harness.calico import resources as cr
 from harness.calico.selector import SelectorError, compile_selector
@@ -29,6 +29,11 @@ ASN = Annotated[int, Field(ge=1, le=4294967295)]
 FABRIC_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 POOL_RANGES = (ipaddress.IPv4Network("203.0.113.0/24"), ipaddress.IPv4Network("198.51.100.0/24"))
 WORKLOAD_PEERING_IPS = (ipaddress.IPv4Address("169.254.0.179"),)
+# How the fabric range is split (harness.topology numbers addresses from these).
+RACK_RANGE = ipaddress.IPv4Network("198.18.0.0/16")
+P2P_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
+ROUTER_ID_RANGE = ipaddress.IPv4Network("198.18.0.0/24")
+FIRST_NODE_HOST = 11
 RESERVED_ASNS = {0, 23456, 65535, 4294967295}
 
 
@@ -84,6 +89,17 @@ class Cluster(_Model):
         default_factory=list, description="Calico v3 resources: a YAML file (relative to the lab) or a list"
     )
 
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for item in v:
+                if isinstance(item, str):
+                    raise ValueError(
+                        f"'{item}' is a file name: give one file (resources: FILE) or a list of Calico documents"
+                    )
+        return v
+
 
 class Host(_Model):
     """An external host (no BIRD) attached to a router by a point-to-point link."""
@@ -102,6 +118,13 @@ class VM(_Model):
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
     labels: dict[str, str] = Field(default_factory=dict)
     backend: Literal["netns"] = "netns"
+
+    @field_validator("mac")
+    @classmethod
+    def _unicast(cls, v: str | None) -> str | None:
+        if v is not None and int(v[:2], 16) & 1:
+            raise ValueError(f"{v} is a multicast address; a VM needs a unicast MAC")
+        return v
 
 
 class Link(_Model):
@@ -326,7 +349,9 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
         blocks = sum(2 ** max(0, c.block_size - p.prefixlen) for p in c.pools)
         if blocks < len(c.nodes):
             bad(
-                ("clusters", ci, "block_size"), f"{blocks} blocks of /{c.block_size} for {len(c.nodes)} nodes"
+                ("clusters", ci, "block_size"),
+                f"the pools hold only {blocks} block{'s' if blocks != 1 else ''} of /{c.block_size} for "
+                f"{len(c.nodes)} nodes (each node needs its own block)",
             )
 
     # Nodes: rack placement, addresses, eBGP to the ToR.
@@ -359,7 +384,8 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
         if r.asn in RESERVED_ASNS:
             bad(("routers", ri, "asn"), f"AS {r.asn} is reserved")
         try:
-            cr.parse_community(r.elevated_community)
+            if len(cr.parse_community(r.elevated_community)) != 2:
+                raise ValueError(f"'{r.elevated_community}' is a large community; use a standard one (aa:nn)")
         except ValueError as e:
             bad(("routers", ri, "elevated_community"), str(e))
 
@@ -382,8 +408,75 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
             bad(("vms", vi, "ip"), f"{vm.ip} is already vms[{vm_ips[vm.ip]}]'s address")
         vm_ips[vm.ip] = vi
 
+    _check_address_plan(spec, bad)
     issues += _check_resources(spec, resources)
     return issues
+
+
+def _check_address_plan(spec: LabSpec, bad: Any) -> None:
+    """Rack segments, link subnets and node addresses must not collide (racks in 198.18.0.0/16,
+    router IDs in 198.18.0.0/24, automatic links in 198.19.0.0/16)."""
+    from harness.topology import rack_subnets  # late import: topology depends on this module
+
+    seen: list[tuple[ipaddress.IPv4Network, tuple]] = []
+    for ri, rack in enumerate(spec.racks):
+        if rack.subnet is None:
+            continue
+        path = ("racks", ri, "subnet")
+        if rack.subnet.overlaps(P2P_RANGE):
+            bad(path, f"{rack.subnet} overlaps the range links are numbered from ({P2P_RANGE})")
+        elif rack.subnet.overlaps(ROUTER_ID_RANGE):
+            bad(path, f"{rack.subnet} overlaps {ROUTER_ID_RANGE}, reserved for router IDs")
+        for other, opath in seen:
+            if rack.subnet.overlaps(other):
+                bad(path, f"{rack.subnet} overlaps {other} ({_fmt(opath)})")
+        seen.append((rack.subnet, path))
+    try:
+        subnets = rack_subnets(spec)
+    except StopIteration:
+        bad(("racks",), f"no free /24 left in {RACK_RANGE} for the racks without a subnet")
+        return
+    node_ips: dict[ipaddress.IPv4Address, tuple] = {}
+    for ri, rack in enumerate(spec.racks):
+        net = subnets[rack.name]
+        members = [
+            (ci, ni, n)
+            for ci, c in enumerate(spec.clusters)
+            for ni, n in enumerate(c.nodes)
+            if n.rack == rack.name
+        ]
+        automatic = [m for m in members if m[2].ip is None]
+        if net.num_addresses - 1 - FIRST_NODE_HOST < len(automatic):
+            bad(
+                ("racks", ri, "subnet"),
+                f"{net} has no room for {len(automatic)} nodes (node addresses start at .{FIRST_NODE_HOST})",
+            )
+        for ci, ni, n in members:
+            if n.ip is None or n.ip not in net:
+                continue
+            path = ("clusters", ci, "nodes", ni, "ip")
+            if n.ip == net.network_address:
+                bad(path, f"address {n.ip} is the network address of rack {rack.name}'s subnet {net}")
+            elif n.ip == net.broadcast_address:
+                bad(path, f"address {n.ip} is the broadcast address of rack {rack.name}'s subnet {net}")
+            elif n.ip == next(net.hosts()):
+                bad(path, f"address {n.ip} is ToR {rack.tor}'s address in rack {rack.name}")
+            elif n.ip in node_ips:
+                bad(path, f"address {n.ip} is already {_fmt(node_ips[n.ip][:-1])}'s address")
+            else:
+                node_ips[n.ip] = path
+    link_nets: list[tuple[ipaddress.IPv4Network, tuple]] = []
+    for li, link in enumerate(spec.links):
+        if link.subnet is None:
+            continue
+        path = ("links", li, "subnet")
+        for rack in spec.racks:
+            if link.subnet.overlaps(subnets[rack.name]):
+                bad(path, f"{link.subnet} overlaps rack {rack.name}'s subnet {subnets[rack.name]}")
+        for other, opath in link_nets:
+            if link.subnet.overlaps(other):
+                bad(path, f"{link.subnet} overlaps {other} ({_fmt(opath)})")
+        link_nets.append((link.subnet, path))
 
 
 def _check_resources(spec: LabSpec, resources: dict[str, list[Any]]) -> list[SpecIssue]:

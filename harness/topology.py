@@ -16,15 +16,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from harness.spec import LabSpec
+from harness.spec import FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec
 
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
 
-RACK_RANGE = Net("198.18.0.0/16")
-P2P_RANGE = Net("198.19.0.0/16")
-ROUTER_ID_RANGE = Net("198.18.0.0/24")
-FIRST_NODE_HOST = 11
 WORKLOAD_GATEWAY = IPv4("169.254.1.1")
 WORKLOAD_HOST_MAC = "ee:ee:ee:ee:ee:ee"
 UPLINK = "eth0"

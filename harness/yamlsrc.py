@@ -50,6 +50,7 @@ class SourceMap:
 def _construct(node: yaml.Node, path: Path_, smap: SourceMap, issues: list[SpecIssue]) -> Any:
     smap.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        _flatten_merge_keys(node)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node)
@@ -69,6 +70,15 @@ def _construct(node: yaml.Node, path: Path_, smap: SourceMap, issues: list[SpecI
     if isinstance(node, yaml.SequenceNode):
         return [_construct(n, (*path, i), smap, issues) for i, n in enumerate(node.value)]
     return _scalar(node)
+
+
+def _flatten_merge_keys(node: yaml.MappingNode) -> None:
+    """Resolve YAML merge keys (`<<: *anchor`) the way yaml.safe_load does."""
+    loader = yaml.SafeLoader("")
+    try:
+        loader.flatten_mapping(node)
+    finally:
+        loader.dispose()
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -97,14 +107,17 @@ def loads_documents(text: str, name: str) -> tuple[list[Any], list[SourceMap]]:
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
             smap = SourceMap(name)
-            if node is None:
-                continue
+            if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+                continue  # an empty document (e.g. a manifest ending in '---')
             docs.append(_construct(node, (), smap, issues))
             maps.append(smap)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(e, "problem", None) or str(e)
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and cmark is not None and (mark is None or cmark.line != mark.line):
+            problem += f" ({context} that starts on line {cmark.line + 1})"
         raise SpecError([SpecIssue(name, "", f"invalid YAML: {problem}", line)]) from e
     if issues:
         raise SpecError(issues)

@@ -209,10 +209,22 @@ class BGPPeerSpec(_Strict):
                 raise ValueError("localWorkloadSelector requires asNumber")
         if self.node is not None and self.nodeSelector is not None:
             raise ValueError("node and nodeSelector are mutually exclusive")
+        if self.peerSelector is not None and (self.peerIP is not None or self.asNumber is not None):
+            raise ValueError("peerSelector excludes peerIP and asNumber")
 
 
 class IPPoolSpec(_Strict):
     cidr: str
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"'{v}' is not an IP network") from None
+        return v
+
     blockSize: int | None = Field(default=None, ge=0, le=128)
     ipipMode: Literal["Never", "Always", "CrossSubnet"] | None = None
     vxlanMode: Literal["Never", "Always", "CrossSubnet"] | None = None
@@ -226,8 +238,8 @@ class IPPoolSpec(_Strict):
 
 
 class IPAMConfigurationSpec(_Strict):
-    strictAffinity: bool | None = None
-    autoAllocateBlocks: bool | None = None
+    strictAffinity: bool  # required by the CRD
+    autoAllocateBlocks: bool  # required by the CRD
     maxBlocksPerHost: int | None = None
     kubeVirtVMAddressPersistence: Literal["Enabled", "Disabled"] | None = None
     ipCooldownSeconds: int | None = None
@@ -278,7 +290,7 @@ class IPPool(_Resource):
 
 class IPAMConfiguration(_Resource):
     kind: Literal["IPAMConfiguration"]
-    spec: IPAMConfigurationSpec = Field(default_factory=IPAMConfigurationSpec)
+    spec: IPAMConfigurationSpec
 
 
 class FelixConfiguration(_Resource):

@@ -27,7 +27,8 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise SelectorError(f"unexpected character at offset {pos} in selector {text!r}")
+            bad = pos + len(text[pos:]) - len(text[pos:].lstrip())
+            raise SelectorError(f"unexpected character {text[bad]!r} at offset {bad} in selector {text!r}")
         kind = m.lastgroup or ""
         value = m.group(kind)
         out.append((kind, value, m.start(kind)))

@@ -60,4 +60,19 @@ def check_config(text: str, bird: str = "bird") -> None:
         fh.flush()
         res = subprocess.run([exe, "-p", "-c", fh.name], capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise LabError(f"BIRD rejects the rendered config: {(res.stderr or res.stdout).strip()}")
+        raise LabError(
+            f"BIRD rejects the rendered config: {_explain(text, (res.stderr or res.stdout).strip(), fh.name)}"
+        )
+
+
+def _explain(text: str, message: str, path: str) -> str:
+    """Replace the temporary file name in BIRD's message with the offending line itself."""
+    import re
+
+    m = re.search(re.escape(path) + r":(\d+):(\d+) (.*)", message)
+    if not m:
+        return message.replace(path, "<rendered config>")
+    line_no, col, what = int(m.group(1)), m.group(2), m.group(3)
+    lines = text.splitlines()
+    line = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else ""
+    return f"line {line_no}, column {col}: {what}: {line!r}"

@@ -85,11 +85,7 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 
 # Shipped resources that fail Calico's CRD today (lab data bugs, not schema-helper bugs).
-KNOWN_CRD_FAILURES = {
-    "default.yaml:IPAMConfiguration/default": "labs/calico/default.yaml's IPAMConfiguration sets only "
-    "kubeVirtVMAddressPersistence; the CRD requires spec.strictAffinity and spec.autoAllocateBlocks, so "
-    "kubectl apply rejects it (and the harness model does not notice, see IPAMConfigurationSpec)",
-}
+KNOWN_CRD_FAILURES: dict[str, str] = {}
 
 
 def _param(doc: dict[str, Any], where: str) -> Any:
@@ -313,21 +309,19 @@ ACCEPTED_BY_HARNESS = [
         },
         id="ipam-complete",
     ),
-    pytest.param(
-        {
-            "apiVersion": V3,
-            "kind": "IPAMConfiguration",
-            "metadata": {"name": "default"},
-            "spec": {"kubeVirtVMAddressPersistence": "Disabled"},
-        },
-        id="ipam-minimal",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="IPAMConfigurationSpec makes strictAffinity/autoAllocateBlocks optional, but Calico's "
-            "IPAMConfiguration CRD requires both: the harness accepts a resource kubectl apply rejects",
-        ),
-    ),
 ]
+
+
+def test_ipam_configuration_without_required_fields_is_rejected() -> None:
+    """The CRD requires strictAffinity and autoAllocateBlocks; so does the harness."""
+    doc = {
+        "apiVersion": V3,
+        "kind": "IPAMConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"kubeVirtVMAddressPersistence": "Disabled"},
+    }
+    with pytest.raises(PydanticError, match="strictAffinity"):
+        cr.IPAMConfiguration.model_validate(doc)
 
 
 @pytest.mark.parametrize("resource", ACCEPTED_BY_HARNESS)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.errors import LabError
+from harness.errors import LabError, SpecError
 from harness.generate import fabric_lab, write_lab
 from harness.render.bird import check_config, render_node, render_router
 from harness.spec import LabSpec, cluster_resources, load_lab
@@ -138,7 +138,7 @@ def test_check_config_reports_birds_complaint() -> None:
     with pytest.raises(LabError) as ei:
         check_config("protocol bgp x {")
     assert "syntax error" in str(ei.value)
-    assert ":1:" in str(ei.value)  # BIRD's line number
+    assert "line 1" in str(ei.value)  # BIRD's line number
 
 
 def test_check_config_without_bird_is_a_lab_error() -> None:
@@ -147,12 +147,6 @@ def test_check_config_without_bird_is_a_lab_error() -> None:
 
 
 @needs_bird
-@pytest.mark.xfail(
-    strict=True,
-    reason="render.bird.check_config's message names BIRD's deleted temporary file and a line:column "
-    "('bird: /tmp/tmpXXXX.conf:2:61 syntax error') but not the offending line, so the user cannot see "
-    "what BIRD rejected",
-)
 def test_check_config_message_shows_the_offending_line() -> None:
     text = "router id 1.2.3.4;\nprotocol bgp x { neighbor 1.2.3.5 as 65000; local as 65001; bogus; }\n"
     with pytest.raises(LabError) as ei:
@@ -210,20 +204,14 @@ def test_router_custom_elevated_community(tmp_path: Path) -> None:
     assert re.search(r"\(64999, ?7\) ~ bgp_community", text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec accepts a three-part (large) elevated_community such as '65000:100:1', but "
-    "bird-configs/router.conf.j2 renders only community[0], community[1] as a standard community "
-    "((65000, 100) ~ bgp_community), silently matching the wrong routes; it should use "
-    "bgp_large_community (or the spec should refuse large communities)",
-)
-def test_router_large_elevated_community(tmp_path: Path) -> None:
+def test_router_large_elevated_community_is_refused(tmp_path: Path) -> None:
+    """The ToR filter matches a standard community; a large one would silently match nothing."""
     data = default_lab_data()
     data["routers"][1]["elevated_community"] = "65000:100:1"
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    text = render_router(resolve(load_lab(path)), "tor1")
-    assert re.search(r"\(65000, ?100, ?1\) ~ bgp_large_community", text)
+    with pytest.raises(SpecError, match="large community; use a standard one"):
+        load_lab(path)
 
 
 # -- nodes -----------------------------------------------------------------------------

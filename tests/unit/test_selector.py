@@ -124,11 +124,6 @@ def test_selector_error_is_a_value_error_naming_the_problem() -> None:
         compile_selector("rack ==")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="selector._tokens reports the offset where the failed match started, i.e. the whitespace "
-    "before the bad character: \"rack = 'x'\" says offset 4 (a space), the '=' is at offset 5",
-)
 def test_error_offset_points_at_the_bad_character() -> None:
     with pytest.raises(SelectorError, match="offset 5"):
         compile_selector("rack = 'x'")

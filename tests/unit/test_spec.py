@@ -27,28 +27,7 @@ LAB_FILES = sorted(p for p in (REPO / "labs").glob("*.y*ml") if p.is_file())
 
 # Cases whose check is missing or whose message is unclear today. The .err file holds the
 # message the lab author should get; remove the entry once harness/spec.py produces it.
-XFAIL: dict[str, str] = {
-    "node-ip-is-tor-address": "no check that a node's explicit ip differs from its ToR's address "
-    "(the lab loads and r1-n2 gets 198.18.1.1, tor1's address)",
-    "node-ip-duplicate": "no check that two nodes' explicit ips differ (both get 198.18.1.20)",
-    "node-ip-broadcast": "no check against the rack subnet's broadcast (or network) address",
-    "rack-subnet-too-small": "no check that a rack subnet has room for its nodes; the lab loads and "
-    "topology.resolve() raises a bare StopIteration",
-    "link-subnet-overlaps-rack": "no overlap check between explicit link subnets and rack subnets",
-    "rack-subnet-in-link-range": "no check that rack subnets stay out of 198.19.0.0/16, where "
-    "topology numbers the point-to-point links (tor1 gets 198.19.0.1 twice)",
-    "rack-subnets-overlap": "no overlap check between rack subnets",
-    "ippool-bad-cidr": "IPPoolSpec.cidr is not validated; spec._check_ip_pool raises a bare ValueError "
-    "out of load_lab instead of a SpecIssue",
-    "bgppeer-peerselector-with-peerip": "BGPPeer peerSelector together with peerIP/asNumber is accepted; "
-    "Calico's CRD says they must be empty when peerSelector is set",
-    "block-count": "message '1 blocks of /24 for 2 nodes' does not say what is wrong",
-    "invalid-yaml-unclosed": "yamlsrc drops PyYAML's context mark, so the message points at the line "
-    "after the unclosed '{' without naming where the flow mapping started",
-    "resources-list-of-file": "pydantic union branch names leak into the paths "
-    "('resources.str', 'resources.list[dict[str,any]][0]') and two issues are reported for one mistake",
-    "vm-mac-multicast": "VM.mac accepts a multicast MAC (01:...); a VM needs a unicast address",
-}
+XFAIL: dict[str, str] = {}  # case -> reason, for checks known to be missing
 
 
 def _cases() -> list:
@@ -199,11 +178,6 @@ def test_every_shipped_lab_loads(path: Path) -> None:
     assert spec.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resource file ending in '---' (as kubectl manifests often do) is rejected with "
-    "\"kind: unsupported resource kind 'NoneType'\": yamlsrc.loads_documents keeps the empty document",
-)
 def test_resource_file_with_trailing_document_marker_loads(tmp_path: Path) -> None:
     shutil.copy(REPO / "labs" / "default.yml", tmp_path / "default.yml")
     (tmp_path / "calico").mkdir()

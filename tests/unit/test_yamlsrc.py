@@ -148,12 +148,6 @@ def test_leading_document_marker_is_ignored() -> None:
     assert maps[0].line(("kind",)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loads_documents skips only `node is None`, but yaml.compose_all yields a null ScalarNode for "
-    "an empty document ('a: 1\\n---\\n', '---\\n---'), so a trailing '---' in a resource file becomes "
-    "a None document (and load_lab then reports \"unsupported resource kind 'NoneType'\")",
-)
 @pytest.mark.parametrize("text", ["kind: A\n---\n", "kind: A\n---\n---\nkind: B\n", "kind: A\n---\n# x\n"])
 def test_empty_documents_are_skipped(text: str) -> None:
     docs, maps = loads_documents(text, "res.yaml")
@@ -194,12 +188,6 @@ def test_aliases_resolve_like_safe_load() -> None:
     assert data == yaml.safe_load(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="yamlsrc._construct does not handle YAML merge keys ('<<: *anchor'); yaml.safe_load accepts "
-    'them, load_documents reports "invalid YAML: could not determine a constructor for the tag '
-    "'tag:yaml.org,2002:merge'\"",
-)
 def test_merge_keys_resolve_like_safe_load() -> None:
     text = "base: &n {rack: r1, asn: 65010}\nnodes:\n  - <<: *n\n    name: a\n"
     data, _ = _one(text)
