@@ -96,7 +96,8 @@ class Cluster(_Model):
             for item in v:
                 if isinstance(item, str):
                     raise ValueError(
-                        f"'{item}' is a file name: give one file (resources: FILE) or a list of Calico documents"
+                        f"'{item}' is a file name: give one file (resources: FILE) "
+                        "or a list of Calico documents"
                     )
         return v
 

@@ -194,8 +194,10 @@ def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  #
     )
 
 
-def test_without_the_tor_community_preference_the_split_brain_is_detected(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Negative control: a ToR that ignores the community keeps the source (lower router ID) — the checks see it."""
+def test_without_the_tor_community_preference_the_split_brain_is_detected(  # type: ignore[no-untyped-def]
+    kvlab_labs, tmp_path: Path
+) -> None:
+    """Negative control: a ToR that ignores the community keeps the source (lower router ID): detected."""
     data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
     data["name"] = "nopref"
     for r in data["routers"]:
@@ -210,6 +212,6 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(kvlab_
     m.prepare()
     m.activate()
     eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")
-    with pytest.raises(AssertionError, match="best via 198.18.2.11, expected r2-n2"):
+    with pytest.raises(AssertionError, match=r"best via 198\.18\.2\.11, expected r2-n2"):
         checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n2", community=TAG)
     m.complete()
