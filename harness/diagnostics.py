@@ -64,6 +64,19 @@ def collect(lab: Lab, out_dir: Path) -> Path:
             f"{speaker.name} routes json",
             lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]),
         )
+    agent = getattr(lab.runtime, "agent", None)
+    for node in lab.topo.node_address:
+        d = bundle / node
+        d.mkdir(exist_ok=True)
+        if agent is not None:
+            attempt(
+                f"{node} agent status",
+                lambda n=node, d=d, agent=agent: dump(d / "agent-status.json", agent(n).call("status")),
+            )
+        for name in ("agent.log", "agent.json"):
+            src = lab.runtime.entity_dir(node) / name if hasattr(lab.runtime, "entity_dir") else None
+            if src is not None and src.exists():
+                attempt(f"{node} {name}", lambda src=src, d=d, name=name: shutil.copy(src, d / name))
     for entity in lab.topo.entities:
         d = bundle / entity
         d.mkdir(exist_ok=True)
