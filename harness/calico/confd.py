@@ -5,24 +5,38 @@ structure of calico-node's BIRD 1.6 templates (facts from shared/design/calico-s
 and Calico's confd templates):
 
 - one `static` protocol with a blackhole route per IPAM block affine to the node;
-- `calico_aggr()` exports each block and suppresses the /32s inside it;
+- `calico_aggr()` exports each block and suppresses the routes inside it, except those
+  whose kernel metric is below the normal route priority (elevated /32s);
 - `calico_export_to_bgp_peers(internal_peer)` rejects disabled pools and accepts routes
-  inside any IP pool; every BGP session's export filter ends with it and a `reject`;
+  inside any IP pool;
+- every BGPFilter of the cluster becomes BIRD functions, and each BGP session's import and
+  export filters call the functions of its BGPPeer's `filters`, in order, around Calico's
+  route-priority mapping (krt_metric <-> bgp_local_pref, preference 200 for elevated
+  imports); the kernel protocol's export filter turns local_pref back into the kernel
+  metric. The rules live in `harness.calico.bgpfilter`;
 - BGP protocols are named `Mesh_<ip>` (node-to-node mesh), `Global_<ip>` (BGPPeer for all
-  nodes) and `Node_<ip>` (BGPPeer with `node` or `nodeSelector`), IPs with `_` for `.`;
+  nodes) and `Node_<ip>` (BGPPeer with `node` or `nodeSelector`), IPs with `_` for `.`,
+  sorted by name; iBGP vs eBGP (`is_same_as`) compares the peer's AS with the node's AS or
+  the BGPPeer's `localASNumber`;
 - the kernel protocol learns alien routes (the workload /32s the node agent programs),
   programs every BIRD route into the kernel and merges equal paths (ECMP).
 
-Not covered yet (see the issue tracker): BGPFilter rules, route priority mapping,
-workload peering. Peers with those settings are rendered without them.
+Not covered (rendered without them): workload peering (`localWorkloadSelector`), IPv6,
+BGPPeer `password`, `maxRestartTime`, `keepaliveTime`, `ttlSecurity`, `reachableBy`,
+`peerIP` ports and `reversePeering` (the automatic session back from the nodes a
+peerSelector picks), route reflection, the tunnel/BPF route rejects of
+`calico_export_to_bgp_peers`, and BGPConfiguration `communities` / `prefixAdvertisements`,
+service IP advertisement, `ignoredInterfaces`, `listenPort`, `bindMode`,
+`logSeverityScreen`, `nodeMeshPassword`, `nodeMeshMaxRestartTime`, `programClusterRoutes`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.calico import bgpfilter
 from harness.calico import resources as cr
 from harness.calico.selector import compile_selector
 from harness.topology import Topology
@@ -43,7 +57,13 @@ class BirdPeer:
     passive: bool = False
     allow_local_as: int | None = None
     next_hop_keep: bool = False
+    next_hop_self: bool = False
     source_resource: str | None = None  # BGPPeer name, None for mesh
+    local_asn: int | None = None  # BGPPeer localASNumber
+    same_as: bool = False  # iBGP: the peer's AS is the node's (or localASNumber)
+    filters: tuple[str, ...] = ()  # BGPPeer filters, in order
+    import_filter: tuple[str, ...] = ()  # lines of `import filter { ... }`
+    export_filter: tuple[str, ...] = ()  # lines of `export filter { ... }`
 
 
 @dataclass
@@ -60,9 +80,18 @@ class NodeBirdConfig:
     peers: list[BirdPeer] = field(default_factory=list)
     log_file: str | None = None
     normal_priority: int = DEFAULT_NORMAL_PRIORITY
+    filter_functions: list[str] = field(default_factory=list)  # lines: every BGPFilter's functions
 
     def is_internal(self, peer: BirdPeer) -> bool:
-        return peer.asn == self.asn
+        return peer.same_as
+
+    def aggregation(self, block: str) -> list[str]:
+        """`calico_aggr` lines of one affine block."""
+        return bgpfilter.aggregation(block, self.normal_priority)
+
+    def kernel_priority(self) -> list[str]:
+        """`calico_kernel_programming` lines giving BGP routes their kernel metric."""
+        return bgpfilter.kernel_priority(self.normal_priority)
 
 
 def _protocol_id(ip: str) -> str:
@@ -90,10 +119,30 @@ def node_bird_config(
     my_ip = str(topo.node_address[node].ip)
     my_asn = topo.node_asn[node]
     mesh = True if bgpconf.nodeToNodeMeshEnabled is None else bgpconf.nodeToNodeMeshEnabled
+    filters = {f.metadata.name: f for f in _by_kind(resources, cr.BGPFilter)}
+    normal = bgpconf.ipv4NormalRoutePriority or DEFAULT_NORMAL_PRIORITY
+
+    def with_filters(peer: BirdPeer, names: tuple[str, ...] = ()) -> BirdPeer:
+        """The peer with its iBGP/eBGP flag and the bodies of its import and export filters."""
+        same_as = peer.asn == (peer.local_asn or my_asn)
+        return replace(
+            peer,
+            same_as=same_as,
+            filters=names,
+            import_filter=tuple(
+                bgpfilter.import_filter(names, filters, same_as=same_as, normal_priority=normal)
+            ),
+            export_filter=tuple(
+                bgpfilter.export_filter(names, filters, same_as=same_as, normal_priority=normal)
+            ),
+        )
 
     pool_specs = {str(ipaddress.ip_network(p.spec.cidr)): p.spec for p in _by_kind(resources, cr.IPPool)}
     pools = [
-        {"cidr": str(p), "disable_bgp_export": bool(pool_specs.get(str(p)) and pool_specs[str(p)].disableBGPExport)}
+        {
+            "cidr": str(p),
+            "disable_bgp_export": bool(pool_specs.get(str(p)) and pool_specs[str(p)].disableBGPExport),
+        }
         for p in cluster.pools
     ]
     cfg = NodeBirdConfig(
@@ -105,7 +154,8 @@ def node_bird_config(
         pools=pools,
         mesh=mesh,
         log_file=log_file,
-        normal_priority=bgpconf.ipv4NormalRoutePriority or DEFAULT_NORMAL_PRIORITY,
+        normal_priority=normal,
+        filter_functions=bgpfilter.function_definitions(filters.values()),
     )
 
     if mesh:
@@ -114,13 +164,15 @@ def node_bird_config(
                 continue
             ip = str(topo.node_address[other.name].ip)
             cfg.peers.append(
-                BirdPeer(
-                    name=f"Mesh_{_protocol_id(ip)}",
-                    kind="mesh",
-                    ip=ip,
-                    asn=topo.node_asn[other.name],
-                    source_address=my_ip,
-                    passive=ip > my_ip,  # calico-node compares the address strings
+                with_filters(
+                    BirdPeer(
+                        name=f"Mesh_{_protocol_id(ip)}",
+                        kind="mesh",
+                        ip=ip,
+                        asn=topo.node_asn[other.name],
+                        source_address=my_ip,
+                        passive=ip > my_ip,  # calico-node compares the address strings
+                    )
                 )
             )
 
@@ -139,41 +191,58 @@ def node_bird_config(
             kind = "node"
         else:
             kind = "global"
-        for ip, asn in _peer_targets(topo, cluster.name, spec):
+        for ip, asn, is_node in _peer_targets(topo, cluster.name, spec):
             if ip == my_ip:
                 continue  # calico-node skips itself
             prefix = "Node" if kind == "node" else "Global"
+            local_asn = spec.localASNumber
             cfg.peers.append(
-                BirdPeer(
-                    name=f"{prefix}_{_protocol_id(ip)}",
-                    kind=kind,
-                    ip=ip,
-                    asn=asn,
-                    source_address=my_ip if spec.sourceAddress in (None, "UseNodeIP") else None,
-                    allow_local_as=spec.numAllowedLocalASNumbers or None,
-                    next_hop_keep=spec.nextHopMode == "Keep" or bool(spec.keepOriginalNextHop),
-                    source_resource=peer.metadata.name,
+                with_filters(
+                    BirdPeer(
+                        name=f"{prefix}_{_protocol_id(ip)}",
+                        kind=kind,
+                        ip=ip,
+                        asn=asn,
+                        source_address=my_ip if spec.sourceAddress in (None, "UseNodeIP") else None,
+                        # calico-node makes the higher address passive between two Calico
+                        # nodes of a global peering, as in the mesh
+                        passive=kind == "global" and is_node and ip > my_ip,
+                        allow_local_as=spec.numAllowedLocalASNumbers or None,
+                        # nextHopMode Keep, or the legacy keepOriginalNextHop on eBGP only
+                        next_hop_keep=spec.nextHopMode == "Keep"
+                        or (bool(spec.keepOriginalNextHop) and asn != (local_asn or my_asn)),
+                        next_hop_self=spec.nextHopMode == "Self",
+                        source_resource=peer.metadata.name,
+                        local_asn=local_asn,
+                    ),
+                    tuple(spec.filters),
                 )
             )
     # Two resources selecting the same peer yield one BIRD protocol, as in calico-node.
     seen: set[str] = set()
     cfg.peers = [p for p in cfg.peers if not (p.name in seen or seen.add(p.name))]
+    cfg.peers.sort(key=lambda p: p.name)  # calico-node orders its protocols by name
     return cfg
 
 
-def _peer_targets(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[tuple[str, int]]:
-    """(ip, asn) of the peers a BGPPeer names: its peerIP, or the nodes its peerSelector picks."""
+def _peer_targets(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[tuple[str, int, bool]]:
+    """(ip, asn, is a Calico node) of the peers a BGPPeer names: its peerIP, or the nodes its
+    peerSelector picks."""
     if spec.peerIP is not None:
         ip = spec.peerIP
-        return [(ip, spec.asNumber or _asn_of(topo, ip))]
+        return [(ip, spec.asNumber or _asn_of(topo, ip), ip in _node_ips(topo))]
     if spec.peerSelector is not None:
         match = compile_selector(spec.peerSelector)
         out = []
         for n in topo.spec.cluster(cluster).nodes:
             if match(topo.node_labels(n.name)) and n.name in topo.node_address:
-                out.append((str(topo.node_address[n.name].ip), topo.node_asn[n.name]))
+                out.append((str(topo.node_address[n.name].ip), topo.node_asn[n.name], True))
         return out
     return []
+
+
+def _node_ips(topo: Topology) -> set[str]:
+    return {str(a.ip) for a in topo.node_address.values()}
 
 
 def _asn_of(topo: Topology, ip: str) -> int:
