@@ -1,7 +1,7 @@
 """Assertions about routing that scenario tests (ours and users') are built from.
 
-Each check looks at real state (birdc, kernel) and raises AssertionError with what it found;
-`eventually(...)` wraps them with a deadline. They work for any runtime through `Lab`.
+Each check looks at real state (birdc, kernel) and raises AssertionError with what it found,
+else returns something truthy, so `eventually(lambda: check(...), ...)` waits for it. They work for any runtime through `Lab`.
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ def best_via_node(
     return best
 
 
-def no_route(lab: Lab, router: str, prefix: str) -> None:
+def no_route(lab: Lab, router: str, prefix: str) -> bool:
+    """The router has no route at all for `prefix` (True, so it can be awaited with `eventually`)."""
     routes = lab.speaker(router).routes(prefix)
     assert not routes, f"{router} {prefix}: expected no route, has {describe(routes)}"
+    return True
 
 
 def kernel_metrics(lab: Lab, entity: str, prefix: str) -> list[KernelRoute]:
@@ -107,6 +109,66 @@ def kernel_route(
     return r
 
 
-def no_kernel_route(lab: Lab, entity: str, prefix: str) -> None:
+def no_kernel_route(lab: Lab, entity: str, prefix: str) -> bool:
     routes = kernel_metrics(lab, entity, prefix)
     assert not routes, f"{entity} kernel {prefix}: expected none, has {[(r.metric, r.dev) for r in routes]}"
+    return True
+
+
+def _owner_of(lab: Lab, ip: str) -> str | None:
+    """Which lab entity has interface address `ip`."""
+    topo = lab.topo
+    for name, addr in (*topo.node_address.items(), *topo.tor_address.items()):
+        if str(addr.ip) == ip:
+            return name
+    for link in topo.links + topo.host_links:
+        for end in (link.a, link.b):
+            if str(end.address.ip) == ip:
+                return end.entity
+    return None
+
+
+def lookup(lab: Lab, entity: str, ip: str) -> KernelRoute | None:
+    """The kernel route `entity` uses for `ip`: longest prefix, then lowest metric."""
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    best: tuple[int, int, KernelRoute] | None = None
+    for r in lab.runtime.kernel_routes(entity):
+        net = ipaddress.ip_network(r.prefix)
+        if addr in net and r.route_type == "unicast":
+            key = (-net.prefixlen, r.metric)
+            if best is None or key < best[:2]:
+                best = (*key, r)
+    return best[2] if best else None
+
+
+def forwarding_path(lab: Lab, start: str, ip: str, max_hops: int = 12) -> list[str]:
+    """The entities a packet from `start` to `ip` crosses, following real kernel routes.
+
+    Ends at the node whose route for `ip` points at a workload interface (the VM's host), or
+    raises AssertionError naming where the packet would be dropped or loop.
+    """
+    path = [start]
+    here = start
+    for _ in range(max_hops):
+        route = lookup(lab, here, ip)
+        assert route is not None, f"{' -> '.join(path)}: no route for {ip} at {here} (dropped)"
+        if route.gateway is None:
+            assert route.dev is not None and route.dev.startswith("cali"), (
+                f"{' -> '.join(path)}: {here} sends {ip} out {route.dev} without a gateway"
+            )
+            return path
+        nxt = _owner_of(lab, route.gateway)
+        assert nxt is not None, f"{' -> '.join(path)}: {here} sends {ip} to {route.gateway}, outside the lab"
+        assert nxt not in path, f"{' -> '.join([*path, nxt])}: forwarding loop for {ip}"
+        path.append(nxt)
+        here = nxt
+    raise AssertionError(f"{' -> '.join(path)}: more than {max_hops} hops to {ip}")
+
+
+def delivered_to(lab: Lab, start: str, ip: str, node: str) -> list[str]:
+    """Traffic from `start` to `ip` ends at `node` (the VM's host)."""
+    path = forwarding_path(lab, start, ip)
+    assert path[-1] == node, f"traffic {start} -> {ip} ends at {path[-1]}, not {node}: {' -> '.join(path)}"
+    return path

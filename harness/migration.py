@@ -16,6 +16,7 @@ operations, and every change of the VM's /32 seen at the routers (birdc, polled)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ class Migration:
         rt.detach_guest(self.vm, self.source_if)
         self.record.phase("source cleaned up")
         self.lab.set_vm_location(self.vm, self.target, self.target_if)
+        self.collect_agents()
         self.record.status = "completed"
         self.record.convergence_until = self.record.ended + self.lab.priorities(self.target).convergence
         return self.record
@@ -200,7 +202,23 @@ class Migration:
         rt.detach_guest(self.vm, self.target_if)
         self.record.phase("failed", reason=reason)
         self.record.status, self.record.reason, self.record.ended = "failed", reason, time.time()
+        self.collect_agents()
         return self.record
+
+    def rollback(self) -> None:
+        """Best effort after an error before completion: the VM back on its source, no target left over."""
+        rt, w = self.lab.runtime, self.workload
+        steps = [
+            lambda: rt.agent(self.target).call("remove", vm=self.vm),
+            lambda: rt.detach_guest(self.vm, self.target_if),
+            lambda: rt.plug_guest(self.vm, self.source_if, w.ip, w.mac),
+            lambda: rt.agent(self.source).call(
+                "add", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname, running_here=True
+            ),
+        ]
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
 
     def run(self, *, fail: str | None = None, announce: str = "GARP", watch: bool = True) -> MigrationRecord:
         routers = [r.name for r in self.lab.spec.routers] if watch else []
@@ -216,19 +234,19 @@ class Migration:
                 if self.record.status == "running":
                     self.record.status, self.record.reason = "failed", f"{type(e).__name__}: {e}"
                     self.record.ended = time.time()
+                    self.rollback()
                 raise
             finally:
                 watcher.sync()
-        self.collect(watcher.events)
+        self.record.events = sorted(self.record.events + watcher.events, key=lambda e: e["t"])
         return self.record
 
-    def collect(self, watcher_events: list[dict[str, Any]]) -> None:
-        """Merge the agents' events since the migration started and the routers' changes."""
+    def collect_agents(self) -> None:
+        """Merge both node agents' events about this VM since the migration started."""
         for node in (self.source, self.target):
             for e in self.lab.runtime.agent(node).call("status")["events"]:
                 if e["t"] >= self.record.started and e.get("vm") == self.vm:
                     self.record.events.append({**e, "source": f"agent:{node}"})
-        self.record.events += watcher_events
         self.record.events.sort(key=lambda e: e["t"])
 
     def _state(self, node: str) -> str | None:

@@ -71,7 +71,8 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
         )
     record = m.complete()
     assert record.status == "completed"
-    checks.no_kernel_route(lab, "r1-n1", VM_PREFIX)
+    # The source no longer routes vm1 locally; like every other node it follows the elevated route.
+    assert [r.dev for r in lab.runtime.kernel_routes("r1-n1", VM_PREFIX)] != [wl.host_ifname]
     assert lab.vm("vm1").node == target
     # 5. After the convergence time: normal priority, no community, still via rack 2.
     eventually(
@@ -85,18 +86,22 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
         timeout=5,
         what="spine1's route to lose the community and stay on rack 2",
     )
+    # Other nodes: no longer elevated. Over eBGP LOCAL_PREF is reset to 100, so calico-node's
+    # kernel mapping gives 2147483647 - 100; what matters is that it is not 512 any more.
     eventually(
-        lambda: checks.kernel_route(lab, "r1-n2", VM_PREFIX, metric=1024),
+        lambda: checks.kernel_route(lab, "r1-n2", VM_PREFIX, metric=2147483647 - 100),
         timeout=5,
-        what="other nodes to return to metric 1024",
+        what="other nodes to drop the elevated metric",
     )
+    checks.delivered_to(lab, "ext1", wl.ip.exploded, target)
 
 
 def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
-    """vm1's IP is outside both r2 nodes' blocks, so the source still announces its /32 until its pod goes."""
+    """vm1's IP is outside both r2 nodes' blocks: the source announces a /32 of its own until it learns better."""
     lab = mlab
     if lab.vm("vm1").node != "r2-n1":
         lab.migrate("vm1", "r2-n1")
+    ip = lab.vm("vm1").ip
     m = lab.vm("vm1").migration("r2-n2")
     m.prepare()
     checks.kernel_route(lab, "r2-n1", VM_PREFIX, metric=1024)  # the source was reset to Base
@@ -106,13 +111,18 @@ def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: 
         what="tor2 to hold the source's untagged /32",
     )
     m.activate()
-    # Both nodes announce the /32 now; the ToR must pick the tagged target, once, not ECMP.
-    eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")
+    # The ToR picks the tagged target, once, not ECMP; the source learns it back and follows.
     eventually(
         lambda: checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n2", community=TAG),
         timeout=5,
         what="tor2 to prefer the target",
     )
+    eventually(
+        lambda: checks.delivered_to(lab, "r2-n1", ip, "r2-n2"),
+        timeout=5,
+        what="the lingering source to forward vm1's traffic to the target",
+    )
+    checks.delivered_to(lab, "ext1", ip, "r2-n2")
     record = m.complete()
     events = record.to_json()["events"]
     assert any(e["source"] == "agent:r2-n2" and e.get("state") == "Live" for e in events)
@@ -167,6 +177,7 @@ def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
 def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
     lab: Lab = kvlab_labs(REPO / "labs" / "single-rack.yml", private=True)
     assert {s.name for s in lab.node("r1-n3").sessions()} >= {"Mesh_198_18_1_11", "Mesh_198_18_1_12"}
+    ip = lab.vm("vm1").ip
     m = lab.vm("vm1").migration("r1-n2")
     m.prepare()
     m.activate()
@@ -180,10 +191,17 @@ def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  #
     )
     mesh_route = checks.single_best(lab, "r1-n3", VM_PREFIX)
     assert mesh_route.local_pref == 2147483647 - 512
+    # The ToR prefers a tagged /32; every node re-announces the mesh route to it (calico exports
+    # all pool routes), so the best path may hop through another node, but it ends at the target.
     eventually(
-        lambda: checks.best_via_node(lab, "tor1", VM_PREFIX, "r1-n2", community=TAG),
+        lambda: TAG in checks.single_best(lab, "tor1", VM_PREFIX).community_strings(),
         timeout=5,
-        what="tor1 to prefer the target",
+        what="tor1's best /32 to carry the community",
+    )
+    eventually(
+        lambda: checks.delivered_to(lab, "ext1", ip, "r1-n2"),
+        timeout=5,
+        what="ext1's traffic to reach the target",
     )
     m.complete()
     eventually(
@@ -212,6 +230,9 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(  # ty
     m.prepare()
     m.activate()
     eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")
+    # Equal preference: the ToR keeps the source (lower router ID), traffic goes to the old host.
     with pytest.raises(AssertionError, match=r"best via 198\.18\.2\.11, expected r2-n2"):
         checks.best_via_node(lab, "tor2", VM_PREFIX, "r2-n2", community=TAG)
+    with pytest.raises(AssertionError, match="ends at r2-n1, not r2-n2"):
+        checks.delivered_to(lab, "ext1", lab.vm("vm1").ip, "r2-n2")
     m.complete()
