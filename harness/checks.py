@@ -1,7 +1,8 @@
 """Assertions about routing that scenario tests (ours and users') are built from.
 
 Each check looks at real state (birdc, kernel) and raises AssertionError with what it found,
-else returns something truthy, so `eventually(lambda: check(...), ...)` waits for it. They work for any runtime through `Lab`.
+else returns something truthy, so `eventually(lambda: check(...), ...)` waits for it. They work
+for any runtime through `Lab`.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def forwarding_path(lab: Lab, start: str, ip: str, max_hops: int = 12) -> list[s
         route = lookup(lab, here, ip)
         assert route is not None, f"{' -> '.join(path)}: no route for {ip} at {here} (dropped)"
         if route.gateway is None:
-            assert route.dev is not None and route.dev.startswith("cali"), (
+            assert (route.dev or "").startswith("cali"), (
                 f"{' -> '.join(path)}: {here} sends {ip} out {route.dev} without a gateway"
             )
             return path

@@ -97,7 +97,7 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
 
 
 def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
-    """vm1's IP is outside both r2 nodes' blocks: the source announces a /32 of its own until it learns better."""
+    """vm1's IP is outside both r2 nodes' blocks: the source announces its own /32 until it learns better."""
     lab = mlab
     if lab.vm("vm1").node != "r2-n1":
         lab.migrate("vm1", "r2-n1")
