@@ -181,17 +181,7 @@ def node_bird_config(
         spec = peer.spec
         if spec.localWorkloadSelector is not None:
             continue  # workload peering: rendered by the workload-peering support
-        if spec.node is not None:
-            if spec.node != node:
-                continue
-            kind = "node"
-        elif spec.nodeSelector is not None:
-            if not compile_selector(spec.nodeSelector)(labels):
-                continue
-            kind = "node"
-        else:
-            kind = "global"
-        for ip, asn, is_node in _peer_targets(topo, cluster.name, spec):
+        for kind, ip, asn, is_node in _sessions_of(topo, cluster.name, node, labels, spec):
             if ip == my_ip:
                 continue  # calico-node skips itself
             prefix = "Node" if kind == "node" else "Global"
@@ -218,11 +208,50 @@ def node_bird_config(
                     tuple(spec.filters),
                 )
             )
-    # Two resources selecting the same peer yield one BIRD protocol, as in calico-node.
+    # Two resources (or a forward and a reverse peering) naming the same neighbour yield one
+    # BIRD protocol: the first one found.
     seen: set[str] = set()
-    cfg.peers = [p for p in cfg.peers if not (p.name in seen or seen.add(p.name))]
+    cfg.peers = [p for p in cfg.peers if not (p.ip in seen or seen.add(p.ip))]
     cfg.peers.sort(key=lambda p: p.name)  # calico-node orders its protocols by name
     return cfg
+
+
+def _sessions_of(
+    topo: Topology, cluster: str, node: str, labels: dict[str, str], spec: cr.BGPPeerSpec
+) -> list[tuple[str, str, int, bool]]:
+    """(kind, ip, asn, is a Calico node) of every session a BGPPeer gives `node`.
+
+    Forward: the node is on the BGPPeer's node side (`node`, `nodeSelector`, or all nodes) and
+    peers with its peerIP or the nodes its peerSelector picks. Reverse (reversePeering Auto,
+    Calico's default): the node is picked by peerSelector and peers back with the node side.
+    """
+    node_side = _node_side(topo, cluster, spec)
+    out: list[tuple[str, str, int, bool]] = []
+    if node in node_side:
+        kind = "global" if spec.node is None and spec.nodeSelector is None else "node"
+        out += [(kind, ip, asn, is_node) for ip, asn, is_node in _peer_targets(topo, cluster, spec)]
+    if (
+        spec.peerSelector is not None
+        and spec.reversePeering != "Manual"
+        and compile_selector(spec.peerSelector)(labels)
+    ):
+        out += [
+            ("node", str(topo.node_address[n].ip), topo.node_asn[n], True)
+            for n in node_side
+            if n in topo.node_address
+        ]
+    return out
+
+
+def _node_side(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[str]:
+    """The nodes a BGPPeer applies to: `node`, the `nodeSelector` matches, or every node."""
+    nodes = [n.name for n in topo.spec.cluster(cluster).nodes]
+    if spec.node is not None:
+        return [n for n in nodes if n == spec.node]
+    if spec.nodeSelector is not None:
+        match = compile_selector(spec.nodeSelector)
+        return [n for n in nodes if match(topo.node_labels(n))]
+    return nodes
 
 
 def _peer_targets(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[tuple[str, int, bool]]:

@@ -340,23 +340,36 @@ def test_bgppeer_peer_selector(tmp_path: Path) -> None:
 def test_global_bgppeer_peer_selector_skips_self(tmp_path: Path) -> None:
     spec = lab_with(tmp_path, [NO_MESH, bgppeer("to-r2", peerSelector="rack == 'r2'")])
     protos = bgp_protocols(node_config(spec, "r2-n1"))
-    assert {neighbor(b)[0] for b in protos.values()} == {"198.18.2.12"}
+    # r2-n2 as a forward peer (not itself); r1's nodes through reverse peering, since they peer with it.
+    assert {neighbor(b)[0] for b in protos.values()} == {"198.18.2.12", "198.18.1.11", "198.18.1.12"}
+    assert len(protos) == 3  # one protocol per neighbour
     protos = bgp_protocols(node_config(spec, "r1-n1"))
     assert {neighbor(b)[0] for b in protos.values()} == {"198.18.2.11", "198.18.2.12"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="confd.node_bird_config ignores BGPPeer.reversePeering (default Auto): Calico also configures "
-    "the reverse peering on the nodes picked by peerSelector, so r2 nodes should peer with r1's nodes; "
-    "the harness renders the session on one side only and it can never establish",
-)
 def test_peer_selector_reverse_peering_is_automatic(tmp_path: Path) -> None:
     spec = lab_with(
         tmp_path, [NO_MESH, bgppeer("r1-to-r2", nodeSelector="rack == 'r1'", peerSelector="rack == 'r2'")]
     )
     protos = bgp_protocols(node_config(spec, "r2-n1"))
     assert {neighbor(b)[0] for b in protos.values()} == {"198.18.1.11", "198.18.1.12"}
+
+
+def test_reverse_peering_manual_leaves_the_selected_side_alone(tmp_path: Path) -> None:
+    spec = lab_with(
+        tmp_path,
+        [
+            NO_MESH,
+            bgppeer(
+                "r1-to-r2", nodeSelector="rack == 'r1'", peerSelector="rack == 'r2'", reversePeering="Manual"
+            ),
+        ],
+    )
+    assert bgp_protocols(node_config(spec, "r2-n1")) == {}
+    assert {neighbor(b)[0] for b in bgp_protocols(node_config(spec, "r1-n1")).values()} == {
+        "198.18.2.11",
+        "198.18.2.12",
+    }
 
 
 def test_two_bgppeers_for_one_peer_make_one_protocol(tmp_path: Path) -> None:
