@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 API_VERSION = "projectcalico.org/v3"
 
+_IFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}$")
 _COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}(:\d{1,10})?$")
 
 
@@ -124,10 +125,29 @@ class FilterRule(_Strict):
     @classmethod
     def _cidr(cls, v: str | None) -> str | None:
         if v is not None:
-            ipaddress.ip_network(v, strict=False)
+            try:
+                ipaddress.ip_network(v, strict=True)
+            except ValueError as e:
+                raise ValueError(f"cidr '{v}': {e} (BIRD rejects host bits in a prefix)") from None
+        return v
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, v: str | None) -> str | None:
+        if v is not None and not _IFACE.match(v):
+            raise ValueError(
+                f"interface '{v}' must be an interface name or pattern of 1-15 of [A-Za-z0-9_.*-]"
+            )
         return v
 
     def model_post_init(self, _: Any) -> None:
+        if self.prefixLength is not None and self.cidr is not None:
+            length = ipaddress.ip_network(self.cidr).prefixlen
+            lo, hi = self.prefixLength.min, self.prefixLength.max
+            if hi is not None and hi < length:
+                raise ValueError(f"prefixLength.max {hi} is shorter than the cidr's /{length}")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"prefixLength.min {lo} is above prefixLength.max {hi}")
         if (self.cidr is None) != (self.matchOperator is None):
             raise ValueError("cidr and matchOperator must be given together")
         if self.prefixLength is not None and self.cidr is None:

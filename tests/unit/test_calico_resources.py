@@ -464,3 +464,33 @@ def test_felix_priority_range() -> None:
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(PydanticError):
         ADAPTER.validate_python({"apiVersion": V3, "kind": "NetworkPolicy", "metadata": {"name": "x"}})
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"action": "Accept", "cidr": "203.0.113.5/24", "matchOperator": "In"}, "host bits"),
+        ({"action": "Accept", "interface": "way-too-long-interface"}, "interface"),
+        (
+            {
+                "action": "Accept",
+                "cidr": "203.0.113.0/24",
+                "matchOperator": "In",
+                "prefixLength": {"max": 20},
+            },
+            "shorter than the cidr",
+        ),
+        (
+            {
+                "action": "Accept",
+                "cidr": "203.0.113.0/24",
+                "matchOperator": "In",
+                "prefixLength": {"min": 30, "max": 28},
+            },
+            "above prefixLength.max",
+        ),
+    ],
+)
+def test_filter_rules_bird_would_reject_are_refused(rule: dict[str, Any], message: str) -> None:
+    with pytest.raises(PydanticError, match=message):
+        cr.FilterRule.model_validate(rule)
