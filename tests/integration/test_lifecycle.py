@@ -135,8 +135,17 @@ def test_killed_owner_is_reaped_by_kvlab_down(small_lab_file: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert lab_namespaces(name), "the crashed owner should have left its lab behind"
     assert bird_pids_of(name)
-    res = subprocess.run([*KVLAB, "down", "--all"], capture_output=True, text=True, timeout=120, check=False)
+    # Any `kvlab down` reaps labs whose owner is gone; name an unrelated lab so other labs on
+    # this machine (a developer's `make lab-up`) are left alone.
+    res = subprocess.run(
+        [*KVLAB, "down", Lab.unique_name("unrelated")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
+    assert f"reaped leftovers of crashed lab '{name}'" in res.stderr
     eventually(lambda: bird_pids_of(name) == [], timeout=5, what="crashed lab's BIRDs to exit")
     assert_gone(name)
 
