@@ -2,7 +2,8 @@
 
 `fabric_lab(racks=8, nodes_per_rack=4)` returns the data of a lab shaped like
 labs/default.yml: one spine, one ToR per rack (AS 65001 + i), one Calico cluster in AS
-64512 with a per-rack BGPPeer, an external host, and one VM on the first node.
+64512 with a per-rack BGPPeer carrying the live-migration BGPFilter, an external host, and
+one VM on the first node.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.calico import seeds
 
 
 def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> dict[str, Any]:
@@ -39,6 +42,7 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
                 "natOutgoing": False,
             },
         },
+        seeds.kubevirt_live_migration_filter(),
     ]
     lab: dict[str, Any] = {
         "name": name or f"fabric-{racks}x{nodes_per_rack}",
@@ -77,6 +81,7 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
                     "peerIP": str(subnet.network_address + 1),
                     "asNumber": 65000 + r,
                     "numAllowedLocalASNumbers": 1,
+                    "filters": ["kubevirt-live-migration"],
                 },
             }
         )

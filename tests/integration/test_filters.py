@@ -27,6 +27,7 @@ import pytest
 
 from harness import netlink
 from harness.birdc import Route
+from harness.calico import seeds
 from harness.generate import fabric_lab, write_lab
 from harness.kernel import KernelRoute
 from harness.lab import Lab
@@ -146,24 +147,7 @@ LANG_B = _filter(
         {"action": "Accept", **_eq("203.0.113.24/32")},
     ],
 )
-SEED_FILTER = _filter(
-    "kubevirt-live-migration",
-    exportV4=[
-        {
-            "action": "Accept",
-            "peerType": "eBGP",
-            "priority": 512,
-            "operations": [{"addCommunity": {"value": "65000:100"}}],
-        }
-    ],
-    importV4=[
-        {
-            "action": "Accept",
-            "communities": {"values": ["65000:100"]},
-            "operations": [{"setPriority": {"value": 512}}],
-        }
-    ],
-)
+SEED_FILTER = seeds.kubevirt_live_migration_filter()
 
 
 def language_lab() -> dict[str, Any]:
@@ -191,7 +175,7 @@ def priority_lab() -> dict[str, Any]:
     data = fabric_lab(2, 2, name="flt-prio")
     for rack in ("r1", "r2"):
         _resource(data, "BGPPeer", f"rack-{rack}-tor")["spec"]["filters"] = ["kubevirt-live-migration"]
-    data["clusters"][0]["resources"].append(copy.deepcopy(SEED_FILTER))
+    assert SEED_FILTER in data["clusters"][0]["resources"]  # fabric_lab carries the seed filter
     return data
 
 

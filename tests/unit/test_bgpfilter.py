@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.calico import bgpfilter as bf
-from harness.calico import confd
+from harness.calico import confd, seeds
 from harness.calico import resources as cr
 from harness.generate import fabric_lab, write_lab
 from harness.render.bird import check_config, render_node
@@ -37,24 +37,7 @@ def bgp_filter(name: str, **spec: Any) -> cr.BGPFilter:
     )
 
 
-SEED = bgp_filter(
-    "kubevirt-live-migration",
-    exportV4=[
-        {
-            "action": "Accept",
-            "peerType": "eBGP",
-            "priority": 512,
-            "operations": [{"addCommunity": {"value": "65000:100"}}],
-        }
-    ],
-    importV4=[
-        {
-            "action": "Accept",
-            "communities": {"values": ["65000:100"]},
-            "operations": [{"setPriority": {"value": 512}}],
-        }
-    ],
-)
+SEED = cr.BGPFilter.model_validate(seeds.kubevirt_live_migration_filter())
 
 
 # ---- names --------------------------------------------------------------------------------
@@ -384,7 +367,7 @@ def lab_topology(
             r["spec"]["filters"] = [EVERYTHING["metadata"]["name"], "kubevirt-live-migration"]
             if r["metadata"]["name"] == "rack-r2-tor":
                 r["spec"].update(r2_peer or {})
-    resources += [EVERYTHING, SEED.model_dump(exclude_none=True), *extra]
+    resources += [EVERYTHING, *extra]  # fabric_lab already carries the seed filter
     spec = load_lab(write_lab(data, tmp_path / "lab.yml"))
     return resolve(spec), cluster_resources(spec)["kv"]
 
