@@ -183,6 +183,8 @@ def mesh_lab() -> dict[str, Any]:
     """One rack with the node-to-node mesh on and no BGPFilter anywhere."""
     data = fabric_lab(1, 2, name="flt-mesh")
     _resource(data, "BGPConfiguration", "default")["spec"]["nodeToNodeMeshEnabled"] = True
+    _resource(data, "BGPPeer", "rack-r1-tor")["spec"].pop("filters")
+    data["clusters"][0]["resources"].remove(SEED_FILTER)
     return data
 
 
