@@ -13,5 +13,9 @@ def get_runtime(name: str) -> type[Runtime]:
 
         return NetnsRuntime
     if name == "containerlab":
-        raise NotImplementedError("the containerlab runtime is not built yet (see the issue tracker)")
+        from harness.errors import PreflightError
+
+        raise PreflightError(
+            name, ["the containerlab runtime is not part of this kvlab version yet; use --runtime netns"]
+        )
     raise ValueError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
