@@ -1,0 +1,182 @@
+"""The TCP canary on real namespaces: one connection ext1 -> vm1 through a steady state, a mock live
+migration across racks, a migration that must stall (negative control), and resets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import netlink, tcpcheck
+from harness.canary import Canary, CanaryReport, canary, merge_into
+from harness.lab import Lab
+from harness.topology import WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clab(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(REPO / "labs" / "default.yml", private=True)
+
+
+def other_rack_node(lab: Lab, vm: str) -> str:
+    """A node in another rack than the one `vm` runs in."""
+    racks = {n.name: n.rack for _, n in lab.spec.all_nodes()}
+    here = racks[lab.vm(vm).node]
+    return next(node for node, rack in sorted(racks.items()) if rack != here)
+
+
+def show(report: CanaryReport) -> None:
+    print(f"\n{report.summary()}\n{json.dumps(report.to_json(), indent=1)}")
+
+
+def test_steady_state_one_connection_no_loss(clab: Lab) -> None:
+    with canary(clab, "ext1", "vm1") as c:
+        c.wait_sent(100)
+    report = c.stop()
+    show(report)
+    assert report.sent >= 100
+    assert (report.lost, report.resets, report.same_connection) == (0, 0, True)
+    assert (report.duplicates, report.out_of_order, report.corrupt) == (0, 0, 0)
+    assert report.max_gap_ms < 200, report.summary()
+    assert report.fresh_connection_ok is True
+
+
+def test_live_migration_across_racks_keeps_the_connection(clab: Lab) -> None:
+    lab = clab
+    target = other_rack_node(lab, "vm1")
+    with canary(lab, "ext1", "vm1") as c:
+        c.wait_sent(50)
+        record = lab.migrate("vm1", target)
+        assert record.status == "completed"
+        after = c.progress["echoed"]
+        c.wait_for(lambda p: p["echoed"] >= after + 50, timeout=10, what="echoes to flow after the migration")
+    report = c.stop()  # stopped on leaving the block; this is its report
+    show(report)
+    assert (report.resets, report.lost, report.same_connection) == (0, 0, True), report.summary()
+    assert report.max_gap_ms < 1000, report.summary()
+    assert report.fresh_connection_ok is True, report.fresh_connection_error
+    merge_into(record, report)
+    gap = record.first(kind="canary-gap", source="canary", longest=True)
+    assert gap is not None
+    assert gap["gap_ms"] == report.max_gap_ms
+    # Same clock as the record: the longest gap lies within the migration.
+    assert record.started <= gap["t"] <= (record.ended or 0)
+    assert any(e["kind"] == "canary-gap" for e in record.to_json()["events"])
+
+
+def test_negative_control_a_stale_gateway_mac_stalls_the_canary(clab: Lab) -> None:
+    """The target's host side gets a MAC other than ee:ee:ee:ee:ee:ee; the guest keeps the gateway MAC
+    it had. Traffic must stall (until the guest's ARP entry would expire): the canary has to say so."""
+    lab = clab
+    target = other_rack_node(lab, "vm1")
+    host_if = lab.topo.workload("vm1").host_ifname
+    with canary(lab, "ext1", "vm1") as c:
+        c.wait_sent(20)
+        m = lab.vm("vm1").migration(target)
+        m.prepare()
+        netlink.link_up(lab.runtime.ns(target), host_if, mac="ee:ee:ee:ee:ee:01")
+        m.activate()
+        # A real guest's NIC survives the migration with its ARP cache; the mock guest resumes on a
+        # fresh interface that would just ARP again. Give it the cache a real guest keeps.
+        res = lab.run(
+            "vm1",
+            ["ip", "neigh", "replace", str(WORKLOAD_GATEWAY), "lladdr", WORKLOAD_HOST_MAC,
+             "dev", m.target_if, "nud", "reachable"],
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        m.complete()
+        c.wait_gap(1000, timeout=15)
+    report = c.stop()  # stopped on leaving the block; this is its report
+    show(report)
+    assert report.max_gap_ms > 1000
+    assert report.gaps_over(1000), report.summary()
+    assert report.lost > 0
+    assert (report.resets, report.same_connection) == (0, True)  # TCP just retransmits, no reset
+    assert report.fresh_connection_ok is False  # a new connection is stuck behind the same ARP entry
+    # Heal: once the guest re-resolves its gateway, traffic flows to the target again.
+    assert lab.run("vm1", ["ip", "neigh", "flush", "dev", m.target_if]).returncode == 0
+    tcpcheck.assert_reachable(lab, "ext1", lab.vm("vm1").ip)
+
+
+_RESETTING_ECHO = r"""
+import random, socket, struct, sys, threading, time
+port, every = int(sys.argv[1]), int(sys.argv[2])
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", port)); srv.listen(8)
+print("listening", flush=True)
+
+def serve(c):
+    # Echo in ragged pieces (1-7 bytes, each its own segment); after `every` lines, swallow what
+    # comes for 50 ms (messages in flight, never answered), then reset (RST).
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lines = 0
+    while lines < every and (data := c.recv(4096)):
+        while data:
+            n = random.randint(1, 7)
+            c.sendall(data[:n]); lines += data[:n].count(b"\n"); data = data[n:]
+    deadline = time.monotonic() + 0.05
+    while (left := deadline - time.monotonic()) > 0:
+        c.settimeout(left)
+        try:
+            c.recv(4096)
+        except TimeoutError:
+            break
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def test_resets_are_counted_and_the_client_reconnects(clab: Lab) -> None:
+    lab, port = clab, 7017
+    server = lab.popen(
+        "vm1",
+        [sys.executable, "-c", _RESETTING_ECHO, str(port), "40"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        assert "listening" in server.stdout.readline(), server.stderr.read() if server.stderr else ""
+        # No fresh-connection check: this server answers a one-shot client in pieces.
+        with Canary(lab, "ext1", lab.vm("vm1").ip, port=port, gap_threshold_ms=10, fresh_check=False) as c:
+            c.wait_for(lambda p: p["resets"] >= 3, timeout=10, what="three resets")
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+    report = c.stop()  # stopped on leaving the block; this is its report
+    show(report)
+    assert report.resets >= 3
+    assert report.same_connection is False
+    assert len(report.connections) == report.resets + 1
+    assert (report.duplicates, report.out_of_order, report.corrupt) == (0, 0, 0)  # ragged echoes reassembled
+    # What was in flight at each reset is lost, nothing else.
+    assert all(r["unanswered"] > 0 for r in report.resets_detail), report.resets_detail
+    assert report.lost == sum(r["unanswered"] for r in report.resets_detail)
+    # Each reset ends an outage (50 ms swallowed) that lasts until the first echo on the next connection.
+    assert len(report.gaps_over(30)) >= 3, report.gaps
+    assert {r["error"] for r in report.resets_detail} <= {"ECONNRESET", "EPIPE", "EOF"}
+
+
+def test_the_client_stands_alone_with_a_deadline_and_a_report_file(clab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "canary.json"
+    argv = [sys.executable, "-m", "harness.canary", "client", "--to", clab.vm("vm1").ip,
+            "--rate", "200", "--duration-max", "0.5", "--report-file", str(out)]  # fmt: skip
+    res = clab.run("ext1", argv, timeout=10)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["connected", "ready", "done"]
+    doc = json.loads(out.read_text())
+    assert doc["stop_reason"] == "duration"
+    assert 80 <= doc["sent"] <= 101
+    assert (doc["lost"], doc["resets"], doc["same_connection"]) == (0, 0, True)
