@@ -129,8 +129,9 @@ def kernel_routes(
     else:
         if netns not in listnetns():
             raise LookupError(f"network namespace {netns!r} does not exist")
-        # flags=0: never create the namespace (pyroute2 defaults to O_CREAT)
-        with IPRoute(netns=netns, flags=0) as ipr:
+        from harness.netlink import ipr as namespace_socket  # never creates a namespace
+
+        with namespace_socket(netns) as ipr:
             msgs, links = _dump(ipr, family)
     out: list[KernelRoute] = []
     for msg in msgs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,10 +43,20 @@ def remove_namespace(name: str) -> None:
 
 @contextmanager
 def ipr(namespace: str) -> Iterator[IPRoute]:
-    """An IPRoute socket attached to an existing namespace."""
+    """An IPRoute socket attached to an existing namespace.
+
+    The socket is opened by this thread after entering the namespace (setns is per thread),
+    then the thread returns; a netlink socket stays in the namespace it was created in. This
+    avoids pyroute2's helper process per namespaced socket (~10 ms each).
+    """
     if not namespace_exists(namespace):
         raise LookupError(f"network namespace '{namespace}' does not exist")
-    with IPRoute(netns=namespace, flags=0) as ip:
+    netns.pushns(namespace)
+    try:
+        ip = IPRoute()
+    finally:
+        netns.popns()
+    with ip:
         yield ip
 
 
@@ -144,6 +155,34 @@ def delete_route(ns: str, dst: str, *, metric: int | None = None) -> bool:
 def add_permanent_neighbour(ns: str, ifname: str, ip_addr: str, mac: str) -> None:
     with ipr(ns) as ip:
         ip.neigh("replace", dst=ip_addr, lladdr=mac, ifindex=_index(ip, ifname), state="permanent")
+
+
+def neighbours(ns: str, ifname: str) -> list[tuple[str, str]]:
+    """(ip, mac) of the resolved IPv4 neighbour entries on an interface."""
+    with ipr(ns) as ip:
+        idx = _index(ip, ifname)
+        out = []
+        for n in ip.neigh("dump", ifindex=idx, family=socket.AF_INET):
+            dst, mac = n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")
+            if dst and mac and n["state"] not in (0x20, 0x01):  # not FAILED / INCOMPLETE
+                out.append((dst, mac))
+        return out
+
+
+def set_neighbour(ns: str, ifname: str, ip_addr: str, mac: str) -> None:
+    """A resolved (REACHABLE) neighbour entry, as a guest's ARP cache would hold it."""
+    with ipr(ns) as ip:
+        ip.neigh("replace", dst=ip_addr, lladdr=mac, ifindex=_index(ip, ifname), state="reachable")
+
+
+@contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """Run the block's socket creation inside a namespace (this thread only), then come back."""
+    netns.pushns(ns)
+    try:
+        yield
+    finally:
+        netns.popns()
 
 
 def set_sysctls(ns: str, values: dict[str, str]) -> None:

@@ -61,9 +61,10 @@ def _resolve(spec_or_path: str | Path | LabSpec) -> LabSpec:
 
 
 def _running_same(spec: LabSpec) -> Lab | None:
-    """A healthy running lab named like the spec and built from the same spec, if any."""
+    """A healthy running lab named like the spec, built from the same spec, still in its initial
+    state (no VM migrated since `kvlab up`), if any."""
     state = LabState.load(lab_dir(spec.name))
-    if state is None:
+    if state is None or state.vms:
         return None
     try:
         lab = Lab.attach(spec.name)

@@ -19,13 +19,14 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import netlink
+from harness import mockguest, netlink
 from harness.agent import AgentClient
 from harness.calico import felix
 from harness.errors import LabError, PreflightError
@@ -216,26 +217,25 @@ class NetnsRuntime(Runtime):
     def activate_guest(
         self, vm: str, old_if: str, new_if: str, ip: Any, mac: str, *, rarp: bool = False
     ) -> None:
-        """The VM resumes behind the target: its traffic leaves through `new_if`, then it announces itself."""
+        """The VM resumes behind the target: same guest, same ARP cache, traffic through `new_if`.
+
+        A migrated guest keeps its NIC and its neighbour cache (the gateway's MAC); the mock
+        moves to a new interface, so it carries the resolved entries over before announcing.
+        """
+        vm_ns = self.ns(vm)
+        cache: list[tuple[str, str]] = []
         with contextlib.suppress(LookupError):
-            netlink.link_down(self.ns(vm), old_if)
+            cache = netlink.neighbours(vm_ns, old_if)
+            netlink.link_down(vm_ns, old_if)
         self.plug_guest(vm, new_if, ip, mac)
-        argv = [
-            sys.executable,
-            "-m",
-            "harness.mockguest",
-            "announce",
-            "--ifname",
-            new_if,
-            "--ip",
-            str(ip),
-            "--mac",
-            mac,
-            *(["--rarp"] if rarp else []),
-        ]
-        res = self.run(vm, argv)
-        if res.returncode != 0:
-            raise LabError(f"{vm} could not announce itself on {new_if}: {res.stderr.strip()}")
+        for addr, lladdr in cache:
+            netlink.set_neighbour(vm_ns, new_if, addr, lladdr)
+        frame = mockguest.rarp_frame(mac) if rarp else mockguest.garp_frame(mac, str(ip))
+        with netlink.inside(vm_ns):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        with sock:
+            sock.bind((new_if, 0))
+            sock.send(frame.ljust(60, b"\x00"))
 
     def detach_guest(self, vm: str, vm_if: str) -> None:
         """Remove one of the VM's interfaces (and with it the node-side end of that veth)."""
