@@ -169,6 +169,7 @@ class Tracker:
         self.gaps: list[Gap] = []
         self.max_gap: Gap | None = None
         self.rtts: list[float] = []
+        self.warmup_ms: float | None = None  # send of the first message -> its echo
         self._waiting_since: _Sent | None = None  # start of the current wait for an echo
 
     # events --------------------------------------------------------------------------
@@ -203,10 +204,13 @@ class Tracker:
         if seq < self.highest_echoed:
             self.out_of_order += 1
         self.highest_echoed = max(self.highest_echoed, seq)
+        first = self.echoed == 0
         self.echoed += 1
         if len(self.rtts) < RTT_SAMPLES:
             self.rtts.append((mono - sent.mono) * 1000)
-        if self._waiting_since is not None:
+        if first:  # the wait for the very first echo is warm-up (the server forks its echo), not a gap
+            self.warmup_ms = round((mono - sent.mono) * 1000, 3)
+        elif self._waiting_since is not None:
             self._close_gap(mono, wall)
         self._waiting_since = _Sent(mono, wall) if self.outstanding else None
         return seq
@@ -291,6 +295,7 @@ class Tracker:
             "max_gap_ms": self.max_gap.ms if self.max_gap else 0.0,
             "max_gap": self.max_gap.to_json() if self.max_gap else None,
             "gaps": [g.to_json() for g in self.gaps],
+            "warmup_ms": self.warmup_ms,
             "out_of_order": self.out_of_order,
             "duplicates": self.duplicates,
             "corrupt": self.corrupt,
@@ -580,6 +585,7 @@ class CanaryReport:
     duration_s: float | None = None
     stop_reason: str | None = None
     drained: bool = True
+    warmup_ms: float | None = None  # first message -> first echo (not counted as a gap)
     out_of_order: int = 0
     duplicates: int = 0
     corrupt: int = 0

@@ -211,7 +211,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise UsageError(str(e.args[0])) from None
     if args.to not in lab.topo.node_address:
         raise UsageError(f"no node '{args.to}' in lab '{lab.name}'")
-    record = vm.migrate(args.to, fail=args.fail, announce=args.announce)
+    if args.canary is not None and args.canary not in {h.name for h in lab.spec.hosts}:
+        raise UsageError(f"--canary: no external host '{args.canary}' in lab '{lab.name}'")
+    record = vm.migrate(args.to, fail=args.fail, announce=args.announce, canary=args.canary)
     if args.json:
         print(json.dumps(record.to_json(), indent=2))
     else:
@@ -245,10 +247,29 @@ def print_timeline(rec: dict[str, Any]) -> None:
             what += " [red]ECMP[/]" if e["ecmp"] else ""
         elif e["kind"] == "seen":
             what = f"{e['what']} from the VM"
+        elif e["kind"] == "qmp":
+            what = f"QMP {e['event']}" + (f" {e['status']}" if e.get("status") else "")
+            if e.get("downtime_ms") is not None:
+                what += f": total {e['total_ms']} ms, downtime {e['downtime_ms']} ms"
+        elif e["kind"] == "canary-gap":
+            what = f"canary gap {e['gap_ms']:.0f} ms" + (" (longest)" if e.get("longest") else "")
+        elif e["kind"] == "canary-reset":
+            what = f"[red]canary connection reset[/] ({e['error']})"
         else:
             what = e["kind"]
         table.add_row(f"{e['ms']:.1f}", bar, e["source"], what)
     _console().print(table)
+    c = rec.get("canary")
+    if c:
+        verdict = (
+            "ok" if c["resets"] == 0 and c["lost"] == 0 and c["same_connection"] else "[red]DISRUPTED[/]"
+        )
+        _console().print(
+            f"canary {verdict}: sent {c['sent']}, echoed {c['echoed']}, lost {c['lost']}, "
+            f"resets {c['resets']}, same connection {c['same_connection']}, "
+            f"max gap {c['max_gap_ms']:.0f} ms, "
+            f"fresh connection {'ok' if c.get('fresh_connection_ok') else 'FAILED'}"
+        )
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
@@ -334,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["GARP", "RARP"],
         default="GARP",
         help="what the VM sends after resuming (QEMU sends RARP, guests GARP)",
+    )
+    mg.add_argument(
+        "--canary", metavar="HOST", help="run a TCP canary from this external host through the migration"
     )
     mg.add_argument("--json", action="store_true")
     mg.set_defaults(func=cmd_migrate)

@@ -285,11 +285,30 @@ class Lab:
         cluster, _ = self.spec.node(node)
         return felix.priorities(cluster_resources_plain(self.spec).get(cluster.name, []))
 
-    def migrate(self, vm: str, to: str, **kwargs: Any):  # type: ignore[no-untyped-def]
-        """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration)."""
+    def migrate(self, vm: str, to: str, *, canary: str | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration).
+
+        With `canary="ext1"`, a TCP canary from that host to the VM runs through the migration
+        and its report and gaps become part of the record.
+        """
         from harness.migration import Migration
 
-        return Migration(self, vm, to).run(**kwargs)
+        if canary is None:
+            return Migration(self, vm, to).run(**kwargs)
+        from harness.canary import merge_into
+
+        with self.canary(canary, vm) as probe:
+            record = Migration(self, vm, to).run(**kwargs)
+            report = probe.stop()
+        merge_into(record, report)
+        record.canary = report.to_json()
+        return record
+
+    def canary(self, src: str, vm: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """A TCP canary (context manager) from host `src` to VM `vm` (see harness.canary)."""
+        from harness.canary import canary
+
+        return canary(self, src, vm, **kwargs)
 
     def sessions(self) -> list[Session]:
         out: list[Session] = []

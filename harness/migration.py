@@ -42,6 +42,7 @@ class MigrationRecord:
     ended: float | None = None
     convergence_until: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    canary: dict[str, Any] | None = None  # the TCP canary's report, when one ran
 
     def phase(self, name: str, **fields: Any) -> None:
         self.events.append({"t": time.time(), "source": "harness", "kind": "phase", "phase": name, **fields})
@@ -66,6 +67,7 @@ class MigrationRecord:
             "events": [
                 {**e, "ms": round((e["t"] - t0) * 1000, 1)} for e in sorted(self.events, key=lambda e: e["t"])
             ],
+            **({"canary": self.canary} if self.canary is not None else {}),
         }
 
 
@@ -153,6 +155,7 @@ class Migration:
         self.source_if = loc["ifname"]
         self.target = target
         self.target_if = "eth1" if self.source_if == "eth0" else "eth0"
+        self.target_ip = str(lab.topo.node_address[target].ip)
         self.record = MigrationRecord(vm, str(self.workload.ip), self.source, target)
 
     # -- phases ------------------------------------------------------------------------
@@ -160,16 +163,26 @@ class Migration:
         w, rt = self.workload, self.lab.runtime
         self.record.phase("prepare")
         rt.agent(self.source).call("source", vm=self.vm)
-        rt.prepare_target(self.vm, self.target, w.ip, w.mac, w.host_ifname, self.target_if)
+        rt.migration_prepare(w, self.target, self.target_ip, self.target_if)
         rt.agent(self.target).call("target", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname)
         self.record.phase("target ready")
 
     def activate(self, announce: str = "GARP") -> None:
-        """The VM resumes on the target and announces itself; wait for the target to go Live."""
+        """The VM resumes on the target and announces itself; wait for the target to go Live.
+
+        Mock VMs announce with GARP (or RARP); a QEMU guest is live-migrated over QMP and QEMU
+        itself announces with RARP after RESUME.
+        """
         w = self.workload
-        self.record.phase("resume on target", announce=announce)
-        self.lab.runtime.activate_guest(
-            self.vm, self.source_if, self.target_if, w.ip, w.mac, rarp=announce == "RARP"
+        self.record.phase("resume on target" if w.backend == "mock" else "QEMU migration", announce=announce)
+        self.record.events += self.lab.runtime.migration_cutover(
+            w,
+            self.source,
+            self.target,
+            self.target_ip,
+            self.source_if,
+            self.target_if,
+            rarp=announce == "RARP",
         )
         eventually(
             lambda: self._state(self.target) in ("Live", "TimeWait"),
@@ -186,7 +199,7 @@ class Migration:
         # Models KubeVirt's source pod lingering after completion: a duration, not a wait on a condition.
         time.sleep(timers.migration_source_cleanup)
         rt.agent(self.source).call("remove", vm=self.vm)  # route first, then the interface
-        rt.detach_guest(self.vm, self.source_if)
+        rt.migration_release_source(self.workload, self.source, self.source_if)
         self.record.phase("source cleaned up")
         self.lab.set_vm_location(self.vm, self.target, self.target_if)
         self.collect_agents()
@@ -199,7 +212,7 @@ class Migration:
         rt = self.lab.runtime
         rt.agent(self.target).call("ended", vm=self.vm, succeeded=False)
         rt.agent(self.target).call("remove", vm=self.vm)
-        rt.detach_guest(self.vm, self.target_if)
+        rt.migration_abort(self.workload, self.target, self.target_if)
         self.record.phase("failed", reason=reason)
         self.record.status, self.record.reason, self.record.ended = "failed", reason, time.time()
         self.collect_agents()
@@ -210,8 +223,8 @@ class Migration:
         rt, w = self.lab.runtime, self.workload
         steps = [
             lambda: rt.agent(self.target).call("remove", vm=self.vm),
-            lambda: rt.detach_guest(self.vm, self.target_if),
-            lambda: rt.plug_guest(self.vm, self.source_if, w.ip, w.mac),
+            lambda: rt.migration_abort(w, self.target, self.target_if),
+            *([] if w.backend == "qemu" else [lambda: rt.plug_guest(self.vm, self.source_if, w.ip, w.mac)]),
             lambda: rt.agent(self.source).call(
                 "add", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname, running_here=True
             ),

@@ -118,7 +118,9 @@ class VM(_Model):
     cluster: Name | None = None
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
     labels: dict[str, str] = Field(default_factory=dict)
-    backend: Literal["netns"] = "netns"
+    backend: Literal["mock", "qemu"] = Field(
+        default="mock", description="mock: a namespace with the VM's IP (MockVirt); qemu: a real QEMU guest"
+    )
 
     @field_validator("mac")
     @classmethod

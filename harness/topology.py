@@ -94,6 +94,7 @@ class Workload:
     ip: IPv4
     mac: str
     host_ifname: str
+    backend: str = "mock"  # "mock" (a namespace) or "qemu" (a QEMU guest on its node's tap)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class Topology:
         out = {r.name: "router" for r in self.spec.routers}
         out.update({n.name: "node" for _, n in self.spec.all_nodes()})
         out.update({h.name: "host" for h in self.spec.hosts})
-        out.update({v.name: "vm" for v in self.spec.vms})
+        out.update({v.name: "vm" for v in self.spec.vms if v.backend == "mock"})  # QEMU VMs have no namespace
         return out
 
     def node_labels(self, node: str) -> dict[str, str]:
@@ -255,6 +256,7 @@ def resolve(spec: LabSpec) -> Topology:
                 ip=vm.ip,
                 mac=vm.mac or vm_mac(spec.name, vm.name),
                 host_ifname=workload_ifname(vm.name),
+                backend=vm.backend,
             )
         )
     return topo

@@ -33,6 +33,7 @@ from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
 from harness.render.bird import render_node, render_router
 from harness.runtime.base import Runtime
+from harness.runtime.qemuvm import QemuVMs
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
 from harness.wait import eventually
@@ -175,8 +176,17 @@ class NetnsRuntime(Runtime):
     def _attach_workloads(self, topo: Topology) -> None:
         with self.progress.step("VM endpoints", total=len(topo.workloads)) as step:
             for w in topo.workloads:
-                self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname)
+                if w.backend == "qemu":
+                    self.qemu.plug(w, w.node)
+                else:
+                    self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname)
                 step.advance(detail=w.vm)
+
+    @property
+    def qemu(self) -> QemuVMs:
+        if not hasattr(self, "_qemu"):
+            self._qemu = QemuVMs(self)
+        return self._qemu
 
     def attach_workload(
         self, vm: str, node: str, ip: Any, mac: str, host_if: str, vm_if: str = UPLINK
@@ -206,6 +216,47 @@ class NetnsRuntime(Runtime):
             {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"},
         )
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
+
+    # -- migration primitives -----------------------------------------------------------
+    def migration_prepare(self, w: Any, target: str, target_ip: str, new_if: str) -> None:
+        """The target pod: its interface (mock) or tap + an `-incoming` QEMU (qemu)."""
+        if w.backend == "qemu":
+            self.qemu.start_target(w, target, target_ip)
+        else:
+            self.prepare_target(w.vm, target, w.ip, w.mac, w.host_ifname, new_if)
+
+    def migration_cutover(
+        self,
+        w: Any,
+        source: str,
+        target: str,
+        target_ip: str,
+        old_if: str,
+        new_if: str,
+        *,
+        rarp: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Move the running VM to the target; returns backend events (QMP) for the record."""
+        if w.backend == "qemu":
+            return self.qemu.migrate(w, source, target, target_ip)
+        self.activate_guest(w.vm, old_if, new_if, w.ip, w.mac, rarp=rarp)
+        return []
+
+    def migration_release_source(self, w: Any, source: str, old_if: str) -> None:
+        """The source pod goes away (after the agent removed its route)."""
+        if w.backend == "qemu":
+            self.qemu.stop(w.vm, source)
+            self.qemu.unplug(w, source)
+        else:
+            self.detach_guest(w.vm, old_if)
+
+    def migration_abort(self, w: Any, target: str, new_if: str) -> None:
+        """The target pod goes away before the VM ran there."""
+        if w.backend == "qemu":
+            self.qemu.stop(w.vm, target)
+            self.qemu.unplug(w, target)
+        else:
+            self.detach_guest(w.vm, new_if)
 
     # -- migration primitives (mock VMs) -------------------------------------------------
     def prepare_target(self, vm: str, target: str, ip: Any, mac: str, host_if: str, vm_if: str) -> None:
@@ -300,8 +351,16 @@ class NetnsRuntime(Runtime):
                 step.advance(detail=node.name)
 
     def _start_guests(self, topo: Topology) -> None:
-        with self.progress.step("mock VM guests", total=len(topo.workloads)) as step:
-            for w in topo.workloads:
+        qemu = [w for w in topo.workloads if w.backend == "qemu"]
+        if qemu:
+            self.qemu.image()  # build or reuse the guest image before the boot clock starts
+            with self.progress.step("QEMU guests booting", total=len(qemu)) as step:
+                for w in qemu:
+                    self.qemu.boot(w)
+                    step.advance(detail=w.vm)
+        mocks = [w for w in topo.workloads if w.backend == "mock"]
+        with self.progress.step("mock VM guests", total=len(mocks)) as step:
+            for w in mocks:
                 self._daemon(
                     w.vm,
                     "guest",
