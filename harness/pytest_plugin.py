@@ -2,7 +2,9 @@
 
 Options: --lab, --runtime, --keep-lab, --reuse-lab, --kvlab-diag-dir.
 Fixtures:
-- `kvlab_labs`: session-scoped factory; `kvlab_labs(spec_or_path)` returns a running `Lab`.
+- `kvlab_labs`: session-scoped factory; `kvlab_labs(spec_or_path)` returns a running `Lab`
+  (the same one for every caller of the session); `private=True` brings up a new instance
+  for that caller alone (for tests that change the lab, e.g. by migrating VMs).
   It reuses a running lab of the same spec (e.g. from `make lab-up`) and never tears that
   one down; otherwise it brings up a private instance under a unique name, owned by this
   process (reaped by the next run if this one is killed), torn down at session end.
@@ -87,8 +89,8 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
 
     def make(spec_or_path: str | Path | LabSpec, *, private: bool = False) -> Lab:
         spec = _resolve(spec_or_path)
-        key = f"{spec.source}:{private}"
-        if key in cache:
+        key = spec.source
+        if not private and key in cache:
             return cache[key]
         lab = None if private else _running_same(spec)
         if lab is None:
@@ -104,7 +106,8 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
             except PreflightError as e:
                 pytest.fail(str(e), pytrace=False)
             owned.append(lab)
-        cache[key] = lab
+        if not private:
+            cache[key] = lab
         return lab
 
     yield make

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def clab(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(REPO / "labs" / "default.yml", private=True)
+def clab(kvlab_labs, mock_default_path) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(mock_default_path, private=True)
 
 
 def other_rack_node(lab: Lab, vm: str) -> str:

@@ -105,8 +105,12 @@ def test_workload_interface_is_calico_style(lab: Lab) -> None:
         assert neigh[0].get_attr("NDA_LLADDR") == wl.mac
     proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{wl.host_ifname}/proxy_arp"])
     assert proxy.stdout.strip() == "1"
-    vm_routes = {r.prefix: r for r in lab.runtime.kernel_routes("vm1")}
+
+
+def test_mock_vm_routes_through_the_workload_gateway(mock_lab: Lab) -> None:
+    vm_routes = {r.prefix: r for r in mock_lab.runtime.kernel_routes("vm1")}
     assert vm_routes["0.0.0.0/0"].gateway == "169.254.1.1"
+    assert vm_routes["169.254.1.1/32"].dev == "eth0"
 
 
 def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
@@ -114,9 +118,10 @@ def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
     assert_reachable(lab, "ext1", "203.0.113.10", GUEST_PORT)
 
 
-def test_vm_reaches_an_external_host(lab: Lab) -> None:
-    with echo_server(lab, "ext1", port=7100):
-        assert_reachable(lab, "vm1", str(lab.topo.host_link("ext1").b.address.ip), 7100)
+def test_vm_reaches_an_external_host(mock_lab: Lab) -> None:
+    """From inside a (mock) VM's namespace out to the external host: the workload gateway works."""
+    with echo_server(mock_lab, "ext1", port=7100):
+        assert_reachable(mock_lab, "vm1", str(mock_lab.topo.host_link("ext1").b.address.ip), 7100)
 
 
 def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:

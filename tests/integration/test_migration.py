@@ -22,8 +22,8 @@ TAG = "65000:100"
 
 
 @pytest.fixture(scope="module")
-def mlab(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(REPO / "labs" / "default.yml", private=True)
+def mlab(kvlab_labs, mock_default_path) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(mock_default_path, private=True)
 
 
 def converge_timeout(lab: Lab, node: str) -> float:
