@@ -105,61 +105,73 @@ class QemuVMs:
 
     # -- migration -----------------------------------------------------------------------
     def migrate(self, w: Any, source: str, target: str, target_ip: str) -> list[dict[str, Any]]:
-        """QEMU live migration source -> target over the lab network. Returns timeline events."""
+        """QEMU live migration source -> target over the lab network. Returns timeline events.
+
+        Raises LabError when the migration fails (e.g. the target QEMU died); the source VM
+        then keeps running where it was.
+        """
         events: list[dict[str, Any]] = []
-        with self.qmp(w.vm, source) as src, self.qmp(w.vm, target) as dst:
+        try:
+            dst = self.qmp(w.vm, target)  # connected first: QMP tells only connected clients of RESUME
+        except OSError as e:
+            raise LabError(f"QEMU migration failed: the target QEMU on {target} is gone ({e})") from None
+        with dst, self.qmp(w.vm, source) as src:
             src.execute(
                 "migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}
             )
             src.execute("migrate", {"uri": f"tcp:{target_ip}:{MIGRATION_PORT}"})
             events.append({"t": time.time(), "source": f"qemu:{source}", "kind": "qmp", "event": "migrate"})
 
-            def finished() -> dict[str, Any]:
+            def finished() -> dict[str, Any] | None:
                 info = src.execute("query-migrate")
                 status = info.get("status")
                 if status in ("failed", "cancelled"):
                     raise LabError(f"QEMU migration {status}: {info.get('error-desc', 'no reason given')}")
-                assert status == "completed", f"migration status {status}"
-                return info
+                # completed may be reported before the statistics are filled in: wait for them too
+                return info if status == "completed" and "total-time" in info else None
 
             try:
                 info = eventually(finished, timeout=MIGRATION_TIMEOUT, interval=0.02, what="QEMU migration")
-            except WaitTimeout:
+            except BaseException:
                 with contextlib.suppress(Exception):
                     src.execute("migrate_cancel")
+                src.poll()
+                events += _qmp_events(src, source)
                 raise
-            # query-migrate may say completed before its figures are filled in: re-query.
-
-            def statistics() -> dict[str, Any] | None:
-                latest = src.execute("query-migrate")
-                return latest if "total-time" in latest else None
-
-            info = eventually(statistics, timeout=5, interval=0.02, what="QEMU migration statistics")
-            dst.wait_event("RESUME", timeout=10)
-            for client, node in ((src, source), (dst, target)):
-                client.poll()
-                for ev in client.events:
-                    events.append(
-                        {
-                            "t": ev.timestamp,
-                            "source": f"qemu:{node}",
-                            "kind": "qmp",
-                            "event": ev.name,
-                            **({"status": ev.data.get("status")} if ev.data.get("status") else {}),
-                        }
-                    )
-            events.append(
-                {
-                    "t": time.time(),
-                    "source": f"qemu:{source}",
-                    "kind": "qmp",
-                    "event": "completed",
-                    "total_ms": info.get("total-time"),
-                    "downtime_ms": info.get("downtime"),
-                    "setup_ms": info.get("setup-time"),
-                }
-            )
+            src.poll()
+            events += _qmp_events(src, source)
+            try:
+                dst.wait_event("RESUME", timeout=10)
+            except (OSError, LabError) as e:
+                raise LabError(
+                    f"QEMU migration failed: the target QEMU on {target} did not resume ({e})"
+                ) from None
+            events += _qmp_events(dst, target)
+        events.append(
+            {
+                "t": time.time(),
+                "source": f"qemu:{source}",
+                "kind": "qmp",
+                "event": "completed",
+                "total_ms": info.get("total-time"),
+                "downtime_ms": info.get("downtime"),
+                "setup_ms": info.get("setup-time"),
+            }
+        )
         return events
+
+
+def _qmp_events(client: QMPClient, node: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "t": ev.timestamp,
+            "source": f"qemu:{node}",
+            "kind": "qmp",
+            "event": ev.name,
+            **({"status": ev.data["status"]} if ev.data.get("status") else {}),
+        }
+        for ev in client.events
+    ]
 
 
 def _alive(pid: int) -> bool:
