@@ -7,6 +7,7 @@ LAB ?= default
 RUNTIME ?= netns
 PYTEST_ARGS ?=
 BENCH_RUNS ?= 5
+BENCH_MIGRATIONS ?= 10
 
 .PHONY: help setup system-deps venv lab-up lab-down status test unit integration lint bench clean
 
@@ -14,7 +15,7 @@ help:
 	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns)"
 	@echo "make test        lint + unit tests + netns integration tests on real BIRD"
 	@echo "make lab-down    tear the lab down (and reap leftovers of crashed runs)"
-	@echo "make bench       lab-up-to-Established benchmarks (default lab, 8x4 fabric)"
+	@echo "make bench       lab-up and QEMU live-migration benchmarks"
 
 setup: system-deps venv
 
@@ -53,6 +54,7 @@ test: setup lint
 
 bench: setup
 	$(VENV)/bin/python bench/bench_lab_up.py --runs $(BENCH_RUNS)
+	$(VENV)/bin/python bench/bench_migration.py --migrations $(BENCH_MIGRATIONS)
 
 clean: venv
 	$(KVLAB) down --all

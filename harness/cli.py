@@ -272,6 +272,16 @@ def print_timeline(rec: dict[str, Any]) -> None:
         )
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    from harness.guestimage import ensure_image
+    from harness.progress import RichProgress
+
+    image = ensure_image(RichProgress(), pvh=not args.bzimage)
+    packages = ", ".join(f"{k} {v}" for k, v in image.packages.items())
+    print(f"guest image {image.key}: kernel {image.kernel}, initrd {image.initrd} ({packages})")
+    return 0
+
+
 def cmd_diag(args: argparse.Namespace) -> int:
     from harness.lab import Lab
 
@@ -361,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mg.add_argument("--json", action="store_true")
     mg.set_defaults(func=cmd_migrate)
+
+    im = sub.add_parser("image", help="guest image for QEMU VMs")
+    im_sub = im.add_subparsers(dest="image_command", required=True)
+    ib = im_sub.add_parser(
+        "build", help="build (or reuse the cached) kernel + initramfs from Debian packages"
+    )
+    ib.add_argument("--bzimage", action="store_true", help="boot the compressed bzImage instead of PVH")
+    ib.set_defaults(func=cmd_image)
 
     dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")
     dg.add_argument("lab", nargs="?")

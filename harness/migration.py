@@ -17,11 +17,15 @@ operations, and every change of the VM's /32 seen at the routers (birdc, polled)
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pyroute2 import IPRoute
+
+from harness import netlink
 from harness.birdc import BirdClient, BirdError
 from harness.errors import LabError
 from harness.wait import eventually
@@ -74,10 +78,11 @@ class MigrationRecord:
 class RouteWatcher:
     """Polls routers' BIRD for one prefix in a thread and records every change of what they hold."""
 
-    def __init__(self, lab: Lab, routers: list[str], prefix: str, interval: float = 0.02):
+    def __init__(self, lab: Lab, routers: list[str], prefix: str, interval: float = 0.005):
         self.lab, self.routers, self.prefix, self.interval = lab, routers, prefix, interval
         self.events: list[dict[str, Any]] = []
         self.cycles = 0
+        self._sockets: dict[str, IPRoute] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kvlab-route-watcher", daemon=True)
 
@@ -88,6 +93,24 @@ class RouteWatcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _fib(self, router: str) -> str | None:
+        """The gateway the router's kernel uses for exactly `prefix` (lowest metric), if any."""
+        sock = self._sockets.get(router)
+        if sock is None:
+            ns = getattr(self.lab.runtime, "ns", None)
+            if ns is None:
+                return None
+            with netlink.inside(ns(router)):
+                sock = self._sockets[router] = IPRoute()
+        dst, _, plen = self.prefix.partition("/")
+        best: tuple[int, str | None] | None = None
+        for r in sock.route("dump", family=socket.AF_INET):
+            if r.get_attr("RTA_DST") == dst and r["dst_len"] == int(plen):
+                metric = r.get_attr("RTA_PRIORITY") or 0
+                if best is None or metric < best[0]:
+                    best = (metric, r.get_attr("RTA_GATEWAY"))
+        return best[1] if best else None
 
     def sync(self, cycles: int = 2, timeout: float = 5.0) -> None:
         """Wait until the watcher has polled every router `cycles` more times."""
@@ -116,6 +139,7 @@ class RouteWatcher:
                         "best_protocol": best.protocol if best else None,
                         "communities": best.community_strings() if best else [],
                         "ecmp": bool(best and len(best.next_hops) > 1),
+                        "fib_via": self._fib(router),  # what the router's kernel forwards with
                     }
                     if last.get(router) != view:
                         last[router] = view
@@ -134,6 +158,8 @@ class RouteWatcher:
         finally:
             for c in clients.values():
                 c.close()
+            for sock in self._sockets.values():
+                sock.close()
 
 
 class Migration:
