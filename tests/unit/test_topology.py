@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.generate import fabric_lab, write_lab
 from harness.spec import load_lab
@@ -155,8 +156,9 @@ def test_entities(topo: Topology) -> None:
         "r2-n1": "node",
         "r2-n2": "node",
         "ext1": "host",
-        "vm1": "vm",
+        # vm1 is a QEMU guest: it runs in r1-n1's namespace and has none of its own
     }
+    assert topo.workload("vm1").backend == "qemu"
 
 
 def test_node_labels(topo: Topology) -> None:
@@ -198,16 +200,16 @@ def test_vm_mac_stable_unicast_locally_administered() -> None:
 
 
 def test_explicit_vm_mac_is_kept(tmp_path: Path) -> None:
-    text = (
-        (REPO / "labs" / "default.yml")
-        .read_text()
-        .replace("ip: 203.0.113.10}", "ip: 203.0.113.10, mac: '52:54:00:aa:bb:cc'}")
-    )
+    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data["vms"][0]["mac"] = "52:54:00:aa:bb:cc"
+    data["vms"].append({"name": "vm2", "node": "r1-n2", "ip": "203.0.113.70"})  # a mock VM
+    text = yaml.safe_dump(data)
     (tmp_path / "calico").mkdir()
     (tmp_path / "calico" / "default.yaml").write_text((REPO / "labs/calico/default.yaml").read_text())
     (tmp_path / "lab.yml").write_text(text)
     t = resolve(load_lab(tmp_path / "lab.yml"))
     assert t.workload("vm1").mac == "52:54:00:aa:bb:cc"
+    assert t.entities["vm2"] == "vm"  # a mock VM is a namespace of its own
 
 
 def test_bird_name() -> None:
