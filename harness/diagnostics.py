@@ -77,6 +77,18 @@ def collect(lab: Lab, out_dir: Path) -> Path:
             src = lab.runtime.entity_dir(node) / name if hasattr(lab.runtime, "entity_dir") else None
             if src is not None and src.exists():
                 attempt(f"{node} {name}", lambda src=src, d=d, name=name: shutil.copy(src, d / name))
+    entity_dir = getattr(lab.runtime, "entity_dir", None)
+    for w in lab.topo.workloads:
+        if w.backend != "qemu" or entity_dir is None:
+            continue
+        for qdir in sorted(entity_dir(w.vm).glob("qemu-*")):  # one per node the guest ran or was started on
+            d = bundle / w.vm / qdir.name
+            d.mkdir(parents=True, exist_ok=True)
+            for name in ("serial.log", "qemu.log"):
+                if (qdir / name).exists():
+                    attempt(
+                        f"{w.vm} {qdir.name} {name}", lambda q=qdir, d=d, n=name: shutil.copy(q / n, d / n)
+                    )
     for entity in lab.topo.entities:
         d = bundle / entity
         d.mkdir(exist_ok=True)
