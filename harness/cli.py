@@ -214,6 +214,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.canary is not None and args.canary not in {h.name for h in lab.spec.hosts}:
         raise UsageError(f"--canary: no external host '{args.canary}' in lab '{lab.name}'")
     record = vm.migrate(args.to, fail=args.fail, announce=args.announce, canary=args.canary)
+    if args.artifacts:
+        json_path, png_path = lab.write_timeline(record, args.artifacts)
+        print(f"timeline: {png_path} (record: {json_path})", file=sys.stderr)
     if args.json:
         print(json.dumps(record.to_json(), indent=2))
     else:
@@ -368,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mg.add_argument(
         "--canary", metavar="HOST", help="run a TCP canary from this external host through the migration"
+    )
+    mg.add_argument(
+        "--artifacts", metavar="DIR", help="also write the record as JSON and a PNG timeline here"
     )
     mg.add_argument("--json", action="store_true")
     mg.set_defaults(func=cmd_migrate)

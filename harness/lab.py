@@ -145,6 +145,7 @@ class Lab:
         self.owner_pid = owner_pid
         self.keep = keep
         self.reused = False
+        self.artifacts_dir: Path | None = None  # where migrate() writes its timelines, if set
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -294,15 +295,28 @@ class Lab:
         from harness.migration import Migration
 
         if canary is None:
-            return Migration(self, vm, to).run(**kwargs)
-        from harness.canary import merge_into
-
-        with self.canary(canary, vm) as probe:
             record = Migration(self, vm, to).run(**kwargs)
-            report = probe.stop()
-        merge_into(record, report)
-        record.canary = report.to_json()
+        else:
+            from harness.canary import merge_into
+
+            with self.canary(canary, vm) as probe:
+                record = Migration(self, vm, to).run(**kwargs)
+                report = probe.stop()
+            merge_into(record, report)
+            record.canary = report.to_json()
+        if self.artifacts_dir is not None:
+            self.write_timeline(record, self.artifacts_dir)
         return record
+
+    def write_timeline(self, record: Any, directory: str | Path) -> tuple[Path, Path]:
+        """The migration record as `<stem>.json` and a drawn `<stem>.png` timeline in `directory`."""
+        import time as _time
+
+        from harness.timeline import write_artifacts
+
+        stamp = _time.strftime("%H%M%S", _time.localtime(record.started))
+        stem = f"{self.name}-{record.vm}-{record.source}-to-{record.target}-{stamp}"
+        return write_artifacts(record.to_json(), Path(directory), stem)
 
     def canary(self, src: str, vm: str, **kwargs: Any):  # type: ignore[no-untyped-def]
         """A TCP canary (context manager) from host `src` to VM `vm` (see harness.canary)."""

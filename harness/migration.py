@@ -200,7 +200,10 @@ class Migration:
         itself announces with RARP after RESUME.
         """
         w = self.workload
-        self.record.phase("resume on target" if w.backend == "mock" else "QEMU migration", announce=announce)
+        if w.backend == "mock":
+            self.record.phase("resume on target", announce=announce)
+        else:
+            self.record.phase("QEMU migration", announce="RARP (QEMU self-announce)")
         self.record.events += self.lab.runtime.migration_cutover(
             w,
             self.source,

@@ -108,6 +108,7 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
             owned.append(lab)
         if not private:
             cache[key] = lab
+        lab.artifacts_dir = config.rootpath / "test-results" / "timelines"  # next to the test results
         return lab
 
     yield make
