@@ -70,15 +70,10 @@ class LabState:
             return None
 
     def owner_alive(self) -> bool:
-        if self.owner_pid is None:
-            return True
-        try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        """False once the owning process is gone (a killed, unreaped zombie counts as gone)."""
+        from harness.procs import alive
+
+        return self.owner_pid is None or alive(self.owner_pid)
 
 
 def lab_dir(lab: str) -> Path:

@@ -18,15 +18,13 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import mockguest, netlink
+from harness import mockguest, netlink, procs
 from harness.agent import AgentClient
 from harness.calico import felix
 from harness.errors import LabError, PreflightError
@@ -125,7 +123,7 @@ class NetnsRuntime(Runtime):
         """Kill every process in the lab's namespaces, delete them, remove the run directory."""
         mine = [ns for ns in netlink.list_namespaces() if (p := parse_namespace(ns)) and p[0] == self.lab]
         for ns in mine:
-            _kill_all(netlink.namespace_pids(ns))
+            procs.kill_all(netlink.namespace_pids(ns))
         for ns in mine:
             netlink.remove_namespace(ns)
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -404,39 +402,10 @@ class NetnsRuntime(Runtime):
             pid = int((self.entity_dir(entity) / f"{name}.pid").read_text().strip())
         except (OSError, ValueError):
             return False
-        return _alive(pid)
+        return procs.alive(pid)
 
 
 def _host_iface(ip: Any) -> Any:
     import ipaddress
 
     return ipaddress.IPv4Interface(f"{ip}/32")
-
-
-def _kill_all(pids: list[int], grace: float = 3.0) -> None:
-    """SIGTERM, wait up to `grace` seconds for exit, then SIGKILL what is left."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
-        if alive:
-            time.sleep(0.05)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import procs
 from harness.errors import LabError, WaitTimeout
 from harness.guestimage import GuestImage, ensure_image
 from harness.qemu import GuestSpec, QemuGuest, QMPClient, create_tap, delete_tap
@@ -92,7 +93,7 @@ class QemuVMs:
             q.execute("quit")
         if pid is not None:
             try:
-                eventually(lambda: not _alive(pid), timeout=5, interval=0.05, what=f"QEMU {pid} to exit")
+                eventually(lambda: not procs.alive(pid), timeout=5, interval=0.05, what=f"QEMU {pid} to exit")
             except WaitTimeout:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -172,15 +173,3 @@ def _qmp_events(client: QMPClient, node: str) -> list[dict[str, Any]]:
         }
         for ev in client.events
     ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
