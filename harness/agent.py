@@ -236,15 +236,13 @@ def serve(config: dict[str, Any]) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(8)
-    stop = False
 
     def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+        raise SystemExit(0)  # leave select() now; Python would otherwise resume it after a handler
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    while not stop:
+    while True:
         timeout = agent.tick()
         captures = {w.capture: w for w in agent.workloads.values() if w.capture is not None}
         try:

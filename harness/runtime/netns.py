@@ -100,8 +100,8 @@ class NetnsRuntime(Runtime):
             self._wire_links(topo)
             self._attach_workloads(topo)
             self._start_agents(topo, resources)
+            self._start_birds(topo, resources)  # BGP converges while the guests boot
             self._start_guests(topo)
-            self._start_birds(topo, resources)
         except BaseException:
             self.down()
             raise
@@ -122,8 +122,7 @@ class NetnsRuntime(Runtime):
     def down(self) -> None:
         """Kill every process in the lab's namespaces, delete them, remove the run directory."""
         mine = [ns for ns in netlink.list_namespaces() if (p := parse_namespace(ns)) and p[0] == self.lab]
-        for ns in mine:
-            procs.kill_all(netlink.namespace_pids(ns))
+        procs.kill_all([pid for ns in mine for pid in netlink.namespace_pids(ns)])  # all at once
         for ns in mine:
             netlink.remove_namespace(ns)
         shutil.rmtree(self.run_dir, ignore_errors=True)
