@@ -212,6 +212,7 @@ class Migration:
             self.source_if,
             self.target_if,
             rarp=announce == "RARP",
+            timeout=self.lab.spec.timers.migration,
         )
         eventually(
             lambda: self._state(self.target) in ("Live", "TimeWait"),

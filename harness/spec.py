@@ -141,6 +141,7 @@ class Timers(_Model):
     """How long the harness waits for things (seconds)."""
 
     bgp_established: float = Field(default=60.0, gt=0)
+    migration: float = Field(default=60.0, gt=0, description="deadline for a live migration to complete")
     migration_source_cleanup: float = Field(
         default=1.0, ge=0, le=60, description="how long the source pod (and its /32) outlives a migration"
     )

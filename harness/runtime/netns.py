@@ -232,10 +232,11 @@ class NetnsRuntime(Runtime):
         new_if: str,
         *,
         rarp: bool = False,
+        timeout: float = 60.0,
     ) -> list[dict[str, Any]]:
         """Move the running VM to the target; returns backend events (QMP) for the record."""
         if w.backend == "qemu":
-            return self.qemu.migrate(w, source, target, target_ip)
+            return self.qemu.migrate(w, source, target, target_ip, timeout=timeout)
         self.activate_guest(w.vm, old_if, new_if, w.ip, w.mac, rarp=rarp)
         return []
 

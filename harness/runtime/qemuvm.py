@@ -105,7 +105,9 @@ class QemuVMs:
             delete_tap(self.rt.ns(node), w.host_ifname)
 
     # -- migration -----------------------------------------------------------------------
-    def migrate(self, w: Any, source: str, target: str, target_ip: str) -> list[dict[str, Any]]:
+    def migrate(
+        self, w: Any, source: str, target: str, target_ip: str, *, timeout: float = MIGRATION_TIMEOUT
+    ) -> list[dict[str, Any]]:
         """QEMU live migration source -> target over the lab network. Returns timeline events.
 
         Raises LabError when the migration fails (e.g. the target QEMU died); the source VM
@@ -132,7 +134,7 @@ class QemuVMs:
                 return info if status == "completed" and "total-time" in info else None
 
             try:
-                info = eventually(finished, timeout=MIGRATION_TIMEOUT, interval=0.02, what="QEMU migration")
+                info = eventually(finished, timeout=timeout, interval=0.02, what="QEMU migration to complete")
             except BaseException:
                 with contextlib.suppress(Exception):
                     src.execute("migrate_cancel")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import checks, netlink
-from harness.errors import LabError
+from harness.errors import LabError, WaitTimeout
 from harness.lab import Lab
 from harness.wait import eventually
 
@@ -114,3 +114,27 @@ def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
         report = probe.stop()
     assert gap is not None
     assert report.max_gap_ms > 1000, report.summary()
+
+
+def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """timers.migration shorter than QEMU needs (~0.4 s for 128 MiB): cancelled, the VM keeps
+    running on the source, no target route ever, and the record says why."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data["name"] = "qtimeout"
+    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["timers"] = {"migration": 0.1}
+    path = tmp_path / "qtimeout.yml"
+    path.write_text(yaml.safe_dump(data))
+    lab: Lab = kvlab_labs(path, private=True)
+    with lab.canary("ext1", "vm1") as probe, pytest.raises(WaitTimeout, match="QEMU migration to complete"):
+        lab.migrate("vm1", "r2-n1")
+    report = probe.report
+    assert report is not None
+    assert (report.resets, report.lost, report.same_connection) == (0, 0, True), report.summary()
+    assert lab.vm("vm1").node == "r1-n1"
+    checks.no_kernel_route(lab, "r2-n1", VM_PREFIX)
+    with lab.runtime.qemu.qmp("vm1", "r1-n1") as q:  # type: ignore[attr-defined]
+        assert q.status() == "running"
+        assert q.execute("query-migrate")["status"] == "cancelled"
