@@ -72,6 +72,9 @@ class Node(_Model):
 
     name: Name
     rack: Name | None = None
+    vm: Name | None = Field(
+        default=None, description="nested clusters only: the parent cluster's VM this node runs in (its IP)"
+    )
     ip: ipaddress.IPv4Address | None = None
     asn: ASN | None = Field(default=None, description="per-node AS override (Calico Node spec.bgp.asNumber)")
     labels: dict[str, str] = Field(default_factory=dict)
@@ -81,6 +84,10 @@ class Cluster(_Model):
     """A Kubernetes cluster running Calico in BGP mode without overlay."""
 
     name: Name
+    parent: Name | None = Field(
+        default=None,
+        description="nested cluster: the cluster whose VMs its nodes run in (eBGP to its workload peering)",
+    )
     asn: ASN = 64512
     pools: list[ipaddress.IPv4Network] = Field(min_length=1)
     block_size: int = Field(default=26, ge=20, le=32)
@@ -183,6 +190,13 @@ class LabSpec(_Model):
 
     def rack_of_tor(self, tor: str) -> Rack | None:
         return next((r for r in self.racks if r.tor == tor), None)
+
+    def vm(self, name: str) -> VM:
+        return next(v for v in self.vms if v.name == name)
+
+    def nested_node_in(self, vm: str) -> tuple[Cluster, Node] | None:
+        """The nested cluster node running inside VM `vm`, if any."""
+        return next(((c, n) for c, n in self.all_nodes() if c.parent is not None and n.vm == vm), None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,6 +378,14 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
             base = ("clusters", ci, "nodes", ni)
             if n.rack is not None and n.rack not in rack_names:
                 bad((*base, "rack"), f"no rack named '{n.rack}'")
+            if c.parent is not None:
+                continue  # nested nodes run in VMs: _check_nested
+            if n.vm is not None:
+                bad(
+                    (*base, "vm"),
+                    f"node '{n.name}' names a VM, but cluster '{c.name}' has no parent: only nodes of a "
+                    "nested cluster (parent: CLUSTER) run in VMs",
+                )
             if n.rack is None:
                 bad((*base, "rack"), "missing rack: every node sits in a rack (its ToR is its BGP neighbour)")
             if n.ip is not None and n.ip not in FABRIC_RANGE:
@@ -412,9 +434,95 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
             bad(("vms", vi, "ip"), f"{vm.ip} is already vms[{vm_ips[vm.ip]}]'s address")
         vm_ips[vm.ip] = vi
 
+    _check_nested(spec, bad)
     _check_address_plan(spec, bad)
     issues += _check_resources(spec, resources)
+    issues += _check_workload_peering(spec, smap, resources)
     return issues
+
+
+def _check_nested(spec: LabSpec, bad: Any) -> None:
+    """Nested clusters (Calico's "BGP peering with nested clusters running on KubeVirt VMs"): a
+    nested cluster's nodes are VMs of its parent cluster, and parent AS, nested AS and the ToR's
+    AS must all differ (eBGP on both peerings)."""
+    clusters = {c.name: c for c in spec.clusters}
+    vms = {v.name: v for v in spec.vms}
+    hosted: dict[str, tuple] = {}
+    for ci, c in enumerate(spec.clusters):
+        if c.parent is None:
+            continue
+        parent = clusters.get(c.parent)
+        if c.parent == c.name:
+            bad(("clusters", ci, "parent"), f"cluster '{c.name}' cannot be its own parent")
+            continue
+        if parent is None:
+            bad(("clusters", ci, "parent"), f"no cluster named '{c.parent}'")
+            continue
+        if parent.parent is not None:
+            bad(
+                ("clusters", ci, "parent"),
+                f"cluster '{c.parent}' is itself nested (parent '{parent.parent}'): only one level of "
+                "nesting is supported",
+            )
+            continue
+        if c.asn == parent.asn:
+            bad(
+                ("clusters", ci, "asn"),
+                f"nested cluster '{c.name}' shares AS {c.asn} with its parent '{parent.name}': the "
+                "workload peering must be eBGP (parent, nested cluster and ToR AS numbers must all differ)",
+            )
+        for ni, n in enumerate(c.nodes):
+            base = ("clusters", ci, "nodes", ni)
+            if n.rack is not None:
+                bad(
+                    (*base, "rack"),
+                    f"node '{n.name}' of nested cluster '{c.name}' runs in a VM of '{c.parent}': "
+                    "give 'vm', not 'rack'",
+                )
+            if n.ip is not None:
+                bad((*base, "ip"), f"node '{n.name}' of nested cluster '{c.name}' has its VM's address")
+            if n.vm is None:
+                bad(
+                    (*base, "vm"),
+                    f"missing vm: nodes of nested cluster '{c.name}' run in a VM of cluster '{c.parent}'",
+                )
+                continue
+            vm = vms.get(n.vm)
+            if vm is None:
+                bad((*base, "vm"), f"no VM named '{n.vm}'")
+                continue
+            if n.vm in hosted:
+                bad((*base, "vm"), f"VM '{n.vm}' already runs node {_fmt(hosted[n.vm])}")
+                continue
+            hosted[n.vm] = base
+            try:
+                vm_cluster, vm_node = spec.node(vm.node)
+            except KeyError:
+                continue  # reported with the VM
+            if vm_cluster.name != parent.name:
+                bad(
+                    (*base, "vm"),
+                    f"VM '{n.vm}' runs in cluster '{vm_cluster.name}', "
+                    f"not in the parent cluster '{parent.name}'",
+                )
+                continue
+            asn = n.asn or c.asn
+            parent_asn = vm_node.asn or parent.asn
+            if asn == parent_asn and asn != c.asn:
+                bad(
+                    (*base, "asn"),
+                    f"node '{n.name}' shares AS {asn} with its parent node '{vm_node.name}': the workload "
+                    "peering must be eBGP",
+                )
+            if vm_node.rack is not None and any(r.name == vm_node.rack for r in spec.racks):
+                tor = next((r for r in spec.routers if r.name == spec.rack(vm_node.rack).tor), None)
+                if tor is not None and tor.asn == asn:
+                    bad(
+                        (*base, "asn") if n.asn else ("clusters", ci, "asn"),
+                        f"nested node '{n.name}' shares AS {asn} with ToR '{tor.name}' of its parent node "
+                        f"'{vm_node.name}': parent, nested cluster and ToR AS numbers must all differ "
+                        "(Calico's nested-cluster guide: eBGP only)",
+                    )
 
 
 def _check_address_plan(spec: LabSpec, bad: Any) -> None:
@@ -506,6 +614,133 @@ def _check_resources(spec: LabSpec, resources: dict[str, list[Any]]) -> list[Spe
                 _check_ip_pool(res, cluster, bad)
             elif isinstance(res, cr.BGPPeer):
                 _check_bgp_peer(res, cluster, filters, router_ips, bad)
+    return issues
+
+
+def _default_bgp_configuration(items: list[Any]) -> tuple[Any, SourceMap, tuple] | None:
+    return next(
+        (i for i in items if isinstance(i[0], cr.BGPConfiguration) and i[0].metadata.name == "default"), None
+    )
+
+
+def _check_workload_peering(
+    spec: LabSpec, lab_map: SourceMap, resources: dict[str, list[Any]]
+) -> list[SpecIssue]:
+    """Workload BGP peering between a parent cluster and the nested clusters in its VMs: the
+    parent needs localWorkloadPeeringIPV4 for localWorkloadSelector peers, the nested cluster
+    disables its mesh and peers with that IP as the parent's AS (Calico's nested-cluster guide)."""
+    issues: list[SpecIssue] = []
+    clusters = {c.name: c for c in spec.clusters}
+    for ci, cluster in enumerate(spec.clusters):
+        items = resources.get(cluster.name, [])
+        conf = _default_bgp_configuration(items)
+        peering_ip = conf[0].spec.localWorkloadPeeringIPV4 if conf else None
+        parent = clusters.get(cluster.parent) if cluster.parent is not None else None
+        if parent is not None and parent.parent is not None:
+            parent = None  # reported by _check_nested
+        if parent is not None:
+            if conf is None:
+                issues.append(
+                    lab_map.issue(
+                        ("clusters", ci, "resources"),
+                        f"nested cluster '{cluster.name}' needs a BGPConfiguration 'default' with "
+                        "nodeToNodeMeshEnabled: false (peering with workloads and using a BGP mesh "
+                        "within the cluster is not supported)",
+                    )
+                )
+            elif conf[0].spec.nodeToNodeMeshEnabled is not False:
+                res, smap, prefix = conf
+                field = "nodeToNodeMeshEnabled" if res.spec.nodeToNodeMeshEnabled is not None else ""
+                issues.append(
+                    smap.issue(
+                        (*prefix, "spec", *([field] if field else [])),
+                        f"nested cluster '{cluster.name}' must set nodeToNodeMeshEnabled: false (the mesh "
+                        "is on by default; peering with workloads and using a BGP mesh within the cluster "
+                        "is not supported)",
+                    )
+                )
+        parent_conf = _default_bgp_configuration(resources.get(parent.name, [])) if parent else None
+        parent_ip = parent_conf[0].spec.localWorkloadPeeringIPV4 if parent_conf else None
+        for res, smap, prefix in items:
+            if not isinstance(res, cr.BGPPeer):
+                continue
+            if res.spec.localWorkloadSelector is not None:
+                if peering_ip is None:
+                    issues.append(
+                        smap.issue(
+                            (*prefix, "spec", "localWorkloadSelector"),
+                            f"cluster '{cluster.name}' has no localWorkloadPeeringIPV4 in its "
+                            "BGPConfiguration 'default': workload peering is off until it is set "
+                            "(e.g. 169.254.0.179)",
+                        )
+                    )
+                issues += _check_selected_asn(spec, cluster, res, smap, prefix)
+                continue
+            if res.spec.peerIP is None:
+                continue
+            try:
+                ip = ipaddress.ip_address(res.spec.peerIP)
+            except ValueError:
+                continue  # reported by _check_bgp_peer
+            if ip not in WORKLOAD_PEERING_IPS:
+                continue
+            if parent is None:
+                if cluster.parent is None:
+                    issues.append(
+                        smap.issue(
+                            (*prefix, "spec", "peerIP"),
+                            f"{ip} is a parent cluster's workload peering address: only a nested cluster "
+                            f"(parent: CLUSTER) peers with it, and cluster '{cluster.name}' has no parent",
+                        )
+                    )
+                continue
+            if res.spec.asNumber != parent.asn:
+                got = "no asNumber" if res.spec.asNumber is None else f"asNumber {res.spec.asNumber}"
+                issues.append(
+                    smap.issue(
+                        (*prefix, "spec", "asNumber"),
+                        f"the peering with the parent cluster's workload peering IP {ip} must use the "
+                        f"parent '{parent.name}' AS {parent.asn}, not {got}",
+                    )
+                )
+            if parent_ip is not None and ipaddress.ip_address(parent_ip) != ip:
+                issues.append(
+                    smap.issue(
+                        (*prefix, "spec", "peerIP"),
+                        f"parent cluster '{parent.name}' listens on localWorkloadPeeringIPV4 {parent_ip}, "
+                        f"not {ip}",
+                    )
+                )
+    return issues
+
+
+def _check_selected_asn(
+    spec: LabSpec, cluster: Cluster, res: cr.BGPPeer, smap: SourceMap, prefix: tuple
+) -> list[SpecIssue]:
+    """A localWorkloadSelector peer's asNumber is the AS of the nested nodes in the VMs it selects."""
+    issues = []
+    try:
+        match = compile_selector(res.spec.localWorkloadSelector or "")
+    except SelectorError:
+        return []  # reported by _check_bgp_peer
+    for vm in spec.vms:
+        try:
+            vm_cluster, _ = spec.node(vm.node)
+        except KeyError:
+            continue
+        nested = spec.nested_node_in(vm.name)
+        if vm_cluster.name != cluster.name or nested is None or not match(vm.labels):
+            continue
+        ncluster, nnode = nested
+        asn = nnode.asn or ncluster.asn
+        if ncluster.parent == cluster.name and res.spec.asNumber != asn:
+            issues.append(
+                smap.issue(
+                    (*prefix, "spec", "asNumber"),
+                    f"BGPPeer '{res.metadata.name}' selects VM '{vm.name}', which runs node '{nnode.name}' "
+                    f"of nested cluster '{ncluster.name}' (AS {asn}), but has asNumber {res.spec.asNumber}",
+                )
+            )
     return issues
 
 

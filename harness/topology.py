@@ -122,6 +122,7 @@ class Topology:
     node_asn: dict[str, int] = field(default_factory=dict)
     node_blocks: dict[str, list[Net]] = field(default_factory=dict)
     workloads: list[Workload] = field(default_factory=list)
+    nested_vm: dict[str, str] = field(default_factory=dict)  # nested node -> the parent VM it runs in
 
     @property
     def name(self) -> str:
@@ -144,6 +145,10 @@ class Topology:
             labels["rack"] = n.rack
         labels.update(n.labels)
         return labels
+
+    def workload_labels(self, vm: str) -> dict[str, str]:
+        """The labels of a VM's workload endpoint, as a BGPPeer's localWorkloadSelector sees them."""
+        return dict(self.spec.vm(vm).labels)
 
     def router_neighbors(self, router: str) -> list[RouterNeighbor]:
         """The BGP sessions a router's BIRD runs: its rack's nodes (ToR) and linked routers."""
@@ -213,6 +218,13 @@ def resolve(spec: LabSpec) -> Topology:
             addr = ipaddress.IPv4Interface(f"{ip}/{net.prefixlen}")
             topo.node_address[node.name] = addr
             topo.rack_ports.append(RackPort(rack.name, rack.tor, node.name, node.name, addr))
+
+    # Nested cluster nodes are VMs of their parent cluster: the VM's IP is the node IP (/32,
+    # the VM's only interface; its default route goes via the parent node's 169.254.1.1).
+    for cluster, node in spec.all_nodes():
+        if cluster.parent is not None and node.vm is not None:
+            topo.node_address[node.name] = ipaddress.IPv4Interface(f"{spec.vm(node.vm).ip}/32")
+            topo.nested_vm[node.name] = node.vm
 
     explicit = [link.subnet for link in spec.links if link.subnet is not None]
     free = (n for n in P2P_RANGE.subnets(new_prefix=31) if not any(n.overlaps(e) for e in explicit))

@@ -15,13 +15,23 @@ and Calico's confd templates):
   imports); the kernel protocol's export filter turns local_pref back into the kernel
   metric. The rules live in `harness.calico.bgpfilter`;
 - BGP protocols are named `Mesh_<ip>` (node-to-node mesh), `Global_<ip>` (BGPPeer for all
-  nodes) and `Node_<ip>` (BGPPeer with `node` or `nodeSelector`), IPs with `_` for `.`,
-  sorted by name; iBGP vs eBGP (`is_same_as`) compares the peer's AS with the node's AS or
+  nodes), `Node_<ip>` (BGPPeer with `node` or `nodeSelector`) and `Local_Workload_<ip>`
+  (BGPPeer with `localWorkloadSelector`), IPs with `_` for `.`, sorted by name;
+- workload peering (nested clusters): for a BGPPeer with `localWorkloadSelector` on the
+  nodes it applies to (`node`/`nodeSelector`, else all), one protocol per selected workload
+  running on the node, as calico-node renders it: neighbor = the workload IP, `as` = the
+  BGPPeer's asNumber (`localASNumber` honoured), passive (the workload connects to the
+  parent's localWorkloadPeeringIPV4), multihop, `ttl security off`, no `source address`
+  (calico-node sets the source to "None" for these peers), the BGPPeer's filters wired like
+  every other peer's. A nested node renders with the same code from its own cluster's
+  resources: its node IP is its VM's IP, its BGPPeer to 169.254.0.179 becomes `Global_...`;
+- iBGP vs eBGP (`is_same_as`) compares the peer's AS with the node's AS or
   the BGPPeer's `localASNumber`;
 - the kernel protocol learns alien routes (the workload /32s the node agent programs),
   programs every BIRD route into the kernel and merges equal paths (ECMP).
 
-Not covered (rendered without them): workload peering (`localWorkloadSelector`), IPv6,
+Not covered (rendered without them): workload peering over IPv6, the `pcns.` namespace
+labels of `localWorkloadSelector`, IPv6,
 BGPPeer `password`, `maxRestartTime`, `keepaliveTime`, `ttlSecurity`, `reachableBy`,
 `peerIP` ports and `reversePeering` (the automatic session back from the nodes a
 peerSelector picks), route reflection, the tunnel/BPF route rejects of
@@ -50,7 +60,7 @@ class BirdPeer:
     """One `protocol bgp` of a node's BIRD."""
 
     name: str
-    kind: str  # "mesh" | "global" | "node"
+    kind: str  # "mesh" | "global" | "node" | "local_workload"
     ip: str
     asn: int
     source_address: str | None
@@ -58,6 +68,7 @@ class BirdPeer:
     allow_local_as: int | None = None
     next_hop_keep: bool = False
     next_hop_self: bool = False
+    ttl_security_off: bool = False  # explicit `ttl security off;` (calico-node's workload peers)
     source_resource: str | None = None  # BGPPeer name, None for mesh
     local_asn: int | None = None  # BGPPeer localASNumber
     same_as: bool = False  # iBGP: the peer's AS is the node's (or localASNumber)
@@ -180,7 +191,24 @@ def node_bird_config(
     for peer in _by_kind(resources, cr.BGPPeer):
         spec = peer.spec
         if spec.localWorkloadSelector is not None:
-            continue  # workload peering: rendered by the workload-peering support
+            for ip in _local_workloads(topo, cluster.name, node, spec):
+                cfg.peers.append(
+                    with_filters(
+                        BirdPeer(
+                            name=f"Local_Workload_{_protocol_id(ip)}",
+                            kind="local_workload",
+                            ip=ip,
+                            asn=spec.asNumber or 0,  # validated: localWorkloadSelector requires asNumber
+                            source_address=None,
+                            passive=True,
+                            ttl_security_off=True,
+                            source_resource=peer.metadata.name,
+                            local_asn=spec.localASNumber,
+                        ),
+                        tuple(spec.filters),
+                    )
+                )
+            continue
         for kind, ip, asn, is_node in _sessions_of(topo, cluster.name, node, labels, spec):
             if ip == my_ip:
                 continue  # calico-node skips itself
@@ -241,6 +269,15 @@ def _sessions_of(
             if n in topo.node_address
         ]
     return out
+
+
+def _local_workloads(topo: Topology, cluster: str, node: str, spec: cr.BGPPeerSpec) -> list[str]:
+    """IPs of the workloads on `node` a localWorkloadSelector BGPPeer peers with (none if the
+    BGPPeer's `node`/`nodeSelector` leaves this node out)."""
+    if node not in _node_side(topo, cluster, spec):
+        return []
+    match = compile_selector(spec.localWorkloadSelector or "")
+    return [str(w.ip) for w in topo.workloads if w.node == node and match(topo.workload_labels(w.vm))]
 
 
 def _node_side(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[str]:

@@ -92,6 +92,15 @@ class NetnsRuntime(Runtime):
     def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         self.preflight()
+        nested = [c.name for c in topo.spec.clusters if c.parent]
+        if nested:
+            raise PreflightError(
+                self.name,
+                [
+                    f"nested clusters ({', '.join(nested)}) are validated and rendered, but the netns "
+                    "runtime cannot run them yet (kvlab render shows their BIRD configs)"
+                ],
+            )
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)

@@ -190,3 +190,19 @@ def test_interrupt_during_up_cleans_up(small_lab_file: Path) -> None:
     if proc.returncode == 0:  # it finished before the signal landed: then a down must clean up
         subprocess.run([*KVLAB, "down", name], check=True, capture_output=True, timeout=60)
     assert_gone(name)
+
+
+def test_nested_lab_is_refused_by_the_netns_runtime_and_creates_nothing() -> None:
+    """Nested clusters are validated and rendered; until the runtime runs them, `up` says so (exit 2)."""
+    before = netlink.list_namespaces()
+    res = subprocess.run(
+        [*KVLAB, "up", "labs/nested.yml", "--name", Lab.unique_name("nested")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 2, res.stderr
+    assert "nested clusters (red, blue)" in res.stderr
+    assert netlink.list_namespaces() == before
