@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -417,10 +416,6 @@ def running_lab_names() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "state.json").exists())
 
 
-def lab_states() -> list[LabState]:
-    return [s for n in running_lab_names() if (s := LabState.load(lab_dir(n))) is not None]
-
-
 def down_lab(name: str) -> bool:
     """Tear down a lab by name, with or without its state file. True if anything was found."""
     state = LabState.load(lab_dir(name))
@@ -466,10 +461,4 @@ def _lock_held(name: str) -> bool:
     return False
 
 
-def dump_json(obj: Any) -> str:
-    return json.dumps(
-        obj, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
-    )
-
-
-__all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "lab_states", "reap_stale", "running_lab_names"]
+__all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "reap_stale", "running_lab_names"]
