@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netns import listnetns
 
-__all__ = ["RT_PROTOCOLS", "RT_TYPES", "KernelRoute", "kernel_routes"]
+__all__ = ["RT_PROTOCOLS", "RT_TYPES", "KernelRoute", "kernel_routes", "routes_from"]
 
 #: rtm_protocol numbers with a name (anything else is reported as the number).
 RT_PROTOCOLS: Mapping[int, str] = {2: "kernel", 3: "boot", 4: "static", 12: "bird", 16: "dhcp"}
@@ -104,9 +104,33 @@ def _route_from_msg(msg: Any, family: int, links: Mapping[int, str]) -> KernelRo
     )
 
 
-def _dump(ipr: IPRoute, family: int) -> tuple[Iterable[Any], dict[int, str]]:
-    links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-    return list(ipr.route("dump", family=family)), links
+def routes_from(
+    ipr: IPRoute,
+    prefix: str | None = None,
+    *,
+    family: int = socket.AF_INET,
+    table: int | None = 254,
+    devices: bool = True,
+) -> list[KernelRoute]:
+    """`kernel_routes` over an already open socket (e.g. one a poller keeps).
+
+    ``devices=False`` skips the link dump: `dev` is then None, which is cheaper for pollers
+    that only need gateways and metrics.
+    """
+    want = _normalize_prefix(prefix, family) if prefix is not None else None
+    links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()} if devices else {}
+    out: list[KernelRoute] = []
+    want_len = int(want.rsplit("/", 1)[1]) if want is not None else None
+    for msg in ipr.route("dump", family=family):
+        if want_len is not None and msg["dst_len"] != want_len:
+            continue  # cheap test first: pollers call this every few milliseconds
+        route = _route_from_msg(msg, family, links)
+        if table is not None and route.table != table:
+            continue
+        if want is not None and route.prefix != want:
+            continue
+        out.append(route)
+    return out
 
 
 def kernel_routes(
@@ -122,23 +146,12 @@ def kernel_routes(
     dst/len equals it exactly are returned (several, e.g. with different metrics).
     Raises LookupError when the named namespace does not exist (it is never created).
     """
-    want = _normalize_prefix(prefix, family) if prefix is not None else None
     if netns is None:
         with IPRoute() as ipr:
-            msgs, links = _dump(ipr, family)
-    else:
-        if netns not in listnetns():
-            raise LookupError(f"network namespace {netns!r} does not exist")
-        from harness.netlink import ipr as namespace_socket  # never creates a namespace
+            return routes_from(ipr, prefix, family=family, table=table)
+    if netns not in listnetns():
+        raise LookupError(f"network namespace {netns!r} does not exist")
+    from harness.netlink import ipr as namespace_socket  # never creates a namespace
 
-        with namespace_socket(netns) as ipr:
-            msgs, links = _dump(ipr, family)
-    out: list[KernelRoute] = []
-    for msg in msgs:
-        route = _route_from_msg(msg, family, links)
-        if table is not None and route.table != table:
-            continue
-        if want is not None and route.prefix != want:
-            continue
-        out.append(route)
-    return out
+    with namespace_socket(netns) as ipr:
+        return routes_from(ipr, prefix, family=family, table=table)

@@ -17,7 +17,6 @@ operations, and every change of the VM's /32 seen at the routers (birdc, polled)
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pyroute2 import IPRoute
 from harness import netlink
 from harness.birdc import BirdClient, BirdError
 from harness.errors import LabError
+from harness.kernel import routes_from
 from harness.wait import eventually
 
 if TYPE_CHECKING:
@@ -103,14 +103,8 @@ class RouteWatcher:
                 return None
             with netlink.inside(ns(router)):
                 sock = self._sockets[router] = IPRoute()
-        dst, _, plen = self.prefix.partition("/")
-        best: tuple[int, str | None] | None = None
-        for r in sock.route("dump", family=socket.AF_INET):
-            if r.get_attr("RTA_DST") == dst and r["dst_len"] == int(plen):
-                metric = r.get_attr("RTA_PRIORITY") or 0
-                if best is None or metric < best[0]:
-                    best = (metric, r.get_attr("RTA_GATEWAY"))
-        return best[1] if best else None
+        routes = routes_from(sock, self.prefix, devices=False)
+        return min(routes, key=lambda r: r.metric).gateway if routes else None
 
     def sync(self, cycles: int = 2, timeout: float = 5.0) -> None:
         """Wait until the watcher has polled every router `cycles` more times."""
