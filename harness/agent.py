@@ -2,12 +2,15 @@
 
 It runs inside the node's namespace (`python -m harness.agent --config FILE`), owns the /32
 routes of the VMs on its node, watches each VM's host-side interface for RARP and GARP from
-the VM with a raw socket, and drives one `livemigration.VMRoute` state machine per VM.
+the VM with a raw socket, and drives one `livemigration.VMRoute` state machine per VM. For a
+workload a localWorkloadSelector BGPPeer selects (`peering_ip` set), it provisions the
+cluster's localWorkloadPeeringIPV4 as a /32 on the host side of the workload's interface.
 The harness talks to it over a UNIX socket, one JSON request per connection:
 
     {"op": "ping"} | {"op": "status"}
-    {"op": "add", "vm", "ip", "mac", "ifname", "running_here": bool}   # a VM pod on this node
-    {"op": "target", "vm", "ip", "mac", "ifname"}                      # migration target pod created
+    {"op": "add", "vm", "ip", "mac", "ifname", "running_here": bool,   # a VM pod on this node
+     "peering_ip": str | None}
+    {"op": "target", "vm", "ip", "mac", "ifname", "peering_ip"}        # migration target pod created
     {"op": "source", "vm"}                                             # this node is a migration source
     {"op": "ended", "vm", "succeeded": bool}                           # the migration finished
     {"op": "remove", "vm"}                                             # the VM's pod left this node
@@ -41,6 +44,7 @@ ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
 ETH_P_RARP = 0x8035
 RTPROT_BOOT = 3
+SCOPE_LINK = 253  # a workload route is on-link, like `ip route add IP dev caliX` (and can be a gateway)
 IDLE_POLL = 0.25  # how often to retry opening a capture on an interface that is not there yet
 
 
@@ -65,6 +69,8 @@ class Workload:
     fsm: VMRoute
     capture: socket.socket | None = None
     installed_metric: int | None = None
+    peering_ip: str | None = None  # localWorkloadPeeringIPV4 to provision on `ifname`
+    peering_done: bool = False
 
     @property
     def prefix(self) -> str:
@@ -89,13 +95,32 @@ class Agent:
                 idx = ip.link_lookup(ifname=w.ifname)
                 if not idx:
                     raise RuntimeError(f"interface {w.ifname} of {w.vm} is missing")
-                ip.route("replace", dst=w.prefix, oif=idx[0], priority=metric, proto=RTPROT_BOOT)
+                ip.route(
+                    "replace", dst=w.prefix, oif=idx[0], priority=metric, proto=RTPROT_BOOT, scope=SCOPE_LINK
+                )
             else:
-                ip.route("del", dst=w.prefix, priority=metric)
+                ip.route("del", dst=w.prefix, priority=metric, scope=SCOPE_LINK)
         except NetlinkError as e:
             if e.code not in (errno.ESRCH, errno.ENOENT):
                 raise
         self.log(w.vm, "route", op=op, prefix=w.prefix, metric=metric)
+
+    def provision_peering(self, w: Workload) -> None:
+        """The workload peering IP as a /32 on the workload's host-side interface (once it exists)."""
+        if w.peering_ip is None or w.peering_done:
+            return
+        if self.netlink is None:
+            self.netlink = IPRoute()
+        idx = self.netlink.link_lookup(ifname=w.ifname)
+        if not idx:
+            return  # retried on the next tick
+        try:
+            self.netlink.addr("add", index=idx[0], address=w.peering_ip, prefixlen=32)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+        w.peering_done = True
+        self.log(w.vm, "peering-ip", ifname=w.ifname, address=f"{w.peering_ip}/32")
 
     def program(self, w: Workload) -> None:
         """Make the kernel match the state machine: add the new route first, then drop the old."""
@@ -173,6 +198,7 @@ class Agent:
                         "metric": w.installed_metric,
                         "ip": w.ip,
                         "ifname": w.ifname,
+                        "peering_ip": w.peering_ip if w.peering_done else None,
                     }
                     for vm, w in self.workloads.items()
                 },
@@ -181,7 +207,14 @@ class Agent:
             old = self.workloads.get(req["vm"])
             if old is not None:
                 self._close_capture(old)
-            w = Workload(req["vm"], req["ip"], req["mac"], req["ifname"], VMRoute(req["vm"], self.priorities))
+            w = Workload(
+                req["vm"],
+                req["ip"],
+                req["mac"],
+                req["ifname"],
+                VMRoute(req["vm"], self.priorities),
+                peering_ip=req.get("peering_ip"),
+            )
             if old is not None:
                 w.installed_metric = old.installed_metric
             self.workloads[w.vm] = w
@@ -191,6 +224,7 @@ class Agent:
                 else w.fsm.target_created(now)
             )
             self.apply(w, t)
+            self.provision_peering(w)
             return {"ok": True, "state": w.fsm.state.value}
         w = self.workloads.get(req.get("vm", ""))
         if w is None:
@@ -214,6 +248,9 @@ class Agent:
         wait = IDLE_POLL * 4
         for w in list(self.workloads.values()):
             self.apply(w, w.fsm.tick(now))
+            if w.peering_ip is not None and not w.peering_done:
+                self.provision_peering(w)
+                wait = min(wait, IDLE_POLL)
             if w.fsm.state.value == "Target" and w.capture is None:
                 self._open_capture(w)
                 wait = min(wait, IDLE_POLL)

@@ -140,6 +140,7 @@ class Lab:
         self.topo: Topology = resolve(spec)
         self.progress = progress or NullProgress()
         self.runtime: Runtime = get_runtime(runtime)(self.name, self.progress)
+        self.runtime.hosted = dict(self.topo.nested_vm)
         self.runtime_name = runtime
         self.owner_pid = owner_pid
         self.keep = keep
@@ -291,15 +292,13 @@ class Lab:
         With `canary="ext1"`, a TCP canary from that host to the VM runs through the migration
         and its report and gaps become part of the record.
         """
-        from harness.migration import Migration
-
         if canary is None:
-            record = Migration(self, vm, to).run(**kwargs)
+            record = self.runtime.migrate(self, vm, to, **kwargs)
         else:
             from harness.canary import merge_into
 
             with self.canary(canary, vm) as probe:
-                record = Migration(self, vm, to).run(**kwargs)
+                record = self.runtime.migrate(self, vm, to, **kwargs)
                 report = probe.stop()
             merge_into(record, report)
             record.canary = report.to_json()
@@ -317,11 +316,22 @@ class Lab:
         stem = f"{self.name}-{record.vm}-{record.source}-to-{record.target}-{stamp}"
         return write_artifacts(record.to_json(), Path(directory), stem)
 
-    def canary(self, src: str, vm: str, **kwargs: Any):  # type: ignore[no-untyped-def]
-        """A TCP canary (context manager) from host `src` to VM `vm` (see harness.canary)."""
-        from harness.canary import canary
+    def canary(self, src: str, dst: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """A TCP canary (context manager) from host `src` to a VM, or to the test pod of a nested
+        cluster's node (through the nested pool), named by `dst` (see harness.canary)."""
+        from harness.canary import Canary, canary
 
-        return canary(self, src, vm, **kwargs)
+        if dst in self.topo.nested_pod:
+            return Canary(self, src, str(self.topo.nested_pod[dst]), **kwargs)
+        return canary(self, src, dst, **kwargs)
+
+    def pods(self, extra: dict[str, str] | None = None) -> Topology:
+        """The topology with every VM where it runs now, plus `extra` VM -> node pods (a
+        migration target), as calico-node sees workload endpoints."""
+        pods = {w.vm: [self.vm_location(w.vm)["node"]] for w in self.topo.workloads}
+        for vm, node in (extra or {}).items():
+            pods[vm].append(node)
+        return self.topo.with_pods(pods)
 
     def sessions(self) -> list[Session]:
         out: list[Session] = []
@@ -374,7 +384,8 @@ class Lab:
             "spec": self.spec.source,
             "routers": [{"name": r.name, "asn": r.asn, "role": r.role} for r in self.spec.routers],
             "clusters": [
-                {"name": c.name, "asn": c.asn, "pools": [str(p) for p in c.pools]} for c in self.spec.clusters
+                {"name": c.name, "asn": c.asn, "pools": [str(p) for p in c.pools], "parent": c.parent}
+                for c in self.spec.clusters
             ],
             "nodes": [
                 {
@@ -383,6 +394,7 @@ class Lab:
                     "rack": n.rack,
                     "asn": self.topo.node_asn[n.name],
                     "ip": str(self.topo.node_address[n.name].ip),
+                    **({"vm": self.topo.nested_vm[n.name]} if n.name in self.topo.nested_vm else {}),
                 }
                 for c, n in self.spec.all_nodes()
             ],

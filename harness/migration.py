@@ -26,6 +26,7 @@ from pyroute2 import IPRoute
 
 from harness import netlink
 from harness.birdc import BirdClient, BirdError
+from harness.calico import confd
 from harness.errors import LabError
 from harness.kernel import routes_from
 from harness.wait import eventually
@@ -184,7 +185,16 @@ class Migration:
         self.record.phase("prepare")
         rt.agent(self.source).call("source", vm=self.vm)
         rt.migration_prepare(w, self.target, self.target_ip, self.target_if)
-        rt.agent(self.target).call("target", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname)
+        with_target = {self.vm: self.target}
+        rt.agent(self.target).call(
+            "target",
+            vm=self.vm,
+            ip=str(w.ip),
+            mac=w.mac,
+            ifname=w.host_ifname,
+            peering_ip=self._peering_ip(self.target, with_target),
+        )
+        self._refresh_peering([self.target], with_target)
         self.record.phase("target ready")
 
     def activate(self, announce: str = "GARP") -> None:
@@ -226,6 +236,7 @@ class Migration:
         rt.migration_release_source(self.workload, self.source, self.source_if)
         self.record.phase("source cleaned up")
         self.lab.set_vm_location(self.vm, self.target, self.target_if)
+        self._refresh_peering([self.source])
         self.collect_agents()
         self.record.status = "completed"
         self.record.convergence_until = self.record.ended + self.lab.priorities(self.target).convergence
@@ -237,6 +248,7 @@ class Migration:
         rt.agent(self.target).call("ended", vm=self.vm, succeeded=False)
         rt.agent(self.target).call("remove", vm=self.vm)
         rt.migration_abort(self.workload, self.target, self.target_if)
+        self._refresh_peering([self.target])
         self.record.phase("failed", reason=reason)
         self.record.status, self.record.reason, self.record.ended = "failed", reason, time.time()
         self.collect_agents()
@@ -250,8 +262,15 @@ class Migration:
             lambda: rt.migration_abort(w, self.target, self.target_if),
             *([] if w.backend == "qemu" else [lambda: rt.plug_guest(self.vm, self.source_if, w.ip, w.mac)]),
             lambda: rt.agent(self.source).call(
-                "add", vm=self.vm, ip=str(w.ip), mac=w.mac, ifname=w.host_ifname, running_here=True
+                "add",
+                vm=self.vm,
+                ip=str(w.ip),
+                mac=w.mac,
+                ifname=w.host_ifname,
+                running_here=True,
+                peering_ip=self._peering_ip(self.source),
             ),
+            lambda: self._refresh_peering([self.source, self.target]),
         ]
         for step in steps:
             with contextlib.suppress(Exception):
@@ -277,6 +296,27 @@ class Migration:
                 watcher.sync()
         self.record.events = sorted(self.record.events + watcher.events, key=lambda e: e["t"])
         return self.record
+
+    # -- workload peering (nested clusters) ----------------------------------------------
+    def _resources(self) -> dict[str, list[Any]]:
+        from harness.lab import cluster_resources_plain
+
+        return cluster_resources_plain(self.lab.spec)
+
+    def _peering_ip(self, node: str, extra: dict[str, str] | None = None) -> str | None:
+        """The workload peering IP `node` provisions on this VM's interface, if it peers with it."""
+        resources = self._resources().get(self.workload.cluster, [])
+        selected = confd.peering_workloads(self.lab.pods(extra), node, resources)
+        return confd.workload_peering_ip(resources) if str(self.workload.ip) in selected else None
+
+    def _refresh_peering(self, nodes: list[str], extra: dict[str, str] | None = None) -> None:
+        """Reload the BIRD of `nodes` for the VM's pods now (calico-node re-renders its
+        Local_Workload peers when workload endpoints come and go)."""
+        resources = self._resources()
+        if confd.workload_peering_ip(resources.get(self.workload.cluster, [])) is None:
+            return
+        self.lab.runtime.refresh_birds(self.lab.pods(extra), resources, nodes)
+        self.record.phase("workload peering reloaded", nodes=nodes)
 
     def collect_agents(self) -> None:
         """Merge both node agents' events about this VM since the migration started."""

@@ -143,6 +143,16 @@ def add_address(ns: str, ifname: str, address: ipaddress.IPv4Interface) -> None:
                 raise
 
 
+def addresses(ns: str, ifname: str) -> list[str]:
+    """IPv4 addresses of an interface, as 'a.b.c.d/len'."""
+    with ipr(ns) as ip:
+        idx = _index(ip, ifname)
+        return [
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ip.get_addr(family=socket.AF_INET, index=idx)
+        ]
+
+
 def add_route(
     ns: str,
     dst: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from harness.spec import FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec
@@ -123,6 +123,15 @@ class Topology:
     node_blocks: dict[str, list[Net]] = field(default_factory=dict)
     workloads: list[Workload] = field(default_factory=list)
     nested_vm: dict[str, str] = field(default_factory=dict)  # nested node -> the parent VM it runs in
+    nested_pod: dict[str, IPv4] = field(default_factory=dict)  # nested node -> its test pod's IP
+
+    def with_pods(self, pods: dict[str, list[str]]) -> Topology:
+        """This topology with each VM's pod on the nodes in `pods` (VM -> nodes; a migrating VM
+        has a pod on its source and its target), as calico-node on each node sees workloads."""
+        moved = [
+            replace(w, node=node) for w in self.workloads for node in pods.get(w.vm, [w.node])
+        ]
+        return replace(self, workloads=moved)
 
     @property
     def name(self) -> str:
@@ -257,6 +266,12 @@ def resolve(spec: LabSpec) -> Topology:
         blocks = [b for pool in cluster.pools for b in pool.subnets(new_prefix=cluster.block_size)]
         for node, block in zip(cluster.nodes, blocks, strict=False):
             topo.node_blocks[node.name] = [block]
+
+    # One pod per nested node: the first address of its block, where a canary can reach it
+    # through the nested cluster's pool route.
+    for node in topo.nested_vm:
+        if topo.node_blocks.get(node):
+            topo.nested_pod[node] = next(topo.node_blocks[node][0].hosts())
 
     for vm in spec.vms:
         cluster, _ = spec.node(vm.node)

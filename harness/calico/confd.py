@@ -32,7 +32,7 @@ and Calico's confd templates):
 
 Not covered (rendered without them): workload peering over IPv6, the `pcns.` namespace
 labels of `localWorkloadSelector`, IPv6,
-BGPPeer `password`, `maxRestartTime`, `keepaliveTime`, `ttlSecurity`, `reachableBy`,
+BGPPeer `password`, `maxRestartTime`, `ttlSecurity`, `reachableBy`,
 `peerIP` ports and `reversePeering` (the automatic session back from the nodes a
 peerSelector picks), route reflection, the tunnel/BPF route rejects of
 `calico_export_to_bgp_peers`, and BGPConfiguration `communities` / `prefixAdvertisements`,
@@ -71,6 +71,7 @@ class BirdPeer:
     ttl_security_off: bool = False  # explicit `ttl security off;` (calico-node's workload peers)
     source_resource: str | None = None  # BGPPeer name, None for mesh
     local_asn: int | None = None  # BGPPeer localASNumber
+    keepalive: int | None = None  # BGPPeer keepaliveTime, whole seconds
     same_as: bool = False  # iBGP: the peer's AS is the node's (or localASNumber)
     filters: tuple[str, ...] = ()  # BGPPeer filters, in order
     import_filter: tuple[str, ...] = ()  # lines of `import filter { ... }`
@@ -204,6 +205,7 @@ def node_bird_config(
                             ttl_security_off=True,
                             source_resource=peer.metadata.name,
                             local_asn=spec.localASNumber,
+                            keepalive=_seconds(spec.keepaliveTime),
                         ),
                         tuple(spec.filters),
                     )
@@ -232,6 +234,7 @@ def node_bird_config(
                         next_hop_self=spec.nextHopMode == "Self",
                         source_resource=peer.metadata.name,
                         local_asn=local_asn,
+                        keepalive=_seconds(spec.keepaliveTime),
                     ),
                     tuple(spec.filters),
                 )
@@ -319,3 +322,26 @@ def _asn_of(topo: Topology, ip: str) -> int:
         if str(addr.ip) == ip:
             return topo.node_asn[node]
     raise LookupError(f"no lab entity has address {ip}")
+
+
+def _seconds(duration: str | None) -> int | None:
+    """A BGPPeer duration ('10s', '1m') as BIRD's whole seconds (at least 1), None if unset."""
+    return None if duration is None else max(1, round(cr.parse_duration(duration)))
+
+
+def workload_peering_ip(resources: list[Any]) -> str | None:
+    """The cluster's localWorkloadPeeringIPV4 (BGPConfiguration 'default'), if set."""
+    return bgp_configuration(resources).localWorkloadPeeringIPV4
+
+
+def peering_workloads(topo: Topology, node: str, resources: list[Any]) -> list[str]:
+    """IPs of the workloads on `node` that some localWorkloadSelector BGPPeer peers with: the
+    ones whose host-side interface carries the workload peering IP (Felix's part)."""
+    if workload_peering_ip(resources) is None:
+        return []
+    cluster, _ = topo.spec.node(node)
+    out: list[str] = []
+    for peer in _by_kind(resources, cr.BGPPeer):
+        if peer.spec.localWorkloadSelector is not None:
+            out += [ip for ip in _local_workloads(topo, cluster.name, node, peer.spec) if ip not in out]
+    return out

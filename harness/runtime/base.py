@@ -20,6 +20,12 @@ class Runtime(abc.ABC):
     def __init__(self, lab: str, progress: Progress | None = None):
         self.lab = lab
         self.progress: Progress = progress or NullProgress()
+        # Entities that live inside another one: a nested cluster's node runs in its parent's VM.
+        self.hosted: dict[str, str] = {}
+
+    def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
+        """Live-migrate `vm` of `lab` to node `to`; returns a harness.migration.MigrationRecord."""
+        raise NotImplementedError(f"the {self.name} runtime cannot migrate VMs")
 
     @abc.abstractmethod
     def preflight(self) -> None:

@@ -9,7 +9,9 @@ Layout of one lab instance `<lab>`:
 - a VM endpoint is attached Calico-style: host side `cali<hash>` with MAC ee:ee:ee:ee:ee:ee,
   proxy ARP, a /32 route at the normal metric and a permanent neighbour entry; VM side
   `eth0` with the VM's /32 and a default route via 169.254.1.1 on-link;
-- BIRD's config, control socket, pid file and log are in `<run dir>/<lab>/<entity>/`.
+- BIRD's config, control socket, pid file and log are in `<run dir>/<lab>/<entity>/`;
+- a nested cluster's node has no namespace of its own: its BIRD runs in its VM's namespace
+  (no node agent: nested pods don't migrate), with a test pod address on its `lo`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 from harness import mockguest, netlink, procs
 from harness.agent import AgentClient
-from harness.calico import felix
+from harness.birdc import BirdClient
+from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
 from harness.render.bird import render_node, render_router
@@ -37,6 +40,7 @@ from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOS
 from harness.wait import eventually
 
 GUEST_PORT = 7007  # the mock guest's TCP echo port
+NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -57,7 +61,7 @@ class NetnsRuntime(Runtime):
         return lab_dir(self.lab)
 
     def ns(self, entity: str) -> str:
-        return namespace_name(self.lab, entity)
+        return namespace_name(self.lab, self.hosted.get(entity, entity))
 
     def entity_dir(self, entity: str) -> Path:
         return self.run_dir / entity
@@ -92,15 +96,16 @@ class NetnsRuntime(Runtime):
     def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         self.preflight()
-        nested = [c.name for c in topo.spec.clusters if c.parent]
-        if nested:
+        in_qemu = [n for n, vm in topo.nested_vm.items() if topo.workload(vm).backend == "qemu"]
+        if in_qemu:
             raise PreflightError(
                 self.name,
                 [
-                    f"nested clusters ({', '.join(nested)}) are validated and rendered, but the netns "
-                    "runtime cannot run them yet (kvlab render shows their BIRD configs)"
+                    f"nested nodes {', '.join(in_qemu)} run in QEMU VMs: the netns runtime's guest image "
+                    "has no BIRD, so nested nodes need mock VMs (backend: mock) here"
                 ],
             )
+        self.hosted = dict(topo.nested_vm)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -108,6 +113,7 @@ class NetnsRuntime(Runtime):
             self._wire_racks(topo)
             self._wire_links(topo)
             self._attach_workloads(topo)
+            self._nested_pods(topo)
             self._start_agents(topo, resources)
             self._start_birds(topo, resources)  # BGP converges while the guests boot
             self._start_guests(topo)
@@ -124,7 +130,7 @@ class NetnsRuntime(Runtime):
                 return False
             if kind in ("router", "node") and not self._pid_alive(entity, "bird"):
                 return False
-            if kind == "node" and not self._pid_alive(entity, "agent"):
+            if kind == "node" and entity not in self.hosted and not self._pid_alive(entity, "agent"):
                 return False
         return True
 
@@ -141,6 +147,9 @@ class NetnsRuntime(Runtime):
         entities = topo.entities
         with self.progress.step("namespaces", total=len(entities)) as step:
             for entity, kind in entities.items():
+                if entity in self.hosted:
+                    step.advance(detail=f"{entity} (in {self.hosted[entity]})")
+                    continue
                 ns = self.ns(entity)
                 if netlink.namespace_exists(ns):
                     raise LabError(f"namespace {ns} already exists (a leftover? run 'kvlab down {self.lab}')")
@@ -222,6 +231,12 @@ class NetnsRuntime(Runtime):
             {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"},
         )
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
+
+    # -- migration -----------------------------------------------------------------------
+    def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
+        from harness.migration import Migration
+
+        return Migration(lab, vm, to).run(**kwargs)
 
     # -- migration primitives -----------------------------------------------------------
     def migration_prepare(self, w: Any, target: str, target_ip: str, new_if: str) -> None:
@@ -317,10 +332,12 @@ class NetnsRuntime(Runtime):
         (d / f"{name}.pid").write_text(str(proc.pid))
 
     def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
-        nodes = [(c, n) for c, n in topo.spec.all_nodes()]
+        nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
                 pr = felix.priorities(resources.get(cluster.name, []))
+                peering_ip = confd.workload_peering_ip(resources.get(cluster.name, []))
+                peering = set(confd.peering_workloads(topo, node.name, resources.get(cluster.name, [])))
                 config = {
                     "node": node.name,
                     "socket": str(self.entity_dir(node.name) / "agent.ctl"),
@@ -336,6 +353,7 @@ class NetnsRuntime(Runtime):
                             "mac": w.mac,
                             "ifname": w.host_ifname,
                             "running_here": True,
+                            "peering_ip": peering_ip if str(w.ip) in peering else None,
                         }
                         for w in topo.workloads
                         if w.node == node.name
@@ -356,6 +374,27 @@ class NetnsRuntime(Runtime):
                     transient=(OSError,),
                 )
                 step.advance(detail=node.name)
+
+    def _nested_pods(self, topo: Topology) -> None:
+        """A pod per nested node: its address on the VM's loopback, so traffic to
+        the nested pool reaches a process (the mock guest's echo server listens on all addresses)."""
+        for node, ip in topo.nested_pod.items():
+            ns = self.ns(node)
+            netlink.link_up(ns, NESTED_POD_IF)
+            netlink.add_address(ns, NESTED_POD_IF, _host_iface(ip))
+
+    def refresh_birds(self, topo: Topology, resources: dict[str, list[Any]], nodes: list[str]) -> None:
+        """Re-render `nodes`' BIRD configs for `topo`'s workload locations and reload them, as
+        calico-node's confd does when workload endpoints come and go (workload peering)."""
+        for node in nodes:
+            cluster, _ = topo.spec.node(node)
+            files = self.bird_files(node)
+            text = render_node(topo, node, resources.get(cluster.name, []), str(files["log"]))
+            if files["config"].read_text() == text:
+                continue
+            files["config"].write_text(text)
+            with BirdClient(self.bird_socket(node)) as bird:
+                bird.configure()
 
     def _start_guests(self, topo: Topology) -> None:
         qemu = [w for w in topo.workloads if w.backend == "qemu"]

@@ -22,7 +22,7 @@ def test_every_session_established_and_status_contract(lab: Lab) -> None:
     assert set(status) >= {"lab", "runtime", "routers", "clusters", "nodes", "vms", "sessions"}
     assert status["runtime"] == "netns"
     assert {r["name"]: r["asn"] for r in status["routers"]} == {"spine1": 65100, "tor1": 65001, "tor2": 65002}
-    assert status["clusters"] == [{"name": "kv", "asn": 64512, "pools": ["203.0.113.0/24"]}]
+    assert status["clusters"] == [{"name": "kv", "asn": 64512, "pools": ["203.0.113.0/24"], "parent": None}]
     assert {n["name"]: (n["rack"], n["asn"]) for n in status["nodes"]} == {
         "r1-n1": ("r1", 64512),
         "r1-n2": ("r1", 64512),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import netlink
 from harness.errors import WaitTimeout
@@ -20,6 +22,7 @@ from harness.wait import eventually
 
 pytestmark = pytest.mark.netns
 KVLAB = [sys.executable, "-m", "harness.cli"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lab_namespaces(name: str) -> list[str]:
@@ -192,17 +195,45 @@ def test_interrupt_during_up_cleans_up(small_lab_file: Path) -> None:
     assert_gone(name)
 
 
-def test_nested_lab_is_refused_by_the_netns_runtime_and_creates_nothing() -> None:
-    """Nested clusters are validated and rendered; until the runtime runs them, `up` says so (exit 2)."""
-    before = netlink.list_namespaces()
-    res = subprocess.run(
-        [*KVLAB, "up", "labs/nested.yml", "--name", Lab.unique_name("nested")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
+def _kvlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KVLAB, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
     )
+
+
+def test_nested_lab_from_the_command_line() -> None:
+    """The acceptance check of nested clusters, as a user runs it: up, routes, status, down."""
+    name = Lab.unique_name("nested")
+    try:
+        assert _kvlab("up", "labs/nested.yml", "--name", name).returncode == 0
+        res = _kvlab("routes", "tor1", "--lab", name, "--json")
+        assert res.returncode == 0, res.stderr
+        routes = {r["prefix"]: r for r in json.loads(res.stdout) if r["best"]}
+        for pool, asn in (("198.51.100.0/26", 65101), ("198.51.100.64/26", 65102)):
+            assert routes[pool]["via"] == "198.18.1.11"  # p1-n1, where vm-red and vm-blue run
+            assert routes[pool]["as_path"] == [64512, asn]
+        status = json.loads(_kvlab("status", name, "--json").stdout)
+        assert {c["name"]: c["parent"] for c in status["clusters"]}["red"] == "parent"
+        local = {s["peer"] for s in status["sessions"] if s["name"].startswith("Local_Workload_")}
+        assert local == {"203.0.113.10", "203.0.113.11"}  # vm-green is selected by no BGPPeer
+        assert all(s["state"] == "Established" for s in status["sessions"])
+    finally:
+        _kvlab("down", name)
+    assert_gone(name)
+
+
+def test_nested_node_in_a_qemu_vm_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """The guest image has no BIRD: a nested node needs a mock VM on the netns runtime (exit 2)."""
+    data = yaml.safe_load((REPO / "labs" / "nested.yml").read_text())
+    for vm in data["vms"]:
+        if vm["name"] == "vm-red":
+            vm["backend"] = "qemu"
+    for cluster in data["clusters"]:
+        cluster["resources"] = str(REPO / "labs" / cluster["resources"])
+    path = tmp_path / "nested-qemu.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = netlink.list_namespaces()
+    res = _kvlab("up", str(path), "--name", Lab.unique_name("nestedq"), timeout=60)
     assert res.returncode == 2, res.stderr
-    assert "nested clusters (red, blue)" in res.stderr
+    assert "nested nodes red-n1 run in QEMU VMs" in res.stderr
     assert netlink.list_namespaces() == before

@@ -1,0 +1,242 @@
+"""Nested clusters on the netns runtime: Kubernetes clusters in VMs of a parent cluster peering
+eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/nested.yml).
+
+- `nested`: labs/nested.yml as it is: clusters red and blue in vm-red and vm-blue on p1-n1,
+  vm-green on p1-n2 selected by no BGPPeer.
+- `rogue`: the same lab where red and blue each add a second IP pool their parent never agreed
+  to; red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter
+  as written (an Accept and nothing else).
+- a private copy of `nested` for the live migration of a nested node's VM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import netlink
+from harness.birdc import Route
+from harness.lab import Lab
+from harness.topology import workload_ifname
+from harness.wait import eventually
+
+pytestmark = pytest.mark.netns
+
+REPO = Path(__file__).resolve().parents[2]
+NESTED = REPO / "labs" / "nested.yml"
+PEERING_IP = "169.254.0.179"
+PARENT_AS, TOR_AS = 64512, 65001
+NESTED_AS = {"red": 65101, "blue": 65102}
+POOLS = {"red": "198.51.100.0/26", "blue": "198.51.100.64/26"}
+NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
+TIMEOUT = 20.0
+
+
+@pytest.fixture(scope="module")
+def nested(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(NESTED)
+
+
+def _best(lab: Lab, speaker: str, prefix: str) -> Route:
+    route = lab.speaker(speaker).best_route(prefix)
+    assert route is not None, f"{speaker} has no route for {prefix}"
+    return route
+
+
+def _sessions(lab: Lab, speaker: str) -> dict[str, str]:
+    return {s.name: s.state for s in lab.speaker(speaker).sessions()}
+
+
+# ---- sessions -----------------------------------------------------------------------------
+
+
+def test_local_workload_sessions_are_established_for_selected_vms_only(nested: Lab) -> None:
+    assert _sessions(nested, "p1-n1") == {
+        "Global_198_18_1_1": "Established",
+        "Local_Workload_203_0_113_10": "Established",  # vm-red, color == 'red'
+        "Local_Workload_203_0_113_11": "Established",  # vm-blue, color == 'blue'
+    }
+    assert _sessions(nested, "p1-n2") == {"Global_198_18_1_1": "Established"}  # vm-green: no peer
+    for node in ("red-n1", "blue-n1"):
+        assert _sessions(nested, node) == {"Global_169_254_0_179": "Established"}
+
+
+def test_kvlab_status_lists_nested_clusters_with_their_parent(nested: Lab) -> None:
+    status = nested.status()
+    assert {c["name"]: c["parent"] for c in status["clusters"]} == {
+        "parent": None,
+        "red": "parent",
+        "blue": "parent",
+    }
+    workload = [s for s in status["sessions"] if s["name"].startswith("Local_Workload_")]
+    assert {(s["router"], s["peer"], s["state"]) for s in workload} == {
+        ("p1-n1", "203.0.113.10", "Established"),
+        ("p1-n1", "203.0.113.11", "Established"),
+    }
+
+
+def test_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested: Lab) -> None:
+    ns = nested.runtime.ns  # type: ignore[attr-defined]
+    for vm in ("vm-red", "vm-blue"):
+        assert f"{PEERING_IP}/32" in netlink.addresses(ns("p1-n1"), workload_ifname(vm)), vm
+    assert f"{PEERING_IP}/32" not in netlink.addresses(ns("p1-n2"), workload_ifname("vm-green"))
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cluster", ["red", "blue"])
+def test_tor_learns_each_nested_pool_via_the_parent_node(nested: Lab, cluster: str) -> None:
+    route = _best(nested, "tor1", POOLS[cluster])
+    assert route.via == NODE_IP["p1-n1"]
+    assert route.as_path == (PARENT_AS, NESTED_AS[cluster])
+    alternatives = nested.router("tor1").routes(POOLS[cluster])
+    assert len(alternatives) == 1, f"one path only, got {alternatives}"
+
+
+@pytest.mark.parametrize("cluster", ["red", "blue"])
+def test_nested_pool_is_reachable_from_the_external_host(nested: Lab, cluster: str) -> None:
+    with nested.canary("ext1", f"{cluster}-n1") as probe:
+        probe.wait_sent(5)
+        report = probe.stop()
+    assert report.sent > 0, report.summary()
+    assert report.echoed == report.sent, report.summary()
+    assert report.same_connection, report.summary()
+
+
+def test_parent_exports_nothing_to_nested_clusters(nested: Lab) -> None:
+    for node in ("red-n1", "blue-n1"):
+        learned = [r for r in nested.speaker(node).routes() if r.protocol == "Global_169_254_0_179"]
+        assert learned == [], f"{node} learned {[r.prefix for r in learned]} from its parent"
+    # ... while the parent does hold routes it could have sent (its blocks, the ToR's routes)
+    assert _best(nested, "p1-n1", "203.0.113.64/26").protocol == "Global_198_18_1_1"
+
+
+def test_nested_pools_stay_with_their_own_cluster(nested: Lab) -> None:
+    """red's pool never reaches blue through the parent (no-export), only the ToR gets both."""
+    assert nested.speaker("blue-n1").best_route(POOLS["red"]) is None
+    assert nested.speaker("red-n1").best_route(POOLS["blue"]) is None
+
+
+# ---- a route outside the nested pool --------------------------------------------------------
+
+
+def _rogue_spec(tmp: Path) -> Path:
+    """labs/nested.yml with inline resources; red and blue each add a pool the parent does not
+    accept, and blue's parent filter is the guide's (no trailing Reject)."""
+    data = yaml.safe_load(NESTED.read_text())
+    data["name"] = "nested-rogue"
+    for cluster in data["clusters"]:
+        path = NESTED.parent / cluster["resources"]
+        cluster["resources"] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    extra = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}
+    for cluster in data["clusters"]:
+        if cluster["name"] in extra:
+            cluster["pools"].append(extra[cluster["name"]])
+            cluster["resources"].append(_pool(f"{cluster['name']}-extra", extra[cluster["name"]]))
+        if cluster["name"] == "parent":
+            for res in cluster["resources"]:
+                if res["metadata"]["name"] == "accept-nested-blue-pool":
+                    res["spec"]["importV4"] = [r for r in res["spec"]["importV4"] if r["action"] != "Reject"]
+    path = tmp / "nested-rogue.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _pool(name: str, cidr: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPPool",
+        "metadata": {"name": name},
+        "spec": {"cidr": cidr, "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"},
+    }
+
+
+@pytest.fixture(scope="module")
+def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Lab:  # type: ignore[no-untyped-def]
+    lab = kvlab_labs(_rogue_spec(tmp_path_factory.mktemp("rogue")), private=True)
+    ns = lab.runtime.ns  # type: ignore[attr-defined]
+    # A pod address each nested node announces from its unapproved pool (Felix-style kernel route).
+    netlink.add_route(ns("red-n1"), "198.51.100.130/32", dev="lo")
+    netlink.add_route(ns("blue-n1"), "198.51.100.194/32", dev="lo")
+    return lab
+
+
+def test_route_outside_the_nested_pool_is_refused_by_the_parent(rogue: Lab) -> None:
+    # red announces it (it is inside one of red's own pools) ...
+    eventually(
+        lambda: _best(rogue, "red-n1", "198.51.100.130/32"), timeout=TIMEOUT, what="red-n1 to learn it"
+    )
+    # ... the parent accepts red's pool from the same session, and refuses the rogue route
+    eventually(
+        lambda: _best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool"
+    )
+    assert rogue.speaker("p1-n1").routes("198.51.100.130/32") == []
+    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.130/32") == []
+    assert rogue.router("tor1").routes("198.51.100.130/32") == []
+
+
+def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> None:
+    """The guide's accept-nested-ip-pools has one Accept rule; a route it does not match falls
+    through to calico-node's default import (accept). The parent node installs blue's route
+    from a pool nobody approved; export-to-tor still keeps it from the ToR."""
+    route = eventually(
+        lambda: _best(rogue, "p1-n1", "198.51.100.194/32"),
+        timeout=TIMEOUT,
+        what="p1-n1 to import blue's unapproved route",
+    )
+    assert route.protocol == "Local_Workload_203_0_113_11"
+    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.194/32"), "installed in the parent's kernel"
+    assert rogue.router("tor1").routes("198.51.100.194/32") == []
+
+
+# ---- live migration of a nested node's VM ---------------------------------------------------
+
+
+def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
+    lab = kvlab_labs(NESTED, private=True)
+    hold = 240.0  # BIRD's default hold time: the session must be back well within it
+    with lab.canary("ext1", "red-n1") as probe:
+        probe.wait_sent(5)
+        record = lab.migrate("vm-red", "p1-n2")
+        assert record.status == "completed"
+        eventually(
+            lambda: _sessions(lab, "p1-n2").get("Local_Workload_203_0_113_10") == "Established",
+            timeout=hold / 4,
+            interval=0.2,
+            what="red-n1's session to come back through p1-n2",
+        )
+        route = eventually(
+            lambda: _via(lab, "tor1", POOLS["red"], NODE_IP["p1-n2"]),
+            timeout=TIMEOUT,
+            what="tor1 to reach red's pool via p1-n2",
+        )
+        # TCP retransmits (with backoff) until the pool is reachable again: wait for the echoes
+        echoed = probe.progress["echoed"]
+        probe.wait_for(
+            lambda p: p["echoed"] > echoed + 5 and p["outstanding"] <= 2,
+            timeout=hold / 4,
+            what="the canary's echoes to catch up through p1-n2",
+        )
+        report = probe.stop()
+    assert route.as_path == (PARENT_AS, NESTED_AS["red"])
+    assert "Local_Workload_203_0_113_10" not in _sessions(lab, "p1-n1")
+    assert _sessions(lab, "red-n1") == {"Global_169_254_0_179": "Established"}
+    ns = lab.runtime.ns  # type: ignore[attr-defined]
+    assert f"{PEERING_IP}/32" in netlink.addresses(ns("p1-n2"), workload_ifname("vm-red"))
+    # the canary's one TCP connection survived: nothing lost, never reset
+    assert report.same_connection, report.summary()
+    assert report.resets == 0, report.summary()
+    assert report.lost == 0, report.summary()
+    assert report.max_gap_ms < hold * 1000, report.summary()
+    # blue, still on p1-n1, was never disturbed
+    assert _sessions(lab, "p1-n1")["Local_Workload_203_0_113_11"] == "Established"
+
+
+def _via(lab: Lab, router: str, prefix: str, gateway: str) -> Route:
+    route = _best(lab, router, prefix)
+    assert route.via == gateway, f"{prefix} via {route.via}, expected {gateway}"
+    return route
