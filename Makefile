@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_RUNS ?= 5
 BENCH_MIGRATIONS ?= 10
 
-.PHONY: help setup system-deps venv lab-up lab-down status test unit integration lint bench clean
+.PHONY: help setup system-deps venv lab-up lab-down status test unit integration lint bench clean images
 
 help:
 	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns)"
@@ -21,6 +21,10 @@ setup: system-deps venv
 
 system-deps:
 	@scripts/install-deps.sh
+	@scripts/install-docker.sh
+
+images: setup
+	$(VENV)/bin/python -m harness.realstack.images tor
 
 venv: $(VENV)/.installed
 

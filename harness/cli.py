@@ -303,17 +303,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """netns: the BIRD configs. containerlab: everything the real stack is built from, then
+    validated (schemas, structure, `bird -p`); exit 2 naming file, field and reason on a problem."""
+    from harness.spec import load_lab
+
+    spec = load_lab(resolve_spec_path(args.lab))
+    out = Path(args.out)
+    if args.runtime == "containerlab":
+        from harness.realstack.render import RenderError, render_containerlab, validate_rendered
+        from harness.realstack.versions import get_versions
+
+        try:
+            versions = get_versions(args.versions)
+        except KeyError as e:
+            raise UsageError(f"--versions: {e.args[0]}") from None
+        emulation = {"auto": None, "on": True, "off": False}[args.emulation]
+        try:
+            rendered = render_containerlab(
+                spec, out, versions=versions, use_emulation=emulation, image=args.tor_image
+            )
+        except RenderError as e:
+            print(f"kvlab render: {spec.source}: {e}", file=sys.stderr)
+            return 2
+        report = validate_rendered(out)
+        for line in report.checked:
+            print(f"kvlab render: checked {line}", file=sys.stderr)
+        for line in report.skipped:
+            print(f"kvlab render: not checked: {line}", file=sys.stderr)
+        if not report.ok:
+            for issue in report.issues:
+                print(f"kvlab render: invalid: {issue}", file=sys.stderr)
+            return 2
+        print(
+            f"kvlab render: lab '{spec.name}' for containerlab ({versions.name}: Calico {versions.calico}, "
+            f"KubeVirt {versions.kubevirt}, useEmulation {str(rendered.manifest['use_emulation']).lower()}): "
+            f"{len(rendered.files)} files",
+            file=sys.stderr,
+        )
+        print(rendered.topology_file)
+        return 0
+
+    if args.versions is not None or args.emulation != "auto" or args.tor_image is not None:
+        raise UsageError("--versions, --emulation and --tor-image apply to --runtime containerlab only")
     from harness.lab import cluster_resources_plain
     from harness.render.bird import render_node, render_router
-    from harness.spec import load_lab
     from harness.topology import resolve
 
-    if args.runtime != "netns":
-        raise UsageError(f"rendering for runtime '{args.runtime}' is not built yet")
-    spec = load_lab(resolve_spec_path(args.lab))
     topo = resolve(spec)
     resources = cluster_resources_plain(spec)
-    out = Path(args.out)
     (out / "bird").mkdir(parents=True, exist_ok=True)
     for r in spec.routers:
         (out / "bird" / f"{r.name}.conf").write_text(render_router(topo, r.name))
@@ -395,10 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("lab")
     va.set_defaults(func=cmd_validate)
 
-    rd = sub.add_parser("render", help="write the configs a lab derives (BIRD configs)")
+    rd = sub.add_parser(
+        "render",
+        help="write the configs a lab derives (netns: BIRD configs; containerlab: topology, kind, "
+        "Calico, KubeVirt, validated against the upstream schemas)",
+    )
     rd.add_argument("lab")
-    rd.add_argument("--runtime", default="netns")
+    rd.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     rd.add_argument("--out", required=True)
+    rd.add_argument(
+        "--versions", metavar="NAME", help="containerlab: stack versions (harness.realstack.versions.MATRIX)"
+    )
+    rd.add_argument(
+        "--emulation",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="containerlab: KubeVirt useEmulation (auto: probe /dev/kvm here)",
+    )
+    rd.add_argument(
+        "--tor-image", metavar="IMAGE", help="containerlab: ToR/host image (default kvlab/tor:<hash>)"
+    )
     rd.set_defaults(func=cmd_render)
     return p
 

@@ -2,76 +2,31 @@
 
 The CRD schemas are upstream copies in shared/schemas/calico/v3-native/ (see its README).
 Some of their `pattern`s use Go RE2 / ECMA syntax (e.g. `^(?i)(Trace|...)?$`) that Python's
-`re` rejects, so the validator below evaluates `pattern` (and the `regex` format used by the
-meta-schema) with the PyPI `regex` module.
+`re` rejects, so the validator (harness.realstack.schemas) evaluates `pattern` (and the `regex`
+format used by the meta-schema) with the PyPI `regex` module.
 """
 
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-import regex
 import yaml
-from jsonschema import Draft7Validator, FormatChecker, validators
-from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 
 from harness.calico import resources as cr
 from harness.generate import fabric_lab
+from harness.realstack.schemas import REGEX_FORMATS, CrdValidator, calico_crd_dir, crd_errors, crd_schemas
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-CRD_DIR = SHARED / "schemas" / "calico" / "v3-native"
+CRD_DIR = calico_crd_dir()
 V3 = "projectcalico.org/v3"
 ADAPTER: TypeAdapter[Any] = TypeAdapter(cr.CalicoResource)
-
-
-# -- CRD schema validation helper (a later issue may move it into the package) ------------
-
-
-def _regex_pattern(
-    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
-) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and regex.search(pattern, instance) is None:
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-REGEX_FORMATS = FormatChecker()
-
-
-@REGEX_FORMATS.checks("regex", raises=regex.error)
-def _is_regex(value: object) -> bool:
-    if isinstance(value, str):
-        regex.compile(value)
-    return True
-
-
-CrdValidator = validators.extend(Draft7Validator, {"pattern": _regex_pattern}, format_checker=REGEX_FORMATS)
-
-
-@cache
-def crd_schemas() -> dict[str, dict[str, Any]]:
-    """openAPIV3Schema of each v3 CRD (spec.versions[0]), by kind."""
-    out = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        out[crd["spec"]["names"]["kind"]] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return out
-
-
-def crd_errors(resource: dict[str, Any]) -> list[str]:
-    """Every way `resource` violates its kind's CRD schema (empty: valid)."""
-    schema = crd_schemas()[resource["kind"]]
-    return [
-        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-        for e in CrdValidator(schema).iter_errors(resource)
-    ]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1009 @@
+"""Render a lab spec for the containerlab runtime: every file the real stack is built from.
+
+    rendered = render_containerlab(load_lab("labs/default.yml"), Path("out"))
+    report = validate_rendered(Path("out"))        # schemas, structure, `bird -p`
+
+writes into `out/`:
+- `<lab>.clab.yml`: the containerlab topology. BIRD routers and external hosts are `linux`
+  nodes of the kvlab/tor image; each kind cluster is a `k8s-kind` node plus one `ext-container`
+  node per kind node (`<cluster>-control-plane`, `<cluster>-worker`, `<cluster>-worker2`, ...)
+  linked to its rack's ToR. Addresses are the topology's (the same plan the netns runtime uses),
+  set with `exec`; ToR rack segments are Linux bridges (`br-rack`) as in the netns runtime.
+- `bird/<router>.conf`: the routers' BIRD configs (harness.render.bird), bound into the
+  containers at /etc/bird/bird.conf; BIRD's socket directory /run/bird is bound to
+  `<run dir>/<lab>/<router>` on the host.
+- `kind/<cluster>.yaml`: kind v1alpha4 cluster configs (kind-configs/cluster.yaml.j2).
+- `calico/<cluster>/installation.yaml` (tigera operator Installation + APIServer) and
+  `calico/<cluster>/resources.yaml` (the lab's Calico v3 resources, node names mapped to kind's).
+- `kubevirt/kubevirt.yaml` (the KubeVirt CR) and `kubevirt/vms.yaml` (one VirtualMachine per VM).
+- `manifest.json` (what was rendered, for which versions, and the name mappings) and README.md.
+
+Nested clusters (`parent:` in the spec) are not kind clusters: they run inside KubeVirt VMs of
+their parent. Their Calico resources are rendered; the clusters themselves are not (README.md
+says so), while the parent's resources carry localWorkloadPeeringIPV4 for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.calico import resources as cr
+from harness.errors import KvlabError, LabError, SpecIssue
+from harness.realstack import kubevirt as kv
+from harness.realstack import schemas
+from harness.realstack.versions import DEFAULT, StackVersions, tor_image
+from harness.render.bird import check_config, render_router
+from harness.spec import FABRIC_RANGE, POOL_RANGES, WORKLOAD_PEERING_IPS, Cluster, LabSpec, cluster_resources
+from harness.state import lab_dir
+from harness.topology import RACK_BRIDGE, Topology, resolve
+from harness.yamlsrc import format_path
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "kind-configs"
+MANIFEST_VERSION = 1
+LAB_RANGES = (FABRIC_RANGE, *POOL_RANGES)
+SERVICE_RANGE = ipaddress.IPv4Network("198.19.255.0/24")
+"""Service subnet of the first kind cluster; the next clusters count down (198.19.254.0/24, ...).
+Automatic link subnets are numbered from the bottom of 198.19.0.0/16, so the top stays free;
+`service_subnets()` checks that nothing in the topology overlaps."""
+DEFAULT_AS = 64512
+POLICY_SETUP_TIMEOUT_S = 10
+BIRD_CONF = "/etc/bird/bird.conf"
+BIRD_RUN = "/run/bird"
+ROUTER_SYSCTLS = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
+}
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+NODE_LABEL = "kvlab.io/node"
+CLUSTER_LABEL = "kvlab.io/cluster"
+
+
+class RenderError(KvlabError):
+    """The lab cannot be rendered for containerlab (e.g. an address plan clash)."""
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+def kind_node_names(cluster: str, count: int) -> list[str]:
+    """The container (and Kubernetes node) names kind gives a cluster's nodes, in order."""
+    names = [f"{cluster}-control-plane"]
+    names += [f"{cluster}-worker" + ("" if i == 1 else str(i)) for i in range(1, count)]
+    return names
+
+
+def container_name(lab: str, node: str) -> str:
+    """containerlab's name of a topology node's container (default prefix 'clab')."""
+    return f"clab-{lab}-{node}"
+
+
+def mgmt_network(lab: str) -> str:
+    return f"kvlab-{lab}"
+
+
+def kind_clusters(spec: LabSpec) -> list[Cluster]:
+    """Clusters that are kind clusters (everything but nested clusters)."""
+    return [c for c in spec.clusters if c.parent is None]
+
+
+@dataclass(frozen=True)
+class KindNode:
+    """One kind node: its kind/Kubernetes name, the spec node it plays, where it is wired."""
+
+    kind_name: str
+    spec_name: str
+    cluster: str
+    role: Literal["control-plane", "worker"]
+    ip: ipaddress.IPv4Address
+    prefixlen: int
+    rack: str
+    tor: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def plan_kind_nodes(topo: Topology) -> dict[str, list[KindNode]]:
+    """Kind nodes of each kind cluster, in spec order (the first node is the control plane)."""
+    spec = topo.spec
+    out: dict[str, list[KindNode]] = {}
+    problems = []
+    for cluster in kind_clusters(spec):
+        nodes = []
+        for i, (node, kind_name) in enumerate(
+            zip(cluster.nodes, kind_node_names(cluster.name, len(cluster.nodes)), strict=True)
+        ):
+            if node.rack is None or node.name not in topo.node_address:
+                problems.append(
+                    f"node '{node.name}' of cluster '{cluster.name}' has no rack: the containerlab runtime "
+                    "wires every kind node to its rack's ToR"
+                )
+                continue
+            addr = topo.node_address[node.name]
+            labels = {NODE_LABEL: node.name, "rack": node.rack}
+            labels.update({k: v for k, v in node.labels.items() if not _restricted_label(k)})
+            nodes.append(
+                KindNode(
+                    kind_name=kind_name,
+                    spec_name=node.name,
+                    cluster=cluster.name,
+                    role="control-plane" if i == 0 else "worker",
+                    ip=addr.ip,
+                    prefixlen=addr.network.prefixlen,
+                    rack=node.rack,
+                    tor=spec.rack(node.rack).tor,
+                    labels=labels,
+                )
+            )
+        out[cluster.name] = nodes
+    if problems:
+        raise RenderError("; ".join(problems))
+    return out
+
+
+def _restricted_label(key: str) -> bool:
+    """kubelet refuses --node-labels in the kubernetes.io / k8s.io namespaces."""
+    prefix = key.split("/", 1)[0] if "/" in key else ""
+    return prefix.endswith(("kubernetes.io", "k8s.io"))
+
+
+# -- address plan ----------------------------------------------------------------------------
+
+
+def topology_networks(topo: Topology) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Every subnet the topology uses, named: rack segments, router and host links, pools."""
+    nets = [(f"rack {name}", net) for name, net in topo.rack_subnet.items()]
+    for link in topo.links:
+        nets.append((f"link {link.a.entity}-{link.b.entity}", link.subnet))
+    for link in topo.host_links:
+        nets.append((f"host link {link.a.entity}-{link.b.entity}", link.subnet))
+    for cluster in topo.spec.clusters:
+        nets += [(f"pool of cluster {cluster.name}", pool) for pool in cluster.pools]
+    return nets
+
+
+def service_subnets(topo: Topology) -> dict[str, ipaddress.IPv4Network]:
+    """A Kubernetes service subnet per kind cluster, inside the fabric range and clashing with
+    nothing in the topology. Raises RenderError naming the clash."""
+    out = {}
+    used = topology_networks(topo)
+    base = int(SERVICE_RANGE.network_address)
+    for i, cluster in enumerate(kind_clusters(topo.spec)):
+        net = ipaddress.IPv4Network((base - i * SERVICE_RANGE.num_addresses, SERVICE_RANGE.prefixlen))
+        for what, other in used:
+            if net.overlaps(other):
+                raise RenderError(
+                    f"service subnet {net} of cluster '{cluster.name}' overlaps {what} ({other}); "
+                    f"move that subnet out of {net}"
+                )
+        out[cluster.name] = net
+    return out
+
+
+def in_lab_ranges(value: str) -> bool:
+    """True when an address or prefix lies inside the lab's ranges (or is a workload peering IP)."""
+    net = ipaddress.ip_network(value, strict=False)
+    if net.version != 4:
+        return False
+    if net.num_addresses == 1 and net.network_address in WORKLOAD_PEERING_IPS:
+        return True
+    return any(net.subnet_of(r) for r in LAB_RANGES)  # type: ignore[arg-type]
+
+
+# -- containerlab topology -------------------------------------------------------------------
+
+
+@dataclass
+class _Ports:
+    """eth1, eth2, ... handed out per containerlab node in wiring order."""
+
+    used: dict[str, int] = field(default_factory=dict)
+
+    def next(self, node: str) -> str:
+        self.used[node] = self.used.get(node, 0) + 1
+        return f"eth{self.used[node]}"
+
+
+def _up(dev: str) -> str:
+    return f"ip link set {dev} up"
+
+
+def _addr(addr: Any, dev: str) -> str:
+    return f"ip addr add {addr} dev {dev}"
+
+
+def clab_topology(
+    topo: Topology,
+    kind_nodes: dict[str, list[KindNode]],
+    versions: StackVersions,
+    *,
+    image: str,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """The containerlab topology (a dict ready for YAML)."""
+    spec = topo.spec
+    ports = _Ports()
+    nodes: dict[str, dict[str, Any]] = {}
+    links: list[dict[str, Any]] = []
+    execs: dict[str, list[str]] = {}
+
+    for router in spec.routers:
+        nodes[router.name] = {
+            "kind": "linux",
+            "image": image,
+            "group": router.role,
+            "binds": [f"bird/{router.name}.conf:{BIRD_CONF}:ro", f"{run_dir / router.name}:{BIRD_RUN}"],
+            "sysctls": dict(ROUTER_SYSCTLS),
+            "labels": {"kvlab.io/lab": spec.name, "kvlab.io/role": router.role},
+        }
+        execs[router.name] = []
+        if router.name in topo.tor_address:
+            execs[router.name] += [f"ip link add {RACK_BRIDGE} type bridge", _up(RACK_BRIDGE)]
+    for host in spec.hosts:
+        nodes[host.name] = {
+            "kind": "linux",
+            "image": image,
+            "group": "host",
+            "cmd": "sleep infinity",  # the image runs BIRD by default; a host has none
+            "healthcheck": {"test": ["CMD", "true"], "interval": 5},
+            "labels": {"kvlab.io/lab": spec.name, "kvlab.io/role": "host"},
+        }
+        execs[host.name] = []
+
+    for cluster in kind_clusters(spec):
+        nodes[cluster.name] = {
+            "kind": "k8s-kind",
+            "image": versions.kind_node_image,
+            "startup-config": f"kind/{cluster.name}.yaml",
+        }
+        for kn in kind_nodes[cluster.name]:
+            nodes[kn.kind_name] = {
+                "kind": "ext-container",
+                "stages": {"create": {"wait-for": [{"node": cluster.name, "stage": "create"}]}},
+            }
+            execs[kn.kind_name] = []
+
+    # Rack segments: each kind node's eth1 on a port of its ToR's rack bridge.
+    by_spec = {kn.spec_name: kn for nodes_ in kind_nodes.values() for kn in nodes_}
+    for port in topo.rack_ports:
+        kn = by_spec.get(port.node)
+        if kn is None:
+            continue
+        tor_if, node_if = ports.next(port.tor), ports.next(kn.kind_name)
+        links.append({"endpoints": [f"{port.tor}:{tor_if}", f"{kn.kind_name}:{node_if}"]})
+        execs[port.tor] += [f"ip link set {tor_if} master {RACK_BRIDGE}", _up(tor_if)]
+        execs[kn.kind_name] += [_addr(port.node_address, node_if), _up(node_if)]
+    for tor, addr in topo.tor_address.items():
+        execs[tor].append(_addr(addr, RACK_BRIDGE))
+
+    # Router-router links, then host links (a host routes the lab ranges via its router).
+    for link in topo.links + topo.host_links:
+        a_if, b_if = ports.next(link.a.entity), ports.next(link.b.entity)
+        links.append({"endpoints": [f"{link.a.entity}:{a_if}", f"{link.b.entity}:{b_if}"]})
+        for end, dev in ((link.a, a_if), (link.b, b_if)):
+            execs[end.entity] += [_addr(end.address, dev), _up(dev)]
+    for link in topo.host_links:
+        execs[link.b.entity] += [f"ip route add {net} via {link.a.address.ip}" for net in LAB_RANGES]
+
+    for name, commands in execs.items():
+        if commands:
+            nodes[name]["exec"] = commands
+    topology: dict[str, Any] = {"nodes": nodes}
+    if links:
+        topology["links"] = links
+    return {
+        "name": spec.name,
+        "mgmt": {"network": mgmt_network(spec.name), "ipv4-subnet": "auto"},
+        "topology": topology,
+    }
+
+
+def router_config(topo: Topology, router: str) -> str:
+    """A router's BIRD config for a container: as for netns, but not announcing the management
+    network (eth0, containerlab's docker network) into BGP."""
+    text = render_router(topo, router)
+    return re.sub(
+        r'(protocol direct \{\s*\n\s*interface )"\*";',
+        r'\1"-eth0", "*";   # eth0 is the containerlab management network',
+        text,
+        count=1,
+    )
+
+
+# -- kind ------------------------------------------------------------------------------------
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def kind_config(
+    topo: Topology, cluster: Cluster, nodes: list[KindNode], versions: StackVersions, service_subnet: Any
+) -> str:
+    """A kind v1alpha4 Cluster config for a kind cluster of the lab."""
+    pool = cluster.pools[0]
+    return (
+        _env()
+        .get_template("cluster.yaml.j2")
+        .render(
+            lab=topo.spec.name,
+            cluster=cluster,
+            nodes=nodes,
+            image=versions.kind_node_image,
+            pod_subnet=str(pool),
+            service_subnet=str(service_subnet),
+            node_cidr_mask_size=max(cluster.block_size, pool.prefixlen),
+        )
+    )
+
+
+class _Kind(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class KindNetworking(_Kind):
+    """kind `networking` (the fields kind v1alpha4 has)."""
+
+    ipFamily: Literal["ipv4", "ipv6", "dual"] | None = None
+    apiServerAddress: str | None = None
+    apiServerPort: int | None = None
+    podSubnet: str | None = None
+    serviceSubnet: str | None = None
+    disableDefaultCNI: bool | None = None
+    kubeProxyMode: Literal["iptables", "nftables", "ipvs", "none"] | None = None
+    dnsSearch: list[str] | None = None
+
+
+class KindClusterNode(_Kind):
+    role: Literal["control-plane", "worker"]
+    image: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    extraMounts: list[dict[str, Any]] = Field(default_factory=list)
+    extraPortMappings: list[dict[str, Any]] = Field(default_factory=list)
+    kubeadmConfigPatches: list[str] = Field(default_factory=list)
+    kubeadmConfigPatchesJSON6902: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class KindCluster(_Kind):
+    """A kind `kind.x-k8s.io/v1alpha4` Cluster (kind publishes no schema; these are its fields)."""
+
+    kind: Literal["Cluster"]
+    apiVersion: Literal["kind.x-k8s.io/v1alpha4"]
+    name: str | None = None
+    nodes: list[KindClusterNode] = Field(min_length=1)
+    networking: KindNetworking = Field(default_factory=KindNetworking)
+    featureGates: dict[str, bool] = Field(default_factory=dict)
+    runtimeConfig: dict[str, str] = Field(default_factory=dict)
+    kubeadmConfigPatches: list[str] = Field(default_factory=list)
+    kubeadmConfigPatchesJSON6902: list[dict[str, Any]] = Field(default_factory=list)
+    containerdConfigPatches: list[str] = Field(default_factory=list)
+    containerdConfigPatchesJSON6902: list[str] = Field(default_factory=list)
+
+
+def kind_node_ip(node: KindClusterNode) -> str | None:
+    """The kubelet node-ip a kind node's kubeadm patches set, if any."""
+    for patch in node.kubeadmConfigPatches:
+        doc = yaml.safe_load(patch) or {}
+        ip = doc.get("nodeRegistration", {}).get("kubeletExtraArgs", {}).get("node-ip")
+        if ip is not None:
+            return str(ip)
+    return None
+
+
+# -- Calico ----------------------------------------------------------------------------------
+
+_ENCAPSULATION = {
+    ("Always", None): "IPIP",
+    ("CrossSubnet", None): "IPIPCrossSubnet",
+    (None, "Always"): "VXLAN",
+    (None, "CrossSubnet"): "VXLANCrossSubnet",
+}
+
+
+def _pool_name(pool: ipaddress.IPv4Network) -> str:
+    return "kvlab-" + str(pool).replace(".", "-").replace("/", "-")
+
+
+def installation_pools(cluster: Cluster, resources: list[Any]) -> list[dict[str, Any]]:
+    """Installation `calicoNetwork.ipPools`: the cluster's IPPool resources (else its pools),
+    in the operator's terms. The operator owns these pools; resources.yaml leaves them out."""
+    out = []
+    declared = {
+        ipaddress.ip_network(r.spec.cidr, strict=False): r for r in resources if isinstance(r, cr.IPPool)
+    }
+    for pool in cluster.pools:
+        res = declared.get(pool)
+        entry: dict[str, Any] = {
+            "name": res.metadata.name if res else _pool_name(pool),
+            "cidr": str(pool),
+            "blockSize": (res.spec.blockSize if res and res.spec.blockSize else cluster.block_size),
+            "encapsulation": "None",
+            "natOutgoing": "Disabled",
+        }
+        if res is not None:
+            ipip = res.spec.ipipMode if res.spec.ipipMode not in (None, "Never") else None
+            vxlan = res.spec.vxlanMode if res.spec.vxlanMode not in (None, "Never") else None
+            entry["encapsulation"] = _ENCAPSULATION.get((ipip, vxlan), "None")
+            if res.spec.natOutgoing:
+                entry["natOutgoing"] = "Enabled"
+            for key in ("nodeSelector", "disableBGPExport", "allowedUses", "assignmentMode"):
+                value = getattr(res.spec, key)
+                if value is not None:
+                    entry[key] = value
+        out.append(entry)
+    return out
+
+
+def installation(topo: Topology, cluster: Cluster, resources: list[Any]) -> dict[str, Any]:
+    """The tigera operator `Installation`: BGP without overlay, the lab's pools, node addresses
+    autodetected on the rack segments (not the kind docker network)."""
+    racks = sorted({n.rack for n in cluster.nodes if n.rack is not None})
+    cidrs = [str(topo.rack_subnet[r]) for r in racks]
+    return {
+        "apiVersion": "operator.tigera.io/v1",
+        "kind": "Installation",
+        "metadata": {"name": "default"},
+        "spec": {
+            "calicoNetwork": {
+                "bgp": "Enabled",
+                "ipPools": installation_pools(cluster, resources),
+                "nodeAddressAutodetectionV4": {"cidrs": cidrs},
+                "linuxPolicySetupTimeoutSeconds": POLICY_SETUP_TIMEOUT_S,
+            },
+        },
+    }
+
+
+def apiserver() -> dict[str, Any]:
+    """The operator's `APIServer`, so `kubectl apply` can create projectcalico.org/v3 resources."""
+    return {
+        "apiVersion": "operator.tigera.io/v1",
+        "kind": "APIServer",
+        "metadata": {"name": "default"},
+        "spec": {},
+    }
+
+
+def _map_selector(text: str | None, names: dict[str, str]) -> str | None:
+    """Rewrite quoted spec node names in selectors on kubernetes.io/hostname to kind's names."""
+    if text is None or HOSTNAME_LABEL not in text:
+        return text
+    return re.sub(
+        r"""(['"])([a-z0-9-]+)\1""",
+        lambda m: m.group(1) + names.get(m.group(2), m.group(2)) + m.group(1),
+        text,
+    )
+
+
+def calico_document(res: Any) -> dict[str, Any]:
+    """A typed Calico resource as a plain document. Unset and empty fields are left out: the
+    CRDs reject some empty lists the models default to (BGPFilter rule `operations: []`)."""
+    return res.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
+
+
+def calico_documents(
+    cluster: Cluster, resources: list[Any], names: dict[str, str], *, operator_pools: bool = True
+) -> list[dict[str, Any]]:
+    """The cluster's Calico v3 resources for a real cluster: the BGPConfiguration 'default'
+    carries the cluster's AS, BGPPeer node names are mapped spec -> kind (`names`), and with
+    `operator_pools` IPPools are left out (the Installation declares them)."""
+    docs = []
+    has_default = False
+    for res in resources:
+        if operator_pools and isinstance(res, cr.IPPool):
+            continue
+        doc = calico_document(res)
+        if isinstance(res, cr.BGPConfiguration) and res.metadata.name == "default":
+            has_default = True
+            doc["spec"].setdefault("asNumber", cluster.asn)
+        if isinstance(res, cr.BGPPeer):
+            s = doc["spec"]
+            if "node" in s:
+                s["node"] = names.get(s["node"], s["node"])
+            for key in ("nodeSelector", "peerSelector"):
+                if key in s:
+                    s[key] = _map_selector(s[key], names)
+        docs.append(doc)
+    if not has_default and cluster.asn != DEFAULT_AS:
+        docs.insert(
+            0,
+            {
+                "apiVersion": cr.API_VERSION,
+                "kind": "BGPConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"asNumber": cluster.asn},
+            },
+        )
+    return docs
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rendered:
+    """What `render_containerlab` wrote (paths relative to `out`) and the name mappings."""
+
+    out: Path
+    lab: str
+    versions: StackVersions
+    files: list[str]
+    manifest: dict[str, Any]
+
+    @property
+    def topology_file(self) -> Path:
+        return self.out / self.manifest["topology_file"]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (cloud-init scripts) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+_KEY_ORDER = ("apiVersion", "kind", "metadata", "spec")
+
+
+def _ordered(doc: Any) -> Any:
+    """Kubernetes documents with apiVersion, kind, metadata, spec first."""
+    if isinstance(doc, dict) and "apiVersion" in doc:
+        return {**{k: doc[k] for k in _KEY_ORDER if k in doc}, **doc}
+    return doc
+
+
+def _dump_yaml(docs: list[Any], header: str = "") -> str:
+    body = yaml.dump_all(
+        [_ordered(d) for d in docs], Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return header + body
+
+
+def render_containerlab(
+    spec: LabSpec,
+    out: Path,
+    *,
+    versions: StackVersions = DEFAULT,
+    use_emulation: bool | None = None,
+    image: str | None = None,
+    run_dir: Path | None = None,
+) -> Rendered:
+    """Write every file the containerlab runtime needs for `spec` into `out`.
+
+    `use_emulation` None probes /dev/kvm here (`kvm_usable()`); the runtime passes its own
+    probe's answer. `image` is the ToR/host image (default: versions.tor_image()); `run_dir`
+    the host directory of the BIRD sockets (default `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`).
+    Raises RenderError when the lab cannot be expressed on containerlab.
+    """
+    topo = resolve(spec)
+    kind_nodes = plan_kind_nodes(topo)
+    services = service_subnets(topo)
+    resources = {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
+    kvm = kv.kvm_usable() if use_emulation is None else None
+    emulate = (not kvm) if use_emulation is None else use_emulation
+    image = image or tor_image()
+    run_dir = run_dir or lab_dir(spec.name)
+    names = {kn.spec_name: kn.kind_name for nodes in kind_nodes.values() for kn in nodes}
+    _check_names(spec, kind_nodes)
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    topo_file = f"{spec.name}.clab.yml"
+    files[topo_file] = _dump_yaml(
+        [clab_topology(topo, kind_nodes, versions, image=image, run_dir=run_dir)],
+        f"# containerlab topology of kvlab lab '{spec.name}' (rendered; see manifest.json)\n",
+    )
+    for router in spec.routers:
+        files[f"bird/{router.name}.conf"] = router_config(topo, router.name)
+
+    clusters_manifest: dict[str, Any] = {}
+    ippools: dict[str, list[str]] = {}
+    for cluster in spec.clusters:
+        items = resources.get(cluster.name, [])
+        base = f"calico/{cluster.name}"
+        nested = cluster.parent is not None
+        docs = calico_documents(cluster, items, {} if nested else names, operator_pools=not nested)
+        omitted = [r.metadata.name for r in items if isinstance(r, cr.IPPool)]
+        entry: dict[str, Any] = {"asn": cluster.asn, "pools": [str(p) for p in cluster.pools]}
+        if not nested:
+            owned = f": {', '.join(omitted)}" if omitted else ""
+            header = (
+                f"# Calico v3 resources of cluster '{cluster.name}' (kubectl apply -f). IP pools are "
+                f"in installation.yaml (the operator owns them){owned}.\n"
+            )
+            inst = installation(topo, cluster, items)
+            ippools[cluster.name] = [p["name"] for p in inst["spec"]["calicoNetwork"]["ipPools"]]
+            files[f"{base}/installation.yaml"] = _dump_yaml(
+                [inst, apiserver()],
+                f"# tigera operator resources of cluster '{cluster.name}' (Calico {versions.calico}).\n",
+            )
+            files[f"kind/{cluster.name}.yaml"] = kind_config(
+                topo, cluster, kind_nodes[cluster.name], versions, services[cluster.name]
+            )
+            entry.update(
+                kind_config=f"kind/{cluster.name}.yaml",
+                installation=f"{base}/installation.yaml",
+                resources=f"{base}/resources.yaml",
+                pod_subnet=str(cluster.pools[0]),
+                service_subnet=str(services[cluster.name]),
+                ippools_in_installation=ippools[cluster.name],
+                nodes={kn.spec_name: kn.kind_name for kn in kind_nodes[cluster.name]},
+            )
+        else:
+            header = (
+                f"# Calico v3 resources of nested cluster '{cluster.name}' (parent '{cluster.parent}'). "
+                "It runs inside KubeVirt VMs of its parent, not as a kind cluster; apply these inside it.\n"
+            )
+            entry.update(
+                parent=cluster.parent,
+                nested=True,
+                resources=f"{base}/resources.yaml",
+                runs_in_vms={n.name: n.vm for n in cluster.nodes if n.vm is not None},
+            )
+        files[f"{base}/resources.yaml"] = _dump_yaml(docs, header)
+        clusters_manifest[cluster.name] = entry
+
+    vms, vm_manifest, notes = _vms(topo, names, versions)
+    if not versions.live_migration:
+        notes.append(
+            f"Calico {versions.calico} predates KubeVirt live-migration support (v3.32.0): it lacks the "
+            "BGPFilter match fields and operations and Felix's route priorities the lab's resources may use"
+        )
+    files["kubevirt/kubevirt.yaml"] = _dump_yaml(
+        [kv.kubevirt_cr(emulate)],
+        f"# KubeVirt {versions.kubevirt} CR: useEmulation {str(emulate).lower()} "
+        f"({'from a /dev/kvm probe at render time' if use_emulation is None else 'as requested'}).\n",
+    )
+    files["kubevirt/vms.yaml"] = (
+        _dump_yaml(vms, f"# VirtualMachines of lab '{spec.name}'.\n")
+        if vms
+        else (f"# lab '{spec.name}' has no VMs\n")
+    )
+    files["README.md"] = _readme(spec, versions, topo_file)
+
+    manifest = {
+        "kvlab_render": MANIFEST_VERSION,
+        "lab": spec.name,
+        "runtime": "containerlab",
+        "spec": spec.source,
+        "versions": versions.to_json(),
+        "tor_image": image,
+        "use_emulation": emulate,
+        "kvm_usable": kvm,
+        "topology_file": topo_file,
+        "mgmt_network": mgmt_network(spec.name),
+        "files": sorted([*files, "manifest.json"]),
+        "kind_nodes": {kn: sn for sn, kn in names.items()},
+        "containers": {
+            **{r.name: container_name(spec.name, r.name) for r in spec.routers},
+            **{h.name: container_name(spec.name, h.name) for h in spec.hosts},
+            **{sn: kn for sn, kn in names.items()},
+        },
+        "bird_sockets": {r.name: str(run_dir / r.name / "bird.ctl") for r in spec.routers},
+        "clusters": clusters_manifest,
+        "vms": vm_manifest,
+        "notes": notes,
+    }
+    files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
+    for rel, text in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return Rendered(out=out, lab=spec.name, versions=versions, files=manifest["files"], manifest=manifest)
+
+
+def _check_names(spec: LabSpec, kind_nodes: dict[str, list[KindNode]]) -> None:
+    """containerlab node names must be unique: routers, hosts, kind clusters, kind nodes."""
+    seen: dict[str, str] = {}
+    entries = [(r.name, f"router {r.name}") for r in spec.routers]
+    entries += [(h.name, f"host {h.name}") for h in spec.hosts]
+    for c in kind_clusters(spec):
+        entries.append((c.name, f"kind cluster {c.name}"))
+        entries += [(kn.kind_name, f"kind node of {kn.spec_name}") for kn in kind_nodes[c.name]]
+    for name, what in entries:
+        if name in seen:
+            raise RenderError(f"containerlab node name '{name}' is both the {seen[name]} and the {what}")
+        seen[name] = what
+
+
+def _vms(
+    topo: Topology, names: dict[str, str], versions: StackVersions
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    docs, manifest, notes = [], {}, []
+    for w in topo.workloads:
+        vm = topo.spec.vm(w.vm)
+        kind_node = names.get(w.node)
+        if kind_node is None:
+            notes.append(f"VM '{w.vm}' is on node '{w.node}', which is not a kind node: not rendered")
+            continue
+        obj = kv.virtual_machine(
+            w.vm,
+            str(w.ip),
+            kind_node,
+            versions.guest_container_disk,
+            labels={CLUSTER_LABEL: w.cluster, **vm.labels},
+            mac=w.mac,
+        )
+        docs.append(obj)
+        nested = topo.spec.nested_node_in(w.vm)
+        manifest[w.vm] = {
+            "cluster": w.cluster,
+            "node": w.node,
+            "kind_node": kind_node,
+            "ip": str(w.ip),
+            "labels": dict(vm.labels),
+            **({"runs_nested_node": nested[1].name, "nested_cluster": nested[0].name} if nested else {}),
+        }
+    return docs, manifest, notes
+
+
+def _readme(spec: LabSpec, versions: StackVersions, topo_file: str) -> str:
+    nested = [c for c in spec.clusters if c.parent is not None]
+    lines = [
+        f"# kvlab lab '{spec.name}' rendered for containerlab",
+        "",
+        f"Calico {versions.calico}, KubeVirt {versions.kubevirt}, {versions.kind_node_image}.",
+        "",
+        f"- `{topo_file}`: containerlab topology (BIRD routers, hosts, kind clusters and their nodes)",
+        "- `bird/`: BIRD configs of the routers, bound at /etc/bird/bird.conf",
+        "- `kind/`: kind cluster configs (the k8s-kind nodes' startup-config)",
+        "- `calico/<cluster>/installation.yaml`: tigera operator Installation and APIServer; install "
+        f"the operator first: {versions.operator_crds_url} and {versions.tigera_operator_url}",
+        "- `calico/<cluster>/resources.yaml`: the lab's Calico v3 resources",
+        f"- `kubevirt/`: KubeVirt CR (after {versions.kubevirt_operator_url}) and the lab's VirtualMachines",
+        "- `manifest.json`: versions, files and name mappings (kind node -> spec node, router -> container)",
+    ]
+    if nested:
+        names = ", ".join(f"'{c.name}' (in VMs of '{c.parent}')" for c in nested)
+        lines += [
+            "",
+            f"Nested clusters {names} run inside KubeVirt VMs of their parent cluster, not as kind "
+            "clusters: only their Calico resources are rendered (`calico/<nested>/resources.yaml`). "
+            "The parent's resources carry localWorkloadPeeringIPV4 for their BGP sessions.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationReport:
+    """What `validate_rendered` checked, what it could not check and why, and every issue."""
+
+    checked: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    issues: list[SpecIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+
+def _load_docs(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
+    """Check every file `render_containerlab` wrote into `out` (read back from disk).
+
+    Schema checks run when the shared schemas are present (else they are listed in `skipped`);
+    structural checks (link endpoints, addresses inside the lab ranges, kind node IPs equal to
+    the topology's) always run; BIRD configs are parsed with `bird -p` unless `bird` is False
+    or BIRD is not installed.
+    """
+    report = ValidationReport()
+    manifest = json.loads((out / "manifest.json").read_text())
+    have_schemas = schemas.schemas_available()
+    if not have_schemas:
+        report.skipped.append(f"schema checks: no schemas in {schemas.schema_dir()} (set KVLAB_SHARED)")
+
+    def check(rel: str, what: str, issues: list[SpecIssue]) -> None:
+        report.checked.append(f"{rel}: {what}")
+        report.issues.extend(issues)
+
+    topo_rel = manifest["topology_file"]
+    topo_doc = _load_docs(out / topo_rel)[0]
+    if have_schemas:
+        check(topo_rel, "containerlab schema", schemas.clab_errors(topo_doc, str(out / topo_rel)))
+    check(topo_rel, "links and addresses", clab_structure_errors(topo_doc, str(out / topo_rel)))
+
+    for entry in manifest["clusters"].values():
+        res_rel = entry["resources"]
+        docs = _load_docs(out / res_rel)
+        if have_schemas:
+            issues = []
+            for i, doc in enumerate(docs):
+                issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
+            check(res_rel, "Calico v3 CRDs", issues)
+        if entry.get("nested"):
+            continue
+        inst_rel = entry["installation"]
+        inst_docs = _load_docs(out / inst_rel)
+        if have_schemas:
+            check(
+                inst_rel, "Installation CRD", schemas.installation_errors(inst_docs[0], str(out / inst_rel))
+            )
+        kind_rel = entry["kind_config"]
+        check(kind_rel, "kind v1alpha4 fields and node IPs", kind_errors(out / kind_rel, topo_doc, entry))
+
+    if have_schemas:
+        for rel in ("kubevirt/kubevirt.yaml", "kubevirt/vms.yaml"):
+            issues = []
+            for i, doc in enumerate(_load_docs(out / rel)):
+                issues += schemas.kubevirt_errors(doc, str(out / rel), (i,))
+            check(rel, "KubeVirt swagger definitions", issues)
+    check("kubevirt/vms.yaml", "live-migration annotations", vm_errors(out / "kubevirt/vms.yaml", manifest))
+
+    if bird:
+        for rel in sorted(f for f in manifest["files"] if f.startswith("bird/")):
+            try:
+                check_config((out / rel).read_text())
+            except LabError as e:
+                if "not installed" in str(e):
+                    report.skipped.append(f"{rel}: bird -p ({e})")
+                    continue
+                check(rel, "bird -p", [SpecIssue(str(out / rel), "", str(e))])
+            else:
+                report.checked.append(f"{rel}: bird -p")
+    return report
+
+
+def _exec_addresses(command: str) -> list[str]:
+    """Addresses and prefixes an `ip addr add` / `ip route add` command configures."""
+    argv = shlex.split(command)
+    if argv[:3] == ["ip", "addr", "add"]:
+        return [argv[3]]
+    if argv[:3] == ["ip", "route", "add"]:
+        out = [argv[3]]
+        if "via" in argv:
+            out.append(argv[argv.index("via") + 1])
+        return out
+    return []
+
+
+def clab_structure_errors(doc: dict[str, Any], file: str) -> list[SpecIssue]:
+    """Links join defined nodes on distinct interfaces; every configured address is in the lab
+    ranges (198.18.0.0/15, 203.0.113.0/24, 198.51.100.0/24, 169.254.0.179)."""
+    issues = []
+    nodes = doc.get("topology", {}).get("nodes", {}) or {}
+    used: dict[str, str] = {}
+    for li, link in enumerate(doc.get("topology", {}).get("links", []) or []):
+        for ei, end in enumerate(link.get("endpoints", [])):
+            path = format_path(("topology", "links", li, "endpoints", ei))
+            node, _, iface = str(end).partition(":")
+            if node not in nodes:
+                issues.append(SpecIssue(file, path, f"link endpoint '{end}': no node '{node}'"))
+            if end in used:
+                issues.append(SpecIssue(file, path, f"interface '{end}' is already used at {used[end]}"))
+            used[end] = path
+            if not re.fullmatch(r"eth[1-9][0-9]*", iface):
+                issues.append(
+                    SpecIssue(file, path, f"interface '{iface}' must be eth1, eth2, ... (eth0 is mgmt)")
+                )
+    for name, node in nodes.items():
+        for ci, command in enumerate((node or {}).get("exec", [])):
+            path = format_path(("topology", "nodes", name, "exec", ci))
+            for value in _exec_addresses(command):
+                try:
+                    ok = in_lab_ranges(value)
+                except ValueError:
+                    issues.append(SpecIssue(file, path, f"'{value}' is not an IPv4 address or prefix"))
+                    continue
+                if not ok:
+                    issues.append(
+                        SpecIssue(
+                            file,
+                            path,
+                            f"{value} is outside the lab ranges ({', '.join(map(str, LAB_RANGES))})",
+                        )
+                    )
+    return issues
+
+
+def kind_errors(path: Path, topo_doc: dict[str, Any], entry: dict[str, Any]) -> list[SpecIssue]:
+    """A kind config: kind's v1alpha4 fields only, one control plane, each node's node-ip equal
+    to the address containerlab gives its eth1."""
+    file = str(path)
+    try:
+        config = KindCluster.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as e:
+        return [SpecIssue(file, format_path(tuple(err["loc"])), err["msg"]) for err in e.errors()]
+    issues = []
+    if [n.role for n in config.nodes].count("control-plane") != 1:
+        issues.append(SpecIssue(file, "nodes", "a kvlab kind cluster has exactly one control-plane node"))
+    kind_names = list(entry["nodes"].values())
+    if len(config.nodes) != len(kind_names):
+        issues.append(
+            SpecIssue(file, "nodes", f"{len(config.nodes)} nodes, the lab's cluster has {len(kind_names)}")
+        )
+    wired = _exec_node_ips(topo_doc)
+    for i, (node, kind_name) in enumerate(zip(config.nodes, kind_names, strict=False)):
+        ip = kind_node_ip(node)
+        want = wired.get(kind_name)
+        if ip is None:
+            issues.append(
+                SpecIssue(file, format_path(("nodes", i, "kubeadmConfigPatches")), "no kubelet node-ip")
+            )
+        elif ip != want:
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path(("nodes", i, "kubeadmConfigPatches")),
+                    f"node-ip {ip} of {kind_name} is not the address containerlab gives it ({want})",
+                )
+            )
+    net = config.networking
+    for field_, value in (("podSubnet", net.podSubnet), ("serviceSubnet", net.serviceSubnet)):
+        if value is None or not in_lab_ranges(value):
+            issues.append(SpecIssue(file, f"networking.{field_}", f"{value} is not inside the lab ranges"))
+    if net.disableDefaultCNI is not True:
+        issues.append(SpecIssue(file, "networking.disableDefaultCNI", "must be true (Calico is the CNI)"))
+    return issues
+
+
+def _exec_node_ips(topo_doc: dict[str, Any]) -> dict[str, str]:
+    """ext-container node -> the address its exec puts on its fabric interface."""
+    out = {}
+    for name, node in (topo_doc.get("topology", {}).get("nodes", {}) or {}).items():
+        if (node or {}).get("kind") != "ext-container":
+            continue
+        for command in node.get("exec", []):
+            addrs = _exec_addresses(command)
+            if command.startswith("ip addr add") and addrs:
+                out[name] = addrs[0].split("/")[0]
+    return out
+
+
+def vm_errors(path: Path, manifest: dict[str, Any]) -> list[SpecIssue]:
+    """Every lab VM is there, bridge-bound, annotated for bridge live migration and for its IP."""
+    file = str(path)
+    docs = {d["metadata"]["name"]: (i, d) for i, d in enumerate(_load_docs(path))}
+    issues = []
+    for name, vm in manifest["vms"].items():
+        if name not in docs:
+            issues.append(SpecIssue(file, "", f"VM '{name}' is missing"))
+            continue
+        i, doc = docs[name]
+        tmpl = doc.get("spec", {}).get("template", {})
+        ann = tmpl.get("metadata", {}).get("annotations", {})
+        base = (i, "spec", "template", "metadata", "annotations")
+        if ann.get(kv.BRIDGE_MIGRATION_ANNOTATION) != "":
+            issues.append(
+                SpecIssue(file, format_path(base), f"no {kv.BRIDGE_MIGRATION_ANNOTATION} annotation")
+            )
+        if ann.get(kv.CALICO_IP_ANNOTATION) != json.dumps([vm["ip"]]):
+            issues.append(
+                SpecIssue(file, format_path(base), f'{kv.CALICO_IP_ANNOTATION} is not ["{vm["ip"]}"]')
+            )
+        ifaces = tmpl.get("spec", {}).get("domain", {}).get("devices", {}).get("interfaces", [])
+        if not ifaces or "bridge" not in ifaces[0]:
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path((i, "spec", "template", "spec", "domain", "devices", "interfaces")),
+                    "the pod network interface must use bridge binding",
+                )
+            )
+    return issues
