@@ -5,17 +5,20 @@ PYTHON ?= python3
 KVLAB := $(VENV)/bin/kvlab
 LAB ?= default
 RUNTIME ?= netns
+STACK ?= calico-3.32-kubevirt-1.8
 PYTEST_ARGS ?=
 BENCH_RUNS ?= 5
 BENCH_MIGRATIONS ?= 10
 
 .PHONY: help setup system-deps venv lab-up lab-down status test unit integration lint bench clean images
+.PHONY: setup-containerlab nightly nightly-test nightly-diag
 
 help:
-	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns)"
+	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns|containerlab, STACK=...)"
 	@echo "make test        lint + unit tests + netns integration tests on real BIRD"
 	@echo "make lab-down    tear the lab down (and reap leftovers of crashed runs)"
 	@echo "make bench       lab-up and QEMU live-migration benchmarks"
+	@echo "make nightly     one nightly job: containerlab lab-up, tests, diagnostics, lab-down (LAB=, STACK=)"
 
 setup: system-deps venv
 
@@ -24,7 +27,7 @@ system-deps:
 	@scripts/install-docker.sh
 
 images: setup
-	$(VENV)/bin/python -m harness.realstack.images tor
+	$(KVLAB) image build tor
 
 venv: $(VENV)/.installed
 
@@ -35,8 +38,12 @@ $(VENV)/.installed: pyproject.toml
 	@$(VENV)/bin/pip install --quiet --progress-bar off -e '.[dev]'
 	@touch $@
 
-lab-up: setup
-	$(KVLAB) up $(LAB) --runtime $(RUNTIME)
+# The containerlab runtime needs the venv and Docker; BIRD, QEMU and the guest image are netns's.
+setup-containerlab: venv
+	@scripts/install-docker.sh
+
+lab-up: $(if $(filter containerlab,$(RUNTIME)),setup-containerlab,setup)
+	$(KVLAB) up $(LAB) --runtime $(RUNTIME)$(if $(filter containerlab,$(RUNTIME)), --stack $(STACK))
 
 lab-down: venv
 	$(KVLAB) down $(LAB)
@@ -59,7 +66,30 @@ test: setup lint
 bench: setup
 	$(VENV)/bin/python bench/bench_lab_up.py --runs $(BENCH_RUNS)
 	$(VENV)/bin/python bench/bench_migration.py --migrations $(BENCH_MIGRATIONS)
+	$(VENV)/bin/python bench/bench_nested.py --migrations 4
 
 clean: venv
 	$(KVLAB) down --all
 	rm -rf test-results kvlab-diagnostics .pytest_cache
+
+# One job of .github/workflows/nightly.yml, the same steps: make nightly LAB=default STACK=<entry>
+# (entries: python -m harness.realstack.matrix_cli names). Diagnostics and lab-down run whatever
+# happened; the exit status is the first failure's. Results in $(NIGHTLY_OUT).
+NIGHTLY_OUT = test-results/nightly/$(LAB)-$(STACK)
+NIGHTLY_TESTS_default = tests/integration --ignore=tests/integration/test_nested_clusters.py
+NIGHTLY_TESTS_nested = tests/integration/test_nested_clusters.py
+NIGHTLY_TESTS ?= $(or $(NIGHTLY_TESTS_$(LAB)),tests/integration)
+
+nightly:
+	@rc=0; \
+	$(MAKE) --no-print-directory lab-up RUNTIME=containerlab && $(MAKE) --no-print-directory nightly-test || rc=$$?; \
+	$(MAKE) --no-print-directory nightly-diag; \
+	$(MAKE) --no-print-directory lab-down; \
+	exit $$rc
+
+nightly-test: venv
+	$(VENV)/bin/pytest $(NIGHTLY_TESTS) --runtime containerlab --lab labs/$(LAB).yml --stack $(STACK) \
+		--junitxml $(NIGHTLY_OUT)/junit.xml --kvlab-diag-dir $(NIGHTLY_OUT)/diagnostics $(PYTEST_ARGS)
+
+nightly-diag: venv
+	-$(KVLAB) diag $(LAB) --out $(NIGHTLY_OUT)/kvlab-diag

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,15 @@ def cmd_image(args: argparse.Namespace) -> int:
     from harness.guestimage import ensure_image
     from harness.progress import RichProgress
 
+    if args.which == "tor":
+        from harness.realstack.dockerlab import docker_client
+        from harness.realstack.images import build_tor_image
+
+        tag = build_tor_image(RichProgress(), base=args.base, force=args.force)
+        size = docker_client().images.get(tag).attrs.get("Size", 0)
+        print(f"{tag} ({size / 1e6:.0f} MB)")
+        return 0
+
     image = ensure_image(RichProgress(), pvh=not args.bzimage)
     packages = ", ".join(f"{k} {v}" for k, v in image.packages.items())
     print(f"guest image {image.key}: kernel {image.kernel}, initrd {image.initrd} ({packages})")
@@ -363,7 +373,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 # -- entry point ---------------------------------------------------------------------
 
 
+class _StackEnv(argparse.Action):
+    """`up --stack NAME`: the runtime reads the matrix entry from $KVLAB_STACK."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        from harness.realstack.matrix_cli import STACK_ENV
+
+        os.environ[STACK_ENV] = values
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from harness.realstack.matrix_cli import STACK_ENV
+    from harness.realstack.versions import MATRIX
+
     p = argparse.ArgumentParser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -374,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge up")
     up.add_argument("--diag-dir", default="kvlab-diagnostics")
     up.add_argument("--json", action="store_true", help="print the status document when up")
+    up.add_argument(
+        "--stack",
+        metavar="NAME",
+        choices=list(MATRIX),
+        action=_StackEnv,
+        help="containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
+        f"(handed to the runtime as ${STACK_ENV}; default: versions.DEFAULT)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="tear a lab down and reap leftovers of crashed runs")
@@ -415,12 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--json", action="store_true")
     mg.set_defaults(func=cmd_migrate)
 
-    im = sub.add_parser("image", help="guest image for QEMU VMs")
+    im = sub.add_parser("image", help="guest image for QEMU VMs, ToR image for the containerlab runtime")
     im_sub = im.add_subparsers(dest="image_command", required=True)
     ib = im_sub.add_parser(
-        "build", help="build (or reuse the cached) kernel + initramfs from Debian packages"
+        "build",
+        help="guest: build (or reuse the cached) kernel + initramfs from Debian packages; "
+        "tor: the ToR/host Docker image from images/tor/Dockerfile (no registry needed)",
     )
-    ib.add_argument("--bzimage", action="store_true", help="boot the compressed bzImage instead of PVH")
+    ib.add_argument("which", nargs="?", choices=["guest", "tor"], default="guest")
+    ib.add_argument("--bzimage", action="store_true", help="guest: boot the compressed bzImage, not PVH")
+    ib.add_argument(
+        "--base", help="tor: FROM image, or 'debootstrap' (default: debian:bookworm-slim, else debootstrap)"
+    )
+    ib.add_argument("--force", action="store_true", help="tor: rebuild even if this hash exists")
     ib.set_defaults(func=cmd_image)
 
     dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")

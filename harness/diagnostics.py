@@ -2,7 +2,8 @@
 
 For every BIRD: its config, its log, `show protocols all` and `show route all` (both the
 raw BIRD reply and the parsed JSON); for every namespace: kernel routes as JSON; plus the
-lab's status document and state file. Collection never raises: a part that cannot be
+lab's status document and state file; plus what the runtime collects itself
+(`Runtime.diagnostics`, under `runtime/`). Collection never raises: a part that cannot be
 collected is recorded in `errors.txt`.
 """
 
@@ -98,6 +99,7 @@ def collect(lab: Lab, out_dir: Path) -> Path:
                 d / "kernel-routes.json", [r.to_json() for r in lab.runtime.kernel_routes(e)]
             ),
         )
+    attempt("runtime diagnostics", lambda: errors.extend(lab.runtime.diagnostics(bundle / "runtime")))
     if errors:
         (bundle / "errors.txt").write_text("\n".join(errors) + "\n")
     return bundle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,14 +143,18 @@ def kernel_routes(
 ) -> list[KernelRoute]:
     """Routes of ``family`` in routing ``table`` (None: all tables) of namespace ``netns``.
 
-    ``netns=None`` probes the current namespace.  With ``prefix`` only routes whose
-    dst/len equals it exactly are returned (several, e.g. with different metrics).
-    Raises LookupError when the named namespace does not exist (it is never created).
+    ``netns=None`` probes the current namespace; an absolute path names a namespace file
+    (e.g. a container's ``/proc/<pid>/ns/net``; entering it needs CAP_SYS_ADMIN).  With
+    ``prefix`` only routes whose dst/len equals it exactly are returned (several, e.g. with
+    different metrics). Raises LookupError when the namespace does not exist (it is never created).
     """
     if netns is None:
         with IPRoute() as ipr:
             return routes_from(ipr, prefix, family=family, table=table)
-    if netns not in listnetns():
+    if netns.startswith("/"):
+        if not os.path.exists(netns):
+            raise LookupError(f"network namespace file {netns!r} does not exist")
+    elif netns not in listnetns():
         raise LookupError(f"network namespace {netns!r} does not exist")
     from harness.netlink import ipr as namespace_socket  # never creates a namespace
 

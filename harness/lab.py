@@ -306,6 +306,16 @@ class Lab:
             self.write_timeline(record, self.artifacts_dir)
         return record
 
+    def restore_placement(self) -> list[str]:
+        """Live-migrate every VM that runs away from its spec node back there (a shared lab
+        handed to a test that expects the initial placement); returns the VMs moved."""
+        moved = []
+        for w in self.topo.workloads:
+            if self.vm_location(w.vm)["node"] != w.node:
+                self.migrate(w.vm, w.node)
+                moved.append(w.vm)
+        return moved
+
     def write_timeline(self, record: Any, directory: str | Path) -> tuple[Path, Path]:
         """The migration record as `<stem>.json` and a drawn `<stem>.png` timeline in `directory`."""
         import time as _time

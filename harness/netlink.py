@@ -1,7 +1,8 @@
 """Network namespaces, links, addresses, routes and sysctls through netlink (pyroute2).
 
-Every function takes a namespace *name* and attaches with `flags=0`, so a typo never
-creates a stray namespace. Interfaces are created directly inside lab namespaces, never
+Every function takes a namespace *name* (or the absolute path of a namespace file, e.g. a
+container's `/proc/<pid>/ns/net`) and attaches with `flags=0`, so a typo never creates a stray
+namespace. Interfaces are created directly inside lab namespaces, never
 in the root namespace, so two labs cannot clash on interface names.
 """
 
@@ -26,8 +27,13 @@ def list_namespaces() -> list[str]:
     return sorted(netns.listnetns())
 
 
+def ns_path(ns: str) -> Path:
+    """The namespace file: `/run/netns/<name>` for a name, the path itself for an absolute path."""
+    return Path(ns) if ns.startswith("/") else NETNS_DIR / ns
+
+
 def namespace_exists(name: str) -> bool:
-    return (NETNS_DIR / name).exists()
+    return ns_path(name).exists()
 
 
 def create_namespace(name: str) -> None:
@@ -61,7 +67,7 @@ def inside(ns: str) -> Iterator[None]:
     """
     back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(NETNS_DIR / ns, os.O_RDONLY)
+        target = os.open(ns_path(ns), os.O_RDONLY)
         try:
             _setns(target)
         finally:

@@ -1,38 +1,52 @@
 """pytest plugin (registered through the `pytest11` entry point): a thin shell over `harness.lab`.
 
-Options: --lab, --runtime, --keep-lab, --reuse-lab, --kvlab-diag-dir.
+Options: --lab, --runtime, --stack, --keep-lab, --reuse-lab, --kvlab-diag-dir.
 Fixtures:
 - `kvlab_labs`: session-scoped factory; `kvlab_labs(spec_or_path)` returns a running `Lab`
   (the same one for every caller of the session); `private=True` brings up a new instance
-  for that caller alone (for tests that change the lab, e.g. by migrating VMs).
-  It reuses a running lab of the same spec (e.g. from `make lab-up`) and never tears that
-  one down; otherwise it brings up a private instance under a unique name, owned by this
-  process (reaped by the next run if this one is killed), torn down at session end.
+  for that caller alone (for tests that change the lab, e.g. by migrating VMs), and
+  `kvlab_labs.release(lab)` tears such an instance down before the session ends.
+  It reuses a running lab of the same spec and runtime (e.g. from `make lab-up`) and never
+  tears that one down; otherwise it brings up a private instance under a unique name, owned by
+  this process (reaped by the next run if this one is killed), torn down at session end.
 - `lab`: the session's lab from --lab (default: labs/default.yml).
+Marker `netns_only(reason)`: a test that reaches into the netns runtime (namespaces, node
+agents, mock VMs, QEMU); under another --runtime it is skipped, saying why.
+A runtime that cannot run on this machine (PreflightError) fails the tests that need a lab;
+under `--runtime containerlab` outside CI it skips them instead, with what is missing.
 On a failing test that used a lab, a diagnostics bundle is written and named in the report.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from harness.errors import LabError, PreflightError
 from harness.lab import Lab, reap_stale
+from harness.realstack.matrix_cli import STACK_ENV
+from harness.realstack.versions import MATRIX
+from harness.runtime import RUNTIMES, get_runtime
 from harness.spec import LabSpec, load_lab
 from harness.state import LabState, lab_dir
-
-LabFactory = Callable[..., Lab]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kvlab", "kvlab lab harness")
     group.addoption("--lab", default="default", help="lab file or name in labs/ (default: default)")
-    group.addoption("--runtime", default="netns", choices=["netns", "containerlab"], help="lab runtime")
+    group.addoption("--runtime", default="netns", choices=list(RUNTIMES), help="lab runtime")
+    group.addoption(
+        "--stack",
+        default=None,
+        choices=list(MATRIX),
+        metavar="NAME",
+        help=f"containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
+        f"(handed to the runtime as ${STACK_ENV}; default: ${STACK_ENV}, else versions.DEFAULT)",
+    )
     group.addoption("--keep-lab", action="store_true", help="leave labs this session brought up running")
     group.addoption(
         "--reuse-lab",
@@ -48,10 +62,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "netns: needs root, network namespaces and BIRD (integration)")
+    config.addinivalue_line(
+        "markers",
+        "netns_only(reason): reaches into the netns runtime; skipped under another --runtime, saying why",
+    )
     if config.getoption("--keep-lab") and config.getoption("--reuse-lab"):
         raise pytest.UsageError(
             "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
         )
+    stack = config.getoption("--stack")
+    if stack is not None:
+        if config.getoption("--runtime") == "netns":
+            raise pytest.UsageError("--stack applies to --runtime containerlab only")
+        os.environ[STACK_ENV] = stack
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    runtime = config.getoption("--runtime")
+    if runtime == "netns":
+        return
+    for item in items:
+        mark = item.get_closest_marker("netns_only")
+        if mark is None:
+            continue
+        why = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "it reaches into its internals")
+        item.add_marker(pytest.mark.skip(reason=f"needs the netns runtime: {why}"))
+
+
+def _unavailable(runtime: str, err: PreflightError) -> NoReturn:
+    """A runtime that cannot run here. netns, or any runtime under CI: a failure. Another
+    runtime on a developer's machine (no real stack installed): a skip saying what is missing."""
+    if runtime != "netns" and not os.environ.get("CI"):
+        pytest.skip(f"runtime '{err.runtime}' cannot run on this machine: {'; '.join(err.missing)}")
+    pytest.fail(str(err), pytrace=False)
 
 
 def _resolve(spec_or_path: str | Path | LabSpec) -> LabSpec:
@@ -62,11 +105,11 @@ def _resolve(spec_or_path: str | Path | LabSpec) -> LabSpec:
     return load_lab(resolve_spec_path(str(spec_or_path)))
 
 
-def _running_same(spec: LabSpec) -> Lab | None:
-    """A healthy running lab named like the spec, built from the same spec, still in its initial
-    state (no VM migrated since `kvlab up`), if any."""
+def _running_same(spec: LabSpec, runtime: str) -> Lab | None:
+    """A healthy running lab named like the spec, built from the same spec on the same runtime,
+    still in its initial state (no VM migrated since `kvlab up`), if any."""
     state = LabState.load(lab_dir(spec.name))
-    if state is None or state.vms:
+    if state is None or state.vms or state.runtime != runtime:
         return None
     try:
         lab = Lab.attach(spec.name)
@@ -75,48 +118,84 @@ def _running_same(spec: LabSpec) -> Lab | None:
     return lab if lab.is_running() and Path(state.spec_path) == Path(spec.source) else None
 
 
-@pytest.fixture(scope="session")
-def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
-    config = request.config
-    runtime = config.getoption("--runtime")
-    keep = config.getoption("--keep-lab")
-    reuse_only = config.getoption("--reuse-lab")
-    owned: list[Lab] = []
-    cache: dict[str, Lab] = {}
-    if os.geteuid() != 0 and runtime == "netns":
-        pytest.skip("the netns runtime needs root (network namespaces, veth pairs, BIRD)")
-    reap_stale()
+class LabFactory:
+    """What `kvlab_labs` yields: call it for a running Lab; `release(lab)` ends a private one early."""
 
-    def make(spec_or_path: str | Path | LabSpec, *, private: bool = False) -> Lab:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.runtime: str = config.getoption("--runtime")
+        self.keep: bool = config.getoption("--keep-lab")
+        self.reuse_only: bool = config.getoption("--reuse-lab")
+        self.owned: list[Lab] = []
+        self.cache: dict[str, Lab] = {}
+
+    def __call__(self, spec_or_path: str | Path | LabSpec, *, private: bool = False) -> Lab:
         spec = _resolve(spec_or_path)
         key = spec.source
-        if not private and key in cache:
-            return cache[key]
-        lab = None if private else _running_same(spec)
+        if private and not get_runtime(self.runtime).parallel_instances:
+            # One instance per machine (containerlab: kind cluster names are machine-wide): the
+            # test gets the shared lab, with every VM back on its spec node.
+            lab = self(spec, private=False)
+            lab.restore_placement()
+            return lab
+        if not private and key in self.cache:
+            return self.cache[key]
+        lab = None if private else _running_same(spec, self.runtime)
         if lab is None:
-            if reuse_only:
+            if self.reuse_only:
                 raise pytest.UsageError(
                     f"--reuse-lab: no running lab '{spec.name}' (run 'make lab-up' first)"
                 )
-            lab = Lab(
-                spec, name=Lab.unique_name(spec.name), runtime=runtime, owner_pid=os.getpid(), keep=keep
-            )
             try:
+                lab = Lab(
+                    spec,
+                    name=Lab.unique_name(spec.name),
+                    runtime=self.runtime,
+                    owner_pid=os.getpid(),
+                    keep=self.keep,
+                )
                 lab.up()
             except PreflightError as e:
-                pytest.fail(str(e), pytrace=False)
-            owned.append(lab)
+                _unavailable(self.runtime, e)
+            self.owned.append(lab)
         if not private:
-            cache[key] = lab
-        lab.artifacts_dir = config.rootpath / "test-results" / "timelines"  # next to the test results
+            self.cache[key] = lab
+        lab.artifacts_dir = self.config.rootpath / "test-results" / "timelines"  # next to the test results
         return lab
 
-    yield make
-    for lab in reversed(owned):
-        if keep:
+    def release(self, lab: Lab) -> None:
+        """Tear down a private lab this session brought up (others: nothing to do)."""
+        if lab in self.owned and lab not in self.cache.values():
+            self.owned.remove(lab)
+            self._end(lab)
+
+    def close(self) -> None:
+        for lab in reversed(self.owned):
+            self._end(lab)
+        self.owned.clear()
+
+    def _end(self, lab: Lab) -> None:
+        if self.keep:
             print(f"\nkvlab: --keep-lab: lab '{lab.name}' left running; 'kvlab down {lab.name}' removes it")
         else:
             lab.down()
+
+
+@pytest.fixture(scope="session")
+def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
+    runtime = request.config.getoption("--runtime")
+    if runtime == "netns" and os.geteuid() != 0:
+        pytest.skip("the netns runtime needs root (network namespaces, veth pairs, BIRD)")
+    if runtime != "netns":
+        # One clear verdict for the session before anything runs (netns says it at `up`).
+        try:
+            get_runtime(runtime)("kvlab-preflight").preflight()
+        except PreflightError as e:
+            _unavailable(runtime, e)
+    reap_stale()
+    factory = LabFactory(request.config)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
-
 from harness.errors import WaitTimeout
 
 T = TypeVar("T")
@@ -35,6 +33,10 @@ def eventually(
     `transient` exceptions (e.g. a BIRD socket that is not there yet) are retried like
     AssertionError. The returned value is the first truthy result.
     """
+    # tenacity is imported here, not at module level: harness.canary imports this module and
+    # its client runs in containers whose python3 has the standard library only.
+    from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
     description = what or getattr(check, "__name__", "condition")
     last: list[str] = ["never evaluated"]
     started = time.monotonic()

@@ -11,17 +11,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests need root and BIRD; say so clearly instead of failing obscurely."""
-    reason = None
+def _netns_missing() -> str | None:
+    """What this machine lacks for the netns runtime (None: nothing, or CI, where a missing
+    prerequisite is a failure, never a silent skip)."""
+    if os.environ.get("CI"):
+        return None
     if os.geteuid() != 0:
-        reason = "needs root (network namespaces); run 'sudo make test'"
-    elif shutil.which("bird", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-        reason = "needs BIRD ('make setup' installs the Debian package 'bird')"
-    if reason and os.environ.get("CI"):
-        reason = None  # in CI a missing prerequisite is a failure, never a silent skip
+        return "needs root (network namespaces); run 'sudo make test'"
+    if shutil.which("bird", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        return "needs BIRD ('make setup' installs the Debian package 'bird')"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration tests on the netns runtime need root and BIRD; say so clearly instead of
+    failing obscurely. Under another --runtime these prerequisites do not apply: the runtime's
+    preflight says what is missing, and the plugin skips the `netns_only` tests."""
+    if config.getoption("--runtime") != "netns":
+        return
+    reason = _netns_missing()
     for item in items:
-        if "integration" in item.nodeid.split("/") or item.get_closest_marker("netns"):
+        if (
+            "integration" in item.nodeid.split("/")
+            or item.get_closest_marker("netns")
+            or item.get_closest_marker("netns_only")
+        ):
             item.add_marker(pytest.mark.netns)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
@@ -46,3 +60,13 @@ def mock_default_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mock_lab(kvlab_labs, mock_default_path: Path):  # type: ignore[no-untyped-def]
     """A private instance of the default lab with mock VMs, shared by the tests of a session."""
     return kvlab_labs(mock_default_path)
+
+
+@pytest.fixture(scope="session")
+def migration_lab_path(pytestconfig: pytest.Config, mock_default_path: Path) -> Path:
+    """The default lab for scenario tests that migrate its VM: with mock VMs on the netns runtime
+    (fast, and the netns-only tests of the same module reach into them), as it is elsewhere (the
+    runtime's own VMs, e.g. KubeVirt's on containerlab)."""
+    if pytestconfig.getoption("--runtime") == "netns":
+        return mock_default_path
+    return REPO / "labs" / "default.yml"

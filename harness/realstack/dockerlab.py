@@ -210,7 +210,10 @@ def _sigint_deferred() -> Iterator[None]:
 
 
 def _create_network(client: Any, lab: str, labels: dict[str, str], tries: int = 8) -> tuple[Any, Any]:
-    """An internal bridge network on a free /27 of DOCKER_LAB_RANGE (retried when taken)."""
+    """An internal bridge network on a free /27 of DOCKER_LAB_RANGE (retried when taken).
+
+    `inhibit_ipv4` keeps the gateway address off the host's bridge: the root namespace gets no
+    address and no route into the lab (the network is L2 between the containers only)."""
     from docker.errors import APIError
     from docker.types import IPAMConfig, IPAMPool
 
@@ -221,7 +224,14 @@ def _create_network(client: Any, lab: str, labels: dict[str, str], tries: int = 
             pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))]
         )
         try:
-            net = client.networks.create(lab, driver="bridge", internal=True, ipam=ipam, labels=labels)
+            net = client.networks.create(
+                lab,
+                driver="bridge",
+                internal=True,
+                ipam=ipam,
+                labels=labels,
+                options={"com.docker.network.bridge.inhibit_ipv4": "true"},
+            )
         except APIError as e:
             if "overlap" not in str(e).lower():
                 raise LabError(f"cannot create Docker network {lab}: {e}") from e

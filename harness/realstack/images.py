@@ -12,12 +12,11 @@ imported as `kvlab/debian-base:bookworm`, and the same Dockerfile is built on it
 mirror the host uses. The root file system tarball is cached in
 `<KVLAB_IMAGE_CACHE or /var/cache/kvlab/images>/debian-base-bookworm-<key>.tar`.
 
-    python -m harness.realstack.images [tor] [--base debootstrap|IMAGE] [--force]
+    kvlab image build tor [--base debootstrap|IMAGE] [--force]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -26,7 +25,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -509,35 +507,3 @@ def build_tor_image(
         image.tag(TOR_REPOSITORY, "latest")
         _prune_stale(client, TOR_CONTEXT.name, digest)
     return tag
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.realstack.images [tor]`: build the image, print its tag and size."""
-    ap = argparse.ArgumentParser(
-        prog="python -m harness.realstack.images", description=__doc__.split("\n")[0]
-    )
-    ap.add_argument("image", nargs="?", default="tor", choices=["tor"])
-    ap.add_argument(
-        "--base",
-        help="FROM image, or 'debootstrap' (default: debian:bookworm-slim if "
-        "present or pullable, else debootstrap)",
-    )
-    ap.add_argument("--force", action="store_true", help="rebuild even if an image with this hash exists")
-    args = ap.parse_args(argv)
-    from harness.progress import RichProgress
-
-    try:
-        tag = build_tor_image(RichProgress(), base=args.base, force=args.force)
-        size = docker_client().images.get(tag).attrs.get("Size", 0)
-    except PreflightError as e:
-        print(f"kvlab: {e}", file=sys.stderr)
-        return 2
-    except LabError as e:
-        print(f"kvlab: {e}", file=sys.stderr)
-        return 1
-    print(f"{tag} ({size / 1e6:.0f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,11 @@ writes into `out/`:
   set with `exec`; ToR rack segments are Linux bridges (`br-rack`) as in the netns runtime.
 - `bird/<router>.conf`: the routers' BIRD configs (harness.render.bird), bound into the
   containers at /etc/bird/bird.conf; BIRD's socket directory /run/bird is bound to
-  `<run dir>/<lab>/<router>` on the host.
-- `kind/<cluster>.yaml`: kind v1alpha4 cluster configs (kind-configs/cluster.yaml.j2).
+  `<run dir>/<lab>/<router>` on the host. External hosts get this `harness/` package bound
+  read-only at /opt/kvlab/harness (the TCP canary runs there with PYTHONPATH=/opt/kvlab).
+- `kind/<cluster>.yaml`: kind v1alpha4 cluster configs (kind-configs/cluster.yaml.j2), plus an
+  extraMount per node of calico-node's /var/run/calico (a hostPath) to `<run dir>/<node>/calico`,
+  so calico-node's BIRD socket is `<run dir>/<node>/calico/bird.ctl` on the host.
 - `calico/<cluster>/installation.yaml` (tigera operator Installation + APIServer) and
   `calico/<cluster>/resources.yaml` (the lab's Calico v3 resources, node names mapped to kind's).
 - `kubevirt/kubevirt.yaml` (the KubeVirt CR) and `kubevirt/vms.yaml` (one VirtualMachine per VM).
@@ -60,6 +63,10 @@ DEFAULT_AS = 64512
 POLICY_SETUP_TIMEOUT_S = 10
 BIRD_CONF = "/etc/bird/bird.conf"
 BIRD_RUN = "/run/bird"
+CALICO_RUN = "/var/run/calico"  # calico-node's hostPath: BIRD's control socket bird.ctl is in it
+HARNESS_DIR = Path(__file__).resolve().parents[1]  # this package, bound into the external hosts
+HARNESS_PYTHONPATH = "/opt/kvlab"
+HARNESS_MOUNT = f"{HARNESS_PYTHONPATH}/harness"
 ROUTER_SYSCTLS = {
     "net.ipv4.ip_forward": 1,
     "net.ipv4.conf.all.rp_filter": 0,
@@ -255,6 +262,7 @@ def clab_topology(
             "image": image,
             "group": "host",
             "cmd": "sleep infinity",  # the image runs BIRD by default; a host has none
+            "binds": [f"{HARNESS_DIR}:{HARNESS_MOUNT}:ro"],  # python3 -m harness.canary runs here
             "healthcheck": {"test": ["CMD", "true"], "interval": 5},
             "labels": {"kvlab.io/lab": spec.name, "kvlab.io/role": "host"},
         }
@@ -335,10 +343,36 @@ def _env() -> jinja2.Environment:
     return env
 
 
+def calico_run_dir(run_dir: Path, node: str) -> Path:
+    """Host directory bound at calico-node's /var/run/calico in the kind node of spec node `node`."""
+    return run_dir / node / "calico"
+
+
 def kind_config(
+    topo: Topology,
+    cluster: Cluster,
+    nodes: list[KindNode],
+    versions: StackVersions,
+    service_subnet: Any,
+    run_dir: Path | None = None,
+) -> str:
+    """A kind v1alpha4 Cluster config for a kind cluster of the lab. With `run_dir`, each node
+    mounts `<run dir>/<spec node>/calico` at /var/run/calico (calico-node's BIRD socket)."""
+    text = _kind_template(topo, cluster, nodes, versions, service_subnet)
+    if run_dir is None:
+        return text
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    doc = yaml.safe_load(text)
+    for node, kn in zip(doc["nodes"], nodes, strict=True):
+        node.setdefault("extraMounts", []).append(
+            {"hostPath": str(calico_run_dir(run_dir, kn.spec_name)), "containerPath": CALICO_RUN}
+        )
+    return _dump_yaml([doc], header)
+
+
+def _kind_template(
     topo: Topology, cluster: Cluster, nodes: list[KindNode], versions: StackVersions, service_subnet: Any
 ) -> str:
-    """A kind v1alpha4 Cluster config for a kind cluster of the lab."""
     pool = cluster.pools[0]
     return (
         _env()
@@ -639,7 +673,7 @@ def render_containerlab(
                 f"# tigera operator resources of cluster '{cluster.name}' (Calico {versions.calico}).\n",
             )
             files[f"kind/{cluster.name}.yaml"] = kind_config(
-                topo, cluster, kind_nodes[cluster.name], versions, services[cluster.name]
+                topo, cluster, kind_nodes[cluster.name], versions, services[cluster.name], run_dir
             )
             entry.update(
                 kind_config=f"kind/{cluster.name}.yaml",
@@ -701,6 +735,13 @@ def render_containerlab(
             **{sn: kn for sn, kn in names.items()},
         },
         "bird_sockets": {r.name: str(run_dir / r.name / "bird.ctl") for r in spec.routers},
+        "calico_sockets": {sn: str(calico_run_dir(run_dir, sn) / "bird.ctl") for sn in names},
+        "harness_mount": {
+            "host_path": str(HARNESS_DIR),
+            "container_path": HARNESS_MOUNT,
+            "pythonpath": HARNESS_PYTHONPATH,
+            "entities": [h.name for h in spec.hosts],
+        },
         "clusters": clusters_manifest,
         "vms": vm_manifest,
         "notes": notes,

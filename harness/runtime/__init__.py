@@ -13,9 +13,7 @@ def get_runtime(name: str) -> type[Runtime]:
 
         return NetnsRuntime
     if name == "containerlab":
-        from harness.errors import PreflightError
+        from harness.runtime.containerlab import ContainerlabRuntime
 
-        raise PreflightError(
-            name, ["the containerlab runtime is not part of this kvlab version yet; use --runtime netns"]
-        )
+        return ContainerlabRuntime
     raise ValueError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")

@@ -16,6 +16,10 @@ class Runtime(abc.ABC):
     """Brings one lab instance up and down. Stateless beyond what it writes in the run directory."""
 
     name: str = ""
+    # Whether several instances of one lab can run side by side on a machine (unique names).
+    # False where the runtime's resources have machine-wide names (kind clusters) or are too
+    # heavy to double (a KubeVirt cluster): private labs then share the one instance.
+    parallel_instances: bool = True
 
     def __init__(self, lab: str, progress: Progress | None = None):
         self.lab = lab
@@ -68,3 +72,8 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
         """Kernel routes of an entity (list of harness.kernel.KernelRoute)."""
+
+    def diagnostics(self, out_dir: Path) -> list[str]:
+        """Write what only this runtime can collect (cluster objects, container logs, ...) under
+        `out_dir`; return what could not be collected, one line each. Default: nothing."""
+        return []

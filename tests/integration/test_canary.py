@@ -1,11 +1,16 @@
-"""The TCP canary on real namespaces: one connection ext1 -> vm1 through a steady state, a mock live
-migration across racks, a migration that must stall (negative control), and resets."""
+"""The TCP canary: one connection ext1 -> vm1 through a steady state, a live migration across
+racks, a migration that must stall (negative control), and resets.
+
+The steady state, the migration and the stand-alone client run on every runtime (`--runtime`);
+the negative control and the resets reach into the netns runtime's mock VM (`netns_only`)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +20,14 @@ from harness.canary import Canary, CanaryReport, canary, merge_into
 from harness.lab import Lab
 from harness.topology import WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC
 
-pytestmark = pytest.mark.netns
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def clab(kvlab_labs, mock_default_path) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(mock_default_path, private=True)
+def clab(kvlab_labs, migration_lab_path) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+    lab = kvlab_labs(migration_lab_path, private=True)
+    yield lab
+    kvlab_labs.release(lab)
 
 
 def other_rack_node(lab: Lab, vm: str) -> str:
@@ -71,6 +76,10 @@ def test_live_migration_across_racks_keeps_the_connection(clab: Lab) -> None:
     assert any(e["kind"] == "canary-gap" for e in record.to_json()["events"])
 
 
+@pytest.mark.netns_only(
+    "drives the migration phase by phase and sets the target's host-side MAC by netlink in its "
+    "namespace, then primes the mock VM's ARP cache"
+)
 def test_negative_control_a_stale_gateway_mac_stalls_the_canary(clab: Lab) -> None:
     """The target's host side gets a MAC other than ee:ee:ee:ee:ee:ee; the guest keeps the gateway MAC
     it had. Traffic must stall (until the guest's ARP entry would expire): the canary has to say so."""
@@ -137,6 +146,7 @@ while True:
 """
 
 
+@pytest.mark.netns_only("runs a Python echo server inside the mock VM's namespace")
 def test_resets_are_counted_and_the_client_reconnects(clab: Lab) -> None:
     lab, port = clab, 7017
     server = lab.popen(
@@ -168,15 +178,18 @@ def test_resets_are_counted_and_the_client_reconnects(clab: Lab) -> None:
     assert {r["error"] for r in report.resets_detail} <= {"ECONNRESET", "EPIPE", "EOF"}
 
 
-def test_the_client_stands_alone_with_a_deadline_and_a_report_file(clab: Lab, tmp_path: Path) -> None:
-    out = tmp_path / "canary.json"
+def test_the_client_stands_alone_with_a_deadline_and_a_report_file(clab: Lab) -> None:
+    out = f"/tmp/kvlab-canary-{secrets.token_hex(4)}.json"  # in ext1's file system, read back through it
     argv = [sys.executable, "-m", "harness.canary", "client", "--to", clab.vm("vm1").ip,
-            "--rate", "200", "--duration-max", "0.5", "--report-file", str(out)]  # fmt: skip
+            "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
     res = clab.run("ext1", argv, timeout=10)
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["event"] for e in events] == ["connected", "ready", "done"]
-    doc = json.loads(out.read_text())
+    report = clab.run("ext1", ["cat", out])
+    clab.run("ext1", ["rm", "-f", out])
+    assert report.returncode == 0, report.stderr
+    doc = json.loads(report.stdout)
     assert doc["stop_reason"] == "duration"
     assert 80 <= doc["sent"] <= 101
     assert (doc["lost"], doc["resets"], doc["same_connection"]) == (0, 0, True)

@@ -1,26 +1,30 @@
-"""The default lab on real BIRD: sessions, fabric routes, aggregation, workload wiring, data plane."""
+"""The default lab on real BIRD: sessions, fabric routes, aggregation, workload wiring, data plane.
+
+Scenario tests: they run on every runtime (`--runtime`); the two that reach into a mock VM's
+namespace are `netns_only`."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
+from harness.canary import DEFAULT_PORT as GUEST_PORT  # the echo port of every runtime's VMs
 from harness.lab import Lab
-from harness.runtime.netns import GUEST_PORT
 from harness.tcpcheck import assert_reachable, echo_server
 
-pytestmark = pytest.mark.netns
+MOCK_VM = "reaches into a mock VM's namespace (the netns runtime's 'mock' VM backend)"
 
 RACK1_BLOCKS = {"r1-n1": "203.0.113.0/26", "r1-n2": "203.0.113.64/26"}
 RACK2_BLOCKS = {"r2-n1": "203.0.113.128/26", "r2-n2": "203.0.113.192/26"}
 RTPROT_BIRD = "bird"
 
 
-def test_every_session_established_and_status_contract(lab: Lab) -> None:
+def test_every_session_established_and_status_contract(lab: Lab, pytestconfig: pytest.Config) -> None:
     status = lab.status()
     assert set(status) >= {"lab", "runtime", "routers", "clusters", "nodes", "vms", "sessions"}
-    assert status["runtime"] == "netns"
+    assert status["runtime"] == pytestconfig.getoption("--runtime")
     assert {r["name"]: r["asn"] for r in status["routers"]} == {"spine1": 65100, "tor1": 65001, "tor2": 65002}
     assert status["clusters"] == [{"name": "kv", "asn": 64512, "pools": ["203.0.113.0/24"], "parent": None}]
     assert {n["name"]: (n["rack"], n["asn"]) for n in status["nodes"]} == {
@@ -69,7 +73,7 @@ def test_spine_sees_both_racks_blocks_via_their_tor(lab: Lab) -> None:
             best = spine.best_route(block)
             assert best is not None, f"spine1 has no route for {block}"
             assert best.as_path == (tor_as, 64512)
-            assert best.interface == tor
+            assert best.via == _address_on_link(lab, tor, "spine1")
 
 
 def test_vm_is_announced_only_inside_its_nodes_block(lab: Lab) -> None:
@@ -94,19 +98,16 @@ def test_node_kernel_tables(lab: Lab) -> None:
 
 def test_workload_interface_is_calico_style(lab: Lab) -> None:
     wl = lab.topo.workload("vm1")
-    ns_node = lab.runtime.ns("r1-n1")  # type: ignore[attr-defined]
-    from harness import netlink
-
-    with netlink.ipr(ns_node) as ip:
-        link = ip.link("get", index=ip.link_lookup(ifname=wl.host_ifname)[0])[0]
-        assert link.get_attr("IFLA_ADDRESS") == "ee:ee:ee:ee:ee:ee"
-        neigh = [n for n in ip.neigh("dump") if n.get_attr("NDA_DST") == str(wl.ip)]
-        assert neigh
-        assert neigh[0].get_attr("NDA_LLADDR") == wl.mac
+    (link,) = _ip_json(lab, "r1-n1", "link", "show", "dev", wl.host_ifname)
+    assert link["address"] == "ee:ee:ee:ee:ee:ee"
+    neigh = [n for n in _ip_json(lab, "r1-n1", "neigh", "show") if n.get("dst") == str(wl.ip)]
+    assert neigh
+    assert neigh[0].get("lladdr") == wl.mac
     proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{wl.host_ifname}/proxy_arp"])
     assert proxy.stdout.strip() == "1"
 
 
+@pytest.mark.netns_only(MOCK_VM)
 def test_mock_vm_routes_through_the_workload_gateway(mock_lab: Lab) -> None:
     vm_routes = {r.prefix: r for r in mock_lab.runtime.kernel_routes("vm1")}
     assert vm_routes["0.0.0.0/0"].gateway == "169.254.1.1"
@@ -118,6 +119,7 @@ def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
     assert_reachable(lab, "ext1", "203.0.113.10", GUEST_PORT)
 
 
+@pytest.mark.netns_only(MOCK_VM + " to run a client there")
 def test_vm_reaches_an_external_host(mock_lab: Lab) -> None:
     """From inside a (mock) VM's namespace out to the external host: the workload gateway works."""
     with echo_server(mock_lab, "ext1", port=7100):
@@ -131,3 +133,19 @@ def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
     for link in lab.topo.links + lab.topo.host_links:
         assert link.a.address.ip in fabric
         assert link.b.address.ip in fabric
+
+
+def _address_on_link(lab: Lab, entity: str, peer: str) -> str:
+    """`entity`'s address on its point-to-point link to `peer`."""
+    for link in lab.topo.links:
+        ends = {link.a.entity: link.a, link.b.entity: link.b}
+        if set(ends) == {entity, peer}:
+            return str(ends[entity].address.ip)
+    raise AssertionError(f"no link between {entity} and {peer}")
+
+
+def _ip_json(lab: Lab, entity: str, *args: str) -> list[dict]:
+    """`ip -j ARGS` inside a lab entity, parsed."""
+    res = lab.run(entity, ["ip", "-j", *args])
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout or "[]")

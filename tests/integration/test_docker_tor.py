@@ -7,6 +7,7 @@ missing daemon is a failure: `.ci/run` -> `make test` -> `scripts/install-docker
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -42,7 +43,12 @@ def _skip_reason() -> str | None:
 
 
 _SKIP = _skip_reason()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP)),
+    # No lab: the ToR image under plain Docker, a building block checked with the netns suite.
+    pytest.mark.netns_only("not a lab test: it checks the ToR image under plain Docker ('make test')"),
+]
 
 
 def tor_config(name: str, addresses: Mapping[str, ipaddress.IPv4Address]) -> str:
@@ -96,6 +102,14 @@ def test_two_tors_peer_over_docker(tor_image: str) -> None:
         run_root = lab["tor1"].run_dir.parent.parent
         assert lab.subnet.subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
         assert client.networks.get(lab.network).attrs["Internal"] is True
+        # the host's bridge holds no lab address: the root namespace has no route into the lab
+        root_routes = subprocess.run(
+            ["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True, check=True
+        ).stdout
+        assert not [
+            r for r in json.loads(root_routes)
+            if r["dst"] != "default" and ipaddress.ip_network(r["dst"], strict=False).overlaps(lab.subnet)
+        ]
         for name in ASN:
             eventually(lambda n=name: _established(lab, n), timeout=60, what=f"BGP Established on {name}")
         for name, peer in (("tor1", "tor2"), ("tor2", "tor1")):

@@ -33,7 +33,12 @@ from harness.kernel import KernelRoute
 from harness.lab import Lab
 from harness.wait import eventually
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.netns_only(
+        "programs Felix-style kernel routes on veth devices it adds by netlink inside node namespaces"
+    ),
+]
 
 API = "projectcalico.org/v3"
 TIMEOUT = 15.0

@@ -20,7 +20,10 @@ from harness.runtime.netns import NetnsRuntime
 from harness.state import lab_dir
 from harness.wait import eventually
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.netns_only("checks the netns runtime's namespaces, BIRD processes and crash reaping"),
+]
 KVLAB = [sys.executable, "-m", "harness.cli"]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,14 @@
 """Live migration of a (mock) VM on real BIRD: what a passing lab proves (calico-semantics.md, 1-5 and 7).
 
 Each scenario runs in a private instance of its lab, so the shared `lab` stays untouched.
+The tests that stop a migration between its phases (prepare, activate, complete) to look at
+the state in between, or inject a failure and read a node agent, need the netns runtime's own
+migration (`netns_only`); a migration there and back runs on every runtime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +18,27 @@ from harness import checks
 from harness.lab import Lab
 from harness.wait import eventually
 
-pytestmark = pytest.mark.netns
-
 REPO = Path(__file__).resolve().parents[2]
 VM_PREFIX = "203.0.113.10/32"
 TAG = "65000:100"
+PHASES = (
+    "stops the migration between its phases (prepare, activate, complete) to check the state in "
+    "between; only the netns runtime's migration can be driven phase by phase"
+)
 
 
 @pytest.fixture(scope="module")
-def mlab(kvlab_labs, mock_default_path) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(mock_default_path, private=True)
+def mlab(kvlab_labs, migration_lab_path) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+    lab = kvlab_labs(migration_lab_path, private=True)
+    yield lab
+    kvlab_labs.release(lab)
 
 
 def converge_timeout(lab: Lab, node: str) -> float:
     return lab.priorities(node).convergence + 10
 
 
+@pytest.mark.netns_only(PHASES)
 def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
     lab, target = mlab, "r2-n1"
     wl = lab.topo.workload("vm1")
@@ -96,6 +105,7 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
     checks.delivered_to(lab, "ext1", wl.ip.exploded, target)
 
 
+@pytest.mark.netns_only(PHASES)
 def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
     """vm1's IP is outside both r2 nodes' blocks: the source announces its own /32 until it learns better."""
     lab = mlab
@@ -158,6 +168,9 @@ def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -
     assert checks.single_best(lab, "spine1", block).as_path == (65001, 64512)
 
 
+@pytest.mark.netns_only(
+    "injects the failure through the netns runtime's migration (fail=) and reads the source node agent"
+)
 def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
     lab = mlab
     source = lab.vm("vm1").node
@@ -174,6 +187,7 @@ def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
     assert lab.runtime.agent(source).call("status")["workloads"]["vm1"]["metric"] is not None
 
 
+@pytest.mark.netns_only(PHASES)
 def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
     lab: Lab = kvlab_labs(REPO / "labs" / "single-rack.yml", private=True)
     assert {s.name for s in lab.node("r1-n3").sessions()} >= {"Mesh_198_18_1_11", "Mesh_198_18_1_12"}
@@ -212,6 +226,7 @@ def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  #
     )
 
 
+@pytest.mark.netns_only(PHASES)
 def test_without_the_tor_community_preference_the_split_brain_is_detected(  # type: ignore[no-untyped-def]
     kvlab_labs, tmp_path: Path
 ) -> None:

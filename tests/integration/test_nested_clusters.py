@@ -1,4 +1,4 @@
-"""Nested clusters on the netns runtime: Kubernetes clusters in VMs of a parent cluster peering
+"""Nested clusters: Kubernetes clusters in VMs of a parent cluster peering
 eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/nested.yml).
 
 - `nested`: labs/nested.yml as it is: clusters red and blue in vm-red and vm-blue on p1-n1,
@@ -7,23 +7,24 @@ eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/
   to; red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter
   as written (an Accept and nothing else).
 - a private copy of `nested` for the live migration of a nested node's VM.
+
+Scenario tests: they run on every runtime (`--runtime`) that can run nested labs.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from harness import netlink
 from harness.birdc import Route
 from harness.lab import Lab
 from harness.topology import workload_ifname
 from harness.wait import eventually
-
-pytestmark = pytest.mark.netns
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED = REPO / "labs" / "nested.yml"
@@ -79,10 +80,9 @@ def test_kvlab_status_lists_nested_clusters_with_their_parent(nested: Lab) -> No
 
 
 def test_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested: Lab) -> None:
-    ns = nested.runtime.ns  # type: ignore[attr-defined]
     for vm in ("vm-red", "vm-blue"):
-        assert f"{PEERING_IP}/32" in netlink.addresses(ns("p1-n1"), workload_ifname(vm)), vm
-    assert f"{PEERING_IP}/32" not in netlink.addresses(ns("p1-n2"), workload_ifname("vm-green"))
+        assert f"{PEERING_IP}/32" in _addresses(nested, "p1-n1", workload_ifname(vm)), vm
+    assert f"{PEERING_IP}/32" not in _addresses(nested, "p1-n2", workload_ifname("vm-green"))
 
 
 # ---- routes -------------------------------------------------------------------------------
@@ -156,13 +156,14 @@ def _pool(name: str, cidr: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Lab:  # type: ignore[no-untyped-def]
+def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     lab = kvlab_labs(_rogue_spec(tmp_path_factory.mktemp("rogue")), private=True)
-    ns = lab.runtime.ns  # type: ignore[attr-defined]
     # A pod address each nested node announces from its unapproved pool (Felix-style kernel route).
-    netlink.add_route(ns("red-n1"), "198.51.100.130/32", dev="lo")
-    netlink.add_route(ns("blue-n1"), "198.51.100.194/32", dev="lo")
-    return lab
+    for node, prefix in (("red-n1", "198.51.100.130/32"), ("blue-n1", "198.51.100.194/32")):
+        res = lab.run(node, ["ip", "route", "replace", prefix, "dev", "lo"])
+        assert res.returncode == 0, res.stderr
+    yield lab
+    kvlab_labs.release(lab)
 
 
 def test_route_outside_the_nested_pool_is_refused_by_the_parent(rogue: Lab) -> None:
@@ -225,8 +226,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_
     assert route.as_path == (PARENT_AS, NESTED_AS["red"])
     assert "Local_Workload_203_0_113_10" not in _sessions(lab, "p1-n1")
     assert _sessions(lab, "red-n1") == {"Global_169_254_0_179": "Established"}
-    ns = lab.runtime.ns  # type: ignore[attr-defined]
-    assert f"{PEERING_IP}/32" in netlink.addresses(ns("p1-n2"), workload_ifname("vm-red"))
+    assert f"{PEERING_IP}/32" in _addresses(lab, "p1-n2", workload_ifname("vm-red"))
     # the canary's one TCP connection survived: nothing lost, never reset
     assert report.same_connection, report.summary()
     assert report.resets == 0, report.summary()
@@ -240,3 +240,11 @@ def _via(lab: Lab, router: str, prefix: str, gateway: str) -> Route:
     route = _best(lab, router, prefix)
     assert route.via == gateway, f"{prefix} via {route.via}, expected {gateway}"
     return route
+
+
+def _addresses(lab: Lab, entity: str, dev: str) -> list[str]:
+    """The IPv4 addresses (`a.b.c.d/len`) on `dev` inside a lab entity."""
+    res = lab.run(entity, ["ip", "-j", "-4", "addr", "show", "dev", dev])
+    assert res.returncode == 0, res.stderr
+    links = json.loads(res.stdout or "[]")
+    return [f"{a['local']}/{a['prefixlen']}" for link in links for a in link["addr_info"]]

@@ -34,7 +34,10 @@ from harness.qemu import GuestSpec, QemuError, QemuGuest, create_tap, find_qemu
 from harness.topology import WORKLOAD_HOST_MAC
 from harness.wait import eventually
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.netns_only("boots the netns runtime's QEMU guest image by hand in namespaces (QMP, taps)"),
+]
 
 VM_IP = "203.0.113.10"
 VM_MAC = "52:54:00:cb:00:0a"

@@ -2,13 +2,15 @@
 
 The default lab's vm1 is a QEMU guest (TCG). These are the data-plane facts of a KubeVirt
 live migration: the VM keeps its IP and its TCP session, traffic follows it, and a failed
-migration leaves it running where it was.
+migration leaves it running where it was. The tests that look into QEMU are `netns_only`;
+the migration there and back runs on every runtime (`--runtime`, e.g. KubeVirt's VMs).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,24 +20,26 @@ from harness.errors import LabError, WaitTimeout
 from harness.lab import Lab
 from harness.wait import eventually
 
-pytestmark = pytest.mark.netns
-
 REPO = Path(__file__).resolve().parents[2]
 VM_PREFIX = "203.0.113.10/32"
 TAG = "65000:100"
 
+QEMU = "reads QEMU's own state (QMP events and status, its process, the tap by netlink)"
+
 
 @pytest.fixture(scope="module")
-def qlab(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
+def qlab(kvlab_labs) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     lab: Lab = kvlab_labs(REPO / "labs" / "default.yml", private=True)
     assert lab.topo.workload("vm1").backend == "qemu"
-    return lab
+    yield lab
+    kvlab_labs.release(lab)
 
 
 def events(record, **match):  # type: ignore[no-untyped-def]
     return [e for e in record.to_json()["events"] if all(e.get(k) == v for k, v in match.items())]
 
 
+@pytest.mark.netns_only(QEMU)
 def test_across_racks_the_session_survives_and_traffic_follows(qlab: Lab) -> None:
     record = qlab.migrate("vm1", "r2-n1", canary="ext1")
     assert record.status == "completed", record.reason
@@ -76,6 +80,7 @@ def test_back_and_forth_in_one_boot(qlab: Lab) -> None:
     )
 
 
+@pytest.mark.netns_only(QEMU)
 def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> None:
     source = qlab.vm("vm1").node
     target = "r2-n2" if source != "r2-n2" else "r1-n2"
@@ -98,6 +103,7 @@ def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> No
         assert q.status() == "running"
 
 
+@pytest.mark.netns_only(QEMU)
 def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
     """Negative control: the guest keeps its gateway's MAC across the migration; if the target's
     host side has another MAC than ee:ee:ee:ee:ee:ee, the canary must show the stall."""
@@ -116,6 +122,7 @@ def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
     assert report.max_gap_ms > 1000, report.summary()
 
 
+@pytest.mark.netns_only(QEMU)
 def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """timers.migration shorter than QEMU needs (~0.4 s for 128 MiB): cancelled, the VM keeps
     running on the source, no target route ever, and the record says why."""

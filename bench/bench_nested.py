@@ -1,0 +1,92 @@
+"""Benchmark: live migration of a nested cluster node's VM (labs/nested.yml, vm-red between p1-n1
+and p1-n2), with a TCP canary from ext1 to red-n1's pod in the nested pool 198.51.100.0/26.
+
+For each migration:
+- session back: migration completed -> the new parent node's `Local_Workload_203_0_113_10`
+  Established (the nested node only notices the move when its next keepalive is reset by the
+  new parent node; the lab sets keepaliveTime 10s),
+- ToR via target: migration completed -> tor1's best route for the nested pool via the new node,
+- canary max gap: the longest wait of ext1's single TCP connection for an echo (TCP
+  retransmission backoff stretches it beyond the route outage),
+plus whether the canary connection survived (same connection, nothing lost, no reset).
+Prints min/median/max and writes bench/results/nested.json.
+
+    .venv/bin/python bench/bench_nested.py --migrations 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness.lab import Lab  # noqa: E402
+from harness.wait import eventually  # noqa: E402
+
+NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
+POOL = "198.51.100.0/26"
+PEER = "Local_Workload_203_0_113_10"
+
+
+def one(lab: Lab, target: str) -> dict[str, Any]:
+    def established() -> float | None:
+        states = {s.name: s.state for s in lab.speaker(target).sessions()}
+        return time.time() if states.get(PEER) == "Established" else None
+
+    def tor_via() -> float | None:
+        best = lab.router("tor1").best_route(POOL)
+        return time.time() if best is not None and best.via == NODE_IP[target] else None
+
+    with lab.canary("ext1", "red-n1") as probe:
+        probe.wait_sent(5)
+        record = lab.migrate("vm-red", target)
+        session_at = eventually(established, timeout=60, interval=0.05, what=f"{PEER} on {target}")
+        tor_at = eventually(tor_via, timeout=60, interval=0.05, what=f"tor1 via {target}")
+        echoed = probe.progress["echoed"]
+        probe.wait_for(
+            lambda p: p["echoed"] > echoed + 5 and p["outstanding"] <= 2, timeout=60, what="echoes again"
+        )
+        report = probe.stop()
+    return {
+        "session_back_s": session_at - record.ended,
+        "tor_via_target_s": tor_at - record.ended,
+        "canary_max_gap_ms": report.max_gap_ms,
+        "survived": report.same_connection and report.lost == 0 and report.resets == 0,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--migrations", type=int, default=4)
+    args = ap.parse_args()
+    runs = []
+    with Lab.from_file(REPO / "labs" / "nested.yml", name=Lab.unique_name("bench-nested")) as lab:
+        for i in range(args.migrations):
+            target = "p1-n2" if i % 2 == 0 else "p1-n1"
+            runs.append(one(lab, target))
+            print(f"migration {i + 1}: {runs[-1]}", flush=True)
+    summary: dict[str, Any] = {}
+    for key in ("session_back_s", "tor_via_target_s", "canary_max_gap_ms"):
+        values = [r[key] for r in runs]
+        summary[key] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
+    summary["survived"] = sum(r["survived"] for r in runs)
+    summary["migrations"] = len(runs)
+    out = REPO / "bench" / "results" / "nested.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
+    for key in ("session_back_s", "tor_via_target_s", "canary_max_gap_ms"):
+        s = summary[key]
+        print(f"{key:>20}: min {s['min']:.2f}  median {s['median']:.2f}  max {s['max']:.2f}")
+    print(f"{'survived':>20}: {summary['survived']}/{summary['migrations']}")
+    return 0 if summary["survived"] == len(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

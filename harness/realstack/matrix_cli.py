@@ -1,0 +1,72 @@
+"""The version matrix (harness.realstack.versions) for shell scripts, and which entry a run uses.
+
+`--stack NAME` (of `kvlab up` and of pytest) puts the entry's name in $KVLAB_STACK; the
+containerlab runtime reads it back with `selected()` (unset: versions.DEFAULT).
+
+    python -m harness.realstack.matrix_cli names            # one entry name a line
+    python -m harness.realstack.matrix_cli field NAME kind  # v0.31.0 (any StackVersions field)
+    python -m harness.realstack.matrix_cli table            # the README's markdown table
+
+Standard library only: the nightly workflow runs it with the system Python before the venv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
+
+STACK_ENV = "KVLAB_STACK"
+
+
+def selected() -> StackVersions:
+    """The entry named by $KVLAB_STACK (unset or empty: DEFAULT). KeyError names the known ones."""
+    return get_versions(os.environ.get(STACK_ENV) or None)
+
+
+def table() -> str:
+    """A markdown table of the matrix, the default entry first."""
+    rows = [
+        "| stack (`--stack`) | Calico | KubeVirt | Kubernetes (kindest/node) | kind | live migration |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in sorted(MATRIX.values(), key=lambda s: s is not DEFAULT):
+        name = f"`{s.name}`" + (" (default)" if s is DEFAULT else "")
+        lm = "yes" if s.live_migration else "no (baseline)"
+        rows.append(f"| {name} | {s.calico} | {s.kubevirt} | {s.kubernetes} | {s.kind} | {lm} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.realstack.matrix_cli", description=__doc__.split("\n")[0]
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("names", help="every entry name, one a line")
+    f = sub.add_parser("field", help="one field of an entry")
+    f.add_argument("name")
+    f.add_argument("field", help="calico, kubevirt, kind, kind_node_image, kubernetes, live_migration, ...")
+    sub.add_parser("table", help="the matrix as a markdown table")
+    args = p.parse_args(argv)
+    if args.command == "names":
+        print("\n".join(MATRIX))
+    elif args.command == "table":
+        print(table())
+    else:
+        try:
+            doc = get_versions(args.name).to_json()
+        except KeyError as e:
+            print(f"matrix_cli: {e.args[0]}", file=sys.stderr)
+            return 2
+        if args.field not in doc:
+            print(f"matrix_cli: no field '{args.field}' (known: {', '.join(doc)})", file=sys.stderr)
+            return 2
+        value = doc[args.field]
+        print(str(value).lower() if isinstance(value, bool) else value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
