@@ -306,6 +306,10 @@ class Lab:
             self.write_timeline(record, self.artifacts_dir)
         return record
 
+    def workload_interface(self, vm: str, node: str | None = None) -> str:
+        """The host-side interface of `vm`'s pod on `node` (default: where it runs now)."""
+        return self.runtime.workload_interface(self, vm, node or self.vm_location(vm)["node"])
+
     def restore_placement(self) -> list[str]:
         """Live-migrate every VM that runs away from its spec node back there (a shared lab
         handed to a test that expects the initial placement); returns the VMs moved."""

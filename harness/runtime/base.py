@@ -27,6 +27,17 @@ class Runtime(abc.ABC):
         # Entities that live inside another one: a nested cluster's node runs in its parent's VM.
         self.hosted: dict[str, str] = {}
 
+    def workload_interface(self, lab: Any, vm: str, node: str) -> str:
+        """The host-side interface (Calico's `cali...`) of VM `vm`'s pod on `node`: by default
+        the device of the node's kernel route to the VM's /32."""
+        from harness.errors import LabError
+
+        prefix = f"{lab.topo.workload(vm).ip}/32"
+        devs = [r.dev for r in self.kernel_routes(node, prefix) if r.dev and r.dev.startswith("cali")]
+        if not devs:
+            raise LabError(f"{node} has no workload route to {vm} ({prefix})")
+        return str(devs[0])
+
     def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
         """Live-migrate `vm` of `lab` to node `to`; returns a harness.migration.MigrationRecord."""
         raise NotImplementedError(f"the {self.name} runtime cannot migrate VMs")

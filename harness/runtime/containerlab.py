@@ -480,6 +480,17 @@ class ContainerlabRuntime(Runtime):
         manifest = self.manifest(required=False) or {}
         return {c: e for c, e in manifest.get("clusters", {}).items() if not e.get("nested")}
 
+    def workload_interface(self, lab: Any, vm: str, node: str) -> str:
+        """`spec.interfaceName` of the Calico WorkloadEndpoint of VM `vm`'s pod on `node`."""
+        ip = f"{lab.topo.workload(vm).ip}/32"
+        cluster = lab.topo.workload(vm).cluster
+        kind_node = next((kn for kn, sn in (self.manifest() or {})["kind_nodes"].items() if sn == node), node)
+        for wep in self.kube(cluster).list("projectcalico.org/v3", "WorkloadEndpoint"):
+            spec = wep.get("spec") or {}
+            if spec.get("node") == kind_node and ip in (spec.get("ipNetworks") or []):
+                return str(spec["interfaceName"])
+        return super().workload_interface(lab, vm, node)
+
     def spec_node(self, kind_node: str) -> str:
         return str((self.manifest() or {})["kind_nodes"].get(kind_node, kind_node))
 

@@ -232,6 +232,9 @@ class NetnsRuntime(Runtime):
         )
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
 
+    def workload_interface(self, lab: Any, vm: str, node: str) -> str:
+        return lab.topo.workload(vm).host_ifname  # the same name on every node, as the CNI names it
+
     # -- migration -----------------------------------------------------------------------
     def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
         from harness.migration import Migration

@@ -85,9 +85,8 @@ def test_vm_is_announced_only_inside_its_nodes_block(lab: Lab) -> None:
 
 
 def test_node_kernel_tables(lab: Lab) -> None:
-    wl = lab.topo.workload("vm1")
     vm_route = lab.node("r1-n1").kernel_routes("203.0.113.10/32")
-    assert [(r.dev, r.metric) for r in vm_route] == [(wl.host_ifname, 1024)]
+    assert [(r.dev, r.metric) for r in vm_route] == [(lab.workload_interface("vm1", "r1-n1"), 1024)]
     own_block = lab.node("r1-n1").kernel_routes("203.0.113.0/26")
     assert [r.route_type for r in own_block] == ["blackhole"]
     remote = lab.node("r2-n1").kernel_routes("203.0.113.0/26")
@@ -98,12 +97,13 @@ def test_node_kernel_tables(lab: Lab) -> None:
 
 def test_workload_interface_is_calico_style(lab: Lab) -> None:
     wl = lab.topo.workload("vm1")
-    (link,) = _ip_json(lab, "r1-n1", "link", "show", "dev", wl.host_ifname)
+    host_if = lab.workload_interface("vm1", "r1-n1")
+    (link,) = _ip_json(lab, "r1-n1", "link", "show", "dev", host_if)
     assert link["address"] == "ee:ee:ee:ee:ee:ee"
     neigh = [n for n in _ip_json(lab, "r1-n1", "neigh", "show") if n.get("dst") == str(wl.ip)]
     assert neigh
     assert neigh[0].get("lladdr") == wl.mac
-    proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{wl.host_ifname}/proxy_arp"])
+    proxy = lab.run("r1-n1", ["cat", f"/proc/sys/net/ipv4/conf/{host_if}/proxy_arp"])
     assert proxy.stdout.strip() == "1"
 
 

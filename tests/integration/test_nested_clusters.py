@@ -23,7 +23,6 @@ import yaml
 
 from harness.birdc import Route
 from harness.lab import Lab
-from harness.topology import workload_ifname
 from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,8 +80,8 @@ def test_kvlab_status_lists_nested_clusters_with_their_parent(nested: Lab) -> No
 
 def test_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested: Lab) -> None:
     for vm in ("vm-red", "vm-blue"):
-        assert f"{PEERING_IP}/32" in _addresses(nested, "p1-n1", workload_ifname(vm)), vm
-    assert f"{PEERING_IP}/32" not in _addresses(nested, "p1-n2", workload_ifname("vm-green"))
+        assert f"{PEERING_IP}/32" in _addresses(nested, "p1-n1", nested.workload_interface(vm)), vm
+    assert f"{PEERING_IP}/32" not in _addresses(nested, "p1-n2", nested.workload_interface("vm-green"))
 
 
 # ---- routes -------------------------------------------------------------------------------
@@ -226,7 +225,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_
     assert route.as_path == (PARENT_AS, NESTED_AS["red"])
     assert "Local_Workload_203_0_113_10" not in _sessions(lab, "p1-n1")
     assert _sessions(lab, "red-n1") == {"Global_169_254_0_179": "Established"}
-    assert f"{PEERING_IP}/32" in _addresses(lab, "p1-n2", workload_ifname("vm-red"))
+    assert f"{PEERING_IP}/32" in _addresses(lab, "p1-n2", lab.workload_interface("vm-red"))
     # the canary's one TCP connection survived: nothing lost, never reset
     assert report.same_connection, report.summary()
     assert report.resets == 0, report.summary()
