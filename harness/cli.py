@@ -143,12 +143,23 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
         rb = tree.add(
             f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}"
         )
+        for h in status["hosts"]:
+            if next(x for x in lab.spec.hosts if x.name == h["name"]).router == tor.name:
+                rb.add(f"host {h['name']} {h['ip']}")
+        nested = {n["vm"]: n for n in status["nodes"] if "vm" in n}
+        pools = {c["name"]: ", ".join(c["pools"]) for c in status["clusters"]}
         for n in status["nodes"]:
             if n["rack"] == rack.name:
                 nb = rb.add(f"node [bold]{n['name']}[/] AS{n['asn']} {n['ip']} ({n['cluster']})")
                 for vm in status["vms"]:
                     if vm["node"] == n["name"]:
-                        nb.add(f"vm {vm['name']} {vm['ip']}")
+                        vb = nb.add(f"vm {vm['name']} {vm['ip']}")
+                        if vm["name"] in nested:
+                            nn = nested[vm["name"]]
+                            vb.add(
+                                f"nested node [bold]{nn['name']}[/] AS{nn['asn']} "
+                                f"(cluster {nn['cluster']}, pool {pools[nn['cluster']]})"
+                            )
     console.print(tree)
     table = Table(title="BGP sessions")
     for col in ("router", "name", "peer", "state"):

@@ -67,6 +67,8 @@ def collect(lab: Lab, out_dir: Path) -> Path:
         )
     agent = getattr(lab.runtime, "agent", None)
     for node in lab.topo.node_address:
+        if node in lab.topo.nested_vm:
+            continue  # a nested node has BIRD but no node agent
         d = bundle / node
         d.mkdir(exist_ok=True)
         if agent is not None:
