@@ -510,3 +510,60 @@ def test_workload_peering_follows_the_vm(tmp_path: Path) -> None:
     res = resources_of(spec)["parent"]
     assert "Local_Workload_203_0_113_10" not in bgp_protocols(render_node(topo, "p1-n1", res))
     assert "Local_Workload_203_0_113_10" in bgp_protocols(render_node(topo, "p1-n2", res))
+
+
+# -- what the runtime derives: peering IP placement, pods during a migration, keepalive -----------
+
+
+def test_peering_ip_goes_on_selected_workloads_only(spec: LabSpec, topo: Topology) -> None:
+    from harness.calico import confd
+
+    res = resources_of(spec)["parent"]
+    assert confd.workload_peering_ip(res) == "169.254.0.179"
+    assert confd.peering_workloads(topo, "p1-n1", res) == ["203.0.113.10", "203.0.113.11"]
+    assert confd.peering_workloads(topo, "p1-n2", res) == []  # vm-green: no BGPPeer selects it
+    assert confd.workload_peering_ip(resources_of(spec)["red"]) is None  # nested: not a parent
+
+
+def test_a_migrating_vm_has_a_pod_on_both_nodes(spec: LabSpec, topo: Topology) -> None:
+    """During a migration both parent nodes render a Local_Workload peer for the VM; after it
+    only the target does."""
+    res = resources_of(spec)["parent"]
+    during = topo.with_pods({"vm-red": ["p1-n1", "p1-n2"]})
+    after = topo.with_pods({"vm-red": ["p1-n2"]})
+    for node in ("p1-n1", "p1-n2"):
+        assert "Local_Workload_203_0_113_10" in bgp_protocols(render_node(during, node, res))
+    assert "Local_Workload_203_0_113_10" not in bgp_protocols(render_node(after, "p1-n1", res))
+    assert "Local_Workload_203_0_113_11" in bgp_protocols(render_node(after, "p1-n1", res))
+    assert [w.node for w in topo.workloads if w.vm == "vm-red"] == ["p1-n1"]  # topo itself unchanged
+
+
+def test_nested_pod_is_the_first_address_of_the_nested_block(topo: Topology) -> None:
+    assert {n: str(ip) for n, ip in topo.nested_pod.items()} == {
+        "red-n1": "198.51.100.1",
+        "blue-n1": "198.51.100.65",
+    }
+
+
+@needs_bird
+def test_keepalive_time_of_the_peering_to_the_parent(configs: dict[str, str]) -> None:
+    for node in ("red-n1", "blue-n1"):
+        body = bgp_protocols(configs[node])["Global_169_254_0_179"]
+        assert "keepalive time 10;" in body  # keepaliveTime: 10s in labs/calico/nested-*.yaml
+        check_config(configs[node])
+    assert "keepalive time" not in configs["p1-n1"]  # the parent's peers keep BIRD's default
+
+
+def test_parent_import_filters_end_with_a_reject(configs: dict[str, str]) -> None:
+    """labs/nested.yml's accept-nested-* filters refuse what their Accept rule does not match."""
+    body = bgp_protocols(configs["p1-n1"])["Local_Workload_203_0_113_10"]
+    imports = filter_block(body, "import").splitlines()
+    assert imports[0].strip() == "'bgp_accept-nested-red-pool_importFilterV4'();"
+    assert imports[-1].strip() == "accept;"  # calico-node's default import after the filters
+    pattern = r"function 'bgp_accept-nested-red-pool_importFilterV4'\(\) \{\n(.*?)\n\}"
+    m = re.search(pattern, configs["p1-n1"], re.S)
+    assert m, "filter function missing"
+    assert [line.strip() for line in m.group(1).splitlines()] == [
+        "if ((net ~ 198.51.100.0/26)) then { accept; }",
+        "reject;",
+    ]
