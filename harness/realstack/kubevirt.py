@@ -4,8 +4,10 @@ A lab VM becomes a `VirtualMachine` that Calico can live-migrate: pod network wi
 binding (the guest uses the pod IP), the template annotation
 `kubevirt.io/allow-pod-bridge-network-live-migration` (without it KubeVirt refuses to migrate a
 bridge-bound VM), the Calico IPAM annotation that gives the pod the spec's IP, a preferred
-(not required) node affinity so the VM starts on its spec node and can still migrate, and a
-cloud-init script that starts the TCP line-echo server the canary (harness.canary) talks to.
+(not required) node affinity so the VM starts on its spec node and can still migrate, and
+cloud-init user data (`#cloud-config`) that authorizes the lab's SSH key for the guest user
+(harness.realstack.guestssh reaches the guest with it) and starts the TCP line-echo server the
+canary (harness.canary) talks to.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import yaml
+
 from harness.canary import DEFAULT_PORT
+from harness.realstack.versions import GUEST_USER
 
 API_VERSION = "kubevirt.io/v1"
 NAMESPACE = "kubevirt"  # where virt-operator and the KubeVirt CR live
@@ -28,6 +34,8 @@ CALICO_IP_ANNOTATION = "cni.projectcalico.org/ipAddrs"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 VM_LABEL = "kvlab.io/vm"
 GUEST_MEMORY = "128Mi"
+USER_DATA_MAX = 2048  # bytes: KubeVirt's admission webhook refuses longer inline cloud-init userData
+ECHO_SCRIPT = "/usr/local/bin/kvlab-echo.py"
 
 
 def kvm_usable(device: str = "/dev/kvm") -> bool:
@@ -72,20 +80,45 @@ _PY_ECHO = (
 )
 
 
-def canary_user_data(port: int = DEFAULT_PORT) -> str:
-    """cloud-init user data (a shell script) that starts the canary's echo server on `port`."""
-    py = _PY_ECHO.replace("{port}", str(port))
-    return (
-        "#!/bin/sh\n"
-        f"# kvlab: TCP line-echo server on port {port} for the canary (harness.canary).\n"
-        "cat > /usr/local/bin/kvlab-echo.py <<'EOF'\n"
-        f"{py}"
-        "EOF\n"
-        "if command -v python3 >/dev/null 2>&1; then\n"
-        "  nohup python3 /usr/local/bin/kvlab-echo.py >/dev/null 2>&1 &\n"
-        "else\n"
-        f"  nohup sh -c 'while true; do nc -lk -p {port} -e cat; sleep 0.2; done' >/dev/null 2>&1 &\n"
-        "fi\n"
+class _CloudConfigDumper(yaml.SafeDumper):
+    """Multi-line strings (the echo server's source) as literal blocks, so the file reads well."""
+
+
+_CloudConfigDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    ),
+)
+
+
+def guest_user_data(port: int = DEFAULT_PORT, ssh_authorized_keys: Sequence[str] = ()) -> str:
+    """cloud-init user data (`#cloud-config`): the lab's SSH public keys authorized for the guest
+    user (versions.GUEST_USER), and the canary's TCP line-echo server started on `port`.
+
+    The keys go to the image's default user and, with `disable_root: false`, unprefixed to root
+    (cloud-init otherwise prefixes root's keys with a command that refuses the login). The echo
+    server is python3 when the guest has it, else busybox nc (one `cat` per connection).
+    """
+    start = (
+        f"if command -v python3 >/dev/null 2>&1; then nohup python3 {ECHO_SCRIPT} >/dev/null 2>&1 & "
+        f"else nohup sh -c 'while true; do nc -lk -p {port} -e cat; sleep 0.2; done' >/dev/null 2>&1 & fi"
+    )
+    doc: dict[str, Any] = {}
+    if ssh_authorized_keys:
+        doc["disable_root"] = GUEST_USER != "root"
+        doc["ssh_authorized_keys"] = [k.strip() for k in ssh_authorized_keys]
+    doc["write_files"] = [
+        {"path": ECHO_SCRIPT, "permissions": "0755", "content": _PY_ECHO.replace("{port}", str(port))}
+    ]
+    doc["runcmd"] = [start]  # a string: cloud-init runs it with sh
+    header = (
+        "#cloud-config\n"
+        f"# kvlab: SSH key of the lab for {GUEST_USER} (commands reach the guest over SSH through an\n"
+        f"# external host), and a TCP line-echo server on port {port} for the canary (harness.canary).\n"
+    )
+    return header + yaml.dump(
+        doc, Dumper=_CloudConfigDumper, sort_keys=False, default_flow_style=False, width=4096
     )
 
 
@@ -99,9 +132,12 @@ def virtual_machine(
     mac: str | None = None,
     port: int = DEFAULT_PORT,
     namespace: str = VM_NAMESPACE,
+    ssh_authorized_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`."""
+    """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`;
+    its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER."""
     vm_labels = {VM_LABEL: name, **(labels or {})}
+    user_data = guest_user_data(port, ssh_authorized_keys)
     interface: dict[str, Any] = {"name": "default", "bridge": {}}
     if mac is not None:
         interface["macAddress"] = mac
@@ -149,7 +185,7 @@ def virtual_machine(
                     "terminationGracePeriodSeconds": 0,
                     "volumes": [
                         {"name": "containerdisk", "containerDisk": {"image": image}},
-                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": canary_user_data(port)}},
+                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": user_data}},
                     ],
                 },
             },

@@ -18,7 +18,12 @@ writes into `out/`:
   so calico-node's BIRD socket is `<run dir>/<node>/calico/bird.ctl` on the host.
 - `calico/<cluster>/installation.yaml` (tigera operator Installation + APIServer) and
   `calico/<cluster>/resources.yaml` (the lab's Calico v3 resources, node names mapped to kind's).
-- `kubevirt/kubevirt.yaml` (the KubeVirt CR) and `kubevirt/vms.yaml` (one VirtualMachine per VM).
+- `kubevirt/kubevirt.yaml` (the KubeVirt CR) and `kubevirt/vms.yaml` (one VirtualMachine per VM,
+  its cloud-init authorizing the lab's SSH key for versions.GUEST_USER).
+- `ssh/id_rsa` (mode 0600) and `ssh/id_rsa.pub`: the lab's SSH key (RSA 3072, generated here, or
+  the existing one when re-rendering into the same directory; `ssh_key=` gives one instead).
+  Commands reach a guest over SSH through the lab's first external host
+  (harness.realstack.guestssh); its host key goes to `<run dir>/ssh/known_hosts`.
 - `manifest.json` (what was rendered, for which versions, and the name mappings) and README.md.
 
 Nested clusters (`parent:` in the spec) are not kind clusters: they run inside KubeVirt VMs of
@@ -28,8 +33,10 @@ says so), while the parent's resources carry localWorkloadPeeringIPV4 for them.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -45,7 +52,7 @@ from harness.calico import resources as cr
 from harness.errors import KvlabError, LabError, SpecIssue
 from harness.realstack import kubevirt as kv
 from harness.realstack import schemas
-from harness.realstack.versions import DEFAULT, StackVersions, tor_image
+from harness.realstack.versions import DEFAULT, GUEST_USER, StackVersions, tor_image
 from harness.render.bird import check_config, render_router
 from harness.spec import FABRIC_RANGE, POOL_RANGES, WORKLOAD_PEERING_IPS, Cluster, LabSpec, cluster_resources
 from harness.state import lab_dir
@@ -75,6 +82,9 @@ ROUTER_SYSCTLS = {
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 NODE_LABEL = "kvlab.io/node"
 CLUSTER_LABEL = "kvlab.io/cluster"
+SSH_KEY_BITS = 3072
+SSH_KEY_FILE = "ssh/id_rsa"  # in the render directory, with SSH_KEY_FILE + ".pub"
+SSH_PORT = 22
 
 
 class RenderError(KvlabError):
@@ -569,6 +579,64 @@ def calico_documents(
     return docs
 
 
+# -- the lab's SSH key -----------------------------------------------------------------------
+
+
+def known_hosts_path(run_dir: Path) -> Path:
+    """The lab-local known_hosts the guests' host keys are recorded in (never ~/.ssh)."""
+    return run_dir / "ssh" / "known_hosts"
+
+
+def _public_line(key: Any, comment: str) -> str:
+    return f"{key.get_name()} {key.get_base64()} {comment}"
+
+
+def lab_ssh_key(out: Path, lab: str, given: Path | None = None) -> tuple[str, str, str, list[str]]:
+    """The lab's SSH key pair: `given` (a private key file, used where it is), else `out`/ssh/id_rsa
+    when it already holds a key, else a new RSA key written there (0600). Writes the public half
+    into `out`/ssh/. Returns (private key as recorded: relative to `out` or absolute, public key
+    file relative to `out`, the OpenSSH public key line, the rendered file names it wrote)."""
+    import paramiko
+
+    ssh_dir = out / "ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    comment = f"kvlab-{lab}"
+    if given is not None:
+        path = Path(given).resolve()
+        try:
+            key = paramiko.PKey.from_path(path)
+        except Exception as e:  # missing, encrypted, not a key, or a type paramiko does not know
+            raise RenderError(
+                f"SSH key {path}: cannot use it ({type(e).__name__}: {e}); give an unencrypted "
+                "private key (RSA, ECDSA or Ed25519)"
+            ) from None
+        private, public = str(path), f"ssh/{path.name}.pub"
+        written = [public]
+    else:
+        path = out / SSH_KEY_FILE
+        key = None
+        if path.exists():
+            try:
+                key = paramiko.RSAKey.from_private_key_file(str(path))
+            except (OSError, paramiko.SSHException, ValueError):
+                key = None  # unreadable: replaced below
+        if key is None:
+            key = paramiko.RSAKey.generate(SSH_KEY_BITS)
+            path.unlink(missing_ok=True)
+            key.write_private_key_file(str(path))
+        os.chmod(path, 0o600)
+        private, public = SSH_KEY_FILE, SSH_KEY_FILE + ".pub"
+        written = [private, public]
+    line = _public_line(key, comment)
+    (out / public).write_text(line + "\n")
+    return private, public, line, written
+
+
+def private_key_path(render_dir: Path, manifest: dict[str, Any]) -> Path:
+    """The lab's SSH private key from a manifest's `guest_ssh` (relative paths are the render dir's)."""
+    return render_dir / manifest["guest_ssh"]["private_key"]  # an absolute path stays absolute
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -622,12 +690,15 @@ def render_containerlab(
     use_emulation: bool | None = None,
     image: str | None = None,
     run_dir: Path | None = None,
+    ssh_key: Path | None = None,
 ) -> Rendered:
     """Write every file the containerlab runtime needs for `spec` into `out`.
 
     `use_emulation` None probes /dev/kvm here (`kvm_usable()`); the runtime passes its own
     probe's answer. `image` is the ToR/host image (default: versions.tor_image()); `run_dir`
-    the host directory of the BIRD sockets (default `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`).
+    the host directory of the BIRD sockets and the lab's known_hosts (default
+    `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`); `ssh_key` a private key file the VMs authorize
+    instead of the lab's own (`lab_ssh_key`).
     Raises RenderError when the lab cannot be expressed on containerlab.
     """
     topo = resolve(spec)
@@ -642,6 +713,7 @@ def render_containerlab(
     _check_names(spec, kind_nodes)
 
     out.mkdir(parents=True, exist_ok=True)
+    key_private, key_public, public_line, key_files = lab_ssh_key(out, spec.name, ssh_key)
     files: dict[str, str] = {}
     topo_file = f"{spec.name}.clab.yml"
     files[topo_file] = _dump_yaml(
@@ -698,7 +770,7 @@ def render_containerlab(
         files[f"{base}/resources.yaml"] = _dump_yaml(docs, header)
         clusters_manifest[cluster.name] = entry
 
-    vms, vm_manifest, notes = _vms(topo, names, versions)
+    vms, vm_manifest, notes = _vms(topo, names, versions, public_line)
     if not versions.live_migration:
         notes.append(
             f"Calico {versions.calico} predates KubeVirt live-migration support (v3.32.0): it lacks the "
@@ -727,7 +799,7 @@ def render_containerlab(
         "kvm_usable": kvm,
         "topology_file": topo_file,
         "mgmt_network": mgmt_network(spec.name),
-        "files": sorted([*files, "manifest.json"]),
+        "files": sorted([*files, *key_files, "manifest.json"]),
         "kind_nodes": {kn: sn for sn, kn in names.items()},
         "containers": {
             **{r.name: container_name(spec.name, r.name) for r in spec.routers},
@@ -741,6 +813,14 @@ def render_containerlab(
             "container_path": HARNESS_MOUNT,
             "pythonpath": HARNESS_PYTHONPATH,
             "entities": [h.name for h in spec.hosts],
+        },
+        "guest_ssh": {
+            "user": GUEST_USER,
+            "port": SSH_PORT,
+            "private_key": key_private,
+            "public_key": key_public,
+            "known_hosts": str(known_hosts_path(run_dir)),
+            "via": spec.hosts[0].name if spec.hosts else None,
         },
         "clusters": clusters_manifest,
         "vms": vm_manifest,
@@ -769,7 +849,7 @@ def _check_names(spec: LabSpec, kind_nodes: dict[str, list[KindNode]]) -> None:
 
 
 def _vms(
-    topo: Topology, names: dict[str, str], versions: StackVersions
+    topo: Topology, names: dict[str, str], versions: StackVersions, public_key: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     docs, manifest, notes = [], {}, []
     for w in topo.workloads:
@@ -785,6 +865,7 @@ def _vms(
             versions.guest_container_disk,
             labels={CLUSTER_LABEL: w.cluster, **vm.labels},
             mac=w.mac,
+            ssh_authorized_keys=[public_key],
         )
         docs.append(obj)
         nested = topo.spec.nested_node_in(w.vm)
@@ -814,6 +895,8 @@ def _readme(spec: LabSpec, versions: StackVersions, topo_file: str) -> str:
         "- `calico/<cluster>/resources.yaml`: the lab's Calico v3 resources",
         f"- `kubevirt/`: KubeVirt CR (after {versions.kubevirt_operator_url}) and the lab's VirtualMachines",
         "- `manifest.json`: versions, files and name mappings (kind node -> spec node, router -> container)",
+        f"- `ssh/`: the lab's SSH key, authorized for {GUEST_USER} in every VM (cloud-init); commands reach "
+        "a guest over SSH relayed by the lab's first external host",
     ]
     if nested:
         names = ", ".join(f"'{c.name}' (in VMs of '{c.parent}')" for c in nested)
@@ -895,7 +978,16 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
             for i, doc in enumerate(_load_docs(out / rel)):
                 issues += schemas.kubevirt_errors(doc, str(out / rel), (i,))
             check(rel, "KubeVirt swagger definitions", issues)
-    check("kubevirt/vms.yaml", "live-migration annotations", vm_errors(out / "kubevirt/vms.yaml", manifest))
+    public_key = None
+    if "guest_ssh" in manifest:
+        check("ssh/", "the lab's SSH key", ssh_key_errors(out, manifest["guest_ssh"]))
+        with contextlib.suppress(OSError):
+            public_key = (out / manifest["guest_ssh"]["public_key"]).read_text().strip()
+    check(
+        "kubevirt/vms.yaml",
+        "live-migration annotations and cloud-init",
+        vm_errors(out / "kubevirt/vms.yaml", manifest, public_key=public_key),
+    )
 
     if bird:
         for rel in sorted(f for f in manifest["files"] if f.startswith("bird/")):
@@ -1017,8 +1109,55 @@ def _exec_node_ips(topo_doc: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def vm_errors(path: Path, manifest: dict[str, Any]) -> list[SpecIssue]:
-    """Every lab VM is there, bridge-bound, annotated for bridge live migration and for its IP."""
+def ssh_key_errors(out: Path, entry: dict[str, Any]) -> list[SpecIssue]:
+    """The manifest's `guest_ssh`: the private key exists (mode 0600 when rendered here), the
+    public key file holds one OpenSSH key line, and the guest user is set."""
+    issues = []
+    private = out / entry["private_key"]
+    if not private.is_file():
+        issues.append(SpecIssue(str(private), "", "the lab's SSH private key is missing"))
+    elif not Path(entry["private_key"]).is_absolute() and private.stat().st_mode & 0o077:
+        mode = oct(private.stat().st_mode & 0o777)
+        issues.append(SpecIssue(str(private), "", f"mode {mode}: an SSH private key must be 0600"))
+    public = out / entry["public_key"]
+    try:
+        fields = public.read_text().split()
+    except OSError:
+        fields = []
+    if len(fields) < 2 or not fields[0].startswith(("ssh-", "ecdsa-")):
+        issues.append(SpecIssue(str(public), "", "not an OpenSSH public key line"))
+    if not entry.get("user"):
+        issues.append(SpecIssue(str(out / "manifest.json"), "guest_ssh.user", "no guest user"))
+    return issues
+
+
+def user_data_errors(file: str, path: str, text: Any, public_key: str | None) -> list[SpecIssue]:
+    """A VM's cloud-init userData: `#cloud-config` YAML within KubeVirt's size limit, authorizing
+    the lab's public key (when given)."""
+    if not isinstance(text, str):
+        return [SpecIssue(file, path, "no cloud-init userData")]
+    issues = []
+    size = len(text.encode())
+    if size > kv.USER_DATA_MAX:
+        issues.append(
+            SpecIssue(file, path, f"{size} bytes: KubeVirt refuses inline userData over {kv.USER_DATA_MAX}")
+        )
+    if not text.startswith("#cloud-config\n"):
+        return [*issues, SpecIssue(file, path, "does not start with '#cloud-config'")]
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return [*issues, SpecIssue(file, path, f"not valid YAML: {e}")]
+    if not isinstance(doc, dict):
+        return [*issues, SpecIssue(file, path, "the cloud-config is not a mapping")]
+    if public_key is not None and public_key not in (doc.get("ssh_authorized_keys") or []):
+        issues.append(SpecIssue(file, path, "ssh_authorized_keys lacks the lab's public key"))
+    return issues
+
+
+def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = None) -> list[SpecIssue]:
+    """Every lab VM is there, bridge-bound, annotated for bridge live migration and for its IP,
+    with cloud-config user data authorizing the lab's SSH `public_key` (when given)."""
     file = str(path)
     docs = {d["metadata"]["name"]: (i, d) for i, d in enumerate(_load_docs(path))}
     issues = []
@@ -1047,4 +1186,13 @@ def vm_errors(path: Path, manifest: dict[str, Any]) -> list[SpecIssue]:
                     "the pod network interface must use bridge binding",
                 )
             )
+        volumes = tmpl.get("spec", {}).get("volumes", []) or []
+        where: tuple[Any, ...] = (i, "spec", "template", "spec", "volumes")
+        text = None
+        for j, volume in enumerate(volumes):
+            if "cloudInitNoCloud" in volume:
+                where += (j, "cloudInitNoCloud", "userData")
+                text = (volume["cloudInitNoCloud"] or {}).get("userData")
+                break
+        issues += user_data_errors(file, format_path(where), text, public_key)
     return issues

@@ -34,6 +34,13 @@ def tor_image() -> str:
 # NoCloud (the plain alpine-container-disk-demo is a live ISO without cloud-init). KubeVirt
 # publishes it with every release tag.
 GUEST_CONTAINER_DISK_REPO = "quay.io/kubevirt/alpine-with-test-tooling-container-disk"
+# The user harness.realstack.guestssh logs in as. Assumptions about that image (KubeVirt's own
+# tests log in on its console as root; kubevirtci builds it from Alpine with cloud-init and
+# OpenSSH, sshd enabled at boot): sshd keeps OpenSSH's default `PermitRootLogin
+# prohibit-password`, so root may log in with a key, and root's account is not locked. The
+# rendered cloud-config sets `disable_root: false` so cloud-init authorizes the lab key for root
+# as is. root, because lab commands in a guest (ip neigh, ip route) need it.
+GUEST_USER = "root"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ Where things are, for a lab instance `<lab>` (run dir `<KVLAB_RUN_DIR or /run/kv
   as on the netns runtime;
 - kubeconfigs `<run dir>/kube/<cluster>.kubeconfig` (from `kind get kubeconfig`);
 - `command()` is `docker exec -i`; external hosts have this `harness/` package bound at
-  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary", ...]` runs there as python3.
+  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary", ...]` runs there as python3;
+- `run()` on a KubeVirt VM is SSH into the guest (harness.realstack.guestssh), relayed by the
+  lab's first external host, with the lab's key (`<run dir>/realstack/ssh/id_rsa`) and host keys
+  recorded in `<run dir>/ssh/known_hosts`; `popen()` on a VM is refused.
 
 Stack versions: the matrix entry named by $KVLAB_STACK (`kvlab up --stack NAME`; entries in
 harness.realstack.versions.MATRIX; default: versions.DEFAULT). A failed `up` writes this
@@ -525,7 +528,25 @@ class ContainerlabRuntime(Runtime):
         env = {"PYTHONPATH": mount["pythonpath"]} if entity in mount.get("entities", []) else None
         return docker_exec_argv(self.container(entity), argv, env)
 
+    def _is_vm(self, entity: str) -> bool:
+        manifest = self.manifest(required=False) or {}
+        return entity not in manifest.get("containers", {}) and entity in manifest.get("vms", {})
+
+    def guest_shell(self, vm: str) -> Any:
+        """A harness.realstack.guestssh.GuestShell to KubeVirt VM `vm`: SSH relayed by the lab's
+        first external host, with the lab's key, host key recorded in the run dir's known_hosts."""
+        from harness.realstack.guestssh import guest_shell
+
+        manifest = self.manifest()
+        assert manifest is not None
+        return guest_shell(manifest, self.render_dir, vm)
+
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """`docker exec` for containers; for a KubeVirt VM, SSH into the guest (guest_shell())."""
+        if self._is_vm(entity):
+            with self.guest_shell(entity) as shell:
+                result: subprocess.CompletedProcess[str] = shell.run(argv, timeout=timeout)
+            return result
         return subprocess.run(
             self.command(entity, argv),
             capture_output=True,
@@ -536,6 +557,12 @@ class ContainerlabRuntime(Runtime):
         )
 
     def popen(self, entity: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        if self._is_vm(entity):
+            raise LabError(
+                f"'{entity}' is a KubeVirt VM in lab '{self.lab}': the containerlab runtime does not "
+                "start long-running processes in guests (they start from the VM's cloud-init, like the "
+                "canary's echo server); use run() for commands that finish"
+            )
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         return super().popen(entity, argv, **kwargs)
 

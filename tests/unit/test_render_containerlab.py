@@ -239,7 +239,7 @@ def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
         assert volumes["containerdisk"]["containerDisk"]["image"] == DEFAULT.guest_container_disk
         user_data = volumes["cloudinitdisk"]["cloudInitNoCloud"]["userData"]
-        assert user_data.startswith("#!/bin/sh")
+        assert user_data.startswith("#cloud-config\n")
         assert "7007" in user_data
     kubevirt = _docs(r.out / "kubevirt/kubevirt.yaml")[0]
     assert kubevirt["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
