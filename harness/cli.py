@@ -351,6 +351,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"kvlab render: checked {line}", file=sys.stderr)
         for line in report.skipped:
             print(f"kvlab render: not checked: {line}", file=sys.stderr)
+        for line in report.warnings:
+            print(f"kvlab render: warning: {line.removeprefix('WARNING: ')}", file=sys.stderr)
         if not report.ok:
             for issue in report.issues:
                 print(f"kvlab render: invalid: {issue}", file=sys.stderr)
@@ -490,7 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     rd.add_argument("--out", required=True)
     rd.add_argument(
-        "--versions", metavar="NAME", help="containerlab: stack versions (harness.realstack.versions.MATRIX)"
+        "--stack",
+        "--versions",
+        dest="versions",
+        metavar="NAME",
+        help="containerlab: an entry of the stack version matrix (harness.realstack.versions.MATRIX)",
     )
     rd.add_argument(
         "--emulation",

@@ -12,6 +12,8 @@ Fixtures:
 - `lab`: the session's lab from --lab (default: labs/default.yml).
 Marker `netns_only(reason)`: a test that reaches into the netns runtime (namespaces, node
 agents, mock VMs, QEMU); under another --runtime it is skipped, saying why.
+Marker `migration`: a test that live-migrates a VM; under --runtime containerlab with a stack
+whose live_migration is False (Calico < 3.32) it is skipped, saying why.
 A runtime that cannot run on this machine (PreflightError) fails the tests that need a lab;
 under `--runtime containerlab` outside CI it skips them instead, with what is missing.
 On a failing test that used a lab, a diagnostics bundle is written and named in the report.
@@ -28,7 +30,7 @@ import pytest
 
 from harness.errors import LabError, PreflightError
 from harness.lab import Lab, reap_stale
-from harness.realstack.matrix_cli import STACK_ENV
+from harness.realstack.matrix_cli import STACK_ENV, selected
 from harness.realstack.versions import MATRIX
 from harness.runtime import RUNTIMES, get_runtime
 from harness.spec import LabSpec, load_lab
@@ -66,6 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "netns_only(reason): reaches into the netns runtime; skipped under another --runtime, saying why",
     )
+    config.addinivalue_line(
+        "markers",
+        "migration: live-migrates a VM; skipped on a containerlab stack without live-migration support",
+    )
     if config.getoption("--keep-lab") and config.getoption("--reuse-lab"):
         raise pytest.UsageError(
             "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
@@ -81,12 +87,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     runtime = config.getoption("--runtime")
     if runtime == "netns":
         return
+    no_migration = _stack_without_migration()
     for item in items:
+        if no_migration and item.get_closest_marker("migration") is not None:
+            item.add_marker(pytest.mark.skip(reason=no_migration))
         mark = item.get_closest_marker("netns_only")
         if mark is None:
             continue
         why = mark.kwargs.get("reason") or (mark.args[0] if mark.args else "it reaches into its internals")
         item.add_marker(pytest.mark.skip(reason=f"needs the netns runtime: {why}"))
+
+
+def _stack_without_migration() -> str | None:
+    """The skip reason for migration tests when the selected stack ($KVLAB_STACK, else the
+    default) has no KubeVirt live-migration support; None when it has (or is unknown: the
+    runtime reports that)."""
+    try:
+        stack = selected()
+    except KeyError:
+        return None
+    if stack.live_migration:
+        return None
+    return (
+        f"stack {stack.name} predates KubeVirt live-migration support (Calico < 3.32; "
+        f"it has Calico {stack.calico})"
+    )
 
 
 def _unavailable(runtime: str, err: PreflightError) -> NoReturn:

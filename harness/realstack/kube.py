@@ -12,7 +12,9 @@ Applying: server-side apply (field manager "kvlab", conflicts forced), except cr
 (what `kubectl create`/`kubectl replace` do) for CustomResourceDefinitions (Calico's install docs
 create its operator manifests; the Installation CRD alone is ~1.5 MB) and for the Calico API
 server's `projectcalico.org/v3` group, whose v3.32.0 answers a server-side apply of a new object
-with NotFound (projectcalico/calico#12841).
+with NotFound (projectcalico/calico#12841). An existing `default` FelixConfiguration,
+BGPConfiguration or IPAMConfiguration is merge-patched instead of replaced: calico-node and the
+operator write fields of their own into these singletons, which a replace would wipe.
 """
 
 from __future__ import annotations
@@ -238,6 +240,31 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 # -- the API -----------------------------------------------------------------------------------
 
 
+MERGED_SINGLETONS = frozenset({"FelixConfiguration", "BGPConfiguration", "IPAMConfiguration"})
+
+
+def merges_into_existing(doc: dict[str, Any]) -> bool:
+    """An existing object of this document is merge-patched rather than replaced: Calico's
+    cluster-wide `default` Felix/BGP/IPAM configurations (projectcalico.org/v3), which
+    calico-node and the operator also write."""
+    return (
+        doc.get("apiVersion") == f"{CALICO_API_GROUP}/v3"
+        and doc.get("kind") in MERGED_SINGLETONS
+        and (doc.get("metadata") or {}).get("name") == "default"
+    )
+
+
+def merge_patch_body(doc: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) of a document: its spec and its labels and annotations;
+    fields it does not name stay as they are on the server."""
+    meta = doc.get("metadata") or {}
+    body: dict[str, Any] = {"spec": json.loads(json.dumps(doc.get("spec") or {}))}
+    extra = {key: meta[key] for key in ("labels", "annotations") if meta.get(key)}
+    if extra:
+        body["metadata"] = json.loads(json.dumps(extra))
+    return body
+
+
 class Kube:
     """One cluster's API through the official client (dynamic client for every kind)."""
 
@@ -337,6 +364,15 @@ class Kube:
         try:
             return self._plain(res.create(body=doc, namespace=namespace))
         except ConflictError:
+            if merges_into_existing(doc):
+                return self._plain(
+                    res.patch(
+                        body=merge_patch_body(doc),
+                        name=doc["metadata"]["name"],
+                        namespace=namespace,
+                        content_type="application/merge-patch+json",
+                    )
+                )
             current = self._plain(res.get(name=doc["metadata"]["name"], namespace=namespace))
             body = json.loads(json.dumps(doc))
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]

@@ -85,6 +85,8 @@ CLUSTER_LABEL = "kvlab.io/cluster"
 SSH_KEY_BITS = 3072
 SSH_KEY_FILE = "ssh/id_rsa"  # in the render directory, with SSH_KEY_FILE + ".pub"
 SSH_PORT = 22
+KIND_EXTRAS_KEY = "k8s_kind"  # containerlab's `extras.k8s_kind` of a k8s-kind node
+KIND_DEPLOY_WAIT = "0s"
 
 
 class RenderError(KvlabError):
@@ -283,6 +285,9 @@ def clab_topology(
             "kind": "k8s-kind",
             "image": versions.kind_node_image,
             "startup-config": f"kind/{cluster.name}.yaml",
+            # containerlab's kind waits for the control plane Ready (15 min by default), which
+            # cannot happen before Calico is installed; the runtime waits for the nodes itself.
+            "extras": {KIND_EXTRAS_KEY: {"deploy": {"wait": KIND_DEPLOY_WAIT}}},
         }
         for kn in kind_nodes[cluster.name]:
             nodes[kn.kind_name] = {
@@ -301,6 +306,11 @@ def clab_topology(
         links.append({"endpoints": [f"{port.tor}:{tor_if}", f"{kn.kind_name}:{node_if}"]})
         execs[port.tor] += [f"ip link set {tor_if} master {RACK_BRIDGE}", _up(tor_if)]
         execs[kn.kind_name] += [_addr(port.node_address, node_if), _up(node_if)]
+        # eth0 is kind's docker network: route the lab fabric via the rack's ToR (as the netns
+        # runtime's default route does), so host-network pods (Typha) reach the other racks
+        # before BGP is up.
+        tor_ip = topo.tor_address[port.tor].ip
+        execs[kn.kind_name].append(f"ip route add {FABRIC_RANGE} via {tor_ip} dev {node_if}")
     for tor, addr in topo.tor_address.items():
         execs[tor].append(_addr(addr, RACK_BRIDGE))
 
@@ -579,6 +589,110 @@ def calico_documents(
     return docs
 
 
+IP_RESERVATION_NAME = "kvlab-vms"
+
+
+def ip_reservation(cidrs: list[str]) -> dict[str, Any]:
+    """A Calico `IPReservation` of the cluster's VM addresses (/32 each): IPAM then never hands
+    them out automatically (to system pods created first), while a VM's ipAddrs annotation
+    still gets its address."""
+    return {
+        "apiVersion": cr.API_VERSION,
+        "kind": "IPReservation",
+        "metadata": {"name": IP_RESERVATION_NAME},
+        "spec": {"reservedCIDRs": cidrs},
+    }
+
+
+def ip_reservation_errors(
+    doc: dict[str, Any], pools: list[str], file: str, prefix: tuple = ()
+) -> list[SpecIssue]:
+    """An IPReservation's shape (no v3-native CRD schema for it in the shared schemas, so this
+    is a minimal check): apiVersion, kind, metadata.name, spec.reservedCIDRs a non-empty list of
+    IPv4 CIDRs inside the cluster's `pools`."""
+    issues = []
+    for key, want in (("apiVersion", cr.API_VERSION), ("kind", "IPReservation")):
+        if doc.get(key) != want:
+            issues.append(SpecIssue(file, format_path((*prefix, key)), f"must be {want!r}"))
+    name = (doc.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        issues.append(
+            SpecIssue(file, format_path((*prefix, "metadata", "name")), "not a valid resource name")
+        )
+    spec = doc.get("spec")
+    extra = set(spec) - {"reservedCIDRs"} if isinstance(spec, dict) else set()
+    if extra:
+        issues.append(SpecIssue(file, format_path((*prefix, "spec")), f"unknown fields {sorted(extra)}"))
+    cidrs = spec.get("reservedCIDRs") if isinstance(spec, dict) else None
+    where = (*prefix, "spec", "reservedCIDRs")
+    if not isinstance(cidrs, list) or not cidrs:
+        return [*issues, SpecIssue(file, format_path(where), "must be a non-empty list of CIDRs")]
+    nets = [ipaddress.ip_network(p) for p in pools]
+    for i, value in enumerate(cidrs):
+        try:
+            net = ipaddress.ip_network(str(value), strict=True)
+        except ValueError:
+            issues.append(SpecIssue(file, format_path((*where, i)), f"{value!r} is not a CIDR"))
+            continue
+        if not any(net.version == p.version and net.subnet_of(p) for p in nets):  # type: ignore[arg-type]
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path((*where, i)),
+                    f"{value} is outside the cluster's pools ({', '.join(pools)})",
+                )
+            )
+    return issues
+
+
+# Fields Calico v3.32.0 introduced (KubeVirt live-migration support): an older Calico's CRDs
+# reject them, so they are left out of the resources rendered for it. Per kind: spec paths
+# (`*` is every element of a list).
+PRE_3_32_DROPPED = {
+    "BGPFilter": [
+        f"spec.{rules}.*.{f}"
+        for rules in ("exportV4", "importV4", "exportV6", "importV6")
+        for f in ("peerType", "priority", "communities", "asPathPrefix", "operations")
+    ],
+    "FelixConfiguration": [
+        f"spec.{f}"
+        for f in (
+            "ipv4NormalRoutePriority",
+            "ipv4ElevatedRoutePriority",
+            "ipv6NormalRoutePriority",
+            "ipv6ElevatedRoutePriority",
+        )
+    ],
+    "IPAMConfiguration": ["spec.kubeVirtVMAddressPersistence"],
+}
+
+
+def drop_pre_3_32_fields(docs: list[dict[str, Any]]) -> list[str]:
+    """Remove PRE_3_32_DROPPED fields from `docs` in place; return what was dropped, as
+    '<Kind>/<name> <path>' lines."""
+    dropped = []
+
+    def walk(obj: Any, parts: list[str], at: list[str], label: str) -> None:
+        head, rest = parts[0], parts[1:]
+        if head == "*":
+            for i, item in enumerate(obj if isinstance(obj, list) else []):
+                walk(item, rest, [*at[:-1], f"{at[-1]}[{i}]"], label)
+            return
+        if not isinstance(obj, dict) or head not in obj:
+            return
+        if rest:
+            walk(obj[head], rest, [*at, head], label)
+        else:
+            del obj[head]
+            dropped.append(f"{label} {'.'.join([*at, head])}")
+
+    for doc in docs:
+        label = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        for path in PRE_3_32_DROPPED.get(doc.get("kind", ""), []):
+            walk(doc, path.split("."), [], label)
+    return dropped
+
+
 # -- the lab's SSH key -----------------------------------------------------------------------
 
 
@@ -725,11 +839,21 @@ def render_containerlab(
 
     clusters_manifest: dict[str, Any] = {}
     ippools: dict[str, list[str]] = {}
+    notes: list[str] = []
     for cluster in spec.clusters:
         items = resources.get(cluster.name, [])
         base = f"calico/{cluster.name}"
         nested = cluster.parent is not None
         docs = calico_documents(cluster, items, {} if nested else names, operator_pools=not nested)
+        vm_cidrs = [f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name]
+        if vm_cidrs:
+            docs.append(ip_reservation(vm_cidrs))
+        dropped = [] if versions.live_migration else drop_pre_3_32_fields(docs)
+        if dropped:
+            notes.append(
+                f"WARNING: Calico {versions.calico} predates v3.32.0: fields its CRDs lack were left out "
+                f"of {base}/resources.yaml: {'; '.join(dropped)}"
+            )
         omitted = [r.metadata.name for r in items if isinstance(r, cr.IPPool)]
         entry: dict[str, Any] = {"asn": cluster.asn, "pools": [str(p) for p in cluster.pools]}
         if not nested:
@@ -767,10 +891,15 @@ def render_containerlab(
                 resources=f"{base}/resources.yaml",
                 runs_in_vms={n.name: n.vm for n in cluster.nodes if n.vm is not None},
             )
+        if dropped:
+            header += (
+                f"# WARNING: Calico {versions.calico} predates v3.32.0; left out: {'; '.join(dropped)}\n"
+            )
         files[f"{base}/resources.yaml"] = _dump_yaml(docs, header)
         clusters_manifest[cluster.name] = entry
 
-    vms, vm_manifest, notes = _vms(topo, names, versions, public_line)
+    vms, vm_manifest, vm_notes = _vms(topo, names, versions, public_line)
+    notes = vm_notes + notes
     if not versions.live_migration:
         notes.append(
             f"Calico {versions.calico} predates KubeVirt live-migration support (v3.32.0): it lacks the "
@@ -919,6 +1048,7 @@ class ValidationReport:
     checked: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     issues: list[SpecIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. fields left out for an older Calico
 
     @property
     def ok(self) -> bool:
@@ -950,7 +1080,12 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
     topo_rel = manifest["topology_file"]
     topo_doc = _load_docs(out / topo_rel)[0]
     if have_schemas:
-        check(topo_rel, "containerlab schema", schemas.clab_errors(topo_doc, str(out / topo_rel)))
+        check(
+            topo_rel,
+            "containerlab schema (extras.k8s_kind checked separately)",
+            clab_schema_errors(topo_doc, str(out / topo_rel)),
+        )
+    check(topo_rel, "k8s-kind extras.k8s_kind", kind_extras_errors(topo_doc, str(out / topo_rel)))
     check(topo_rel, "links and addresses", clab_structure_errors(topo_doc, str(out / topo_rel)))
 
     for entry in manifest["clusters"].values():
@@ -959,8 +1094,20 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
         if have_schemas:
             issues = []
             for i, doc in enumerate(docs):
-                issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
+                if doc.get("kind") != "IPReservation":
+                    issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
             check(res_rel, "Calico v3 CRDs", issues)
+        reservations = [(i, d) for i, d in enumerate(docs) if d.get("kind") == "IPReservation"]
+        if reservations:
+            issues = []
+            for i, doc in reservations:
+                issues += ip_reservation_errors(doc, entry["pools"], str(out / res_rel), (i,))
+            check(
+                res_rel,
+                "IPReservation shape only (not checked against a CRD: the shared ones have no v3-native "
+                "IPReservation)",
+                issues,
+            )
         if entry.get("nested"):
             continue
         inst_rel = entry["installation"]
@@ -989,6 +1136,7 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
         vm_errors(out / "kubevirt/vms.yaml", manifest, public_key=public_key),
     )
 
+    report.warnings.extend(n for n in manifest.get("notes", []) if n.startswith("WARNING:"))
     if bird:
         for rel in sorted(f for f in manifest["files"] if f.startswith("bird/")):
             try:
@@ -1001,6 +1149,65 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
             else:
                 report.checked.append(f"{rel}: bird -p")
     return report
+
+
+def _without_kind_extras(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a topology without the k8s-kind nodes' `extras.k8s_kind`.
+
+    containerlab 0.79 reads `extras.k8s_kind.deploy.wait` (its K8sKindExtras), but the upstream
+    clab.schema.json's `extras` has additionalProperties false and no `k8s_kind`: exactly that
+    key is exempted from the schema check (an emptied `extras` is dropped) and checked by
+    `kind_extras_errors` instead. Everything else still meets the schema."""
+    doc = json.loads(json.dumps(doc))
+    for node in (doc.get("topology", {}).get("nodes", {}) or {}).values():
+        extras = (node or {}).get("extras")
+        if isinstance(extras, dict) and KIND_EXTRAS_KEY in extras:
+            del extras[KIND_EXTRAS_KEY]
+            if not extras:
+                del node["extras"]
+    return doc
+
+
+def clab_schema_errors(doc: dict[str, Any], file: str) -> list[SpecIssue]:
+    """clab.schema.json errors of a topology, `extras.k8s_kind` exempted (see
+    `_without_kind_extras`; `kind_extras_errors` checks it)."""
+    return schemas.clab_errors(_without_kind_extras(doc), file)
+
+
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+|0")
+
+
+def kind_extras_errors(doc: dict[str, Any], file: str) -> list[SpecIssue]:
+    """`extras.k8s_kind` (exempted from the schema check): only on k8s-kind nodes, a mapping
+    with only `deploy`, which has only `wait`, a Go duration string ("0s", "5m")."""
+    issues = []
+    for name, node in (doc.get("topology", {}).get("nodes", {}) or {}).items():
+        extras = (node or {}).get("extras")
+        if not isinstance(extras, dict) or KIND_EXTRAS_KEY not in extras:
+            continue
+        base = ("topology", "nodes", name, "extras", KIND_EXTRAS_KEY)
+        value = extras[KIND_EXTRAS_KEY]
+        if node.get("kind") != "k8s-kind":
+            issues.append(SpecIssue(file, format_path(base), "only k8s-kind nodes take extras.k8s_kind"))
+        if not isinstance(value, dict) or set(value) - {"deploy"}:
+            issues.append(SpecIssue(file, format_path(base), "must be a mapping with only 'deploy'"))
+            continue
+        deploy = value.get("deploy")
+        if deploy is None:
+            continue
+        if not isinstance(deploy, dict) or set(deploy) - {"wait"}:
+            issues.append(
+                SpecIssue(file, format_path((*base, "deploy")), "must be a mapping with only 'wait'")
+            )
+            continue
+        wait = deploy.get("wait")
+        if wait is not None and not (isinstance(wait, str) and _GO_DURATION.fullmatch(wait)):
+            issues.append(
+                SpecIssue(
+                    file, format_path((*base, "deploy", "wait")), f"{wait!r} is not a duration like '0s'"
+                )
+            )
+    return issues
 
 
 def _exec_addresses(command: str) -> list[str]:

@@ -91,8 +91,12 @@ class StackVersions:
 KIND_V0_31_K8S_1_35 = (
     "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
 )
-KIND_V0_29_K8S_1_32 = (
-    "kindest/node:v1.32.5@sha256:e3b2327e3a5ab8c76f5ece68936e4cafaa82edf58486b769727ab0b3b97a5b0d"
+# containerlab 0.79 creates the clusters with its built-in kind library (v0.31.0), so every
+# entry uses an image of the kind v0.31.0 release. The v1.32 digest below is the one kind
+# v0.31.0's release notes list for v1.32.11, as copied in several public projects; the release
+# page itself was not at hand when it was pinned.
+KIND_V0_31_K8S_1_32 = (
+    "kindest/node:v1.32.11@sha256:5fc52d52a7b9574015299724bd68f183702956aa4a2116ae75a63cb574b35af8"
 )
 
 MATRIX: dict[str, StackVersions] = {
@@ -100,13 +104,13 @@ MATRIX: dict[str, StackVersions] = {
     for s in (
         StackVersions("calico-3.32-kubevirt-1.8", "v3.32.2", "v1.8.4", KIND_V0_31_K8S_1_35, "v0.31.0"),
         StackVersions("calico-3.32.0-kubevirt-1.8", "v3.32.0", "v1.8.4", KIND_V0_31_K8S_1_35, "v0.31.0"),
-        StackVersions("calico-3.32-kubevirt-1.5", "v3.32.2", "v1.5.2", KIND_V0_29_K8S_1_32, "v0.29.0"),
+        StackVersions("calico-3.32-kubevirt-1.5", "v3.32.2", "v1.5.2", KIND_V0_31_K8S_1_32, "v0.31.0"),
         StackVersions(
             "calico-3.31-kubevirt-1.5",
             "v3.31.7",
             "v1.5.2",
-            KIND_V0_29_K8S_1_32,
-            "v0.29.0",
+            KIND_V0_31_K8S_1_32,
+            "v0.31.0",
             live_migration=False,
         ),
     )

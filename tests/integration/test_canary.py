@@ -53,6 +53,7 @@ def test_steady_state_one_connection_no_loss(clab: Lab) -> None:
     assert report.fresh_connection_ok is True
 
 
+@pytest.mark.migration
 def test_live_migration_across_racks_keeps_the_connection(clab: Lab) -> None:
     lab = clab
     target = other_rack_node(lab, "vm1")

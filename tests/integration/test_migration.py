@@ -38,6 +38,7 @@ def converge_timeout(lab: Lab, node: str) -> float:
     return lab.priorities(node).convergence + 10
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
 def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
     lab, target = mlab, "r2-n1"
@@ -105,6 +106,7 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
     checks.delivered_to(lab, "ext1", wl.ip.exploded, target)
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
 def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
     """vm1's IP is outside both r2 nodes' blocks: the source announces its own /32 until it learns better."""
@@ -144,6 +146,7 @@ def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: 
     )
 
 
+@pytest.mark.migration
 def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -> None:
     lab = mlab
     if lab.vm("vm1").node == "r1-n1":
@@ -168,6 +171,7 @@ def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -
     assert checks.single_best(lab, "spine1", block).as_path == (65001, 64512)
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(
     "injects the failure through the netns runtime's migration (fail=) and reads the source node agent"
 )
@@ -187,6 +191,7 @@ def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
     assert lab.runtime.agent(source).call("status")["workloads"]["vm1"]["metric"] is not None
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
 def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
     lab: Lab = kvlab_labs(REPO / "labs" / "single-rack.yml", private=True)
@@ -226,6 +231,7 @@ def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  #
     )
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
 def test_without_the_tor_community_preference_the_split_brain_is_detected(  # type: ignore[no-untyped-def]
     kvlab_labs, tmp_path: Path

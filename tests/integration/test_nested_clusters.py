@@ -196,6 +196,7 @@ def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> No
 # ---- live migration of a nested node's VM ---------------------------------------------------
 
 
+@pytest.mark.migration
 def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
     lab = kvlab_labs(NESTED, private=True)
     hold = 240.0  # BIRD's default hold time: the session must be back well within it

@@ -39,6 +39,7 @@ def events(record, **match):  # type: ignore[no-untyped-def]
     return [e for e in record.to_json()["events"] if all(e.get(k) == v for k, v in match.items())]
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(QEMU)
 def test_across_racks_the_session_survives_and_traffic_follows(qlab: Lab) -> None:
     record = qlab.migrate("vm1", "r2-n1", canary="ext1")
@@ -64,6 +65,7 @@ def test_across_racks_the_session_survives_and_traffic_follows(qlab: Lab) -> Non
     checks.delivered_to(qlab, "ext1", qlab.vm("vm1").ip, "r2-n1")
 
 
+@pytest.mark.migration
 def test_back_and_forth_in_one_boot(qlab: Lab) -> None:
     """Within rack 2 and back to rack 1 while one canary connection stays up: no reboot, no reset."""
     with qlab.canary("ext1", "vm1") as probe:
@@ -80,6 +82,7 @@ def test_back_and_forth_in_one_boot(qlab: Lab) -> None:
     )
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(QEMU)
 def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> None:
     source = qlab.vm("vm1").node
@@ -103,6 +106,7 @@ def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> No
         assert q.status() == "running"
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(QEMU)
 def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
     """Negative control: the guest keeps its gateway's MAC across the migration; if the target's
@@ -122,6 +126,7 @@ def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
     assert report.max_gap_ms > 1000, report.summary()
 
 
+@pytest.mark.migration
 @pytest.mark.netns_only(QEMU)
 def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """timers.migration shorter than QEMU needs (~0.4 s for 128 MiB): cancelled, the VM keeps

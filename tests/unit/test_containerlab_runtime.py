@@ -839,3 +839,136 @@ def test_apply_all_stops_at_an_object_the_server_refuses() -> None:
         match=r'Calico resources: cluster kv refused ConfigMap x/p: BGPPeer.projectcalico.org "p" is invalid',
     ):
         kube.apply_all([_doc("p")], what="Calico resources", timeout=20)
+
+
+# -- migration tests on a stack without live migration -------------------------------------------
+
+
+class _Config:
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+
+    def getoption(self, name: str) -> Any:
+        assert name == "--runtime"
+        return self.runtime
+
+
+class _Item:
+    def __init__(self, *marks: str) -> None:
+        self.marks = set(marks)
+        self.added: list[Any] = []
+
+    def get_closest_marker(self, name: str) -> Any:
+        return name if name in self.marks else None
+
+    def add_marker(self, mark: Any) -> None:
+        self.added.append(mark)
+
+
+@pytest.mark.parametrize("stack", list(MATRIX))
+def test_migration_tests_skip_on_a_stack_without_live_migration(
+    stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import pytest_plugin
+    from harness.realstack.matrix_cli import STACK_ENV
+
+    monkeypatch.setenv(STACK_ENV, stack)
+    migrating, other = _Item("migration"), _Item()
+    pytest_plugin.pytest_collection_modifyitems(_Config("containerlab"), [migrating, other])  # type: ignore[arg-type]
+    assert other.added == []
+    if MATRIX[stack].live_migration:
+        assert migrating.added == []
+    else:
+        (mark,) = migrating.added
+        assert mark.name == "skip"
+        assert mark.kwargs["reason"].startswith(
+            f"stack {stack} predates KubeVirt live-migration support (Calico < 3.32"
+        )
+    netns = _Item("migration")
+    pytest_plugin.pytest_collection_modifyitems(_Config("netns"), [netns])  # type: ignore[arg-type]
+    assert netns.added == []  # the netns runtime has no stack
+
+
+# -- Calico's default singletons are merge-patched, not replaced ---------------------------------
+
+
+class _FakeResource:
+    """A dynamic-client resource with one existing object per name."""
+
+    namespaced = False
+
+    def __init__(self, existing: dict[str, dict[str, Any]]):
+        self.existing = existing
+        self.calls: list[tuple[str, Any]] = []
+
+    def create(self, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        from kubernetes.dynamic.exceptions import ConflictError
+
+        self.calls.append(("create", body))
+        if body["metadata"]["name"] in self.existing:
+            raise ConflictError(
+                type("E", (), {"status": 409, "reason": "Conflict", "body": "", "headers": {}})()
+            )
+        return body
+
+    def get(self, name: str, namespace: str | None) -> dict[str, Any]:
+        return self.existing[name]
+
+    def replace(self, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        self.calls.append(("replace", body))
+        return body
+
+    def patch(
+        self, body: dict[str, Any], name: str, namespace: str | None, content_type: str
+    ) -> dict[str, Any]:
+        self.calls.append((f"patch {name} {content_type}", body))
+        return body
+
+
+class _ResKube(k.Kube):
+    def __init__(self, res: _FakeResource):
+        super().__init__(api_client=None, name="kv")
+        self.res = res
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        return self.res
+
+
+def _calico(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def test_merges_into_existing_only_calicos_default_singletons() -> None:
+    for kind in ("FelixConfiguration", "BGPConfiguration", "IPAMConfiguration"):
+        assert k.merges_into_existing(_calico(kind, "default", {}))
+        assert not k.merges_into_existing(_calico(kind, "node.kv-worker", {}))
+    assert not k.merges_into_existing(_calico("BGPPeer", "default", {}))
+    assert not k.merges_into_existing(
+        {**_calico("FelixConfiguration", "default", {}), "apiVersion": "crd.projectcalico.org/v1"}
+    )
+
+
+def test_an_existing_default_felix_configuration_is_merge_patched() -> None:
+    existing = _calico("FelixConfiguration", "default", {"bpfEnabled": False, "logSeverityScreen": "Info"})
+    existing["metadata"]["resourceVersion"] = "7"
+    res = _FakeResource({"default": existing})
+    doc = _calico("FelixConfiguration", "default", {"ipv4ElevatedRoutePriority": 512})
+    doc["metadata"]["labels"] = {"kvlab.io/lab": "default"}
+    _ResKube(res).apply(doc)
+    assert [c for c, _ in res.calls] == ["create", "patch default application/merge-patch+json"]
+    assert res.calls[1][1] == {
+        "spec": {"ipv4ElevatedRoutePriority": 512},
+        "metadata": {"labels": {"kvlab.io/lab": "default"}},
+    }
+
+
+def test_other_existing_calico_objects_are_replaced() -> None:
+    existing = _calico("BGPPeer", "tor", {"peerIP": "198.18.1.1"})
+    existing["metadata"]["resourceVersion"] = "9"
+    res = _FakeResource({"tor": existing})
+    _ResKube(res).apply(_calico("BGPPeer", "tor", {"peerIP": "198.18.1.1", "asNumber": 65001}))
+    assert [c for c, _ in res.calls] == ["create", "replace"]
+    assert res.calls[1][1]["metadata"]["resourceVersion"] == "9"
+    new = _FakeResource({})
+    _ResKube(new).apply(_calico("IPAMConfiguration", "default", {"strictAffinity": False}))
+    assert [c for c, _ in new.calls] == ["create"]  # nothing there yet: created as it is

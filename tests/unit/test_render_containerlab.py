@@ -128,6 +128,7 @@ def test_topology_nodes_and_links(rendered: tuple[LabSpec, rr.Rendered]) -> None
             "kind": "k8s-kind",
             "image": DEFAULT.kind_node_image,
             "startup-config": f"kind/{cluster.name}.yaml",
+            "extras": {"k8s_kind": {"deploy": {"wait": "0s"}}},  # the runtime waits, after Calico
         }
         for kind_name in rr.kind_node_names(cluster.name, len(cluster.nodes)):
             assert nodes[kind_name]["kind"] == "ext-container"
@@ -204,7 +205,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
             assert set(r.manifest["clusters"][cluster.name]["ippools_in_installation"]) >= pools
             want = {k for k in want if k[0] != "IPPool"}
         assert want <= got
-        assert got - want <= {("BGPConfiguration", "default")}
+        assert got - want <= {("BGPConfiguration", "default"), ("IPReservation", rr.IP_RESERVATION_NAME)}
         conf = next((d for d in docs if d["kind"] == "BGPConfiguration"), None)
         if conf is not None:
             assert conf["spec"]["asNumber"] == cluster.asn
@@ -282,7 +283,7 @@ def test_validator_catches_a_bad_node_kind(default_lab: rr.Rendered) -> None:
     doc = yaml.safe_load(default_lab.topology_file.read_text())
     doc["topology"]["nodes"]["tor1"]["kind"] = "bird-router"
     doc["topology"]["nodes"]["tor2"]["bogus"] = True
-    issues = schemas.clab_errors(doc, "default.clab.yml")
+    issues = rr.clab_schema_errors(doc, "default.clab.yml")
     assert [(i.file, i.path) for i in issues] == [
         ("default.clab.yml", "topology.nodes.tor1.kind"),
         ("default.clab.yml", "topology.nodes.tor2"),
@@ -562,3 +563,168 @@ def test_cli_render_check_config_error_is_reported(
     rc = cli.main(["render", "single-rack", "--runtime", "containerlab", "--out", str(tmp_path)])
     assert rc == 2
     assert f"invalid: {tmp_path / 'bird/tor1.conf'}: BIRD rejects" in capsys.readouterr().err
+
+
+# -- review fixes: control-plane taint, fabric route, kind wait, IP reservation, older Calico ---
+
+
+def test_kind_control_plane_is_untainted(rendered: tuple[LabSpec, rr.Rendered]) -> None:
+    """kind keeps the control-plane taint in multi-node clusters; virt-handler does not tolerate
+    it, and the first spec node (a VM's node in the default lab) is the control plane."""
+    spec, r = rendered
+    for cluster in rr.kind_clusters(spec):
+        config = rr.KindCluster.model_validate(
+            yaml.safe_load((r.out / f"kind/{cluster.name}.yaml").read_text())
+        )
+        for node in config.nodes:
+            patches = [yaml.safe_load(p) for p in node.kubeadmConfigPatches]
+            registration = [p["nodeRegistration"] for p in patches]
+            if node.role == "control-plane":
+                assert [p["kind"] for p in patches] == ["InitConfiguration"]
+                assert registration[0]["taints"] == []
+                assert "node-ip" in registration[0]["kubeletExtraArgs"]
+            else:
+                assert all("taints" not in x for x in registration)
+
+
+def test_kind_nodes_route_the_fabric_via_their_tor(rendered: tuple[LabSpec, rr.Rendered]) -> None:
+    spec, r = rendered
+    topo = resolve(spec)
+    nodes = yaml.safe_load(r.topology_file.read_text())["topology"]["nodes"]
+    for kind_name, spec_node in r.manifest["kind_nodes"].items():
+        _, node = spec.node(spec_node)
+        tor = spec.rack(node.rack).tor
+        tor_ip = topo.tor_address[tor].ip
+        execs = nodes[kind_name]["exec"]
+        dev = next(c.split()[-1] for c in execs if c.startswith("ip addr add"))
+        assert f"ip route add 198.18.0.0/15 via {tor_ip} dev {dev}" in execs
+
+
+def test_k8s_kind_extras_are_exempt_from_the_schema_but_checked(default_lab: rr.Rendered) -> None:
+    doc = yaml.safe_load(default_lab.topology_file.read_text())
+    assert doc["topology"]["nodes"]["kv"]["extras"] == {"k8s_kind": {"deploy": {"wait": "0s"}}}
+    assert rr.kind_extras_errors(doc, "t") == []
+    if schemas.schemas_available():
+        assert rr.clab_schema_errors(doc, "t") == []
+        # the upstream schema itself does not know extras.k8s_kind: hence the exemption
+        assert [i.path for i in schemas.clab_errors(doc, "t")] == ["topology.nodes.kv.extras"]
+    assert rr.validate_rendered(default_lab.out, bird=False).ok
+    doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["deploy"]["wait"] = "soon"
+    doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["bogus"] = 1
+    doc["topology"]["nodes"]["tor1"]["extras"] = {"k8s_kind": {}}
+    issues = rr.kind_extras_errors(doc, "t")
+    assert sorted(i.path for i in issues) == [
+        "topology.nodes.kv.extras.k8s_kind",
+        "topology.nodes.tor1.extras.k8s_kind",
+    ]
+    del doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["bogus"]
+    del doc["topology"]["nodes"]["tor1"]["extras"]
+    (issue,) = rr.kind_extras_errors(doc, "t")
+    assert issue.path == "topology.nodes.kv.extras.k8s_kind.deploy.wait"
+    default_lab.topology_file.write_text(yaml.safe_dump(doc))
+    report = rr.validate_rendered(default_lab.out, bird=False)
+    assert [i.path for i in report.issues] == ["topology.nodes.kv.extras.k8s_kind.deploy.wait"]
+
+
+def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> None:
+    spec, r = rendered
+    topo = resolve(spec)
+    for cluster in spec.clusters:
+        entry = r.manifest["clusters"][cluster.name]
+        docs = _docs(r.out / entry["resources"])
+        reservations = [d for d in docs if d["kind"] == "IPReservation"]
+        ips = sorted(f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name)
+        if not ips:
+            assert reservations == []
+            continue
+        (res,) = reservations
+        assert res["apiVersion"] == "projectcalico.org/v3"
+        assert sorted(res["spec"]["reservedCIDRs"]) == ips
+        assert rr.ip_reservation_errors(res, entry["pools"], "t") == []
+    report = rr.validate_rendered(r.out, bird=False)
+    assert any("IPReservation" in c and "not checked against a CRD" in c for c in report.checked)
+
+
+def test_ip_reservation_check_catches_bad_shapes() -> None:
+    pools = ["203.0.113.0/24"]
+    good = rr.ip_reservation(["203.0.113.10/32"])
+    assert rr.ip_reservation_errors(good, pools, "t") == []
+    bad = rr.ip_reservation(["198.51.100.1/32", "203.0.113.300/32"])
+    bad["kind"] = "IPReserve"
+    bad["metadata"]["name"] = "Bad_Name"
+    bad["spec"]["extra"] = 1
+    assert sorted(i.path for i in rr.ip_reservation_errors(bad, pools, "t", (3,))) == [
+        "[3].kind",
+        "[3].metadata.name",
+        "[3].spec",
+        "[3].spec.reservedCIDRs[0]",
+        "[3].spec.reservedCIDRs[1]",
+    ]
+    empty = rr.ip_reservation([])
+    assert [i.path for i in rr.ip_reservation_errors(empty, pools, "t")] == ["spec.reservedCIDRs"]
+
+
+def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> None:
+    old = next(v for v in MATRIX.values() if not v.live_migration)
+    docs = [
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPFilter",
+            "metadata": {"name": "f"},
+            "spec": {
+                "exportV4": [
+                    {"action": "Accept", "cidr": "203.0.113.0/24", "matchOperator": "In", "priority": 512},
+                    {"action": "Accept", "peerType": "eBGP", "operations": [{"setPriority": {"value": 1}}]},
+                ]
+            },
+        },
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"ipv4ElevatedRoutePriority": 512, "logSeverityScreen": "Info"},
+        },
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPAMConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"kubeVirtVMAddressPersistence": "Enabled", "strictAffinity": False},
+        },
+    ]
+    dropped = rr.drop_pre_3_32_fields(docs)
+    assert sorted(dropped) == [
+        "BGPFilter/f spec.exportV4[0].priority",
+        "BGPFilter/f spec.exportV4[1].operations",
+        "BGPFilter/f spec.exportV4[1].peerType",
+        "FelixConfiguration/default spec.ipv4ElevatedRoutePriority",
+        "IPAMConfiguration/default spec.kubeVirtVMAddressPersistence",
+    ]
+    assert docs[0]["spec"]["exportV4"] == [
+        {"action": "Accept", "cidr": "203.0.113.0/24", "matchOperator": "In"},
+        {"action": "Accept"},
+    ]
+    assert docs[1]["spec"] == {"logSeverityScreen": "Info"}
+    assert docs[2]["spec"] == {"strictAffinity": False}
+    for path in LABS:
+        spec = load_lab(path)
+        r = rr.render_containerlab(
+            spec, tmp_path / spec.name, versions=old, use_emulation=True, run_dir=Path("/run/kvlab/t")
+        )
+        report = rr.validate_rendered(r.out, bird=False)
+        warnings = [n for n in r.manifest["notes"] if n.startswith("WARNING:")]
+        assert report.warnings == warnings
+        for w in warnings:
+            assert old.calico in w
+            assert "left out" in w
+        for entry in r.manifest["clusters"].values():
+            if any(entry["resources"] in w for w in warnings):
+                assert "# WARNING" in (r.out / entry["resources"]).read_text()
+            for doc in _docs(r.out / entry["resources"]):
+                if doc["kind"] == "IPAMConfiguration":
+                    assert "kubeVirtVMAddressPersistence" not in doc["spec"]
+                if doc["kind"] == "FelixConfiguration":
+                    assert not any(k.endswith("RoutePriority") for k in doc["spec"])
+                if doc["kind"] == "BGPFilter":
+                    for rules in doc["spec"].values():
+                        for rule in rules:
+                            assert not {"peerType", "priority", "communities", "operations"} & set(rule)
