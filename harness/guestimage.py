@@ -99,6 +99,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("KVLAB_IMAGE_CACHE", str(DEFAULT_CACHE)))
 
 
+def ensure_cache_dir(root: Path, error: type[LabError] = LabError) -> Path:
+    """Create the image cache `root` (guest images, the ToR image's base), or raise `error`."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(
+            f"cannot create the image cache {root}: {e.strerror}; run as root or set "
+            "KVLAB_IMAGE_CACHE to a writable directory"
+        ) from None
+    return root
+
+
 def kernel_cmdline(ip: str, *, port: int = DEFAULT_PORT, name: str = "kvlab-vm", extra: str = "") -> str:
     """The -append string for a guest with address `ip`, echoing on `port`."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name):
@@ -535,13 +547,7 @@ def ensure_image(
     progress = progress or NullProgress()
     root = cache_dir or cache_root()
     _require_tools()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GuestImageError(
-            f"cannot create the image cache {root}: {e.strerror} "
-            "(set KVLAB_IMAGE_CACHE to a writable directory)"
-        ) from None
+    ensure_cache_dir(root, GuestImageError)
     img = _cached_or_built(root, progress)
     return _pvh(img, root, progress) if pvh else img
 

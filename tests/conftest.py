@@ -23,10 +23,32 @@ def _netns_missing() -> str | None:
     return None
 
 
+def _docker_missing() -> str | None:
+    """What this machine lacks for the plain-Docker tests (None under CI: there it fails)."""
+    if os.environ.get("CI"):
+        return None
+    if os.geteuid() != 0:
+        return "needs root (Docker daemon, debootstrap); run 'sudo make test'"
+    from harness.errors import PreflightError
+    from harness.realstack.dockerlab import docker_client
+
+    try:
+        docker_client(timeout=10)
+    except PreflightError as e:
+        return f"needs a Docker daemon: {e.missing[0]}"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests on the netns runtime need root and BIRD; say so clearly instead of
-    failing obscurely. Under another --runtime these prerequisites do not apply: the runtime's
-    preflight says what is missing, and the plugin skips the `netns_only` tests."""
+    """Integration tests on the netns runtime need root and BIRD, tests marked `needs_docker` a
+    Docker daemon; say so clearly instead of failing obscurely. Under another --runtime these
+    prerequisites do not apply: the runtime's preflight says what is missing, and the plugin
+    skips the `netns_only` tests."""
+    docker_items = [item for item in items if item.get_closest_marker("needs_docker")]
+    docker_reason = _docker_missing() if docker_items else None
+    for item in docker_items:
+        if docker_reason:
+            item.add_marker(pytest.mark.skip(reason=docker_reason))
     if config.getoption("--runtime") != "netns":
         return
     reason = _netns_missing()

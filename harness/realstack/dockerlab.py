@@ -19,7 +19,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.birdc import BirdClient, BirdUnavailable
 from harness.errors import LabError, PreflightError
-from harness.procs import alive
+from harness.procs import alive, signals_deferred
 from harness.wait import eventually
 
 if TYPE_CHECKING:
@@ -195,18 +194,6 @@ def reap_stale_docker(client: Any = None) -> list[str]:
     return sorted(labs)
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (delivered after the block) so a teardown is not cut in half."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (ValueError, OSError):  # pragma: no cover - platforms without sigmask
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _create_network(client: Any, lab: str, labels: dict[str, str], tries: int = 8) -> tuple[Any, Any]:
@@ -300,7 +287,7 @@ def docker_lab(
         _wait_ready(lab, ready_timeout)
         yield lab
     finally:
-        with _sigint_deferred():
+        with signals_deferred():
             _remove_lab(client, name, str(run_root) if run_root else None)
 
 

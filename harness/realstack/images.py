@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError, PreflightError
+from harness.guestimage import cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
 from harness.realstack.dockerlab import docker_client
 
@@ -63,7 +64,6 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HASH_LABEL = "kvlab.image.context-sha256"
 BASE_KEY_LABEL = "kvlab.base.key"
 BASE_RECIPE = "1"  # bump when the debootstrap recipe changes in a way the key would not notice
-DEFAULT_CACHE = Path("/var/cache/kvlab/images")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # dpkg leaves these out of every later install too (what the slim Debian images do).
@@ -239,10 +239,6 @@ def context_hash(directory: Path = TOR_CONTEXT) -> str:
     return h.hexdigest()
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("KVLAB_IMAGE_CACHE", str(DEFAULT_CACHE)))
-
-
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """One image build at a time per machine (parallel test runs wait for the first)."""
@@ -377,14 +373,7 @@ def ensure_base_image(
             return BASE_IMAGE
     except ImageNotFound:
         pass
-    root = cache_dir or cache_root()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LabError(
-            f"cannot create the image cache {root}: {e.strerror}; run as root or set "
-            "KVLAB_IMAGE_CACHE to a writable directory"
-        ) from e
+    root = ensure_cache_dir(cache_dir or cache_root())
     tarball = root / f"debian-base-{SUITE}-{key}.tar"
     if not tarball.is_file():
         _debootstrap_tarball(mirror, sources_text, tarball, progress)

@@ -54,6 +54,7 @@ import yaml
 
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
+from harness.procs import signals_deferred
 from harness.progress import Progress
 from harness.realstack import kube as k
 from harness.realstack import kubevirt as kv
@@ -386,20 +387,6 @@ def added_node_selector_supported(kubevirt: str) -> bool:
     return minor is not None and minor >= ADDED_NODE_SELECTOR_SINCE
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, so a teardown is not cut in half."""
-    import signal
-
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (ValueError, OSError):  # pragma: no cover
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # -- the runtime ---------------------------------------------------------------------------------
@@ -664,7 +651,7 @@ class ContainerlabRuntime(Runtime):
         except BaseException as e:
             if not isinstance(e, KeyboardInterrupt):
                 self._failure_diagnostics(e)
-            with _sigint_deferred():
+            with signals_deferred():
                 try:
                     self.down()
                 except Exception as down_error:  # keep the original error; say what is left

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.birdc import Route
-from harness.errors import LabError, PreflightError
+from harness.errors import LabError
 from harness.realstack.dockerlab import LABEL_LAB, DockerLab, docker_client, docker_lab, reap_stale_docker
 from harness.realstack.images import build_tor_image
 from harness.render.bird import check_config
@@ -30,22 +29,9 @@ ASN = {"tor1": 65001, "tor2": 65002}
 PREFIX = {"tor1": "198.51.100.0/26", "tor2": "198.51.100.64/26"}
 
 
-def _skip_reason() -> str | None:
-    if os.environ.get("CI"):
-        return None  # in CI a missing prerequisite fails the test instead
-    if os.geteuid() != 0:
-        return "needs root (Docker daemon, debootstrap); run 'sudo make test'"
-    try:
-        docker_client(timeout=10)
-    except PreflightError as e:
-        return f"needs a Docker daemon: {e.missing[0]}"
-    return None
-
-
-_SKIP = _skip_reason()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP)),
+    pytest.mark.needs_docker,
     # No lab: the ToR image under plain Docker, a building block checked with the netns suite.
     pytest.mark.netns_only("not a lab test: it checks the ToR image under plain Docker ('make test')"),
 ]

@@ -12,7 +12,6 @@ missing daemon is a failure (as tests/integration/test_docker_tor.py).
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -21,8 +20,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness.errors import LabError, PreflightError
-from harness.realstack.dockerlab import DockerLab, docker_client, docker_lab
+from harness.errors import LabError
+from harness.realstack.dockerlab import DockerLab, docker_lab
 from harness.realstack.guestssh import GuestShell, RelayProxy
 from harness.realstack.images import build_tor_image
 from harness.wait import eventually
@@ -41,22 +40,9 @@ while True:
 """
 
 
-def _skip_reason() -> str | None:
-    if os.environ.get("CI"):
-        return None  # in CI a missing prerequisite fails the test instead
-    if os.geteuid() != 0:
-        return "needs root (Docker daemon, debootstrap); run 'sudo make test'"
-    try:
-        docker_client(timeout=10)
-    except PreflightError as e:
-        return f"needs a Docker daemon: {e.missing[0]}"
-    return None
-
-
-_SKIP = _skip_reason()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP)),
+    pytest.mark.needs_docker,
     pytest.mark.netns_only("plain Docker, no lab"),
 ]
 
