@@ -306,8 +306,7 @@ class Migration:
     def _peering_ip(self, node: str, extra: dict[str, str] | None = None) -> str | None:
         """The workload peering IP `node` provisions on this VM's interface, if it peers with it."""
         resources = self._resources().get(self.workload.cluster, [])
-        selected = confd.peering_workloads(self.lab.pods(extra), node, resources)
-        return confd.workload_peering_ip(resources) if str(self.workload.ip) in selected else None
+        return confd.peering_ip_on(self.lab.pods(extra), node, resources, str(self.workload.ip))
 
     def _refresh_peering(self, nodes: list[str], extra: dict[str, str] | None = None) -> None:
         """Reload the BIRD of `nodes` for the VM's pods now (calico-node re-renders its

@@ -345,3 +345,9 @@ def peering_workloads(topo: Topology, node: str, resources: list[Any]) -> list[s
         if peer.spec.localWorkloadSelector is not None:
             out += [ip for ip in _local_workloads(topo, cluster.name, node, peer.spec) if ip not in out]
     return out
+
+
+def peering_ip_on(topo: Topology, node: str, resources: list[Any], workload_ip: str) -> str | None:
+    """The peering IP `node` provisions on a workload's interface: localWorkloadPeeringIPV4
+    when a localWorkloadSelector BGPPeer selects that workload there, else None."""
+    return workload_peering_ip(resources) if workload_ip in peering_workloads(topo, node, resources) else None

@@ -339,8 +339,6 @@ class NetnsRuntime(Runtime):
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
                 pr = felix.priorities(resources.get(cluster.name, []))
-                peering_ip = confd.workload_peering_ip(resources.get(cluster.name, []))
-                peering = set(confd.peering_workloads(topo, node.name, resources.get(cluster.name, [])))
                 config = {
                     "node": node.name,
                     "socket": str(self.entity_dir(node.name) / "agent.ctl"),
@@ -356,7 +354,9 @@ class NetnsRuntime(Runtime):
                             "mac": w.mac,
                             "ifname": w.host_ifname,
                             "running_here": True,
-                            "peering_ip": peering_ip if str(w.ip) in peering else None,
+                            "peering_ip": confd.peering_ip_on(
+                                topo, node.name, resources.get(cluster.name, []), str(w.ip)
+                            ),
                         }
                         for w in topo.workloads
                         if w.node == node.name
