@@ -86,10 +86,13 @@ class Agent:
     netlink: IPRoute | None = None  # one socket for the agent's life (it runs inside the node namespace)
 
     # -- routes ------------------------------------------------------------------------
-    def _route(self, op: str, w: Workload, metric: int) -> None:
+    def _ipr(self) -> IPRoute:
         if self.netlink is None:
             self.netlink = IPRoute()
-        ip = self.netlink
+        return self.netlink
+
+    def _route(self, op: str, w: Workload, metric: int) -> None:
+        ip = self._ipr()
         try:
             if op == "add":
                 idx = ip.link_lookup(ifname=w.ifname)
@@ -109,13 +112,12 @@ class Agent:
         """The workload peering IP as a /32 on the workload's host-side interface (once it exists)."""
         if w.peering_ip is None or w.peering_done:
             return
-        if self.netlink is None:
-            self.netlink = IPRoute()
-        idx = self.netlink.link_lookup(ifname=w.ifname)
+        ip = self._ipr()
+        idx = ip.link_lookup(ifname=w.ifname)
         if not idx:
             return  # retried on the next tick
         try:
-            self.netlink.addr("add", index=idx[0], address=w.peering_ip, prefixlen=32)
+            ip.addr("add", index=idx[0], address=w.peering_ip, prefixlen=32)
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise
