@@ -27,7 +27,7 @@ from pyroute2 import IPRoute
 from harness import netlink
 from harness.birdc import BirdClient, BirdError
 from harness.calico import confd
-from harness.errors import LabError
+from harness.errors import LabError, WaitTimeout
 from harness.kernel import routes_from
 from harness.wait import eventually
 
@@ -286,6 +286,7 @@ class Migration:
                 else:
                     self.activate(announce)
                     self.complete()
+                    self.follow_nested()
             except BaseException as e:
                 if self.record.status == "running":
                     self.record.status, self.record.reason = "failed", f"{type(e).__name__}: {e}"
@@ -298,6 +299,43 @@ class Migration:
         return self.record
 
     # -- workload peering (nested clusters) ----------------------------------------------
+    def follow_nested(self) -> None:
+        """If the VM is a nested cluster's node: wait (up to timers.bgp_established) until its
+        session to the parent is back on the target node and the target's ToR routes the nested
+        pools via the target, and record both as phases (the nested routing outage on the
+        timeline). A deadline passed is recorded in `reason`, not raised: the VM did migrate."""
+        nested = self.lab.spec.nested_node_in(self.vm)
+        if nested is None:
+            return
+        cluster, _ = nested
+        peer = f"Local_Workload_{str(self.workload.ip).replace('.', '_')}"
+        _, target_node = self.lab.spec.node(self.target)
+        tor = self.lab.spec.rack(target_node.rack).tor if target_node.rack else None
+        via = str(self.lab.topo.node_address[self.target].ip)
+
+        def session_back() -> bool:
+            sessions = {s.name: s.state for s in self.lab.speaker(self.target).sessions()}
+            return sessions.get(peer) == "Established"
+
+        def pools_via_target() -> bool:
+            best = [self.lab.router(tor).best_route(str(pool)) for pool in cluster.pools] if tor else []
+            return all(b is not None and b.via == via for b in best)
+
+        for what, check in (
+            (f"nested session back on {self.target}", session_back),
+            (f"{tor}: nested pool via {self.target}", pools_via_target),
+        ):
+            try:
+                eventually(
+                    check, timeout=self.lab.spec.timers.bgp_established, interval=0.05, what=what,
+                    transient=(BirdError, OSError),
+                )
+            except WaitTimeout as e:
+                self.record.reason = str(e)
+                self.record.phase(f"NOT: {what}")
+                return
+            self.record.phase(what)
+
     def _resources(self) -> dict[str, list[Any]]:
         from harness.lab import cluster_resources_plain
 

@@ -204,6 +204,9 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_
         probe.wait_sent(5)
         record = lab.migrate("vm-red", "p1-n2")
         assert record.status == "completed"
+        # lab.migrate follows a nested node's VM until its routing is back (drawn on the timeline)
+        assert record.first(kind="phase", phase="nested session back on p1-n2"), record.reason
+        assert record.first(kind="phase", phase="tor1: nested pool via p1-n2"), record.reason
         eventually(
             lambda: _sessions(lab, "p1-n2").get("Local_Workload_203_0_113_10") == "Established",
             timeout=hold / 4,
