@@ -92,3 +92,12 @@ def migration_lab_path(pytestconfig: pytest.Config, mock_default_path: Path) -> 
     if pytestconfig.getoption("--runtime") == "netns":
         return mock_default_path
     return REPO / "labs" / "default.yml"
+
+
+@pytest.fixture(scope="module")
+def migration_lab(kvlab_labs, migration_lab_path: Path):  # type: ignore[no-untyped-def]
+    """A private instance of the migration lab for one test module (its VMs move), released
+    when the module ends."""
+    lab = kvlab_labs(migration_lab_path, private=True)
+    yield lab
+    kvlab_labs.release(lab)

@@ -10,7 +10,6 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,6 @@ from harness.topology import WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def clab(kvlab_labs, migration_lab_path) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
-    lab = kvlab_labs(migration_lab_path, private=True)
-    yield lab
-    kvlab_labs.release(lab)
 
 
 def other_rack_node(lab: Lab, vm: str) -> str:
@@ -41,8 +35,8 @@ def show(report: CanaryReport) -> None:
     print(f"\n{report.summary()}\n{json.dumps(report.to_json(), indent=1)}")
 
 
-def test_steady_state_one_connection_no_loss(clab: Lab) -> None:
-    with canary(clab, "ext1", "vm1") as c:
+def test_steady_state_one_connection_no_loss(migration_lab: Lab) -> None:
+    with canary(migration_lab, "ext1", "vm1") as c:
         c.wait_sent(100)
     report = c.stop()
     show(report)
@@ -54,8 +48,8 @@ def test_steady_state_one_connection_no_loss(clab: Lab) -> None:
 
 
 @pytest.mark.migration
-def test_live_migration_across_racks_keeps_the_connection(clab: Lab) -> None:
-    lab = clab
+def test_live_migration_across_racks_keeps_the_connection(migration_lab: Lab) -> None:
+    lab = migration_lab
     target = other_rack_node(lab, "vm1")
     with canary(lab, "ext1", "vm1") as c:
         c.wait_sent(50)
@@ -81,10 +75,10 @@ def test_live_migration_across_racks_keeps_the_connection(clab: Lab) -> None:
     "drives the migration phase by phase and sets the target's host-side MAC by netlink in its "
     "namespace, then primes the mock VM's ARP cache"
 )
-def test_negative_control_a_stale_gateway_mac_stalls_the_canary(clab: Lab) -> None:
+def test_negative_control_a_stale_gateway_mac_stalls_the_canary(migration_lab: Lab) -> None:
     """The target's host side gets a MAC other than ee:ee:ee:ee:ee:ee; the guest keeps the gateway MAC
     it had. Traffic must stall (until the guest's ARP entry would expire): the canary has to say so."""
-    lab = clab
+    lab = migration_lab
     target = other_rack_node(lab, "vm1")
     host_if = lab.topo.workload("vm1").host_ifname
     with canary(lab, "ext1", "vm1") as c:
@@ -148,8 +142,8 @@ while True:
 
 
 @pytest.mark.netns_only("runs a Python echo server inside the mock VM's namespace")
-def test_resets_are_counted_and_the_client_reconnects(clab: Lab) -> None:
-    lab, port = clab, 7017
+def test_resets_are_counted_and_the_client_reconnects(migration_lab: Lab) -> None:
+    lab, port = migration_lab, 7017
     server = lab.popen(
         "vm1",
         [sys.executable, "-c", _RESETTING_ECHO, str(port), "40"],
@@ -179,16 +173,16 @@ def test_resets_are_counted_and_the_client_reconnects(clab: Lab) -> None:
     assert {r["error"] for r in report.resets_detail} <= {"ECONNRESET", "EPIPE", "EOF"}
 
 
-def test_the_client_stands_alone_with_a_deadline_and_a_report_file(clab: Lab) -> None:
+def test_the_client_stands_alone_with_a_deadline_and_a_report_file(migration_lab: Lab) -> None:
     out = f"/tmp/kvlab-canary-{secrets.token_hex(4)}.json"  # in ext1's file system, read back through it
-    argv = [sys.executable, "-m", "harness.canary", "client", "--to", clab.vm("vm1").ip,
+    argv = [sys.executable, "-m", "harness.canary", "client", "--to", migration_lab.vm("vm1").ip,
             "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
-    res = clab.run("ext1", argv, timeout=10)
+    res = migration_lab.run("ext1", argv, timeout=10)
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert [e["event"] for e in events] == ["connected", "ready", "done"]
-    report = clab.run("ext1", ["cat", out])
-    clab.run("ext1", ["rm", "-f", out])
+    report = migration_lab.run("ext1", ["cat", out])
+    migration_lab.run("ext1", ["rm", "-f", out])
     assert report.returncode == 0, report.stderr
     doc = json.loads(report.stdout)
     assert doc["stop_reason"] == "duration"

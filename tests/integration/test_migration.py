@@ -8,7 +8,6 @@ migration (`netns_only`); a migration there and back runs on every runtime.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +26,6 @@ PHASES = (
 )
 
 
-@pytest.fixture(scope="module")
-def mlab(kvlab_labs, migration_lab_path) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
-    lab = kvlab_labs(migration_lab_path, private=True)
-    yield lab
-    kvlab_labs.release(lab)
 
 
 def converge_timeout(lab: Lab, node: str) -> float:
@@ -40,8 +34,8 @@ def converge_timeout(lab: Lab, node: str) -> float:
 
 @pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
-def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
-    lab, target = mlab, "r2-n1"
+def test_across_racks_priority_follows_the_vm_then_reverts(migration_lab: Lab) -> None:
+    lab, target = migration_lab, "r2-n1"
     wl = lab.topo.workload("vm1")
     # 1. Before: the VM is only inside r1-n1's block.
     for router in ("tor1", "tor2", "spine1"):
@@ -108,9 +102,9 @@ def test_across_racks_priority_follows_the_vm_then_reverts(mlab: Lab) -> None:
 
 @pytest.mark.migration
 @pytest.mark.netns_only(PHASES)
-def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: Lab) -> None:
+def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(migration_lab: Lab) -> None:
     """vm1's IP is outside both r2 nodes' blocks: the source announces its own /32 until it learns better."""
-    lab = mlab
+    lab = migration_lab
     if lab.vm("vm1").node != "r2-n1":
         lab.migrate("vm1", "r2-n1")
     ip = lab.vm("vm1").ip
@@ -147,8 +141,8 @@ def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(mlab: 
 
 
 @pytest.mark.migration
-def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -> None:
-    lab = mlab
+def test_back_to_the_original_node_and_everything_returns_to_normal(migration_lab: Lab) -> None:
+    lab = migration_lab
     if lab.vm("vm1").node == "r1-n1":
         lab.migrate("vm1", "r2-n1")
     record = lab.migrate("vm1", "r1-n1")
@@ -175,8 +169,8 @@ def test_back_to_the_original_node_and_everything_returns_to_normal(mlab: Lab) -
 @pytest.mark.netns_only(
     "injects the failure through the netns runtime's migration (fail=) and reads the source node agent"
 )
-def test_failed_migration_never_installs_a_target_route(mlab: Lab) -> None:
-    lab = mlab
+def test_failed_migration_never_installs_a_target_route(migration_lab: Lab) -> None:
+    lab = migration_lab
     source = lab.vm("vm1").node
     target = next(n for n in ("r2-n2", "r1-n2") if n != source)
     record = lab.migrate("vm1", target, fail="target pod failed")
