@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.errors import KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+from harness.errors import InvalidRequest, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
 
 REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
 DEFAULT_LAB = "default"
@@ -56,6 +56,20 @@ def resolve_running(arg: str | None) -> str:
     return arg
 
 
+def attach(arg: str | None):  # type: ignore[no-untyped-def]
+    """The running lab a command names, with what settling it took said on stderr."""
+    from harness.lab import Lab
+
+    lab = Lab.attach(resolve_running(arg))
+    _print_notes(lab)
+    return lab
+
+
+def _print_notes(lab: Any) -> None:
+    for note in lab.notes:
+        print(f"kvlab: {note}", file=sys.stderr)
+
+
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
@@ -77,13 +91,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         path, name=args.name, runtime=args.runtime, progress=RichProgress(), keep=args.keep_on_failure
     )
     try:
-        lab.up()
+        lab.up(replace=args.replace)
     except WaitTimeout as e:
         print(f"kvlab up: lab '{lab.name}' did not converge: {e}", file=sys.stderr)
         if args.keep_on_failure:
             out = lab.diagnostics(Path(args.diag_dir))
             print(f"kvlab up: lab kept for inspection; diagnostics in {out}", file=sys.stderr)
         return 1
+    _print_notes(lab)
     verb = "reused (already running)" if lab.reused else "up"
     sessions = lab.sessions()
     print(
@@ -114,9 +129,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.lab import Lab
-
-    lab = Lab.attach(resolve_running(args.lab))
+    lab = attach(args.lab)
     status = lab.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -171,9 +184,7 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    from harness.lab import Lab
-
-    lab = Lab.attach(resolve_running(args.lab))
+    lab = attach(args.lab)
     try:
         speaker = lab.speaker(args.router)
     except KeyError as e:
@@ -214,18 +225,16 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from harness.lab import Lab
+    from harness.canary import CanaryError
+    from harness.migration import MigrationFailed
 
-    lab = Lab.attach(resolve_running(args.lab))
+    lab = attach(args.lab)
     try:
-        vm = lab.vm(args.vm)
-    except KeyError as e:
-        raise UsageError(str(e.args[0])) from None
-    if args.to not in lab.topo.node_address:
-        raise UsageError(f"no node '{args.to}' in lab '{lab.name}'")
-    if args.canary is not None and args.canary not in {h.name for h in lab.spec.hosts}:
-        raise UsageError(f"--canary: no external host '{args.canary}' in lab '{lab.name}'")
-    record = vm.migrate(args.to, fail=args.fail, announce=args.announce, canary=args.canary)
+        record = lab.migrate(args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary)
+    except MigrationFailed as e:
+        record = e.record
+    except CanaryError as e:  # the canary could not run: the migration did not start
+        raise LabError(f"--canary {args.canary}: {e}") from None
     if args.artifacts:
         json_path, png_path = lab.write_timeline(record, args.artifacts)
         print(f"timeline: {png_path} (record: {json_path})", file=sys.stderr)
@@ -233,7 +242,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(json.dumps(record.to_json(), indent=2))
     else:
         print_timeline(record.to_json())
-    return 0 if record.status == "completed" or args.fail else 1
+    if record.status != "completed":
+        print(f"kvlab migrate: {record.vm} {record.status}: {record.reason}", file=sys.stderr)
+    return 0 if record.status == "completed" else 1
 
 
 def print_timeline(rec: dict[str, Any]) -> None:
@@ -307,9 +318,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
-    from harness.lab import Lab
-
-    lab = Lab.attach(resolve_running(args.lab))
+    lab = attach(args.lab)
     out = lab.diagnostics(Path(args.out))
     print(out)
     return 0
@@ -408,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     up.add_argument("--name", help="instance name (default: the lab's name); lets labs run side by side")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge up")
+    up.add_argument(
+        "--replace", action="store_true", help="destroy a lab of this name built from another spec first"
+    )
     up.add_argument("--diag-dir", default="kvlab-diagnostics")
     up.add_argument("--json", action="store_true", help="print the status document when up")
     up.add_argument(
@@ -519,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         for issue in e.issues:
             print(f"kvlab: {issue}", file=sys.stderr)
         return 2
-    except (UsageError, PreflightError) as e:
+    except (UsageError, PreflightError, InvalidRequest) as e:
         print(f"kvlab: {e}", file=sys.stderr)
         return 2
     except LabError as e:

@@ -32,8 +32,17 @@ class SpecError(KvlabError):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
+class InvalidRequest(KvlabError):
+    """A request that names something the lab does not have, or asks for the impossible (an
+    unknown VM or node, a migration to where the VM already runs): bad input, exit 2."""
+
+
 class LabError(KvlabError):
     """A lab could not be brought up, found, or torn down."""
+
+
+class LabExists(InvalidRequest):
+    """A lab of that name exists and was built from another spec: not replaced without asking."""
 
 
 class PreflightError(LabError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import netlink
 from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
-from harness.errors import LabError
+from harness.errors import InvalidRequest, LabError, LabExists
 from harness.kernel import KernelRoute
 from harness.progress import NullProgress, Progress
 from harness.runtime import get_runtime
@@ -146,6 +146,9 @@ class Lab:
         self.keep = keep
         self.reused = False
         self.artifacts_dir: Path | None = None  # where migrate() writes its timelines, if set
+        # What the harness found and did on the way that a user should hear about (a settled
+        # migration, a rebuilt lab), a line each; the CLI prints them, the library never does.
+        self.notes: list[str] = []
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -168,6 +171,7 @@ class Lab:
                 f"run 'kvlab down {name}' and bring it up again"
             )
         lab.reused = True
+        lab.notes += lab.reconcile()
         return lab
 
     @staticmethod
@@ -176,20 +180,34 @@ class Lab:
         return f"{base[:26]}-{secrets.token_hex(2)}"
 
     # -- lifecycle ---------------------------------------------------------------------
-    def up(self, *, wait: bool = True) -> Lab:
-        """Bring the lab up, or reuse it if the same lab is already running. Idempotent."""
+    def up(self, *, wait: bool = True, replace: bool = False) -> Lab:
+        """Bring the lab up, or reuse it if the same lab is already running healthy. Idempotent.
+
+        A lab of this name built from another spec is never destroyed silently: LabExists
+        (bad input) unless `replace=True`. A lab of the same spec that is not healthy (a dead
+        guest, a missing BIRD) is rebuilt, and `notes` says why.
+        """
         self.runtime.preflight()
         digest = spec_digest(self.spec)
         with lab_lock(self.name):
             existing = LabState.load(lab_dir(self.name))
-            if existing is not None and self.runtime.healthy():
-                if existing.spec_digest != digest:
-                    raise LabError(
-                        f"a lab named '{self.name}' is already running from a different spec "
-                        f"({existing.spec_path}); run 'kvlab down {self.name}' first"
-                    )
-                self.reused = True
-            else:
+            if existing is not None and existing.spec_digest != digest and not replace:
+                raise LabExists(
+                    f"a lab named '{self.name}' already exists, built from another spec "
+                    f"({existing.spec_path}); 'kvlab down {self.name}' it, give this one another "
+                    "--name, or --replace it"
+                )
+            problems: list[str] = []
+            if existing is not None and existing.spec_digest == digest and existing.ready:
+                self.notes += self.reconcile()
+                problems = self.runtime.problems(self)
+                if not problems:
+                    self.reused = True
+            if not self.reused:
+                if problems:
+                    self.notes.append(f"lab '{self.name}' was not healthy ({'; '.join(problems)}): rebuilt")
+                elif existing is not None and existing.spec_digest != digest:
+                    self.notes.append(f"lab '{self.name}' (from {existing.spec_path}) was replaced")
                 self.runtime.down()  # leftovers of a crashed run, if any
                 state = LabState(
                     lab=self.name,
@@ -224,7 +242,8 @@ class Lab:
             self.down()
 
     def is_running(self) -> bool:
-        return self.runtime.healthy()
+        """Healthy: every resource of the lab runs, its guests included."""
+        return not self.runtime.problems(self)
 
     # -- entities ----------------------------------------------------------------------
     def router(self, name: str) -> BirdSpeaker:
@@ -264,20 +283,29 @@ class Lab:
             raise KeyError(f"no VM '{name}' in lab '{self.name}'")
         return VM(self, name)
 
-    def vm_location(self, vm: str) -> dict[str, str]:
-        """Where a VM runs now: {"node", "ifname"} (its guest-side interface)."""
+    def vm_location(self, vm: str) -> dict[str, Any]:
+        """Where a VM runs now: {"node", "ifname" (its guest-side interface), "guest" (the QEMU
+        instance that is the VM on the netns runtime, None for other VMs)}."""
         state = LabState.load(lab_dir(self.name))
         if state is not None and vm in state.vms:
-            return dict(state.vms[vm])
-        return {"node": self.topo.workload(vm).node, "ifname": "eth0"}
+            return {"guest": None, **state.vms[vm]}
+        w = self.topo.workload(vm)
+        return {"node": w.node, "ifname": "eth0", "guest": self.runtime.first_guest(w)}
 
-    def set_vm_location(self, vm: str, node: str, ifname: str) -> None:
+    def set_vm_location(self, vm: str, node: str, ifname: str, guest: str | None = None) -> None:
         with lab_lock(self.name):
             state = LabState.load(lab_dir(self.name))
             if state is None:
                 raise LabError(f"lab '{self.name}' has no state (is it up?)")
-            state.vms[vm] = {"node": node, "ifname": ifname}
+            state.vms[vm] = {"node": node, "ifname": ifname, **({"guest": guest} if guest else {})}
             state.save(lab_dir(self.name))
+
+    def reconcile(self) -> list[str]:
+        """Settle migrations that were interrupted (their process crashed or was killed): each
+        VM ends up running in one place, and the lab state says which. Returns what was done, a
+        line per VM. Run by `attach` and before every migration; a migration that is still
+        running in a live process is left alone."""
+        return self.runtime.reconcile(self)
 
     def priorities(self, node: str):  # type: ignore[no-untyped-def]
         """Felix route priorities and convergence time of a node's cluster."""
@@ -290,8 +318,19 @@ class Lab:
         """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration).
 
         With `canary="ext1"`, a TCP canary from that host to the VM runs through the migration
-        and its report and gaps become part of the record.
+        and its report and gaps become part of the record; a canary that lost messages, saw a
+        reset or a new connection, or still waits for echoes at the end makes the migration
+        "failed" (the VM did move: the claim "its TCP sessions survive" did not hold).
+        Raises InvalidRequest for an unknown VM, node or host, and MigrationFailed (with the
+        record) when the migration broke and was rolled back.
         """
+        if vm not in {w.vm for w in self.topo.workloads}:
+            raise InvalidRequest(f"no VM '{vm}' in lab '{self.name}'")
+        if to not in self.topo.node_address:
+            raise InvalidRequest(f"no node '{to}' in lab '{self.name}'")
+        if canary is not None and canary not in {h.name for h in self.spec.hosts}:
+            raise InvalidRequest(f"no external host '{canary}' in lab '{self.name}' for the canary")
+        self.reconcile()
         if canary is None:
             record = self.runtime.migrate(self, vm, to, **kwargs)
         else:
@@ -302,6 +341,9 @@ class Lab:
                 report = probe.stop()
             merge_into(record, report)
             record.canary = report.to_json()
+            verdict = canary_verdict(report)
+            if verdict and record.status == "completed":
+                record.status, record.reason = "failed", f"canary: {verdict}"
         if self.artifacts_dir is not None:
             self.write_timeline(record, self.artifacts_dir)
         return record
@@ -426,6 +468,20 @@ class Lab:
         from harness.diagnostics import collect
 
         return collect(self, Path(out_dir))
+
+
+def canary_verdict(report: Any) -> str | None:
+    """Why a canary report breaks the claim "the VM keeps its TCP sessions", or None if it holds."""
+    problems = []
+    if report.lost:
+        problems.append(f"{report.lost} message(s) lost")
+    if report.resets:
+        problems.append(f"{report.resets} reset(s)")
+    if not report.same_connection:
+        problems.append("the connection was replaced")
+    if any(g.open for g in report.gaps) or (report.max_gap is not None and report.max_gap.open):
+        problems.append("still waiting for echoes when it stopped")
+    return ", ".join(problems) or None
 
 
 def cluster_resources_plain(spec: LabSpec) -> dict[str, list[Any]]:

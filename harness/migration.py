@@ -10,6 +10,10 @@ A migration goes through the phases KubeVirt and Calico go through:
               the interface);
 or fail     - the target is torn down before activation: no target route, the VM stays put.
 
+Each step is journalled first (harness.migration_journal). Whatever stops a migration (an error,
+Ctrl-C, SIGKILL, the target QEMU dying) is settled by `Migration.recover`: the VM's real place
+decides whether the migration is finished or rolled back, and the lab state says where it runs.
+
 `MigrationRecord` merges harness phases, both node agents' state changes and route
 operations, and every change of the VM's /32 seen at the routers (birdc, polled).
 """
@@ -19,16 +23,20 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
 
-from harness import netlink
+from harness import failpoints, netlink, procs
 from harness.birdc import BirdClient, BirdError
 from harness.calico import confd
-from harness.errors import LabError, WaitTimeout
+from harness.errors import InvalidRequest, LabError, WaitTimeout
 from harness.kernel import routes_from
+from harness.migration_journal import MigrationJournal, migration_lock
+from harness.state import lab_dir
 from harness.wait import eventually
 
 if TYPE_CHECKING:
@@ -74,6 +82,17 @@ class MigrationRecord:
             ],
             **({"canary": self.canary} if self.canary is not None else {}),
         }
+
+
+class MigrationFailed(LabError):
+    """A migration did not complete. It was settled first: `record` says where the VM runs
+    (its `source`, after a rollback) and what happened."""
+
+    def __init__(self, record: MigrationRecord):
+        self.record = record
+        super().__init__(
+            f"migration of {record.vm} {record.source} -> {record.target} failed: {record.reason}"
+        )
 
 
 class RouteWatcher:
@@ -158,33 +177,93 @@ class RouteWatcher:
 
 
 class Migration:
-    """One migration of a VM; call the phases yourself, or `run()` for all of them."""
+    """One migration of a VM; call the phases yourself, or `run()` for all of them.
 
-    def __init__(self, lab: Lab, vm: str, target: str):
+    Every step is journalled before it is taken (harness.migration_journal), under the VM's
+    migration lock, so that an error, Ctrl-C or a crash at any moment can be settled: `recover()`
+    looks at where the VM really runs and finishes the migration or rolls it back, here or in the
+    next kvlab command (`Lab.reconcile`).
+
+    Fail points (harness.failpoints): `migrate.prepare.begin`, `migrate.prepare.target-started`,
+    `migrate.prepare.done`, `migrate.cutover.begin` (and the QEMU ones in
+    harness.runtime.qemuvm), `migrate.activate.live`, `migrate.complete.begin`,
+    `migrate.complete.source-released`, `migrate.complete.located`.
+    """
+
+    def __init__(self, lab: Lab, vm: str, target: str, *, journal: MigrationJournal | None = None):
         self.lab = lab
         self.vm = vm
-        loc = lab.vm_location(vm)
-        if target not in lab.topo.node_address:
-            raise LabError(f"no node '{target}' in lab '{lab.name}'")
-        if target == loc["node"]:
-            raise LabError(f"{vm} already runs on {target}")
-        cluster_of = {n.name: c.name for c, n in lab.spec.all_nodes()}
-        if cluster_of[target] != cluster_of[loc["node"]]:
-            raise LabError(f"{target} is not in {vm}'s cluster '{cluster_of[loc['node']]}'")
         self.workload = lab.topo.workload(vm)
-        self.source = loc["node"]
-        self.source_if = loc["ifname"]
-        self.target = target
-        self.target_if = "eth1" if self.source_if == "eth0" else "eth0"
-        self.target_ip = str(lab.topo.node_address[target].ip)
-        self.record = MigrationRecord(vm, str(self.workload.ip), self.source, target)
+        if journal is None:
+            loc = lab.vm_location(vm)
+            if target not in lab.topo.node_address:
+                raise InvalidRequest(f"no node '{target}' in lab '{lab.name}'")
+            if target == loc["node"]:
+                raise InvalidRequest(f"{vm} already runs on {target}")
+            cluster_of = {n.name: c.name for c, n in lab.spec.all_nodes()}
+            if target not in cluster_of or cluster_of[target] != cluster_of[loc["node"]]:
+                raise InvalidRequest(f"{target} is not in {vm}'s cluster '{cluster_of[loc['node']]}'")
+            journal = MigrationJournal(
+                vm=vm,
+                source=loc["node"],
+                target=target,
+                source_if=loc["ifname"],
+                target_if="eth1" if loc["ifname"] == "eth0" else "eth0",
+                backend=self.workload.backend,
+                source_guest=loc.get("guest"),
+            )
+        self.journal = journal
+        self.source, self.target = journal.source, journal.target
+        self.source_if, self.target_if = journal.source_if, journal.target_if
+        self.target_ip = str(lab.topo.node_address[journal.target].ip)
+        self.record = MigrationRecord(vm, str(self.workload.ip), self.source, self.target)
+        self._lock: contextlib.ExitStack | None = None
+
+    @classmethod
+    def interrupted(cls, lab: Lab, vm: str) -> Migration | None:
+        """The migration of `vm` whose process died, ready to `recover()` (holding its lock);
+        None if its journal is unreadable (it is removed). MigrationInProgress if it is alive."""
+        run_dir = lab_dir(lab.name)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(migration_lock(run_dir, vm))
+            journal = MigrationJournal.load(run_dir, vm)
+            if journal is None or journal.vm != vm or vm not in {w.vm for w in lab.topo.workloads}:
+                MigrationJournal.path(run_dir, vm).unlink(missing_ok=True)
+                return None
+            m = cls(lab, vm, journal.target, journal=journal)
+            m._lock = stack.pop_all()
+            return m
+        return None  # pragma: no cover - the with block returns
+
+    @property
+    def run_dir(self) -> Path:
+        return lab_dir(self.lab.name)
+
+    # -- the journal and its lock --------------------------------------------------------
+    def _begin(self) -> None:
+        """Take the VM's migration lock and write the journal: from now on, any end is recoverable."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(migration_lock(self.run_dir, self.vm))
+        self._lock = stack
+        self.journal.target_guest = self.lab.runtime.new_guest(self.workload, self.target)
+        self.journal.enter("prepare", self.run_dir)
+
+    def _end(self) -> None:
+        """The VM runs where the lab state says: drop the journal, then the lock."""
+        self.journal.remove(self.run_dir)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- phases ------------------------------------------------------------------------
     def prepare(self) -> None:
         w, rt = self.workload, self.lab.runtime
+        self._begin()
         self.record.phase("prepare")
+        failpoints.hit("migrate.prepare.begin")
         rt.agent(self.source).call("source", vm=self.vm)
-        rt.migration_prepare(w, self.target, self.target_ip, self.target_if)
+        rt.migration_prepare(w, self.target, self.target_ip, self.target_if, self.journal.target_guest)
+        failpoints.hit("migrate.prepare.target-started", target_pid=self._target_pid)
         with_target = {self.vm: self.target}
         rt.agent(self.target).call(
             "target",
@@ -196,6 +275,7 @@ class Migration:
         )
         self._refresh_peering([self.target], with_target)
         self.record.phase("target ready")
+        failpoints.hit("migrate.prepare.done", target_pid=self._target_pid)
 
     def activate(self, announce: str = "GARP") -> None:
         """The VM resumes on the target and announces itself; wait for the target to go Live.
@@ -204,17 +284,16 @@ class Migration:
         itself announces with RARP after RESUME.
         """
         w = self.workload
+        self.journal.enter("cutover", self.run_dir)
+        failpoints.hit("migrate.cutover.begin", target_pid=self._target_pid)
         if w.backend == "mock":
             self.record.phase("resume on target", announce=announce)
         else:
             self.record.phase("QEMU migration", announce="RARP (QEMU self-announce)")
         self.record.events += self.lab.runtime.migration_cutover(
             w,
-            self.source,
-            self.target,
+            self.journal,
             self.target_ip,
-            self.source_if,
-            self.target_if,
             rarp=announce == "RARP",
             timeout=self.lab.spec.timers.migration,
         )
@@ -224,59 +303,99 @@ class Migration:
             interval=0.01,
             what=f"{self.target}'s agent to see {self.vm} activate",
         )
+        failpoints.hit("migrate.activate.live", target_pid=self._target_pid)
 
     def complete(self) -> MigrationRecord:
         rt, timers = self.lab.runtime, self.lab.spec.timers
         rt.agent(self.target).call("ended", vm=self.vm, succeeded=True)
+        self.journal.enter("complete", self.run_dir)
         self.record.phase("completed")
         self.record.ended = time.time()
+        failpoints.hit("migrate.complete.begin", target_pid=self._target_pid)
         # Models KubeVirt's source pod lingering after completion: a duration, not a wait on a condition.
         time.sleep(timers.migration_source_cleanup)
-        rt.agent(self.source).call("remove", vm=self.vm)  # route first, then the interface
-        rt.migration_release_source(self.workload, self.source, self.source_if)
-        self.record.phase("source cleaned up")
-        self.lab.set_vm_location(self.vm, self.target, self.target_if)
-        self._refresh_peering([self.source])
-        self.collect_agents()
+        self._finish()
         self.record.status = "completed"
-        self.record.convergence_until = self.record.ended + self.lab.priorities(self.target).convergence
         return self.record
 
     def fail(self, reason: str) -> MigrationRecord:
         """Abort before activation: the target pod goes away, the VM stays on the source."""
-        rt = self.lab.runtime
-        rt.agent(self.target).call("ended", vm=self.vm, succeeded=False)
-        rt.agent(self.target).call("remove", vm=self.vm)
-        rt.migration_abort(self.workload, self.target, self.target_if)
-        self._refresh_peering([self.target])
+        self._undo()
         self.record.phase("failed", reason=reason)
         self.record.status, self.record.reason, self.record.ended = "failed", reason, time.time()
-        self.collect_agents()
         return self.record
 
-    def rollback(self) -> None:
-        """Best effort after an error before completion: the VM back on its source, no target left over."""
+    # -- finishing and undoing (idempotent: also what recovery runs) -----------------------
+    def _finish(self) -> None:
+        """Roll forward: the VM runs on the target; release the source, record the new place."""
         rt, w = self.lab.runtime, self.workload
-        steps = [
-            lambda: rt.agent(self.target).call("remove", vm=self.vm),
-            lambda: rt.migration_abort(w, self.target, self.target_if),
-            *([] if w.backend == "qemu" else [lambda: rt.plug_guest(self.vm, self.source_if, w.ip, w.mac)]),
-            lambda: rt.agent(self.source).call(
-                "add",
-                vm=self.vm,
-                ip=str(w.ip),
-                mac=w.mac,
-                ifname=w.host_ifname,
-                running_here=True,
-                peering_ip=self._peering_ip(self.source),
-            ),
-            lambda: self._refresh_peering([self.source, self.target]),
-        ]
-        for step in steps:
-            with contextlib.suppress(Exception):
-                step()
+        if not rt.guest_running(w, self.target, self.journal.target_guest, self.target_if):
+            raise LabError(f"{self.vm} does not run on {self.target}: the source is kept")
+        target_agent = rt.agent(self.target)
+        if self.vm not in target_agent.call("status")["workloads"]:
+            self._tell_target()
+        target_agent.call("ended", vm=self.vm, succeeded=True)
+        self._quietly(lambda: rt.agent(self.source).call("remove", vm=self.vm))  # route first, then the pod
+        rt.migration_release_source(w, self.source, self.source_if, self.journal.source_guest)
+        self.record.phase("source cleaned up")
+        failpoints.hit("migrate.complete.source-released")
+        self.lab.set_vm_location(self.vm, self.target, self.target_if, guest=self.journal.target_guest)
+        failpoints.hit("migrate.complete.located")
+        self._refresh_peering([self.source])
+        self.collect_agents()
+        self.record.convergence_until = (self.record.ended or time.time()) + self.lab.priorities(
+            self.target
+        ).convergence
+        self._end()
 
+    def _undo(self) -> None:
+        """Roll back: the VM runs on the source; remove the target pod, restore the source's route."""
+        rt, w = self.lab.runtime, self.workload
+        self._quietly(lambda: rt.agent(self.target).call("ended", vm=self.vm, succeeded=False))
+        self._quietly(lambda: rt.agent(self.target).call("remove", vm=self.vm))
+        rt.migration_abort(w, self.target, self.target_if, self.journal.target_guest)
+        if w.backend == "mock" and not rt.guest_running(w, self.source, None, self.source_if):
+            rt.plug_guest(self.vm, self.source_if, w.ip, w.mac)
+        rt.agent(self.source).call(
+            "add",
+            vm=self.vm,
+            ip=str(w.ip),
+            mac=w.mac,
+            ifname=w.host_ifname,
+            running_here=True,
+            peering_ip=self._peering_ip(self.source),
+        )
+        self.lab.set_vm_location(self.vm, self.source, self.source_if, guest=self.journal.source_guest)
+        self._refresh_peering([self.source, self.target])
+        self.collect_agents()
+        self._end()
+
+    def recover(self, cause: str) -> str:
+        """Settle an interrupted migration: look where the VM really runs, then finish the
+        migration (returns "completed") or roll it back ("rolled back"). If neither copy of the
+        VM runs any more, boot it again on the source ("restarted": its memory is lost, it runs).
+        Ctrl-C and SIGTERM wait until this is done."""
+        rt, w = self.lab.runtime, self.workload
+        with procs.signals_deferred(), self._released_on_error():
+            where = rt.settle(w, self.journal)
+            self.record.phase("recovery", cause=cause, found=where or "nowhere")
+            if where == "target":
+                self._finish()
+                return "completed"
+            outcome = "rolled back"
+            if where is None:
+                self.journal.source_guest = rt.reboot_guest(w, self.source)
+                self.journal.save(self.run_dir)
+                outcome = "restarted"
+            self._undo()
+            return outcome
+
+    # -- running it ------------------------------------------------------------------------
     def run(self, *, fail: str | None = None, announce: str = "GARP", watch: bool = True) -> MigrationRecord:
+        """All phases. Returns the record (status "completed", or "failed" for `fail=`). An error
+        or interrupt on the way is recovered from first; an error then raises MigrationFailed
+        (carrying the record) unless recovery found the VM on the target and finished the
+        migration; an interrupt is re-raised."""
         routers = [r.name for r in self.lab.spec.routers] if watch else []
         with RouteWatcher(self.lab, routers, f"{self.workload.ip}/32") as watcher:
             try:
@@ -288,15 +407,55 @@ class Migration:
                     self.complete()
                     self.follow_nested()
             except BaseException as e:
-                if self.record.status == "running":
-                    self.record.status, self.record.reason = "failed", f"{type(e).__name__}: {e}"
-                    self.record.ended = time.time()
-                    self.rollback()
-                raise
+                cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                outcome = self.recover(cause) if self._lock is not None else "rolled back"
+                self.record.ended = self.record.ended or time.time()
+                if outcome == "completed":
+                    self.record.status, self.record.reason = "completed", f"finished after {cause}"
+                else:
+                    self.record.status, self.record.reason = "failed", f"{cause} ({outcome})"
+                if not isinstance(e, Exception):  # Ctrl-C, SIGTERM, exit: settled, then on its way
+                    raise
+                if outcome != "completed":
+                    raise MigrationFailed(self.record) from e
             finally:
                 watcher.sync()
-        self.record.events = sorted(self.record.events + watcher.events, key=lambda e: e["t"])
+                self.record.events = sorted(self.record.events + watcher.events, key=lambda e: e["t"])
+                watcher.events = []
         return self.record
+
+    # -- helpers ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _released_on_error(self) -> Iterator[None]:
+        """If recovery itself fails, keep the journal but let go of the lock, so that the next
+        kvlab command can try again."""
+        try:
+            yield
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+            raise
+
+    def _target_pid(self) -> int | None:
+        return self.lab.runtime.guest_pid(self.workload, self.journal.target_guest)
+
+    def _tell_target(self) -> None:
+        w = self.workload
+        self.lab.runtime.agent(self.target).call(
+            "target",
+            vm=self.vm,
+            ip=str(w.ip),
+            mac=w.mac,
+            ifname=w.host_ifname,
+            peering_ip=self._peering_ip(self.target, {self.vm: self.target}),
+        )
+
+    @staticmethod
+    def _quietly(step: Any) -> None:
+        """A step whose only failure is that there is nothing left to do (an agent without the VM)."""
+        with contextlib.suppress(RuntimeError):
+            step()
 
     # -- workload peering (nested clusters) ----------------------------------------------
     def follow_nested(self) -> None:
@@ -356,9 +515,14 @@ class Migration:
         self.record.phase("workload peering reloaded", nodes=nodes)
 
     def collect_agents(self) -> None:
-        """Merge both node agents' events about this VM since the migration started."""
+        """Merge both node agents' events about this VM since the migration started (best effort:
+        an agent that does not answer adds nothing)."""
         for node in (self.source, self.target):
-            for e in self.lab.runtime.agent(node).call("status")["events"]:
+            try:
+                events = self.lab.runtime.agent(node).call("status")["events"]
+            except (OSError, RuntimeError):
+                continue
+            for e in events:
                 if e["t"] >= self.record.started and e.get("vm") == self.vm:
                     self.record.events.append({**e, "source": f"agent:{node}"})
         self.record.events.sort(key=lambda e: e["t"])

@@ -131,6 +131,13 @@ def link_down(ns: str, ifname: str) -> None:
         ip.link("set", index=_index(ip, ifname), state="down")
 
 
+def is_up(ns: str, ifname: str) -> bool:
+    """Whether an interface is administratively up (LookupError if it does not exist)."""
+    with ipr(ns) as ip:
+        (link,) = ip.get_links(_index(ip, ifname))
+        return bool(link["flags"] & 1)  # IFF_UP
+
+
 def link_delete(ns: str, ifname: str) -> None:
     with ipr(ns) as ip:
         found = ip.link_lookup(ifname=ifname)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -42,14 +43,28 @@ def kill_all(pids: list[int], grace: float = 3.0) -> None:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done (then deliver them), so a teardown is
-    not cut in half."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    except (ValueError, OSError):  # pragma: no cover - platforms without sigmask
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them, so that a teardown or
+    a recovery is not cut in half.
+
+    Python runs signal handlers in the main thread whichever thread the kernel picks, so a
+    per-thread signal mask would not hold them: the handlers themselves are swapped for ones that
+    remember the signal. Outside the main thread (where handlers cannot be changed) the block
+    runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held: list[int] = []
+    signums = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, _frame: held.append(signum)) for s in signums}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):  # each signal once, in the order they came
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)  # e.g. KeyboardInterrupt, raised here
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), s)

@@ -38,6 +38,20 @@ class Runtime(abc.ABC):
             raise LabError(f"{node} has no workload route to {vm} ({prefix})")
         return str(devs[0])
 
+    def problems(self, lab: Any) -> list[str]:
+        """What keeps the recorded lab from being healthy, a line each (empty: healthy). Default:
+        `healthy()`; runtimes that can look at their guests say more."""
+        return [] if self.healthy() else [f"lab '{self.lab}' is not (fully) running"]
+
+    def reconcile(self, lab: Any) -> list[str]:
+        """Settle what interrupted operations (a crashed migration) left half-done, so that the
+        lab state is true again; returns what was done, a line each. Default: nothing to settle."""
+        return []
+
+    def first_guest(self, w: Any) -> str | None:
+        """The runtime's handle on VM `w`'s guest as `up` starts it (netns: its QEMU instance)."""
+        return None
+
     def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
         """Live-migrate `vm` of `lab` to node `to`; returns a harness.migration.MigrationRecord."""
         raise NotImplementedError(f"the {self.name} runtime cannot migrate VMs")

@@ -32,9 +32,10 @@ from harness.birdc import BirdClient
 from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
+from harness.migration_journal import MigrationInProgress, MigrationJournal
 from harness.render.bird import render_node, render_router
 from harness.runtime.base import Runtime
-from harness.runtime.qemuvm import QemuVMs
+from harness.runtime.qemuvm import QemuVMs, boot_instance, new_instance
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
 from harness.wait import eventually
@@ -133,6 +134,47 @@ class NetnsRuntime(Runtime):
             if kind == "node" and entity not in self.hosted and not self._pid_alive(entity, "agent"):
                 return False
         return True
+
+    def problems(self, lab: Any) -> list[str]:
+        """`healthy()` plus the guests: each VM's QEMU instance (or mock guest) runs where the
+        lab state says and its echo port answers from that node."""
+        if not self.healthy():
+            return [f"lab '{self.lab}' is not fully running (a namespace, BIRD or node agent is missing)"]
+        out = []
+        for w in lab.topo.workloads:
+            loc = lab.vm_location(w.vm)
+            if w.backend == "qemu" and self.qemu.pid(w.vm, loc["guest"]) is None:
+                out.append(f"{w.vm}: its QEMU ({loc['guest']} on {loc['node']}) is not running")
+            elif w.backend == "mock" and not self._pid_alive(w.vm, "guest"):
+                out.append(f"{w.vm}: its mock guest's echo server is not running")
+            elif not _echo_answers(self.ns(loc["node"]), str(w.ip), GUEST_PORT):
+                out.append(f"{w.vm}: no answer on {w.ip}:{GUEST_PORT} from {loc['node']}")
+        return out
+
+    def reconcile(self, lab: Any) -> list[str]:
+        """Settle every migration whose process died (its journal is on disk, its lock free)."""
+        from harness.migration import Migration
+
+        notes = []
+        for vm in MigrationJournal.pending(self.run_dir):
+            try:
+                m = Migration.interrupted(lab, vm)
+            except MigrationInProgress:
+                continue  # a live process is migrating it
+            if m is None:
+                notes.append(f"{vm}: an unreadable migration journal was removed")
+                continue
+            j = m.journal
+            outcome = m.recover(f"its process {j.pid} ended in phase {j.phase}")
+            where = lab.vm_location(vm)["node"]
+            notes.append(
+                f"{vm}: the interrupted migration {j.source} -> {j.target} (pid {j.pid}, phase {j.phase}) "
+                f"was {outcome}: {vm} runs on {where}"
+            )
+        return notes
+
+    def first_guest(self, w: Any) -> str | None:
+        return boot_instance(w.node) if w.backend == "qemu" else None
 
     def down(self) -> None:
         """Kill every process in the lab's namespaces, delete them, remove the run directory."""
@@ -242,46 +284,87 @@ class NetnsRuntime(Runtime):
         return Migration(lab, vm, to).run(**kwargs)
 
     # -- migration primitives -----------------------------------------------------------
-    def migration_prepare(self, w: Any, target: str, target_ip: str, new_if: str) -> None:
-        """The target pod: its interface (mock) or tap + an `-incoming` QEMU (qemu)."""
+    def new_guest(self, w: Any, node: str) -> str | None:
+        """The QEMU instance a migration to `node` will start (None for a mock VM): chosen, and
+        journalled, before it starts."""
+        return new_instance(node) if w.backend == "qemu" else None
+
+    def guest_pid(self, w: Any, guest: str | None) -> int | None:
+        return self.qemu.pid(w.vm, guest) if w.backend == "qemu" and guest else None
+
+    def migration_prepare(self, w: Any, target: str, target_ip: str, new_if: str, guest: str | None) -> None:
+        """The target pod: its interface (mock) or tap + an `-incoming` QEMU instance (qemu)."""
         if w.backend == "qemu":
-            self.qemu.start_target(w, target, target_ip)
+            assert guest is not None
+            self.qemu.start_target(w, target, target_ip, guest)
         else:
             self.prepare_target(w.vm, target, w.ip, w.mac, w.host_ifname, new_if)
 
     def migration_cutover(
-        self,
-        w: Any,
-        source: str,
-        target: str,
-        target_ip: str,
-        old_if: str,
-        new_if: str,
-        *,
-        rarp: bool = False,
-        timeout: float = 60.0,
+        self, w: Any, journal: Any, target_ip: str, *, rarp: bool = False, timeout: float = 60.0
     ) -> list[dict[str, Any]]:
         """Move the running VM to the target; returns backend events (QMP) for the record."""
         if w.backend == "qemu":
-            return self.qemu.migrate(w, source, target, target_ip, timeout=timeout)
-        self.activate_guest(w.vm, old_if, new_if, w.ip, w.mac, rarp=rarp)
+            return self.qemu.migrate(
+                w,
+                (journal.source, journal.source_guest),
+                (journal.target, journal.target_guest),
+                target_ip,
+                timeout=timeout,
+            )
+        self.activate_guest(w.vm, journal.source_if, journal.target_if, w.ip, w.mac, rarp=rarp)
         return []
 
-    def migration_release_source(self, w: Any, source: str, old_if: str) -> None:
+    def guest_running(self, w: Any, node: str, guest: str | None, vm_if: str) -> bool:
+        """Whether the VM runs as `guest` (QEMU instance) on `node`, or, for a mock VM, whether
+        its guest side is `vm_if` (up, with the VM's address)."""
+        if w.backend == "qemu":
+            return self.qemu.running(w.vm, guest)
+        return self._guest_on(w, vm_if)
+
+    def settle(self, w: Any, journal: Any) -> str | None:
+        """Where an interrupted migration left the VM: 'source', 'target', or None (nowhere),
+        having made sure it runs in one place only (see QemuVMs.settle)."""
+        if w.backend == "qemu":
+            return self.qemu.settle(w, journal.source_guest, journal.target_guest)
+        if journal.phase != "prepare" and self._guest_on(w, journal.target_if):
+            return "target"
+        return "source"  # a mock VM's namespace survives anything; its source side is re-plugged
+
+    def reboot_guest(self, w: Any, node: str) -> str | None:
+        """Boot the VM again on `node` (both copies are gone: its memory is lost, it runs again)."""
+        if w.backend != "qemu":
+            return None
+        guest = new_instance(node)
+        self.qemu.plug(w, node)
+        self.qemu.boot(w, node, guest)
+        return guest
+
+    def migration_release_source(self, w: Any, source: str, old_if: str, guest: str | None) -> None:
         """The source pod goes away (after the agent removed its route)."""
         if w.backend == "qemu":
-            self.qemu.stop(w.vm, source)
+            self.qemu.stop(w.vm, guest)
             self.qemu.unplug(w, source)
         else:
-            self.detach_guest(w.vm, old_if)
+            with contextlib.suppress(LookupError):
+                self.detach_guest(w.vm, old_if)
 
-    def migration_abort(self, w: Any, target: str, new_if: str) -> None:
-        """The target pod goes away before the VM ran there."""
+    def migration_abort(self, w: Any, target: str, new_if: str, guest: str | None) -> None:
+        """The target pod goes away: only the QEMU instance this migration started, its tap, or
+        the mock's target interface."""
         if w.backend == "qemu":
-            self.qemu.stop(w.vm, target)
+            self.qemu.stop(w.vm, guest)
             self.qemu.unplug(w, target)
         else:
-            self.detach_guest(w.vm, new_if)
+            with contextlib.suppress(LookupError):
+                self.detach_guest(w.vm, new_if)
+
+    def _guest_on(self, w: Any, vm_if: str) -> bool:
+        try:
+            ns = self.ns(w.vm)
+            return netlink.is_up(ns, vm_if) and f"{w.ip}/32" in netlink.addresses(ns, vm_if)
+        except LookupError:
+            return False
 
     # -- migration primitives (mock VMs) -------------------------------------------------
     def prepare_target(self, vm: str, target: str, ip: Any, mac: str, host_if: str, vm_if: str) -> None:
@@ -405,7 +488,7 @@ class NetnsRuntime(Runtime):
             self.qemu.image()  # build or reuse the guest image before the boot clock starts
             with self.progress.step("QEMU guests booting", total=len(qemu)) as step:
                 for w in qemu:
-                    self.qemu.boot(w)
+                    self.qemu.boot(w, w.node, boot_instance(w.node))
                     step.advance(detail=w.vm)
         mocks = [w for w in topo.workloads if w.backend == "mock"]
         with self.progress.step("mock VM guests", total=len(mocks)) as step:
@@ -454,6 +537,26 @@ class NetnsRuntime(Runtime):
         except (OSError, ValueError):
             return False
         return procs.alive(pid)
+
+
+def _echo_answers(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    """A TCP round trip to a guest's echo server from inside namespace `ns`."""
+    try:
+        with netlink.inside(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect((ip, port))
+            sock.sendall(b"kvlab-health\n")
+            got = b""
+            while not got.endswith(b"\n"):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            return got == b"kvlab-health\n"
+    except OSError:
+        return False
 
 
 def _host_iface(ip: Any) -> Any:

@@ -8,27 +8,55 @@ fabric. After RESUME, QEMU announces the VM's MAC with RARP on the target tap, w
 the target's node agent waits for.
 
 Guests outlive the process that started them (`kvlab up` exits), so everything here works from
-files in the run directory: `<run>/<vm>/qemu-<node>/{qmp.sock,qemu.pid,serial.log,qemu.log}`.
+files in the run directory. Each QEMU process is an *instance* with a directory of its own,
+`<run>/<vm>/<instance>/{qmp.sock,qemu.pid,serial.log,qemu.log}`: `qemu-<node>` for the first
+boot, `qemu-<node>-<id>` for a migration target (or a guest booted again). The lab state says
+which instance is the VM; a migration's journal names the instances it started, so nothing here
+ever stops a QEMU by its node alone.
+
+Fail points (harness.failpoints) of a QEMU migration: `migrate.cutover.migrating` (QMP
+`migrate` issued, memory being copied), `migrate.cutover.migrated` (the source says completed,
+the target has not resumed yet), `migrate.cutover.resumed` (the target resumed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import procs
+from harness import failpoints, netlink, procs
 from harness.errors import LabError, WaitTimeout
 from harness.guestimage import GuestImage, ensure_image
-from harness.qemu import GuestSpec, QemuGuest, QMPClient, create_tap, delete_tap
+from harness.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
 from harness.wait import eventually
 
 MIGRATION_PORT = 49152  # KubeVirt/libvirt's live-migration port
 BOOT_TIMEOUT = 90.0
 MIGRATION_TIMEOUT = 60.0
+RESUME_TIMEOUT = 10.0  # a target that has all the state resumes within this
+# query-migrate states in which memory may still be moving (QEMU's MigrationStatus)
+MIGRATING = {"setup", "active", "pre-switchover", "device", "cancelling", "wait-unplug"} | {
+    "postcopy-active",
+    "postcopy-paused",
+    "postcopy-recover",
+}
+# run states of a QEMU that holds the VM but does not run it; `cont` brings it back
+RESUMABLE = {"paused", "postmigrate", "finish-migrate"}
+
+
+def boot_instance(node: str) -> str:
+    """The instance directory of a VM's first boot on `node` (`kvlab up`)."""
+    return f"qemu-{node}"
+
+
+def new_instance(node: str) -> str:
+    """A fresh instance directory on `node` (a migration target, a guest booted again)."""
+    return f"qemu-{node}-{secrets.token_hex(3)}"
 
 
 class QemuVMs:
@@ -43,117 +71,158 @@ class QemuVMs:
             self._image = ensure_image(self.rt.progress, pvh=True)
         return self._image
 
-    def run_dir(self, vm: str, node: str) -> Path:
-        return self.rt.entity_dir(vm) / f"qemu-{node}"
+    def run_dir(self, vm: str, instance: str) -> Path:
+        if not instance.startswith("qemu-") or "/" in instance or instance in ("qemu-", ".", ".."):
+            raise ValueError(f"not a QEMU instance directory: {instance!r}")
+        return self.rt.entity_dir(vm) / instance
 
     def spec(self, w: Any) -> GuestSpec:
         from harness.runtime.netns import GUEST_PORT
 
         return GuestSpec(name=w.vm, ip=str(w.ip), mac=w.mac, tap=w.host_ifname, port=GUEST_PORT)
 
-    def qmp(self, vm: str, node: str, timeout: float = 10.0) -> QMPClient:
-        return QMPClient(self.run_dir(vm, node) / "qmp.sock", timeout=timeout).connect()
+    def qmp(self, vm: str, instance: str, timeout: float = 10.0) -> QMPClient:
+        return QMPClient(self.run_dir(vm, instance) / "qmp.sock", timeout=timeout).connect()
 
-    def pid(self, vm: str, node: str) -> int | None:
+    def pid(self, vm: str, instance: str) -> int | None:
+        """The pid of a running instance, None once it is gone."""
         try:
-            return int((self.run_dir(vm, node) / "qemu.pid").read_text())
+            pid = int((self.run_dir(vm, instance) / "qemu.pid").read_text())
         except (OSError, ValueError):
+            return None
+        return pid if procs.alive(pid) else None
+
+    def status(self, vm: str, instance: str | None) -> str | None:
+        """QEMU's run state of an instance ('running', 'inmigrate', 'postmigrate', ...), None if
+        it does not run or does not answer."""
+        if instance is None or self.pid(vm, instance) is None:
+            return None
+        try:
+            with self.qmp(vm, instance, timeout=3) as q:
+                return q.status()
+        except (OSError, QemuError):
             return None
 
     # -- lifecycle -----------------------------------------------------------------------
     def plug(self, w: Any, node: str) -> None:
-        """The node side of the VM's pod: a tap, Calico-style (the host side MAC, proxy ARP, neighbour)."""
-        create_tap(self.rt.ns(node), w.host_ifname, mac="ee:ee:ee:ee:ee:ee")
+        """The node side of the VM's pod: a tap, Calico-style (the host side MAC, proxy ARP,
+        neighbour). Idempotent: an existing tap is kept."""
+        with netlink.ipr(self.rt.ns(node)) as ip:
+            exists = bool(ip.link_lookup(ifname=w.host_ifname))
+        if not exists:
+            create_tap(self.rt.ns(node), w.host_ifname, mac="ee:ee:ee:ee:ee:ee")
         self.rt._host_side(node, w.host_ifname, w.ip, w.mac)
 
-    def boot(self, w: Any) -> float:
-        """Start the VM on its (already plugged) node and wait for its TCP server; seconds to ready."""
-        guest = QemuGuest(self.rt.ns(w.node), self.image(), self.spec(w), self.run_dir(w.vm, w.node))
+    def boot(self, w: Any, node: str, instance: str) -> float:
+        """Start the VM on `node` (plugged) as `instance`, wait for its TCP server; seconds to ready."""
+        guest = QemuGuest(self.rt.ns(node), self.image(), self.spec(w), self.run_dir(w.vm, instance))
         guest.start()
         ready = guest.wait_ready(timeout=BOOT_TIMEOUT)
         guest.qmp.close()
         return ready
 
-    def start_target(self, w: Any, target: str, target_ip: str) -> None:
+    def start_target(self, w: Any, target: str, target_ip: str, instance: str) -> None:
+        """Plug the VM into `target` and start QEMU there as `instance`, waiting for the stream."""
         self.plug(w, target)
         guest = QemuGuest(
             self.rt.ns(target),
             self.image(),
             self.spec(w),
-            self.run_dir(w.vm, target),
+            self.run_dir(w.vm, instance),
             incoming=f"tcp:{target_ip}:{MIGRATION_PORT}",
         )
         guest.start()
         guest.qmp.close()
 
-    def stop(self, vm: str, node: str) -> None:
-        """Quit a QEMU (QMP quit, then SIGKILL), then remove its run directory."""
-        pid = self.pid(vm, node)
-        with contextlib.suppress(Exception), self.qmp(vm, node, timeout=2) as q:
-            q.execute("quit")
+    def stop(self, vm: str, instance: str | None) -> None:
+        """Quit one QEMU instance (QMP quit, then SIGKILL). Logs stay for diagnostics."""
+        if instance is None:
+            return
+        pid = self.pid(vm, instance)
         if pid is not None:
+            with contextlib.suppress(Exception), self.qmp(vm, instance, timeout=2) as q:
+                q.execute("quit")
             try:
                 eventually(lambda: not procs.alive(pid), timeout=5, interval=0.05, what=f"QEMU {pid} to exit")
             except WaitTimeout:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for f in ("qmp.sock", "qemu.pid"):
-            (self.run_dir(vm, node) / f).unlink(missing_ok=True)
+            (self.run_dir(vm, instance) / f).unlink(missing_ok=True)
 
     def unplug(self, w: Any, node: str) -> None:
         with contextlib.suppress(Exception):
             delete_tap(self.rt.ns(node), w.host_ifname)
 
+    def running(self, vm: str, instance: str | None) -> bool:
+        return self.status(vm, instance) == "running"
+
     # -- migration -----------------------------------------------------------------------
     def migrate(
-        self, w: Any, source: str, target: str, target_ip: str, *, timeout: float = MIGRATION_TIMEOUT
+        self,
+        w: Any,
+        source: tuple[str, str],
+        target: tuple[str, str],
+        target_ip: str,
+        *,
+        timeout: float = MIGRATION_TIMEOUT,
     ) -> list[dict[str, Any]]:
-        """QEMU live migration source -> target over the lab network. Returns timeline events.
+        """QEMU live migration from `source` to `target` ((node, instance) each) over the lab
+        network. Returns timeline events.
 
-        Raises LabError when the migration fails (e.g. the target QEMU died); the source VM
-        then keeps running where it was.
+        Raises LabError when the migration fails (e.g. the target QEMU died); what runs where
+        afterwards is for the caller to settle (`settle`).
         """
+        (src_node, src_inst), (dst_node, dst_inst) = source, target
         events: list[dict[str, Any]] = []
+
+        def target_pid() -> int | None:
+            return self.pid(w.vm, dst_inst)
+
         try:
-            dst = self.qmp(w.vm, target)  # connected first: QMP tells only connected clients of RESUME
+            dst = self.qmp(w.vm, dst_inst)  # connected first: QMP tells only connected clients of RESUME
         except OSError as e:
-            raise LabError(f"QEMU migration failed: the target QEMU on {target} is gone ({e})") from None
-        with dst, self.qmp(w.vm, source) as src:
+            raise LabError(f"QEMU migration failed: the target QEMU on {dst_node} is gone ({e})") from None
+        with dst, self.qmp(w.vm, src_inst) as src:
             src.execute(
                 "migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]}
             )
             src.execute("migrate", {"uri": f"tcp:{target_ip}:{MIGRATION_PORT}"})
-            events.append({"t": time.time(), "source": f"qemu:{source}", "kind": "qmp", "event": "migrate"})
+            events.append({"t": time.time(), "source": f"qemu:{src_node}", "kind": "qmp", "event": "migrate"})
+            failpoints.hit("migrate.cutover.migrating", target_pid=target_pid)
 
             def finished() -> dict[str, Any] | None:
                 info = src.execute("query-migrate")
                 status = info.get("status")
                 if status in ("failed", "cancelled"):
                     raise LabError(f"QEMU migration {status}: {info.get('error-desc', 'no reason given')}")
-                # completed may be reported before the statistics are filled in: wait for them too
-                return info if status == "completed" and "total-time" in info else None
+                return info if status == "completed" else None
 
             try:
                 info = eventually(finished, timeout=timeout, interval=0.02, what="QEMU migration to complete")
             except BaseException:
                 with contextlib.suppress(Exception):
                     src.execute("migrate_cancel")
-                src.poll()
-                events += _qmp_events(src, source)
+                with contextlib.suppress(Exception):
+                    src.poll()
+                events += _qmp_events(src, src_node)
                 raise
+            failpoints.hit("migrate.cutover.migrated", target_pid=target_pid)
+            info = _with_statistics(src, info)
             src.poll()
-            events += _qmp_events(src, source)
+            events += _qmp_events(src, src_node)
             try:
-                dst.wait_event("RESUME", timeout=10)
+                dst.wait_event("RESUME", timeout=RESUME_TIMEOUT)
             except (OSError, LabError) as e:
                 raise LabError(
-                    f"QEMU migration failed: the target QEMU on {target} did not resume ({e})"
+                    f"QEMU migration failed: the target QEMU on {dst_node} did not resume ({e})"
                 ) from None
-            events += _qmp_events(dst, target)
+            events += _qmp_events(dst, dst_node)
+            failpoints.hit("migrate.cutover.resumed", target_pid=target_pid)
         events.append(
             {
                 "t": time.time(),
-                "source": f"qemu:{source}",
+                "source": f"qemu:{src_node}",
                 "kind": "qmp",
                 "event": "completed",
                 "total_ms": info.get("total-time"),
@@ -162,6 +231,70 @@ class QemuVMs:
             }
         )
         return events
+
+    def settle(self, w: Any, source: str | None, target: str | None) -> str | None:
+        """After a migration was interrupted: make the VM run in exactly one of two instances and
+        say which, 'source' or 'target' (None: neither holds it any more).
+
+        A QEMU migration goes on without the process that started it, so one still copying
+        memory is cancelled first. Then: the source running wins (the target never took over);
+        else the target running (it took over; a target that has all the state gets a few
+        seconds to resume); else a source that holds the VM paused after the switchover is
+        resumed (as libvirt resumes the source when the destination fails).
+        """
+        self._stop_outgoing(w.vm, source)
+        src = self.status(w.vm, source)
+        if src == "running":
+            return "source"
+        dst = self.status(w.vm, target)
+        if dst == "inmigrate" and src in RESUMABLE:
+            with contextlib.suppress(WaitTimeout):
+                eventually(
+                    lambda: self.status(w.vm, target) != "inmigrate",
+                    timeout=RESUME_TIMEOUT,
+                    interval=0.05,
+                    what="the migration target to resume",
+                )
+            dst = self.status(w.vm, target)
+        if dst == "running":
+            return "target"
+        if src in RESUMABLE and source is not None:
+            with contextlib.suppress(OSError, QemuError), self.qmp(w.vm, source, timeout=5) as q:
+                q.execute("cont")
+            if self.running(w.vm, source):
+                return "source"
+        return None
+
+    def _stop_outgoing(self, vm: str, instance: str | None) -> None:
+        """Cancel a migration still moving memory out of `instance`, and wait until it ended."""
+        if instance is None or self.pid(vm, instance) is None:
+            return
+        with contextlib.suppress(OSError, QemuError), self.qmp(vm, instance, timeout=3) as q:
+
+            def ended() -> bool:
+                return q.execute("query-migrate").get("status") not in MIGRATING
+
+            if not ended():
+                q.execute("migrate_cancel")
+                with contextlib.suppress(WaitTimeout):
+                    eventually(ended, timeout=10, interval=0.02, what="the QEMU migration to stop")
+
+
+def _with_statistics(client: QMPClient, info: dict[str, Any], timeout: float = 1.0) -> dict[str, Any]:
+    """query-migrate once QEMU has filled in the statistics of a completed migration.
+
+    QEMU can report `completed` before it has computed total-time and downtime (they read 0 or
+    are absent for a moment): ask again until both are there and non-zero, for up to `timeout`
+    seconds. If they never are, the figures are recorded as unknown (None), never as 0.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if info.get("total-time") and info.get("downtime") is not None:
+            return info
+        if time.monotonic() >= deadline:
+            return {**info, "total-time": info.get("total-time") or None, "downtime": None}
+        time.sleep(0.01)  # polling QEMU's statistics until the deadline
+        info = client.execute("query-migrate")
 
 
 def _qmp_events(client: QMPClient, node: str) -> list[dict[str, Any]]:

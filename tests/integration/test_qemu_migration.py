@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from harness import checks, netlink
-from harness.errors import LabError, WaitTimeout
+from harness.errors import LabError
 from harness.lab import Lab
+from harness.migration import MigrationFailed
 from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> No
     with qlab.canary("ext1", "vm1") as probe:
         m = qlab.vm("vm1").migration(target)
         m.prepare()
-        pid = qlab.runtime.qemu.pid("vm1", target)  # type: ignore[attr-defined]
+        pid = qlab.runtime.qemu.pid("vm1", m.journal.target_guest)  # type: ignore[attr-defined]
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # the target QEMU dies before the VM ever runs there
         with pytest.raises(LabError, match="migration failed"):
@@ -102,7 +103,7 @@ def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> No
     checks.no_kernel_route(qlab, target, VM_PREFIX)
     assert qlab.vm("vm1").node == source
     assert (report.resets, report.lost, report.same_connection) == (0, 0, True), report.summary()
-    with qlab.runtime.qemu.qmp("vm1", source) as q:  # type: ignore[attr-defined]
+    with qlab.runtime.qemu.qmp("vm1", qlab.vm_location("vm1")["guest"]) as q:  # type: ignore[attr-defined]
         assert q.status() == "running"
 
 
@@ -140,13 +141,15 @@ def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tm
     path = tmp_path / "qtimeout.yml"
     path.write_text(yaml.safe_dump(data))
     lab: Lab = kvlab_labs(path, private=True)
-    with lab.canary("ext1", "vm1") as probe, pytest.raises(WaitTimeout, match="QEMU migration to complete"):
+    timed_out = pytest.raises(MigrationFailed, match="QEMU migration to complete")
+    with lab.canary("ext1", "vm1") as probe, timed_out as failed:
         lab.migrate("vm1", "r2-n1")
+    assert failed.value.record.status == "failed"
     report = probe.report
     assert report is not None
     assert (report.resets, report.lost, report.same_connection) == (0, 0, True), report.summary()
     assert lab.vm("vm1").node == "r1-n1"
     checks.no_kernel_route(lab, "r2-n1", VM_PREFIX)
-    with lab.runtime.qemu.qmp("vm1", "r1-n1") as q:  # type: ignore[attr-defined]
+    with lab.runtime.qemu.qmp("vm1", lab.vm_location("vm1")["guest"]) as q:  # type: ignore[attr-defined]
         assert q.status() == "running"
         assert q.execute("query-migrate")["status"] == "cancelled"

@@ -1,0 +1,127 @@
+"""The durable journal of a live migration in progress: what a crash or Ctrl-C must be able to undo.
+
+A migration of VM `vm` writes `<run dir>/migrations/<vm>.json` before each step it takes (which
+nodes, which interfaces, which QEMU instance directories belong to it, which phase it is in) and
+holds an exclusive lock on `<run dir>/migrations/<vm>.lock` for as long as it runs. A journal whose
+lock nobody holds belongs to a migration whose process died (SIGKILL, a crash): the next kvlab
+command that touches the lab finds it, looks at where the VM really runs, and finishes the
+migration or rolls it back (`harness.runtime.netns` does that, `Lab.reconcile` asks for it).
+
+Phases, in order:
+- `prepare`: the target pod is being created. Nothing has moved; undoing means removing the target.
+- `cutover`: the VM is being moved (QEMU live migration, or the mock guest switching interfaces).
+  Only the VM itself can say where it runs now.
+- `complete`: the VM ran on the target and the source is being released; finishing means
+  releasing the source.
+
+QEMU instances are named by directory (`qemu-<node>` for the first boot, `qemu-<node>-<id>` for a
+migration target), so recovery never touches a QEMU this migration did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.errors import LabError
+
+PHASES = ("prepare", "cutover", "complete")
+JOURNAL_DIR = "migrations"
+
+
+class MigrationInProgress(LabError):
+    """Another live process is migrating this VM right now."""
+
+
+@dataclass
+class MigrationJournal:
+    vm: str
+    source: str
+    target: str
+    source_if: str
+    target_if: str
+    backend: str  # "qemu" | "mock"
+    source_guest: str | None = None  # QEMU instance directory the VM runs in on the source
+    target_guest: str | None = None  # QEMU instance directory this migration starts on the target
+    phase: str = "prepare"
+    id: str = field(default_factory=lambda: secrets.token_hex(3))
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+
+    # -- files -------------------------------------------------------------------------
+    @staticmethod
+    def directory(run_dir: Path) -> Path:
+        return run_dir / JOURNAL_DIR
+
+    @classmethod
+    def path(cls, run_dir: Path, vm: str) -> Path:
+        return cls.directory(run_dir) / f"{vm}.json"
+
+    def save(self, run_dir: Path) -> None:
+        """Write atomically (write, fsync, rename): a reader sees the old or the new journal."""
+        path = self.path(run_dir, self.vm)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(asdict(self), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+
+    def enter(self, phase: str, run_dir: Path) -> None:
+        """Record that the migration is about to take the steps of `phase`."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown migration phase {phase!r}")
+        self.phase = phase
+        self.save(run_dir)
+
+    def remove(self, run_dir: Path) -> None:
+        self.path(run_dir, self.vm).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, run_dir: Path, vm: str) -> MigrationJournal | None:
+        try:
+            data = json.loads(cls.path(run_dir, vm).read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    @classmethod
+    def pending(cls, run_dir: Path) -> list[str]:
+        """VMs with a journal on disk (their migration is running or was interrupted)."""
+        d = cls.directory(run_dir)
+        return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+    def describe(self) -> str:
+        return f"{self.vm} {self.source} -> {self.target} (phase {self.phase}, pid {self.pid})"
+
+
+@contextlib.contextmanager
+def migration_lock(run_dir: Path, vm: str) -> Iterator[None]:
+    """Hold VM `vm`'s migration lock for the block; MigrationInProgress if another process has it.
+
+    The lock is an flock: the kernel drops it when its holder dies, however it dies, which is
+    what tells a crashed migration from a running one.
+    """
+    d = MigrationJournal.directory(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"{vm}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            journal = MigrationJournal.load(run_dir, vm)
+            raise MigrationInProgress(
+                f"{vm} is being migrated right now"
+                + (f" ({journal.describe()})" if journal is not None else "")
+            ) from None
+        yield
+    finally:
+        os.close(fd)
