@@ -32,8 +32,24 @@ class SpecError(KvlabError):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
+class InputError(KvlabError):
+    """Bad input: a name, path or value kvlab refuses before it creates anything (CLI exit 2)."""
+
+
+class LabNameError(InputError, ValueError):
+    """An instance name that breaks the lab-name rule (see `harness.state.check_lab_name`)."""
+
+
+class UnsafePathError(InputError):
+    """A path kvlab would create or write as root escapes its directory or is not safely its own."""
+
+
 class LabError(KvlabError):
     """A lab could not be brought up, found, or torn down."""
+
+
+class UnknownLabError(LabError, InputError):
+    """No lab runs under the name given (bad input: CLI exit 2)."""
 
 
 class PreflightError(LabError):
