@@ -113,10 +113,14 @@ class LabState:
 
 
 def _child_of_run_root(name: str) -> Path:
-    """run_root()/name, refused unless it resolves to exactly that direct child."""
+    """run_root()/name, refused unless it resolves to exactly that direct child. `name` is one
+    path component without dots or slashes (a checked lab name), so only a symlink in its place
+    could lead elsewhere: one lstat instead of resolving the whole path (called often)."""
+    if "/" in name or name in (".", "..", ""):
+        raise UnsafePathError(f"{name!r} is not a single file name under the run directory")
     root = run_root()
     path = root / name
-    if path.resolve() != root.resolve() / name:
+    if path.is_symlink():
         raise UnsafePathError(f"{path} resolves outside the run directory {root}: kvlab will not use it")
     return path
 

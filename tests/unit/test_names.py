@@ -3,6 +3,8 @@ every path built from a name stays a direct child of the run root."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from harness.lab import Lab, down_lab
 from harness.spec import load_lab
 from harness.state import check_lab_name, lab_dir, lock_path, valid_lab_name
 
+REPO = Path(__file__).resolve().parents[2]
 VALID = ["a", "default", "single-rack", "r2-n1", "a--b", "x" * 32, "bench-nested-1a2b"]
 INVALID = [
     "",
@@ -129,3 +132,19 @@ def test_attach_to_an_unknown_lab_is_bad_input(run_root: Path) -> None:
 def test_down_of_an_unknown_lab_creates_nothing(run_root: Path) -> None:
     assert down_lab("nosuchlab") is False
     assert list(run_root.iterdir()) == []
+
+
+@pytest.mark.parametrize(("value", "code"), [("../../etc/x", 4), ("a.b", 4), ("single-rack", 0)])
+def test_pytest_lab_option_follows_the_rule_when_it_is_a_name(value: str, code: int) -> None:
+    """`pytest --lab` is a lab file or a lab's name: anything else is a usage error (exit 4)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co", "-q", "--lab", value, __file__],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert res.returncode == code, res.stdout + res.stderr
+    if code:
+        assert f"--lab: {value!r} is no lab file and not a valid lab name" in res.stderr

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
+from harness import netlink, procs
 from harness.errors import LabError, UnsafePathError
 from harness.guestimage import GuestImageError, cache_lock, ensure_cache_dir
+from harness.lab import reap_stale
 from harness.locking import LockBusy, file_lock, lock_held, private_dir
 from harness.realstack.images import build_tor_image
 from harness.state import LabState, lab_lock, lock_path
@@ -204,3 +205,17 @@ def test_a_half_built_lab_is_abandoned_once_its_builder_is_gone() -> None:
     assert _state(ready=True, owner_pid=child.pid).abandoned()
     # Kept on failure (--keep-on-failure): no builder recorded, the CLI owns it: kept.
     assert not _state(ready=False).abandoned()
+
+
+def test_reaping_removes_lock_files_nobody_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVLAB_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(netlink, "list_namespaces", list)  # the machine's labs are not this test's
+    (tmp_path / ".ghost-1.lock").write_text("")  # left by a killed holder
+    holder = hold_in_subprocess(tmp_path / ".busy-1.lock")
+    try:
+        assert reap_stale() == []  # nothing but lock files: nothing reported
+        assert not (tmp_path / ".ghost-1.lock").exists()
+        assert (tmp_path / ".busy-1.lock").exists()
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert list(tmp_path.iterdir()) == []
