@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from harness.errors import KvlabError
+
 __all__ = [
     "CONFIGURE_OK_CODES",
     "BirdClient",
@@ -81,7 +83,7 @@ CONFIGURE_OK_CODES = frozenset(
 _MAX_LINE = 4096  # BIRD's CLI line limit is far below this
 
 
-class BirdError(Exception):
+class BirdError(KvlabError):
     """BIRD answered with an error code (8xxx run-time, 9xxx parse-time)."""
 
     def __init__(self, code: int, message: str, command: str | None = None) -> None:

@@ -1,42 +1,59 @@
 """`kvlab`: the command-line front-end over the harness library.
 
 Exit codes: 0 success; 1 the lab did not do what was asked (a wait timed out, a command
-failed); 2 bad input (an invalid lab file, an unknown name, a missing prerequisite).
+failed); 2 bad input (an invalid lab file, an unknown name, a missing prerequisite); 130
+interrupted. Every error is one line on stderr (a lab file's issues: one line each; a failed
+preflight: the list of what is missing), never a traceback: an unexpected exception prints
+`kvlab: internal error: ...` and exits 1, with the traceback when $KVLAB_DEBUG is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from harness.errors import InvalidRequest, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+from harness.errors import InputError, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+from harness.state import check_lab_name, valid_lab_name
 
 REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
 DEFAULT_LAB = "default"
+DEBUG_ENV = "KVLAB_DEBUG"  # set (non-empty): an internal error prints its traceback too
 
 
-class UsageError(KvlabError):
+class UsageError(InputError):
     """Bad command-line input (exit 2)."""
 
 
-def resolve_spec_path(arg: str | None) -> Path:
+def lab_file_stem(arg: str, option: str = "LAB") -> str:
+    """A lab argument that is no existing file must be a lab's name (optionally with .yml or
+    .yaml): that name, else LabNameError naming `option` and the rule."""
+    stem = arg.removesuffix(".yml").removesuffix(".yaml")
+    if not valid_lab_name(stem):
+        check_lab_name(arg, option, "is no lab file and not a valid lab name")
+    return stem
+
+
+def resolve_spec_path(arg: str | None, option: str = "LAB") -> Path:
     """A lab argument as a file: a path, or a name looked up in ./labs and the repo's labs/."""
     name = arg or DEFAULT_LAB
     p = Path(name)
     if p.is_file():
         return p
+    stem = lab_file_stem(name, option)
     for base in (Path.cwd() / "labs", REPO_LABS):
-        for candidate in (base / name, base / f"{name}.yml", base / f"{name}.yaml"):
+        for candidate in (base / stem, base / f"{stem}.yml", base / f"{stem}.yaml"):
             if candidate.is_file():
                 return candidate
-    raise UsageError(f"{name}: no such lab file (looked in ./labs and {REPO_LABS})")
+    raise UsageError(f"{option}: {name}: no such lab file (looked in ./labs and {REPO_LABS})")
 
 
-def resolve_running(arg: str | None) -> str:
+def resolve_running(arg: str | None, option: str = "--lab") -> str:
     """A running lab's name from a name, a lab file, or (none given) the only running lab."""
     from harness.lab import running_lab_names
     from harness.spec import load_lab
@@ -52,15 +69,15 @@ def resolve_running(arg: str | None) -> str:
         return arg
     p = Path(arg)
     if p.suffix in (".yml", ".yaml") or p.is_file():
-        return load_lab(resolve_spec_path(arg)).name
-    return arg
+        return load_lab(resolve_spec_path(arg, option)).name
+    return check_lab_name(arg, option)
 
 
-def attach(arg: str | None):  # type: ignore[no-untyped-def]
+def attach(arg: str | None, option: str = "--lab"):  # type: ignore[no-untyped-def]
     """The running lab a command names, with what settling it took said on stderr."""
     from harness.lab import Lab
 
-    lab = Lab.attach(resolve_running(arg))
+    lab = Lab.attach(resolve_running(arg, option))
     _print_notes(lab)
     return lab
 
@@ -86,6 +103,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness.lab import Lab
     from harness.progress import RichProgress
 
+    if args.name is not None:
+        check_lab_name(args.name, "--name")
     path = resolve_spec_path(args.lab)
     lab = Lab.from_file(
         path, name=args.name, runtime=args.runtime, progress=RichProgress(), keep=args.keep_on_failure
@@ -119,7 +138,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.all:
         names = sorted(known_labs(list_namespaces()) | set(running_lab_names()))
     else:
-        names = [resolve_running(args.lab)]
+        names = [resolve_running(args.lab, "LAB")]
     for name in names:
         found = down_lab(name)
         print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)
@@ -129,7 +148,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    lab = attach(args.lab)
+    lab = attach(args.lab, "LAB")
     status = lab.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -184,18 +203,24 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    prefix = None
+    if args.prefix is not None:
+        try:
+            prefix = str(ipaddress.IPv4Network(args.prefix))
+        except ValueError as e:
+            raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
     lab = attach(args.lab)
     try:
         speaker = lab.speaker(args.router)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
-    routes = speaker.routes(args.prefix)
+    routes = speaker.routes(prefix)
     if args.json:
         print(json.dumps([r.to_json() for r in routes], indent=2))
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{args.router}: {args.prefix or 'all routes'}")
+    table = Table(title=f"{args.router}: {prefix or 'all routes'}")
     for col in (
         "prefix",
         "best",
@@ -318,7 +343,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
-    lab = attach(args.lab)
+    lab = attach(args.lab, "LAB")
     out = lab.diagnostics(Path(args.out))
     print(out)
     return 0
@@ -405,11 +430,18 @@ class _StackEnv(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), exit 2 like any bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.realstack.matrix_cli import STACK_ENV
     from harness.realstack.versions import MATRIX
 
-    p = argparse.ArgumentParser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
+    p = _Parser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="bring a lab up (reuses it if already running)")
@@ -523,6 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message: str) -> str:
+    """A message as one line: control characters (a hostile name's newline) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"kvlab: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -531,18 +573,20 @@ def main(argv: list[str] | None = None) -> int:
         for issue in e.issues:
             print(f"kvlab: {issue}", file=sys.stderr)
         return 2
-    except (UsageError, PreflightError, InvalidRequest) as e:
+    except PreflightError as e:  # the list of what is missing, one per line
         print(f"kvlab: {e}", file=sys.stderr)
         return 2
-    except LabError as e:
-        print(f"kvlab: {e}", file=sys.stderr)
-        return 1
-    except WaitTimeout as e:
-        print(f"kvlab: {e}", file=sys.stderr)
-        return 1
+    except InputError as e:  # bad names, paths, options; an unknown lab
+        return _fail(2, str(e))
+    except KvlabError as e:  # the lab did not do it: timeouts, BIRD unreachable, failed steps
+        return _fail(1, str(e))
     except KeyboardInterrupt:
-        print("kvlab: interrupted", file=sys.stderr)
-        return 130
+        return _fail(130, "interrupted")
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
+        return _fail(1, f"internal error: {type(e).__name__}: {e}{hint}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,19 @@ class SpecError(KvlabError):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
-class InvalidRequest(KvlabError):
+class InputError(KvlabError):
+    """Bad input: a name, path or value kvlab refuses before it creates anything (CLI exit 2)."""
+
+
+class LabNameError(InputError, ValueError):
+    """An instance name that breaks the lab-name rule (see `harness.state.check_lab_name`)."""
+
+
+class UnsafePathError(InputError):
+    """A path kvlab would create or write as root escapes its directory or is not safely its own."""
+
+
+class InvalidRequest(InputError):
     """A request that names something the lab does not have, or asks for the impossible (an
     unknown VM or node, a migration to where the VM already runs): bad input, exit 2."""
 
@@ -43,6 +55,10 @@ class LabError(KvlabError):
 
 class LabExists(InvalidRequest):
     """A lab of that name exists and was built from another spec: not replaced without asking."""
+
+
+class UnknownLabError(LabError, InputError):
+    """No lab runs under the name given (bad input: CLI exit 2)."""
 
 
 class PreflightError(LabError):

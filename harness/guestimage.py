@@ -39,7 +39,6 @@ instead of ~6 s under TCG, where decompressing the xz bzImage takes about half o
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -54,11 +53,13 @@ import subprocess
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.errors import LabError
+from harness.errors import LabError, UnsafePathError
+from harness.locking import file_lock, private_dir
 from harness.progress import NullProgress, Progress
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
@@ -100,15 +101,21 @@ def cache_root() -> Path:
 
 
 def ensure_cache_dir(root: Path, error: type[LabError] = LabError) -> Path:
-    """Create the image cache `root` (guest images, the ToR image's base), or raise `error`."""
+    """Create the image cache `root` (guest images, the ToR image's base), or raise `error`;
+    refuse one that is not safely this user's (see harness.locking.private_dir)."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+        return private_dir(root)
+    except UnsafePathError as e:
         raise error(
-            f"cannot create the image cache {root}: {e.strerror}; run as root or set "
-            "KVLAB_IMAGE_CACHE to a writable directory"
+            f"image cache: {e}; run as root or set KVLAB_IMAGE_CACHE to a directory of your own"
         ) from None
-    return root
+
+
+def cache_lock(
+    root: Path, name: str = ".lock", error: type[LabError] = LabError
+) -> AbstractContextManager[None]:
+    """One holder at a time of the image cache `root` (the lock file `name` goes with it)."""
+    return file_lock(ensure_cache_dir(root, error) / name)
 
 
 def kernel_cmdline(ip: str, *, port: int = DEFAULT_PORT, name: str = "kvlab-vm", extra: str = "") -> str:
@@ -525,16 +532,6 @@ def cached_images(root: Path | None = None) -> list[GuestImage]:
     return [img for d in dirs if (img := _load(d)) is not None]
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_image(
     progress: Progress | None = None, *, pvh: bool = False, cache_dir: Path | None = None
 ) -> GuestImage:
@@ -563,7 +560,7 @@ def _cached_or_built(root: Path, progress: Progress) -> GuestImage:
     key = cache_key(packages, _INIT_TEMPLATE, NIC_MODULES)
     if (img := _load(root / key)) is not None:
         return img
-    with _locked(root):
+    with cache_lock(root, error=GuestImageError):
         if (img := _load(root / key)) is not None:  # another process built it meanwhile
             return img
         return _build(root, key, packages, progress)
@@ -572,7 +569,7 @@ def _cached_or_built(root: Path, progress: Progress) -> GuestImage:
 def _pvh(img: GuestImage, root: Path, progress: Progress) -> GuestImage:
     vmlinux = img.kernel.with_name("vmlinux")
     if not vmlinux.is_file():
-        with _locked(root), progress.step("guest PVH kernel", total=None) as step:
+        with cache_lock(root, error=GuestImageError), progress.step("guest PVH kernel", total=None) as step:
             if not vmlinux.is_file():
                 elf = extract_vmlinux(img.kernel.read_bytes())
                 if not has_pvh_entry(elf):

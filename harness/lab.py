@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +18,24 @@ from typing import Any
 
 from harness import netlink
 from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
-from harness.errors import InvalidRequest, LabError, LabExists
+from harness.errors import InvalidRequest, LabError, LabExists, UnknownLabError
 from harness.kernel import KernelRoute
+from harness.locking import LockBusy
+from harness.procs import start_time
 from harness.progress import NullProgress, Progress
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
 from harness.spec import LabSpec, cluster_resources, load_lab
-from harness.state import LabState, known_labs, lab_dir, lab_lock, run_root
+from harness.state import (
+    LabState,
+    check_lab_name,
+    known_labs,
+    lab_dir,
+    lab_lock,
+    locked_labs,
+    run_root,
+    valid_lab_name,
+)
 from harness.topology import Topology, resolve
 from harness.wait import eventually
 
@@ -136,7 +147,7 @@ class Lab:
         keep: bool = False,
     ):
         self.spec = spec
-        self.name = name or spec.name
+        self.name = spec.name if name is None else check_lab_name(name, "name")
         self.topo: Topology = resolve(spec)
         self.progress = progress or NullProgress()
         self.runtime: Runtime = get_runtime(runtime)(self.name, self.progress)
@@ -158,9 +169,9 @@ class Lab:
     @classmethod
     def attach(cls, name: str, progress: Progress | None = None) -> Lab:
         """A handle on a lab that is already running (brought up by another process)."""
-        state = LabState.load(lab_dir(name))
+        state = LabState.load(lab_dir(check_lab_name(name)))
         if state is None:
-            raise LabError(
+            raise UnknownLabError(
                 f"no lab named '{name}' is running (known: {', '.join(running_lab_names()) or 'none'})"
             )
         spec = load_lab(state.spec_path)
@@ -177,7 +188,7 @@ class Lab:
     @staticmethod
     def unique_name(base: str) -> str:
         """A lab name for a private instance (e.g. a pytest session): '<base>-<4 hex>'."""
-        return f"{base[:26]}-{secrets.token_hex(2)}"
+        return check_lab_name(f"{base[:26]}-{secrets.token_hex(2)}", "unique_name base")
 
     # -- lifecycle ---------------------------------------------------------------------
     def up(self, *, wait: bool = True, replace: bool = False) -> Lab:
@@ -198,7 +209,8 @@ class Lab:
                     "--name, or --replace it"
                 )
             problems: list[str] = []
-            if existing is not None and existing.spec_digest == digest and existing.ready:
+            same = existing is not None and existing.spec_digest == digest
+            if same and existing is not None and existing.ready and not existing.abandoned():
                 self.notes += self.reconcile()
                 problems = self.runtime.problems(self)
                 if not problems:
@@ -216,6 +228,8 @@ class Lab:
                     runtime=self.runtime_name,
                     session_id=secrets.token_hex(8),
                     owner_pid=self.owner_pid,
+                    builder_pid=os.getpid(),  # a lab whose builder died before it was ready gets reaped
+                    builder_started=start_time(os.getpid()),
                     entities=dict(self.topo.entities),
                 )
                 self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
@@ -223,9 +237,13 @@ class Lab:
                     if wait:
                         self.wait_established()
                     state.ready = True
+                    state.builder_pid = state.builder_started = None
                     state.save(lab_dir(self.name))
                 except BaseException:
-                    if not self.keep:
+                    if self.keep:  # kept for inspection on purpose: not abandoned, never reaped
+                        state.builder_pid = state.builder_started = None
+                        state.save(lab_dir(self.name))
+                    else:
                         self.runtime.down()
                     raise
         return self
@@ -493,54 +511,57 @@ def cluster_resources_plain(spec: LabSpec) -> dict[str, list[Any]]:
 
 def running_lab_names() -> list[str]:
     root = run_root()
-    if not root.exists():
+    if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "state.json").exists())
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if valid_lab_name(p.name) and p.is_dir() and (p / "state.json").exists()
+    )
+
+
+def _exists(name: str) -> bool:
+    """Anything of lab `name` on this machine: a state file, a run directory, a namespace."""
+    return lab_dir(name).exists() or any(
+        ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces()
+    )
+
+
+def _teardown(name: str, state: LabState | None) -> None:
+    """Remove lab `name` with its own runtime (netns if its state is gone); hold its lock."""
+    get_runtime(state.runtime if state else "netns")(name).down()
 
 
 def down_lab(name: str) -> bool:
-    """Tear down a lab by name, with or without its state file. True if anything was found."""
-    state = LabState.load(lab_dir(name))
-    runtime = get_runtime(state.runtime if state else "netns")(name)
-    found = (
-        state is not None
-        or lab_dir(name).exists()
-        or any(ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces())
-    )
+    """Tear down a lab by name, with or without its state file. True if anything was found;
+    a lab that is not there is left alone (no lock file, nothing created)."""
+    if not _exists(check_lab_name(name)):
+        return False
     with lab_lock(name):
-        runtime.down()
-    return found
+        _teardown(name, LabState.load(lab_dir(name)))
+    return True
 
 
 def reap_stale() -> list[str]:
-    """Remove labs left behind by crashed processes.
+    """Remove labs left behind by crashed processes; returns their names.
 
-    Stale: a lab whose owning process (e.g. a SIGKILLed pytest) is gone, or namespaces of a
-    lab with no state file, unless another process holds that lab's lock right now.
+    Stale, unless another process holds the lab's lock right now (an `up`, `down` or state
+    update in progress): a lab whose `up` stopped half-way (not ready, its builder process
+    gone), a lab whose owning process (e.g. a SIGKILLed pytest) is gone, or namespaces and a
+    run directory with no state file. Lock files nobody holds are removed on the way.
     """
     reaped = []
-    for name in sorted(known_labs(netlink.list_namespaces())):
-        state = LabState.load(lab_dir(name))
-        if state is not None and state.owner_alive():
-            continue
-        if state is None and _lock_held(name):
-            continue
-        down_lab(name)
-        reaped.append(name)
-    return reaped
-
-
-def _lock_held(name: str) -> bool:
-    path = run_root() / f".{name}.lock"
-    if not path.exists():
-        return False
-    with open(path) as fh:
+    present = known_labs(netlink.list_namespaces())
+    for name in sorted(present | locked_labs()):
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+            with lab_lock(name, blocking=False):
+                state = LabState.load(lab_dir(name))
+                if name in present and (state is None or state.abandoned()):
+                    _teardown(name, state)
+                    reaped.append(name)
+        except LockBusy:
+            continue
+    return reaped
 
 
 __all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "reap_stale", "running_lab_names"]

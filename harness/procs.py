@@ -10,19 +10,35 @@ import time
 from collections.abc import Iterator
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3, the state, first); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat); with the
+    pid it names one process, even after the pid is reused. None if there is no such process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone.
+    With `started` (from `start_time`), a new process that reuses the pid counts as gone too."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
+        pass
+    fields = _stat_fields(pid)
+    if not fields or fields[0] == "Z":
         return False
+    return started is None or (len(fields) > 19 and int(fields[19]) == started)
 
 
 def kill_all(pids: list[int], grace: float = 3.0) -> None:

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from harness.errors import LabError, PreflightError
+from harness.errors import LabError, LabNameError, PreflightError
 from harness.lab import Lab, reap_stale
 from harness.realstack.matrix_cli import STACK_ENV, selected
 from harness.realstack.versions import MATRIX
@@ -76,11 +76,23 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
         )
+    _check_lab_option(config.getoption("--lab"))
     stack = config.getoption("--stack")
     if stack is not None:
         if config.getoption("--runtime") == "netns":
             raise pytest.UsageError("--stack applies to --runtime containerlab only")
         os.environ[STACK_ENV] = stack
+
+
+def _check_lab_option(value: str) -> None:
+    """--lab is a lab file, or a lab's name under the instance-name rule (else a usage error)."""
+    from harness.cli import lab_file_stem
+
+    if not Path(value).is_file():
+        try:
+            lab_file_stem(value, "--lab")
+        except LabNameError as e:
+            raise pytest.UsageError(str(e)) from None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

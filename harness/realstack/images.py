@@ -18,7 +18,6 @@ mirror the host uses. The root file system tarball is cached in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError, PreflightError
-from harness.guestimage import cache_root, ensure_cache_dir
+from harness.guestimage import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
 from harness.realstack.dockerlab import docker_client
 
@@ -237,23 +236,6 @@ def context_hash(directory: Path = TOR_CONTEXT) -> str:
         h.update(p.relative_to(directory).as_posix().encode() + b"\0")
         h.update(p.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """One image build at a time per machine (parallel test runs wait for the first)."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / ".docker-images.lock"
-        fh = open(path, "w")  # noqa: SIM115 - held for the whole block
-    except OSError:
-        fh = open(Path(tempfile.gettempdir()) / "kvlab-docker-images.lock", "w")  # noqa: SIM115
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run_streaming(argv: list[str], step: Any, *, what: str) -> None:
@@ -480,7 +462,8 @@ def build_tor_image(
     client = client or docker_client()
     digest = context_hash(TOR_CONTEXT)
     tag = f"{TOR_REPOSITORY}:{digest[:12]}"
-    with _locked(cache_dir or cache_root()):
+    # One image build at a time per machine (parallel test runs wait for the first).
+    with cache_lock(cache_dir or cache_root(), ".docker-images.lock"):
         found = [] if force else client.images.list(filters={"label": f"{HASH_LABEL}={digest}"})
         if found:
             image = found[0]

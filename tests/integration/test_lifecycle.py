@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,9 @@ import yaml
 from harness import netlink
 from harness.errors import WaitTimeout
 from harness.generate import fabric_lab, write_lab
-from harness.lab import Lab
+from harness.lab import Lab, reap_stale
 from harness.runtime.netns import NetnsRuntime
-from harness.state import lab_dir
+from harness.state import LabState, lab_dir, lock_path
 from harness.wait import eventually
 
 pytestmark = [
@@ -55,6 +57,7 @@ def assert_gone(name: str) -> None:
     assert lab_namespaces(name) == []
     assert bird_pids_of(name) == []
     assert not lab_dir(name).exists()
+    assert not lock_path(name).exists()
 
 
 @pytest.fixture
@@ -166,16 +169,15 @@ def test_leftover_namespaces_without_state_are_reaped(small_lab_file: Path) -> N
 
 
 def test_bad_lab_file_exits_2_and_creates_nothing(tmp_path: Path) -> None:
-    data = fabric_lab(2, 1, name="bad")
+    name = Lab.unique_name("bad")
+    data = fabric_lab(2, 1, name=name)
     data["clusters"][0]["pools"] = ["10.0.0.0/24"]
     path = write_lab(data, tmp_path / "bad.yml")
-    before = netlink.list_namespaces()
     res = subprocess.run([*KVLAB, "up", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2
     assert "clusters[0].pools[0]" in res.stderr
     assert str(path) in res.stderr
-    assert netlink.list_namespaces() == before
-    assert not lab_dir("bad").exists()
+    assert_gone(name)  # only what this lab would have made: other labs may come and go meanwhile
 
 
 def test_interrupt_during_up_cleans_up(small_lab_file: Path) -> None:
@@ -240,3 +242,139 @@ def test_nested_node_in_a_qemu_vm_is_refused_and_creates_nothing(tmp_path: Path)
     assert res.returncode == 2, res.stderr
     assert "nested nodes red-n1 run in QEMU VMs" in res.stderr
     assert netlink.list_namespaces() == before
+
+
+# -- builders killed half-way, labs in progress, kept labs --------------------------------
+
+
+def start_up(path: Path, name: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*KVLAB, "up", str(path), "--name", name, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def down_another_lab() -> str:
+    """`kvlab down` of a lab that does not exist: it reaps stale labs on the way. Its stderr."""
+    res = _kvlab("down", Lab.unique_name("unrelated"))
+    assert res.returncode == 0, res.stderr
+    return res.stderr
+
+
+def stuck_lab(tmp_path: Path, name: str, bgp_established: float) -> Path:
+    """A lab whose tor2 session never establishes (the rack-2 BGPPeer selects no node)."""
+    data = fabric_lab(2, 1, name=name)
+    data["timers"] = {"bgp_established": bgp_established}
+    peer = next(r for r in data["clusters"][0]["resources"] if r["metadata"]["name"] == "rack-r2-tor")
+    peer["spec"]["nodeSelector"] = "rack == 'nowhere'"
+    return write_lab(data, tmp_path / f"{name}.yml")
+
+
+@pytest.mark.parametrize("reaper", ["kvlab down", "session reaper"])
+@pytest.mark.parametrize("moment", ["state file written", "first BIRD running"])
+def test_up_killed_early_is_reaped(small_lab_file: Path, moment: str, reaper: str) -> None:
+    """`kvlab up` SIGKILLed before its lab is ready: no owner was recorded (a CLI lab), but its
+    builder is gone and its lock free, so the next `kvlab down` of any lab (or the pytest
+    session's reaper) removes it."""
+    name = Lab.unique_name("killed")
+    started = time.monotonic()
+    proc = start_up(small_lab_file, name)
+    try:
+        if moment == "state file written":
+            eventually(
+                lambda: (lab_dir(name) / "state.json").exists(), timeout=30, interval=0.01, what=moment
+            )
+        else:
+            eventually(lambda: bird_pids_of(name), timeout=30, interval=0.02, what=moment)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    print(f"kvlab up killed {time.monotonic() - started:.2f} s after its start ({moment})")
+    state = LabState.load(lab_dir(name))
+    assert state is not None
+    assert not state.ready
+    assert state.owner_pid is None
+    if reaper == "kvlab down":
+        assert f"reaped leftovers of crashed lab '{name}'" in down_another_lab()
+    else:
+        assert name in reap_stale()
+    eventually(lambda: bird_pids_of(name) == [], timeout=5, what="the killed lab's BIRDs to exit")
+    assert_gone(name)
+
+
+def test_up_in_progress_is_never_reaped_and_reaped_once_killed(tmp_path: Path) -> None:
+    name = Lab.unique_name("inprog")
+    proc = start_up(stuck_lab(tmp_path, name, bgp_established=60), name)
+    try:
+        # Every BIRD runs: `up` now waits for sessions that never come (state not ready).
+        eventually(lambda: len(bird_pids_of(name)) == 5, timeout=30, what="every BIRD of the lab")
+        namespaces = lab_namespaces(name)
+        assert f"'{name}'" not in down_another_lab()
+        assert name not in reap_stale()
+        assert proc.poll() is None, "the reaper must not disturb an `up` in progress"
+        assert lab_namespaces(name) == namespaces
+        assert len(bird_pids_of(name)) == 5
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert f"reaped leftovers of crashed lab '{name}'" in down_another_lab()
+    eventually(lambda: bird_pids_of(name) == [], timeout=5, what="the killed lab's BIRDs to exit")
+    assert_gone(name)
+
+
+def test_a_lab_kept_on_failure_is_not_reaped(tmp_path: Path) -> None:
+    name = Lab.unique_name("kept")
+    path = stuck_lab(tmp_path, name, bgp_established=2)
+    try:
+        res = _kvlab("up", str(path), "--name", name, "--keep-on-failure", "--diag-dir", str(tmp_path / "d"))
+        assert res.returncode == 1, res.stderr
+        assert "lab kept for inspection" in res.stderr
+        assert f"'{name}'" not in down_another_lab()
+        assert len(bird_pids_of(name)) == 5
+    finally:
+        res = _kvlab("down", name)
+    assert res.returncode == 0, res.stderr
+    assert_gone(name)
+
+
+def test_down_of_an_unknown_lab_creates_nothing() -> None:
+    name = Lab.unique_name("nosuch")
+    res = _kvlab("down", name)
+    assert res.returncode == 0, res.stderr
+    assert f"lab '{name}' was not running" in res.stderr
+    assert_gone(name)
+
+
+def test_cli_errors_against_a_running_lab(small_lab_file: Path) -> None:
+    """Bad input names the argument (exit 2); BIRD unreachable is the lab failing (exit 1);
+    one line each, never a traceback."""
+    name = Lab.unique_name("clierr")
+    with Lab.from_file(small_lab_file, name=name) as lab:
+        cases = [
+            (["routes", "nosuch", "--lab", name], 2, "'nosuch' is no router or node of lab"),
+            (["routes", "tor1", "not-a-prefix", "--lab", name], 2, "PREFIX: not an IPv4 prefix"),
+            (["routes", "tor1", "198.18.1.0/24", "--lab", name, "--json"], 0, ""),
+            (["status", name, "--json"], 0, ""),
+        ]
+        for argv, code, text in cases:
+            res = _kvlab(*argv)
+            assert res.returncode == code, (argv, res.stderr)
+            assert "Traceback" not in res.stderr
+            assert text in res.stderr
+            if code:
+                assert res.stderr.count("\n") == 1, res.stderr
+        # BIRD of spine1 gone: the lab does not do what was asked (exit 1), one line.
+        pid = int((lab_dir(name) / "spine1" / "bird.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: pid not in bird_pids_of(name), timeout=5, what="spine1's BIRD to exit")
+        res = _kvlab("routes", "spine1", "--lab", name)
+        assert res.returncode == 1, res.stderr
+        assert res.stderr.startswith("kvlab: BIRD error")
+        assert "bird.ctl" in res.stderr
+        assert res.stderr.count("\n") == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        lab.down()
+    assert_gone(name)
