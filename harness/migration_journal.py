@@ -21,7 +21,6 @@ migration target), so recovery never touches a QEMU this migration did not start
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import LabError
+from harness.locking import LockBusy, file_lock
 
 PHASES = ("prepare", "cutover", "complete")
 JOURNAL_DIR = "migrations"
@@ -107,21 +107,18 @@ class MigrationJournal:
 def migration_lock(run_dir: Path, vm: str) -> Iterator[None]:
     """Hold VM `vm`'s migration lock for the block; MigrationInProgress if another process has it.
 
-    The lock is an flock: the kernel drops it when its holder dies, however it dies, which is
-    what tells a crashed migration from a running one.
+    The lock is an flock (harness.locking): the kernel drops it when its holder dies, however it
+    dies, which is what tells a crashed migration from a running one.
     """
     d = MigrationJournal.directory(run_dir)
     d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / f"{vm}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    held = contextlib.ExitStack()
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            journal = MigrationJournal.load(run_dir, vm)
-            raise MigrationInProgress(
-                f"{vm} is being migrated right now"
-                + (f" ({journal.describe()})" if journal is not None else "")
-            ) from None
+        held.enter_context(file_lock(d / f"{vm}.lock", blocking=False))
+    except LockBusy:
+        journal = MigrationJournal.load(run_dir, vm)
+        raise MigrationInProgress(
+            f"{vm} is being migrated right now" + (f" ({journal.describe()})" if journal is not None else "")
+        ) from None
+    with held:
         yield
-    finally:
-        os.close(fd)
