@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -565,8 +566,14 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+def _terminated(signum: int, _frame: Any) -> NoReturn:
+    """SIGTERM unwinds like Ctrl-C (what is half-done is settled on the way out), exit 143."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except SpecError as e:

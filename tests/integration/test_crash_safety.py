@@ -1,8 +1,8 @@
 """No interrupt, crash or failure loses a VM: `kvlab migrate` of the QEMU VM killed (SIGKILL) or
-interrupted (SIGINT, Ctrl-C) at every step of a migration, and the target QEMU killed at five
-of them. After each, the next `kvlab status` reports where the VM really runs (the one QEMU
-process of the VM, in that node's namespace), the VM answers on its echo port through the
-fabric, no half-done migration is left, and a further migration succeeds.
+interrupted (SIGINT, Ctrl-C) at every step of a migration, terminated (SIGTERM) at two, and the
+target QEMU killed at five of them. After each, the next `kvlab status` reports where the VM
+really runs (the one QEMU process of the VM, in that node's namespace), the VM answers on its
+echo port through the fabric, no half-done migration is left, and a further migration succeeds.
 
 The strikes come from fail points (harness.failpoints): the real process really dies there.
 """
@@ -142,8 +142,12 @@ def migrate_once_more(lab: Lab, node: str) -> None:
     assert assert_vm_whole(lab) == target
 
 
-@pytest.mark.parametrize("signal_name", ["kill", "int"])
-@pytest.mark.parametrize("step", STEPS)
+STRIKES = [(step, sig) for step in STEPS for sig in ("kill", "int")] + [
+    (step, "term") for step in ("migrate.cutover.migrating@0.1", "migrate.cutover.resumed")
+]
+
+
+@pytest.mark.parametrize(("step", "signal_name"), STRIKES)
 def test_migrate_killed_at_any_step_loses_nothing(crash_lab: Lab, step: str, signal_name: str) -> None:
     source = assert_vm_whole(crash_lab)
     target = other_node(crash_lab, source)
@@ -151,9 +155,9 @@ def test_migrate_killed_at_any_step_loses_nothing(crash_lab: Lab, step: str, sig
         "migrate", "vm1", "--to", target, "--lab", crash_lab.name, "--json",
         env={"KVLAB_FAILPOINTS": failpoint(step, signal_name)},
     )  # fmt: skip
-    expected = {"kill": -9, "int": 130}[signal_name]
+    expected = {"kill": -9, "int": 130, "term": 143}[signal_name]
     assert res.returncode == expected, (res.returncode, res.stderr[-2000:])
-    # SIGKILL leaves the journal for the next command to settle; Ctrl-C settles before exiting.
+    # SIGKILL leaves the journal for the next command to settle; Ctrl-C and SIGTERM settle first.
     left = MigrationJournal.pending(lab_dir(crash_lab.name))
     assert left == (["vm1"] if signal_name == "kill" else []), left
     node = assert_vm_whole(crash_lab)
