@@ -33,6 +33,7 @@ from harness.state import (
     lab_dir,
     lab_lock,
     locked_labs,
+    parse_namespace,
     run_root,
     valid_lab_name,
 )
@@ -542,6 +543,26 @@ def down_lab(name: str) -> bool:
     return True
 
 
+def _owned_elsewhere(name: str) -> bool:
+    """Whether lab `name`'s namespaces run processes of another run root (a lab brought up with
+    another KVLAB_RUN_DIR): their command lines name files of `<other root>/<name>/`, never of
+    ours. Such a lab has no state file here, but it is not a leftover."""
+    ours = f"{lab_dir(name)}/"
+    marker = f"/{name}/"
+    for ns in netlink.list_namespaces():
+        parsed = parse_namespace(ns)
+        if parsed is None or parsed[0] != name:
+            continue
+        for pid in netlink.namespace_pids(ns):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(marker in a and ours not in a for a in args):
+                return True
+    return False
+
+
 def reap_stale() -> list[str]:
     """Remove labs left behind by crashed processes; returns their names.
 
@@ -556,6 +577,8 @@ def reap_stale() -> list[str]:
         try:
             with lab_lock(name, blocking=False):
                 state = LabState.load(lab_dir(name))
+                if state is None and _owned_elsewhere(name):
+                    continue
                 if name in present and (state is None or state.abandoned()):
                     _teardown(name, state)
                     reaped.append(name)

@@ -378,3 +378,24 @@ def test_cli_errors_against_a_running_lab(small_lab_file: Path) -> None:
         assert "Traceback" not in res.stderr
         lab.down()
     assert_gone(name)
+
+
+def test_a_lab_of_another_run_directory_is_not_a_leftover(small_lab_file: Path, tmp_path: Path) -> None:
+    """A lab brought up with another KVLAB_RUN_DIR has no state file in ours, but it is no
+    leftover: the reaper of this run directory leaves it running."""
+    name = Lab.unique_name("otherroot")
+    env = {**os.environ, "KVLAB_RUN_DIR": str(tmp_path / "run")}
+    up = subprocess.run(
+        [*KVLAB, "up", str(small_lab_file), "--name", name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert name not in reap_stale()
+        assert lab_namespaces(name)
+    finally:
+        subprocess.run([*KVLAB, "down", name], env=env, capture_output=True, timeout=120, check=False)
+    assert lab_namespaces(name) == []
