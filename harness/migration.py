@@ -384,8 +384,10 @@ class Migration:
                 return "completed"
             outcome = "rolled back"
             if where is None:
-                self.journal.source_guest = rt.reboot_guest(w, self.source)
+                # journalled before it starts: a crash while it boots must not start a second one
+                self.journal.source_guest = rt.new_guest(w, self.source)
                 self.journal.save(self.run_dir)
+                rt.reboot_guest(w, self.source, self.journal.source_guest)
                 outcome = "restarted"
             self._undo()
             return outcome

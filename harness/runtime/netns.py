@@ -331,14 +331,12 @@ class NetnsRuntime(Runtime):
             return "target"
         return "source"  # a mock VM's namespace survives anything; its source side is re-plugged
 
-    def reboot_guest(self, w: Any, node: str) -> str | None:
-        """Boot the VM again on `node` (both copies are gone: its memory is lost, it runs again)."""
-        if w.backend != "qemu":
-            return None
-        guest = new_instance(node)
-        self.qemu.plug(w, node)
-        self.qemu.boot(w, node, guest)
-        return guest
+    def reboot_guest(self, w: Any, node: str, guest: str | None) -> None:
+        """Boot the VM again on `node` as instance `guest` (both copies are gone: its memory is
+        lost, it runs again). A mock VM's namespace cannot be lost: nothing to do."""
+        if w.backend == "qemu" and guest is not None:
+            self.qemu.plug(w, node)
+            self.qemu.boot(w, node, guest)
 
     def migration_release_source(self, w: Any, source: str, old_if: str, guest: str | None) -> None:
         """The source pod goes away (after the agent removed its route)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness import netlink, tcpcheck
 from harness.lab import Lab
 from harness.migration_journal import MigrationJournal
 from harness.state import lab_dir, namespace_name
+from harness.wait import eventually
 
 pytestmark = [
     pytest.mark.migration,
@@ -212,3 +214,22 @@ def test_an_aborted_migration_exits_1_with_its_record_and_the_vm_stays(crash_lab
     record = json.loads(res.stdout)
     assert (record["status"], record["reason"]) == ("failed", "target pod failed")
     assert assert_vm_whole(crash_lab) == here
+
+
+def test_when_both_copies_are_gone_the_vm_is_booted_again_on_the_source(crash_lab: Lab) -> None:
+    """The worst case: the migrating process and both QEMUs killed mid-migration. The VM's memory
+    is lost; the next command boots it again where it was, and says so."""
+    source = assert_vm_whole(crash_lab)
+    res = kvlab(
+        "migrate", "vm1", "--to", other_node(crash_lab, source), "--lab", crash_lab.name,
+        env={"KVLAB_FAILPOINTS": "migrate.cutover.migrating=kill@0.1"},
+    )  # fmt: skip
+    assert res.returncode == -9, res.stderr
+    for pid in qemu_processes(crash_lab, "vm1"):
+        os.kill(pid, signal.SIGKILL)
+    eventually(lambda: qemu_processes(crash_lab, "vm1") == [], timeout=10, what="vm1's QEMUs to exit")
+    status = kvlab("status", crash_lab.name, "--json")
+    assert status.returncode == 0, status.stderr
+    assert "was restarted: vm1 runs on " + source in status.stderr, status.stderr
+    assert assert_vm_whole(crash_lab) == source
+    migrate_once_more(crash_lab, source)
