@@ -264,16 +264,8 @@ class Migration:
         rt.agent(self.source).call("source", vm=self.vm)
         rt.migration_prepare(w, self.target, self.target_ip, self.target_if, self.journal.target_guest)
         failpoints.hit("migrate.prepare.target-started", target_pid=self._target_pid)
-        with_target = {self.vm: self.target}
-        rt.agent(self.target).call(
-            "target",
-            vm=self.vm,
-            ip=str(w.ip),
-            mac=w.mac,
-            ifname=w.host_ifname,
-            peering_ip=self._peering_ip(self.target, with_target),
-        )
-        self._refresh_peering([self.target], with_target)
+        self._tell_target()
+        self._refresh_peering([self.target], {self.vm: self.target})
         self.record.phase("target ready")
         failpoints.hit("migrate.prepare.done", target_pid=self._target_pid)
 
