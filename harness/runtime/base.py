@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import ipaddress
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ class Runtime(abc.ABC):
         if not devs:
             raise LabError(f"{node} has no workload route to {vm} ({prefix})")
         return str(devs[0])
+
+    def node_blocks(self, lab: Any) -> dict[str, list[ipaddress.IPv4Network]]:
+        """Each node's affine IPAM blocks as its cluster assigned them. By default (the netns
+        runtime, where calico-node is emulated) the topology's plan: node N gets the N-th block."""
+        return {node: list(blocks) for node, blocks in lab.topo.node_blocks.items()}
 
     def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
         """Live-migrate `vm` of `lab` to node `to`; returns a harness.migration.MigrationRecord."""
