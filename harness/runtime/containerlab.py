@@ -108,6 +108,7 @@ DEADLINES = {
     # A migration's target pod scheduled and ready (KubeVirt phase TargetReady): the part that
     # may pull images; the migration itself then has the lab's timers.migration.
     "migration target": 300.0,
+    "moved": 60.0,  # a migrated VMI's status naming its new node
 }
 GUEST_PROBE_INTERVAL = 5.0  # seconds between two echo probes of a booting guest
 FIX_CONTAINERLAB = 'bash -c "$(curl -sL https://get.containerlab.dev)" (https://containerlab.dev/install/)'
@@ -918,6 +919,11 @@ class ContainerlabRuntime(Runtime):
                 timeout=DEADLINES["address holders"],
             )
 
+    def _placement(self, kube: k.Kube, vm: str, kind_node: str) -> tuple[bool, str]:
+        vmi = kube.get(kv.API_VERSION, "VirtualMachineInstance", vm, kv.VM_NAMESPACE)
+        problem = kv.placement_problem(vmi, kind_node, self.spec_node(kind_node))
+        return problem is None, problem or f"VMI {vm} on {kind_node}"
+
     def _check_vm(self, kube: k.Kube, vm: str, kind_node: str) -> None:
         """The VMI runs on `kind_node`, and each of its launcher pods has the guest's MAC
         (cni.projectcalico.org/hwAddr); LabError saying which and why otherwise."""
@@ -1245,6 +1251,14 @@ class ContainerlabRuntime(Runtime):
         if record.status == "completed":
             lab.set_vm_location(vm, to, "eth0")
             record.convergence_until = (record.ended or time.time()) + lab.priorities(to).convergence
+            # KubeVirt moves the VMI's node with the migration state's end (virt-handler
+            # migration-target.go ackMigrationCompletion); then the pods' MACs are checked.
+            self._wait(
+                f"VMI {vm} on {to} ({target_kind}) after its migration",
+                lambda: self._placement(kube, vm, target_kind),
+                timeout=DEADLINES["moved"],
+                interval=0.5,
+            )
             self._check_vm(kube, vm, target_kind)
         return record
 

@@ -570,3 +570,82 @@ def test_only_a_3_31_render_may_lack_what_the_3_32_schemas_require(stack: str, t
     messages = [i.message for i in report.issues]
     assert any("peerIp" in m for m in messages), messages
     assert ("'autoAllocateBlocks' is a required property" in messages) == r.versions.live_migration
+
+
+# -- a KubeVirt migration, through the runtime, against the fake cluster --------------------------
+
+
+class MigratingCluster(FakeCluster):
+    """vm1 on kv-control-plane; a VMIM created goes through `phases`, then the VMI is on kv-worker2."""
+
+    def __init__(self, phases: list[str], *, moves: bool = True) -> None:
+        super().__init__()
+        self.phases = phases
+        self.moves = moves
+        self.created: list[dict[str, Any]] = []
+        self.launchers = load("virt-launcher-pods-after-migration.json")["items"]
+
+    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(doc)
+        return doc
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
+        if kind == "VirtualMachineInstanceMigration":
+            phase = self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
+            vmim = load("vmim-succeeded.json")
+            vmim["status"]["phase"] = phase
+            return vmim
+        if kind == "VirtualMachineInstance" and self.created and self.phases == ["Succeeded"] and self.moves:
+            return load("vmi-after-success.json")
+        return super().get(api_version, kind, name, namespace)
+
+
+class _MigratingLab:
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.spec = SimpleNamespace(timers=SimpleNamespace(migration=5.0))
+        self.moved: list[tuple[str, str, str]] = []
+
+    def set_vm_location(self, vm: str, node: str, ifname: str) -> None:
+        self.moved.append((vm, node, ifname))
+
+    def priorities(self, node: str) -> Any:
+        from harness.calico.felix import Priorities
+
+        return Priorities(normal=1024, elevated=512, convergence=10.0)
+
+
+def test_a_migration_through_the_runtime(runtime: cl.ContainerlabRuntime) -> None:
+    kube = MigratingCluster(["Scheduling", "Scheduled", "TargetReady", "Running", "Succeeded"])
+    runtime._kubes["kv"] = kube
+    lab = _MigratingLab()
+    before = time.time()
+    record = runtime.migrate(lab, "vm1", "r2-n1", watch=False)
+    assert (record.status, record.source, record.target) == ("completed", "r1-n1", "r2-n1")
+    (vmim,) = kube.created
+    assert vmim["spec"] == {"vmiName": "vm1", "addedNodeSelector": {"kubernetes.io/hostname": "kv-worker2"}}
+    assert before <= (record.ended or 0) <= time.time()  # seen by the harness, not KubeVirt's seconds
+    assert record.convergence_until == pytest.approx((record.ended or 0) + 10.0)
+    assert lab.moved == [("vm1", "r2-n1", "eth0")]
+    phases = [e["phase"] for e in record.events if e["source"] == "harness" and e["kind"] == "phase"]
+    assert phases == ["migration requested", "completed"]
+
+
+def test_a_migrated_vm_whose_pod_lacks_the_mac_fails_the_migration(runtime: cl.ContainerlabRuntime) -> None:
+    kube = MigratingCluster(["TargetReady", "Succeeded"])
+    del kube.launchers[1]["metadata"]["annotations"][kv.CALICO_MAC_ANNOTATION]
+    runtime._kubes["kv"] = kube
+    with pytest.raises(LabError, match=r"virt-launcher pod virt-launcher-vm1-tq7fd on kv-worker2 has"):
+        runtime.migrate(_MigratingLab(), "vm1", "r2-n1", watch=False)
+
+
+def test_a_migration_whose_vmi_stays_put_says_so(
+    runtime: cl.ContainerlabRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(cl.DEADLINES, "moved", 0.3)
+    runtime._kubes["kv"] = MigratingCluster(["TargetReady", "Succeeded"], moves=False)
+    with pytest.raises(
+        WaitTimeout, match=r"VMI vm1 on r2-n1 \(kv-worker2\) after its migration.*runs on kv-control"
+    ):
+        runtime.migrate(_MigratingLab(), "vm1", "r2-n1", watch=False)
