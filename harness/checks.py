@@ -7,6 +7,7 @@ for any runtime through `Lab`.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from harness.birdc import Route
@@ -173,3 +174,13 @@ def delivered_to(lab: Lab, start: str, ip: str, node: str) -> list[str]:
     path = forwarding_path(lab, start, ip)
     assert path[-1] == node, f"traffic {start} -> {ip} ends at {path[-1]}, not {node}: {' -> '.join(path)}"
     return path
+
+
+def neighbour_mac(lab: Lab, node: str, ip: str) -> str:
+    """The MAC `node`'s neighbour table resolves `ip` to (a workload's entry: Felix's permanent
+    one, or one learnt by ARP); AssertionError when it has none."""
+    res = lab.run(node, ["ip", "-j", "neigh", "show", "to", ip])
+    assert res.returncode == 0, f"{node}: ip neigh failed: {res.stderr.strip()}"
+    entries = [n for n in json.loads(res.stdout or "[]") if n.get("dst") == ip and n.get("lladdr")]
+    assert entries, f"{node} has no neighbour entry with a MAC for {ip}: {res.stdout.strip() or 'none'}"
+    return str(entries[0]["lladdr"]).lower()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -370,6 +371,14 @@ class Lab:
     def workload_interface(self, vm: str, node: str | None = None) -> str:
         """The host-side interface of `vm`'s pod on `node` (default: where it runs now)."""
         return self.runtime.workload_interface(self, vm, node or self.vm_location(vm)["node"])
+
+    def node_blocks(self) -> dict[str, list[ipaddress.IPv4Network]]:
+        """Each node's affine IPAM blocks as the cluster assigned them, for expectations about
+        blocks and aggregation: the topology's plan on netns; on the real stack Calico's
+        BlockAffinities, since Calico IPAM starts each node's search at a pseudo-random block
+        seeded by its hostname (so r1-n1 need not own the first block, and a VM's address may
+        lie in another node's block and be announced as a /32 from the start)."""
+        return self.runtime.node_blocks(self)
 
     def restore_placement(self) -> list[str]:
         """Live-migrate every VM that runs away from its spec node back there (a shared lab

@@ -9,11 +9,13 @@ Fixtures:
   It reuses a running lab of the same spec and runtime (e.g. from `make lab-up`) and never
   tears that one down; otherwise it brings up a private instance under a unique name, owned by
   this process (reaped by the next run if this one is killed), torn down at session end.
-- `lab`: the session's lab from --lab (default: labs/default.yml).
+- `lab`: the session's lab from --lab (default: labs/default.yml), handed to each module with
+  every VM back on its spec node (`Lab.restore_placement()`).
 Marker `netns_only(reason)`: a test that reaches into the netns runtime (namespaces, node
 agents, mock VMs, QEMU); under another --runtime it is skipped, saying why.
 Marker `migration`: a test that live-migrates a VM; under --runtime containerlab with a stack
-whose live_migration is False (Calico < 3.32) it is skipped, saying why.
+whose live_migration is False (Calico < 3.32) it is skipped, saying why. Marker
+`calico_3_32(reason)`: the same for a test that needs another Calico 3.32 feature.
 A runtime that cannot run on this machine (PreflightError) fails the tests that need a lab;
 under `--runtime containerlab` outside CI it skips them instead, with what is missing.
 On a failing test that used a lab, a diagnostics bundle is written and named in the report.
@@ -72,6 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "migration: live-migrates a VM; skipped on a containerlab stack without live-migration support",
     )
+    config.addinivalue_line(
+        "markers",
+        "calico_3_32(reason): needs what Calico 3.32 added (route priorities); skipped like `migration`",
+    )
     if config.getoption("--keep-lab") and config.getoption("--reuse-lab"):
         raise pytest.UsageError(
             "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
@@ -103,6 +109,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if no_migration and item.get_closest_marker("migration") is not None:
             item.add_marker(pytest.mark.skip(reason=no_migration))
+        needs = item.get_closest_marker("calico_3_32")
+        if no_migration and needs is not None:
+            why = needs.kwargs.get("reason") or (needs.args[0] if needs.args else "a Calico 3.32 feature")
+            item.add_marker(pytest.mark.skip(reason=f"{no_migration}: needs {why}"))
         mark = item.get_closest_marker("netns_only")
         if mark is None:
             continue
@@ -173,7 +183,7 @@ class LabFactory:
             # One instance per machine (containerlab: kind cluster names are machine-wide): the
             # test gets the shared lab, with every VM back on its spec node.
             lab = self(spec, private=False)
-            lab.restore_placement()
+            _restore_placement(lab)
             return lab
         if not private and key in self.cache:
             return self.cache[key]
@@ -235,9 +245,36 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
     factory.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(kvlab_labs: LabFactory, request: pytest.FixtureRequest) -> Lab:
-    return kvlab_labs(request.config.getoption("--lab"))
+    """The session's lab, handed to each module with every VM on its spec node (a module before
+    may have migrated one; on runtimes without parallel instances that module's private lab is
+    this one)."""
+    shared = kvlab_labs(request.config.getoption("--lab"))
+    _restore_placement(shared)
+    return shared
+
+
+RESTORE_SLACK = 30.0  # seconds beyond Felix's convergence time for a restored VM's route to settle
+
+
+def _restore_placement(lab: Lab) -> None:
+    """Every VM back on its spec node (`Lab.restore_placement()`), and for each one moved, its
+    node's route back at the normal priority (Felix's convergence time over), so the next tests
+    see the steady state rather than a migration's aftermath."""
+    from harness import checks
+    from harness.wait import eventually
+
+    for vm in lab.restore_placement():
+        node = lab.vm_location(vm)["node"]
+        prefix = f"{lab.topo.workload(vm).ip}/32"
+        prio = lab.priorities(node)
+        eventually(
+            lambda n=node, p=prefix, m=prio.normal: checks.kernel_route(lab, n, p, metric=m),
+            timeout=prio.convergence + RESTORE_SLACK,
+            interval=0.5,
+            what=f"{vm}'s route on {node} back at the normal priority {prio.normal} after restoring it there",
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -51,13 +51,16 @@ def echo_server(lab: Lab, entity: str, port: int = 7007) -> Iterator[subprocess.
         proc.wait(timeout=5)
 
 
+def client_argv(ip: str, port: int = 7007, *, payload: str = "kvlab", timeout: float = 2.0) -> list[str]:
+    """A one-shot client (this interpreter) that sends `payload` to ip:port and prints the answer."""
+    return [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout), payload]
+
+
 def tcp_roundtrip(
     lab: Lab, entity: str, ip: str, port: int = 7007, *, payload: str = "kvlab", timeout: float = 2.0
 ) -> str:
     """Connect from `entity` to ip:port, send `payload`, return what came back."""
-    res = lab.run(
-        entity, [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout), payload], timeout=timeout + 5
-    )
+    res = lab.run(entity, client_argv(ip, port, payload=payload, timeout=timeout), timeout=timeout + 5)
     if res.returncode != 0:
         raise AssertionError(f"TCP {entity} -> {ip}:{port} failed: {res.stderr.strip().splitlines()[-1:]}")
     return res.stdout.strip()

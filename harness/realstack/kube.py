@@ -4,9 +4,9 @@
     kube.apply_all(load_documents(kube.fetch(versions.tigera_operator_url)), what="tigera operator")
     wait_for(lambda: tigera_available(kube.get(TIGERA_API, "TigeraStatus", "calico")), ...)
 
-The pure parts (documents, conditions, rollout state, the restart patch, image registries,
-kubeconfig paths) are plain functions with unit tests; `Kube` is the thin layer that talks to an
-API server through the official Python client (imported lazily: nothing here needs it at import).
+The pure parts (documents, conditions, rollout state, the restart patch, kubeconfig paths) are
+plain functions with unit tests; `Kube` is the thin layer that talks to an API server through the
+official Python client (imported lazily: nothing here needs it at import).
 
 Applying: server-side apply (field manager "kvlab", conflicts forced), except create-or-replace
 (what `kubectl create`/`kubectl replace` do) for CustomResourceDefinitions (Calico's install docs
@@ -36,7 +36,6 @@ FIELD_MANAGER = "kvlab"
 TIGERA_API = "operator.tigera.io/v1"
 CALICO_API_GROUP = "projectcalico.org"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
-DOCKER_HUB = "registry-1.docker.io"
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -194,25 +193,6 @@ def vmi_state(vmi: dict[str, Any] | None, ip: str, pod_ips: Iterable[str] = ()) 
         reason = describe_conditions(vmi)
         return False, f"{text}; {reason}"
     return ip in seen, text
-
-
-def image_registry(image: str) -> str:
-    """The registry host an image reference pulls from ('kindest/node:v1' -> registry-1.docker.io)."""
-    first, sep, _ = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return DOCKER_HUB if first in ("docker.io", "index.docker.io") else first.split(":")[0]
-    return DOCKER_HUB
-
-
-def image_repository(image: str) -> str:
-    """The repository of an image reference, without registry, tag or digest
-    ('quay.io/kubevirt/virt-operator:v1.8.4' -> 'kubevirt/virt-operator')."""
-    name = image.split("@", 1)[0]
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        name = rest
-    head, _, tail = name.rpartition("/")
-    return f"{head}/{tail.split(':', 1)[0]}" if head else tail.split(":", 1)[0]
 
 
 PERMANENT_STATUS = (400, 401, 403, 422)

@@ -3,11 +3,27 @@
 A lab VM becomes a `VirtualMachine` that Calico can live-migrate: pod network with `bridge`
 binding (the guest uses the pod IP), the template annotation
 `kubevirt.io/allow-pod-bridge-network-live-migration` (without it KubeVirt refuses to migrate a
-bridge-bound VM), the Calico IPAM annotation that gives the pod the spec's IP, a preferred
-(not required) node affinity so the VM starts on its spec node and can still migrate, and
+bridge-bound VM), the Calico IPAM annotation that gives the pod the spec's IP, the spec's MAC
+twice (below), a preferred (not required) node affinity so the VM starts on its spec node and
+can still migrate, and
 cloud-init user data (`#cloud-config`) that authorizes the lab's SSH key for the guest user
 (harness.realstack.guestssh reaches the guest with it) and starts the TCP line-echo server the
 canary (harness.canary) talks to.
+
+The MAC. KubeVirt's bridge binding gives the guest the interface's `macAddress` (else the pod
+interface's MAC) and moves the pod interface onto a bridge with the bridge's MAC (kubevirt
+v1.8.4 pkg/network/domainspec/generators.go, pkg/network/setup/netpod/netpod.go
+bridgeBindingSpec). Calico's CNI gives the pod's interface the MAC of the pod annotation
+`cni.projectcalico.org/hwAddr` (else a kernel-chosen one) and records it as the
+WorkloadEndpoint's MAC, from which Felix writes a permanent neighbour entry where it knows the
+MAC (calico v3.32.1 cni-plugin/pkg/dataplane/linux/dataplane_linux.go, felix/routetable
+addStaticARPEntry). So the VM template carries `hwAddr` = `macAddress`: the pod's MAC is the
+guest's on every pod of the VM, migration targets included (KubeVirt copies the VMI's
+annotations to each virt-launcher pod: pkg/virt-controller/services/template.go
+filterVMIAnnotationsForPod, v1.5.2 and v1.8.4). With the operator's Kubernetes datastore the
+WorkloadEndpoint is derived from the Pod without a MAC (libcalico-go
+backend/k8s/conversion/workload_endpoint_default.go), so Felix writes no permanent entry and the
+node learns the guest's MAC by ARP; either way the node's entry is the guest's MAC.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +48,7 @@ KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 BRIDGE_MIGRATION_ANNOTATION = "kubevirt.io/allow-pod-bridge-network-live-migration"
 CALICO_IP_ANNOTATION = "cni.projectcalico.org/ipAddrs"
+CALICO_MAC_ANNOTATION = "cni.projectcalico.org/hwAddr"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 VM_LABEL = "kvlab.io/vm"
 GUEST_MEMORY = "128Mi"
@@ -66,14 +84,15 @@ def kubevirt_cr(use_emulation: bool) -> dict[str, Any]:
     }
 
 
-# A line-echo server: python3 if the guest has it, else busybox nc (one `cat` per connection).
+# An echo server: python3 if the guest has it, else busybox nc (one `cat` per connection). Both
+# echo bytes as they arrive, so the canary's lines and a one-shot probe without a newline
+# (harness.tcpcheck) both come back.
 _PY_ECHO = (
     "import socketserver\n"
-    "class Echo(socketserver.StreamRequestHandler):\n"
+    "class Echo(socketserver.BaseRequestHandler):\n"
     "    def handle(self):\n"
-    "        for line in self.rfile:\n"
-    "            self.wfile.write(line)\n"
-    "            self.wfile.flush()\n"
+    "        while data := self.request.recv(65536):\n"
+    "            self.request.sendall(data)\n"
     "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
     "socketserver.ThreadingTCPServer.daemon_threads = True\n"
     "socketserver.ThreadingTCPServer(('0.0.0.0', {port}), Echo).serve_forever()\n"
@@ -135,12 +154,15 @@ def virtual_machine(
     ssh_authorized_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`;
-    its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER."""
+    its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER.
+    A `mac` is the guest's and, through the hwAddr annotation, every pod's (module doc)."""
     vm_labels = {VM_LABEL: name, **(labels or {})}
     user_data = guest_user_data(port, ssh_authorized_keys)
     interface: dict[str, Any] = {"name": "default", "bridge": {}}
+    annotations = {BRIDGE_MIGRATION_ANNOTATION: "", CALICO_IP_ANNOTATION: json.dumps([ip])}
     if mac is not None:
         interface["macAddress"] = mac
+        annotations[CALICO_MAC_ANNOTATION] = mac
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualMachine",
@@ -148,13 +170,7 @@ def virtual_machine(
         "spec": {
             "runStrategy": "Always",
             "template": {
-                "metadata": {
-                    "labels": dict(vm_labels),
-                    "annotations": {
-                        BRIDGE_MIGRATION_ANNOTATION: "",
-                        CALICO_IP_ANNOTATION: json.dumps([ip]),
-                    },
-                },
+                "metadata": {"labels": dict(vm_labels), "annotations": annotations},
                 "spec": {
                     "affinity": {
                         "nodeAffinity": {
@@ -211,3 +227,82 @@ def migration_object(
         "metadata": {"name": name, "namespace": namespace, "labels": {VM_LABEL: vm}},
         "spec": spec,
     }
+
+
+# -- reading a running VM (pure: the API server's JSON in, answers out) --------------------------
+
+LAUNCHER_LABEL = "kubevirt.io"  # = "virt-launcher" on every launcher pod (template.go podLabels)
+VMI_NAME_LABEL = "vm.kubevirt.io/name"  # the VMI's name, on every launcher pod (podLabels)
+_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+
+
+def launcher_selector(vm: str) -> str:
+    """Label selector of the virt-launcher pods of VMI `vm` (its pod, and a migration target's)."""
+    return f"{LAUNCHER_LABEL}=virt-launcher,{VMI_NAME_LABEL}={vm}"
+
+
+def guest_mac(vmi: dict[str, Any] | None) -> str | None:
+    """The guest's MAC on the pod network: the VMI status's interface `default` (what the domain
+    runs with), else the spec's macAddress; lower case."""
+    for iface in ((vmi or {}).get("status") or {}).get("interfaces") or []:
+        if iface.get("name") == "default" and iface.get("mac"):
+            return str(iface["mac"]).lower()
+    devices = (((vmi or {}).get("spec") or {}).get("domain") or {}).get("devices") or {}
+    for iface in devices.get("interfaces") or []:
+        if iface.get("name") == "default" and iface.get("macAddress"):
+            return str(iface["macAddress"]).lower()
+    return None
+
+
+def placement_problem(vmi: dict[str, Any] | None, kind_node: str, spec_node: str) -> str | None:
+    """Why the VMI does not run on `kind_node` (spec node `spec_node`), or None when it does."""
+    name = ((vmi or {}).get("metadata") or {}).get("name", "?")
+    node = ((vmi or {}).get("status") or {}).get("nodeName")
+    if node == kind_node:
+        return None
+    return (
+        f"VMI {name} runs on {node or 'no node'}, not on its spec node {spec_node} ({kind_node}): the "
+        "VM's node affinity is only preferred (a required one would pin every migration target), and "
+        f"the scheduler chose otherwise; see the events of its virt-launcher pod ({VMI_NAME_LABEL}={name})"
+    )
+
+
+def pod_mac_problems(vmi: dict[str, Any] | None, pods: list[dict[str, Any]]) -> list[str]:
+    """Launcher pods of the VMI (not finished) whose `cni.projectcalico.org/hwAddr` is not the
+    guest's MAC: Calico gives such a pod's interface (and its WorkloadEndpoint) another MAC than
+    the guest answers with (module doc)."""
+    mac = guest_mac(vmi)
+    problems = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        have = ((meta.get("annotations") or {}).get(CALICO_MAC_ANNOTATION) or "").lower() or None
+        if mac is not None and have != mac:
+            node = (pod.get("spec") or {}).get("nodeName") or "no node"
+            problems.append(
+                f"virt-launcher pod {meta.get('name')} on {node} has {CALICO_MAC_ANNOTATION} {have} but "
+                f"the guest's MAC is {mac}: the pod's interface gets another MAC than the guest's "
+                "(the VM template's annotation did not reach the pod)"
+            )
+    return problems
+
+
+def launcher_images(pod: dict[str, Any]) -> list[str]:
+    """The images a launcher pod runs (launcher, container disk), as a migration target asks for
+    them: the digest its container status reports where there is one (KubeVirt renders the target
+    pod's container disk by the source's image digest: pkg/container-disk/container-disk.go
+    ExtractImageIDsFromSourcePod), else the spec's reference. Anything that is not a plain image
+    reference is left out."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    digests = {}
+    for s in [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]:
+        image_id = str(s.get("imageID") or "").split("://", 1)[-1]
+        if "@sha256:" in image_id:
+            digests[s.get("name")] = image_id
+    images = []
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        image = digests.get(c.get("name")) or c.get("image")
+        if isinstance(image, str) and _IMAGE_REF.fullmatch(image) and image not in images:
+            images.append(image)
+    return images

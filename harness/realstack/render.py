@@ -590,14 +590,22 @@ def calico_documents(
 
 
 IP_RESERVATION_NAME = "kvlab-vms"
+# Where the reservation is stored, and written before Calico runs: the operator's install
+# (manifests/operator-crds.yaml of every pinned Calico) serves Calico's resources as
+# crd.projectcalico.org/v1 CRDs, which Calico's Kubernetes datastore reads as projectcalico.org/v3
+# (libcalico-go backend/k8s/resources: metadata taken as is when there is no
+# projectcalico.org/metadata annotation). The v3 API (Calico's API server) only exists once
+# Calico runs, and by then its own pods may hold a VM's address.
+IP_RESERVATION_API = "crd.projectcalico.org/v1"
 
 
 def ip_reservation(cidrs: list[str]) -> dict[str, Any]:
-    """A Calico `IPReservation` of the cluster's VM addresses (/32 each): IPAM then never hands
-    them out automatically (to system pods created first), while a VM's ipAddrs annotation
-    still gets its address."""
+    """A Calico `IPReservation` of the cluster's VM addresses (/32 each), as the CRD Calico stores
+    it in: IPAM never hands them out automatically (autoAssign skips reserved addresses, libcalico-go
+    lib/ipam), while a VM's ipAddrs annotation still gets its address (AssignIP ignores
+    reservations). Applied right after the operator's CRDs, before any pod gets an address."""
     return {
-        "apiVersion": cr.API_VERSION,
+        "apiVersion": IP_RESERVATION_API,
         "kind": "IPReservation",
         "metadata": {"name": IP_RESERVATION_NAME},
         "spec": {"reservedCIDRs": cidrs},
@@ -607,11 +615,11 @@ def ip_reservation(cidrs: list[str]) -> dict[str, Any]:
 def ip_reservation_errors(
     doc: dict[str, Any], pools: list[str], file: str, prefix: tuple = ()
 ) -> list[SpecIssue]:
-    """An IPReservation's shape (no v3-native CRD schema for it in the shared schemas, so this
-    is a minimal check): apiVersion, kind, metadata.name, spec.reservedCIDRs a non-empty list of
+    """An IPReservation's shape (no CRD schema for it in the shared schemas, so this is a
+    minimal check): apiVersion, kind, metadata.name, spec.reservedCIDRs a non-empty list of
     IPv4 CIDRs inside the cluster's `pools`."""
     issues = []
-    for key, want in (("apiVersion", cr.API_VERSION), ("kind", "IPReservation")):
+    for key, want in (("apiVersion", IP_RESERVATION_API), ("kind", "IPReservation")):
         if doc.get(key) != want:
             issues.append(SpecIssue(file, format_path((*prefix, key)), f"must be {want!r}"))
     name = (doc.get("metadata") or {}).get("name")
@@ -645,10 +653,18 @@ def ip_reservation_errors(
     return issues
 
 
-# Fields Calico v3.32.0 introduced (KubeVirt live-migration support): an older Calico's CRDs
-# reject them, so they are left out of the resources rendered for it. Per kind: spec paths
-# (`*` is every element of a list).
+# Fields Calico v3.32.0 introduced (KubeVirt live-migration support and more): an older Calico's
+# v3 API rejects them, so they are left out of the resources rendered for it. Per kind: spec paths
+# (`*` is every element of a list). From the JSON tags of api/pkg/apis/projectcalico/v3/*.go,
+# v3.31.7 (94bd1d5b) against v3.32.0 (tests/data/realstack/calico-v3-fields-new-in-3.32.0.json
+# keeps the comparison; a unit test holds this table to it). What a 3.31 cell then cannot test:
+# route priorities (the `calico_3_32` and `migration` tests skip there), BGPPeer keepaliveTime
+# (the nested lab, not run on 3.31), IPAMConfiguration autoAllocateBlocks (the default, true).
 PRE_3_32_DROPPED = {
+    "BGPConfiguration": [
+        f"spec.{f}" for f in ("ipv4NormalRoutePriority", "ipv6NormalRoutePriority", "programClusterRoutes")
+    ],
+    "BGPPeer": ["spec.keepaliveTime"],
     "BGPFilter": [
         f"spec.{rules}.*.{f}"
         for rules in ("exportV4", "importV4", "exportV6", "importV6")
@@ -661,10 +677,31 @@ PRE_3_32_DROPPED = {
             "ipv4ElevatedRoutePriority",
             "ipv6NormalRoutePriority",
             "ipv6ElevatedRoutePriority",
+            "liveMigrationRouteConvergenceTime",
+            "nodeSelector",
+            "bpfMaglevMaxEndpointsPerService",
+            "bpfMaglevMaxServices",
+            "istioAmbientMode",
+            "istioDSCPMark",
+            "prometheusMetricsCAFile",
+            "prometheusMetricsCertFile",
+            "prometheusMetricsClientAuth",
+            "prometheusMetricsKeyFile",
         )
     ],
-    "IPAMConfiguration": ["spec.kubeVirtVMAddressPersistence"],
+    "IPAMConfiguration": ["spec.kubeVirtVMAddressPersistence", "spec.autoAllocateBlocks"],
 }
+
+
+def _required_since_3_32(docs: list[dict[str, Any]], issue: SpecIssue) -> bool:
+    """A schema issue that only says a field Calico 3.32.0 introduced is missing: the shared CRDs
+    are 3.32's (IPAMConfiguration requires `autoAllocateBlocks` there), a 3.31 render leaves it out."""
+    m = re.fullmatch(r"\[(\d+)\]\.spec", issue.path)
+    missing = re.fullmatch(r"'(\w+)' is a required property", issue.message)
+    if not m or not missing or int(m[1]) >= len(docs):
+        return False
+    kind = docs[int(m[1])].get("kind", "")
+    return f"spec.{missing[1]}" in PRE_3_32_DROPPED.get(kind, [])
 
 
 def drop_pre_3_32_fields(docs: list[dict[str, Any]]) -> list[str]:
@@ -846,8 +883,6 @@ def render_containerlab(
         nested = cluster.parent is not None
         docs = calico_documents(cluster, items, {} if nested else names, operator_pools=not nested)
         vm_cidrs = [f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name]
-        if vm_cidrs:
-            docs.append(ip_reservation(vm_cidrs))
         dropped = [] if versions.live_migration else drop_pre_3_32_fields(docs)
         if dropped:
             notes.append(
@@ -871,6 +906,13 @@ def render_containerlab(
             files[f"kind/{cluster.name}.yaml"] = kind_config(
                 topo, cluster, kind_nodes[cluster.name], versions, services[cluster.name], run_dir
             )
+            if vm_cidrs:
+                files[f"{base}/ipreservation.yaml"] = _dump_yaml(
+                    [ip_reservation(vm_cidrs)],
+                    f"# VM addresses of cluster '{cluster.name}', reserved before Calico runs (applied\n"
+                    "# right after the operator's CRDs, as the CRD object Calico reads).\n",
+                )
+                entry["ip_reservation"] = f"{base}/ipreservation.yaml"
             entry.update(
                 kind_config=f"kind/{cluster.name}.yaml",
                 installation=f"{base}/installation.yaml",
@@ -1094,18 +1136,18 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
         if have_schemas:
             issues = []
             for i, doc in enumerate(docs):
-                if doc.get("kind") != "IPReservation":
-                    issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
+                issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
+            if not manifest["versions"].get("live_migration", True):
+                issues = [i for i in issues if not _required_since_3_32(docs, i)]
             check(res_rel, "Calico v3 CRDs", issues)
-        reservations = [(i, d) for i, d in enumerate(docs) if d.get("kind") == "IPReservation"]
-        if reservations:
+        if entry.get("ip_reservation"):
+            rel = entry["ip_reservation"]
             issues = []
-            for i, doc in reservations:
-                issues += ip_reservation_errors(doc, entry["pools"], str(out / res_rel), (i,))
+            for i, doc in enumerate(_load_docs(out / rel)):
+                issues += ip_reservation_errors(doc, entry["pools"], str(out / rel), (i,))
             check(
-                res_rel,
-                "IPReservation shape only (not checked against a CRD: the shared ones have no v3-native "
-                "IPReservation)",
+                rel,
+                "IPReservation shape only (not checked against a CRD: none of IPReservation is shared)",
                 issues,
             )
         if entry.get("nested"):
@@ -1363,8 +1405,9 @@ def user_data_errors(file: str, path: str, text: Any, public_key: str | None) ->
 
 
 def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = None) -> list[SpecIssue]:
-    """Every lab VM is there, bridge-bound, annotated for bridge live migration and for its IP,
-    with cloud-config user data authorizing the lab's SSH `public_key` (when given)."""
+    """Every lab VM is there, bridge-bound, annotated for bridge live migration, for its IP and
+    with its guest MAC as the pods' (cni.projectcalico.org/hwAddr), with cloud-config user data
+    authorizing the lab's SSH `public_key` (when given)."""
     file = str(path)
     docs = {d["metadata"]["name"]: (i, d) for i, d in enumerate(_load_docs(path))}
     issues = []
@@ -1391,6 +1434,15 @@ def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = 
                     file,
                     format_path((i, "spec", "template", "spec", "domain", "devices", "interfaces")),
                     "the pod network interface must use bridge binding",
+                )
+            )
+        elif ann.get(kv.CALICO_MAC_ANNOTATION) != ifaces[0].get("macAddress"):
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path(base),
+                    f"{kv.CALICO_MAC_ANNOTATION} {ann.get(kv.CALICO_MAC_ANNOTATION)!r} is not the guest's "
+                    f"macAddress {ifaces[0].get('macAddress')!r}: the pods' MAC would not be the guest's",
                 )
             )
         volumes = tmpl.get("spec", {}).get("volumes", []) or []

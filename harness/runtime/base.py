@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import ipaddress
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ class Runtime(abc.ABC):
     def first_guest(self, w: Any) -> str | None:
         """The runtime's handle on VM `w`'s guest as `up` starts it (netns: its QEMU instance)."""
         return None
+
+    def node_blocks(self, lab: Any) -> dict[str, list[ipaddress.IPv4Network]]:
+        """Each node's affine IPAM blocks as its cluster assigned them. By default (the netns
+        runtime, where calico-node is emulated) the topology's plan: node N gets the N-th block."""
+        return {node: list(blocks) for node, blocks in lab.topo.node_blocks.items()}
 
     def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
         """Live-migrate `vm` of `lab` to node `to`; returns a harness.migration.MigrationRecord."""

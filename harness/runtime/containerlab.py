@@ -34,12 +34,12 @@ import concurrent.futures
 import contextlib
 import grp
 import importlib.util
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -58,6 +58,7 @@ from harness.procs import signals_deferred
 from harness.progress import Progress
 from harness.realstack import kube as k
 from harness.realstack import kubevirt as kv
+from harness.realstack import pins
 from harness.realstack.matrix_cli import STACK_ENV
 from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.runtime.base import Runtime
@@ -67,11 +68,19 @@ from harness.wait import eventually
 
 VERSIONS_ENV = STACK_ENV  # KVLAB_STACK: `kvlab up --stack NAME` / pytest --stack put the entry here
 DIAG_ENV = "KVLAB_DIAG_DIR"  # where the diagnostics of a failed `up` go (default ./kvlab-diagnostics)
-MIN_CONTAINERLAB = (0, 64)
+# containerlab creates kind clusters with the kind library it embeds; a kind node image is only
+# supported by the kind release that built it, and every matrix entry uses kind v0.31.0 images.
+# srl-labs/containerlab go.mod: `sigs.k8s.io/kind v0.31.0` from v0.73.0 (611350001b, 2026-02-08;
+# bumped in ae17f8e47), v0.27.0 in v0.72.0 (tests/data/realstack/upstream-pins.json).
+MIN_CONTAINERLAB = (0, 73)
 INOTIFY_MINIMUMS = {"max_user_watches": 524288, "max_user_instances": 512}
 INOTIFY_DIR = "/proc/sys/fs/inotify"
 PYTHON_CLIENTS = ("docker", "kubernetes", "paramiko")
-REGISTRY_TIMEOUT = 3.0
+# Free space Docker's data root needs: the kind node image (~1 GB) once, and per kind node (four
+# in the default lab) Calico's images (~1.2 GB), virt-handler (~0.4 GB) and virt-launcher plus
+# the guest disk (~0.6 GB, pulled on every node so a migration target needs no pull): ~10 GB, and
+# room to spare. An estimate: the nightly measures it (disk usage in its results).
+DOCKER_DISK_MIN_GIB = 20
 CLAB_LABEL = "containerlab"  # containerlab labels its containers containerlab=<lab name>
 KIND_LABEL = "io.x-k8s.kind.cluster"  # kind labels its node containers with the cluster name
 REALSTACK = "realstack"
@@ -92,11 +101,16 @@ DEADLINES = {
     "kubevirt": 900.0,
     "typha": 300.0,
     "vmis": 600.0,
+    "address holders": 300.0,  # pods that took a VM address before the reservation, recreated
+    "image pull": 900.0,  # one node pulling the launcher and guest disk images
+    # A guest booting (under emulation: minutes) until its cloud-init echo server answers.
+    "guest": 900.0,
+    # A migration's target pod scheduled and ready (KubeVirt phase TargetReady): the part that
+    # may pull images; the migration itself then has the lab's timers.migration.
+    "migration target": 300.0,
+    "moved": 60.0,  # a migrated VMI's status naming its new node
 }
-# Images the stack pulls besides the kind node image and the guest disk (repositories only:
-# they name the registries the preflight checks).
-STACK_IMAGES = ("quay.io/tigera/operator", "docker.io/calico/node", "quay.io/kubevirt/virt-operator")
-
+GUEST_PROBE_INTERVAL = 5.0  # seconds between two echo probes of a booting guest
 FIX_CONTAINERLAB = 'bash -c "$(curl -sL https://get.containerlab.dev)" (https://containerlab.dev/install/)'
 
 
@@ -137,13 +151,19 @@ def _docker_ping() -> str | None:
     return None
 
 
-def _tcp_connect(host: str, port: int, timeout: float) -> str | None:
-    """None when a TCP connection to host:port opens within `timeout` seconds, else the error."""
+def _docker_free() -> tuple[str, int] | None:
+    """(Docker's data root, bytes free there), or None when the daemon cannot say."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"{type(e).__name__}: {e}"
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            root = str(client.info().get("DockerRootDir") or "/var/lib/docker")
+        finally:
+            client.close()
+        return root, shutil.disk_usage(root).free
+    except Exception:  # no daemon (reported by its own check), or no such directory here
+        return None
 
 
 def _read_file(path: str) -> str | None:
@@ -169,7 +189,8 @@ class Probes:
     run: Callable[[list[str]], tuple[int, str]] = _run_capture
     importable: Callable[[str], bool] = _importable
     docker_ping: Callable[[], str | None] = _docker_ping
-    tcp_connect: Callable[[str, int, float], str | None] = _tcp_connect
+    docker_free: Callable[[], tuple[str, int] | None] = _docker_free
+    http: pins.Http = pins.urllib_http
     read_file: Callable[[str], str | None] = _read_file
     euid: Callable[[], int] = os.geteuid
     group_names: Callable[[], set[str]] = _group_names
@@ -216,20 +237,6 @@ def parse_kubectl_version(text: str) -> tuple[int, int] | None:
 def _minor(version: str) -> tuple[int, int] | None:
     m = re.match(r"v?(\d+)\.(\d+)", version)
     return (int(m[1]), int(m[2])) if m else None
-
-
-def stack_endpoints(versions: StackVersions) -> list[tuple[str, int, str]]:
-    """(host, port, what comes from there) the stack itself needs at `up`: the registries of its
-    images and the hosts of its manifests."""
-    found: dict[str, list[str]] = {}
-    images = (versions.kind_node_image, versions.guest_container_disk, *STACK_IMAGES)
-    for image in images:
-        found.setdefault(k.image_registry(image), []).append(k.image_repository(image))
-    urls = (versions.operator_crds_url, versions.tigera_operator_url, versions.kubevirt_operator_url)
-    for url in urls:
-        host = url.split("://", 1)[1].split("/", 1)[0]
-        found.setdefault(host, []).append("manifests")
-    return [(host, 443, ", ".join(dict.fromkeys(what))) for host, what in found.items()]
 
 
 def preflight_report(
@@ -301,15 +308,17 @@ def preflight_report(
         if not probes.importable(module):
             missing.append(f"the Python package '{module}' (in the venv: 'make venv', or pip install -e .)")
 
-    endpoints = stack_endpoints(versions)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
-        results = list(pool.map(lambda e: probes.tcp_connect(e[0], e[1], REGISTRY_TIMEOUT), endpoints))
-    for (host, port, what), error in zip(endpoints, results, strict=True):
-        if error is not None:
-            missing.append(
-                f"{host}:{port} reachable within {REGISTRY_TIMEOUT:g} s (the stack pulls {what} from it; "
-                f"{error}); allow HTTPS to it, or set HTTPS_PROXY for this shell and the Docker daemon"
-            )
+    # Every pinned manifest and image answers (harness.realstack.pins): a version that was never
+    # published would otherwise fail the deploy halfway (a 404 on the operator manifest).
+    missing.extend(pins.describe(pin, why) for pin, why in pins.check(pins.stack_pins(versions), probes.http))
+
+    free = probes.docker_free()
+    if free is not None and free[1] < DOCKER_DISK_MIN_GIB * 2**30:
+        missing.append(
+            f"{DOCKER_DISK_MIN_GIB} GiB free for Docker in {free[0]} (now {free[1] / 2**30:.1f} GiB; "
+            "each kind node pulls Calico's and KubeVirt's images): free space (docker system prune, or "
+            "remove unused toolchains as .github/workflows/nightly.yml does)"
+        )
 
     for key, minimum in INOTIFY_MINIMUMS.items():
         raw = probes.read_file(f"{INOTIFY_DIR}/{key}")
@@ -480,6 +489,21 @@ class ContainerlabRuntime(Runtime):
             if spec.get("node") == kind_node and ip in (spec.get("ipNetworks") or []):
                 return str(spec["interfaceName"])
         return super().workload_interface(lab, vm, node)
+
+    def node_blocks(self, lab: Any) -> dict[str, list[ipaddress.IPv4Network]]:
+        """Each node's blocks as its kind cluster's BlockAffinities say (harness.realstack.ipam:
+        Calico picks them per hostname, not in node order); nested clusters' nodes (no kind
+        cluster of their own) keep the topology's plan."""
+        from harness.realstack import ipam
+
+        out = super().node_blocks(lab)
+        manifest = self.manifest()
+        assert manifest is not None
+        for cluster, entry in self.kind_clusters().items():
+            items = self.kube(cluster).list(ipam.BLOCK_AFFINITY_API, ipam.BLOCK_AFFINITY_KIND)
+            found = ipam.affine_blocks(items, manifest["kind_nodes"], entry["pools"])
+            out.update({node: found.get(node, []) for node in entry["nodes"]})
+        return out
 
     def spec_node(self, kind_node: str) -> str:
         return str((self.manifest() or {})["kind_nodes"].get(kind_node, kind_node))
@@ -811,6 +835,8 @@ class ContainerlabRuntime(Runtime):
         )
         with self.progress.step(f"{cluster}: tigera operator (Calico {v.calico})", total=None):
             kube.apply_all(k.load_documents(kube.fetch(v.operator_crds_url)), what="Calico operator CRDs")
+            if entry.get("ip_reservation"):  # before any pod can get an address (render.ip_reservation)
+                kube.apply_all(self._docs(entry["ip_reservation"]), what="IPReservation of the VM addresses")
             kube.apply_all(k.load_documents(kube.fetch(v.tigera_operator_url)), what="tigera operator")
             kube.apply_all(self._docs(entry["installation"]), what="Installation and APIServer")
         for name in ("calico", "apiserver"):
@@ -825,6 +851,7 @@ class ContainerlabRuntime(Runtime):
             lambda: self._nodes(kube, kind_nodes, ready=True),
             timeout=DEADLINES["nodes ready"],
         )
+        self._free_vm_addresses(cluster, kube)
         with self.progress.step(f"{cluster}: Calico resources (projectcalico.org/v3)", total=None):
             kube.apply_all(self._docs(entry["resources"]), what=f"Calico resources of {cluster}")
         vms = self._cluster_vms(cluster)
@@ -845,13 +872,130 @@ class ContainerlabRuntime(Runtime):
         manifest = self.manifest()
         assert manifest is not None
         for name in (d["metadata"]["name"] for d in vms):
-            ip = manifest["vms"][name]["ip"]
+            vm = manifest["vms"][name]
             self._wait(
-                f"cluster {cluster}: VMI {name} Running with IP {ip}",
-                lambda n=name, ip=ip: self._vmi_ready(kube, n, ip),
+                f"cluster {cluster}: VMI {name} Running with IP {vm['ip']}",
+                lambda n=name, ip=vm["ip"]: self._vmi_ready(kube, n, ip),
                 timeout=DEADLINES["vmis"],
                 interval=3.0,
             )
+            self._check_vm(kube, name, vm["kind_node"])
+        self._prepull(cluster, kube, [d["metadata"]["name"] for d in vms])
+        for name in (d["metadata"]["name"] for d in vms):
+            self._wait_guest(kube, name, manifest)
+
+    def _free_vm_addresses(self, cluster: str, kube: k.Kube) -> None:
+        """No pod holds a VM's address: the IPReservation is applied before Calico runs, so none
+        should; a pod that got one anyway (a reservation Calico did not see) is deleted for its
+        controller to recreate it with another address. A pod without a controller fails `up`."""
+        from harness.realstack.ipam import address_holders
+
+        manifest = self.manifest()
+        assert manifest is not None
+        ips = [vm["ip"] for vm in manifest.get("vms", {}).values() if vm["cluster"] == cluster]
+        if not ips:
+            return
+        holders = address_holders(kube.list("v1", "Pod"), ips)
+        bare = [h for h in holders if not h["owned"]]
+        if bare:
+            raise LabError(
+                f"cluster {cluster}: pods without a controller hold VM addresses: "
+                + "; ".join(f"{h['pod']} on {h['node']} has {h['ip']}" for h in bare)
+                + " (the IPReservation was applied first; see calico/<cluster>/ipreservation.yaml)"
+            )
+        for h in holders:
+            namespace, name = h["pod"].split("/", 1)
+            with self.progress.step(f"{cluster}: pod {h['pod']} holds VM address {h['ip']}: recreated"):
+                kube.delete("v1", "Pod", name, namespace)
+        if holders:
+
+            def freed() -> tuple[bool, str]:
+                left = address_holders(kube.list("v1", "Pod"), ips)
+                return not left, "; ".join(f"{h['pod']} has {h['ip']}" for h in left) or "free"
+
+            self._wait(
+                f"cluster {cluster}: VM addresses {', '.join(ips)} free",
+                freed,
+                timeout=DEADLINES["address holders"],
+            )
+
+    def _placement(self, kube: k.Kube, vm: str, kind_node: str) -> tuple[bool, str]:
+        vmi = kube.get(kv.API_VERSION, "VirtualMachineInstance", vm, kv.VM_NAMESPACE)
+        problem = kv.placement_problem(vmi, kind_node, self.spec_node(kind_node))
+        return problem is None, problem or f"VMI {vm} on {kind_node}"
+
+    def _check_vm(self, kube: k.Kube, vm: str, kind_node: str) -> None:
+        """The VMI runs on `kind_node`, and each of its launcher pods has the guest's MAC
+        (cni.projectcalico.org/hwAddr); LabError saying which and why otherwise."""
+        vmi = kube.get(kv.API_VERSION, "VirtualMachineInstance", vm, kv.VM_NAMESPACE)
+        problems = []
+        placement = kv.placement_problem(vmi, kind_node, self.spec_node(kind_node))
+        if placement is not None:
+            problems.append(placement)
+        pods = kube.list("v1", "Pod", kv.VM_NAMESPACE, label_selector=kv.launcher_selector(vm))
+        problems += kv.pod_mac_problems(vmi, pods)
+        if problems:
+            raise LabError(f"VM {vm}: " + "; ".join(problems))
+
+    def _prepull(self, cluster: str, kube: k.Kube, vms: list[str]) -> None:
+        """Every node of the cluster pulls the images the VMs' launcher pods run (crictl in the kind
+        node), so a migration target starts without a first pull inside the migration's deadline."""
+        images: list[str] = []
+        for vm in vms:
+            for pod in kube.list("v1", "Pod", kv.VM_NAMESPACE, label_selector=kv.launcher_selector(vm)):
+                images += [i for i in kv.launcher_images(pod) if i not in images]
+        if not images:
+            return
+        nodes = self.kind_clusters()[cluster]["nodes"]
+        with self.progress.step(
+            f"{cluster}: pull {len(images)} launcher/guest images on {len(nodes)} nodes", total=None
+        ), concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            results = list(pool.map(lambda n: self._pull_on(n, images), nodes))
+        failed = [line for lines in results for line in lines]
+        if failed:
+            raise LabError(f"cluster {cluster}: pre-pulling the VM images failed: " + "; ".join(failed))
+
+    def _pull_on(self, node: str, images: list[str]) -> list[str]:
+        """`crictl pull` of each image in spec node `node`'s kind container; what failed."""
+        failed = []
+        for image in images:
+            argv = ["docker", "exec", self.container(node), "crictl", "pull", image]
+            try:
+                rc, out = self._tool(argv, timeout=DEADLINES["image pull"])
+            except LabError as e:
+                failed.append(f"{node} {image}: {e}")
+                continue
+            if rc != 0:
+                failed.append(f"{node} {image}: crictl pull exit {rc}: {' '.join(out.split())[-300:]}")
+        return failed
+
+    def _wait_guest(self, kube: k.Kube, vm: str, manifest: dict[str, Any]) -> None:
+        """Until the VM's guest answers the canary's echo port from the lab's first external host
+        (a VMI Running with its IP is not a booted guest). LabError naming the VM, the last
+        answer and the VMI's conditions at the deadline."""
+        from harness.canary import DEFAULT_PORT
+        from harness.tcpcheck import client_argv
+
+        host = (manifest.get("guest_ssh") or {}).get("via")
+        ip = manifest["vms"][vm]["ip"]
+        if host is None:
+            with self.progress.step(f"VM {vm}: no external host to reach its guest from; not awaited"):
+                return
+
+        def answers() -> tuple[bool, str]:
+            res = self.run(host, client_argv(ip, DEFAULT_PORT, timeout=3.0), timeout=15)
+            if res.returncode == 0 and res.stdout.strip() == "kvlab":
+                return True, "answers"
+            vmi = kube.get(kv.API_VERSION, "VirtualMachineInstance", vm, kv.VM_NAMESPACE)
+            last = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+            return False, f"{host} -> {ip}:{DEFAULT_PORT}: {last[-150:]}; VMI: {k.describe_conditions(vmi)}"
+
+        self._wait(
+            f"VM {vm}: its guest answering the echo port {DEFAULT_PORT} from {host}",
+            answers,
+            timeout=DEADLINES["guest"],
+            interval=GUEST_PROBE_INTERVAL,
+        )
 
     def _restart_typha(self, cluster: str, kube: k.Kube) -> None:
         """calico-typha reads the CRDs it watches at start; restart it after KubeVirt's appeared."""
@@ -1074,6 +1218,8 @@ class ContainerlabRuntime(Runtime):
                     note("migration requested", vmim=name, target_node=target_kind)
                     if fail is not None:
                         self._abort_when_scheduled(kube, name, last, fail, note)
+                    else:
+                        self._wait_target(kube, name, last, target_kind)
                     self._wait_migration(
                         kube, name, last, lab.spec.timers.migration, aborting=fail is not None
                     )
@@ -1096,6 +1242,7 @@ class ContainerlabRuntime(Runtime):
             node_names=manifest["kind_nodes"],
             abort_reason=fail,
             harness_events=harness_events,
+            ended=last.get("ended"),
         )
         end = {"t": record.ended or time.time(), "source": "harness", "kind": "phase", "phase": record.status}
         if record.reason:
@@ -1104,6 +1251,15 @@ class ContainerlabRuntime(Runtime):
         if record.status == "completed":
             lab.set_vm_location(vm, to, "eth0")
             record.convergence_until = (record.ended or time.time()) + lab.priorities(to).convergence
+            # KubeVirt moves the VMI's node with the migration state's end (virt-handler
+            # migration-target.go ackMigrationCompletion); then the pods' MACs are checked.
+            self._wait(
+                f"VMI {vm} on {to} ({target_kind}) after its migration",
+                lambda: self._placement(kube, vm, target_kind),
+                timeout=DEADLINES["moved"],
+                interval=0.5,
+            )
+            self._check_vm(kube, vm, target_kind)
         return record
 
     def _abort_when_scheduled(
@@ -1125,18 +1281,49 @@ class ContainerlabRuntime(Runtime):
         kube.delete(kv.API_VERSION, "VirtualMachineInstanceMigration", name, kv.VM_NAMESPACE)
         note("abort requested", reason=reason, at_phase=phase_of(last["vmim"]))
 
+    def _wait_target(self, kube: k.Kube, name: str, last: dict[str, Any], target: str) -> None:
+        """Until KubeVirt has the migration's target pod ready (phase TargetReady or later): the
+        part that schedules a pod and may pull images, with its own deadline."""
+        from harness.realstack.kubevirt_migration import PHASES, phase_of
+
+        ready = PHASES[PHASES.index("TargetReady") :]
+
+        def check() -> tuple[bool, str]:
+            got = kube.get(kv.API_VERSION, "VirtualMachineInstanceMigration", name, kv.VM_NAMESPACE)
+            if got is None:  # deleted by someone else: _wait_migration says so
+                return True, f"VMIM {name} is gone"
+            last["vmim"] = got
+            phase = phase_of(got)
+            return phase in ready, f"VMIM {name} phase {phase}; {k.describe_conditions(got)}"
+
+        self._wait(
+            f"migration {name}: target pod on {target} ready (KubeVirt phase TargetReady)",
+            check,
+            timeout=DEADLINES["migration target"],
+            interval=0.25,
+        )
+
     def _wait_migration(
         self, kube: k.Kube, name: str, last: dict[str, Any], timeout: float, *, aborting: bool
     ) -> None:
-        """Until the VMIM is Succeeded/Failed (or, when aborting, gone); `last` keeps what was seen."""
+        """Until the VMIM is Succeeded/Failed (or, when aborting, gone); `last` keeps what was
+        seen, and `last["ended"]` the moment the harness saw it end: KubeVirt's own end time
+        (migrationState.endTimestamp, a metav1.Time) has whole seconds, so an event in the last
+        second of the migration would lie after it."""
         from harness.realstack.kubevirt_migration import is_terminal, phase_of
 
         def check() -> tuple[bool, str]:
             got = kube.get(kv.API_VERSION, "VirtualMachineInstanceMigration", name, kv.VM_NAMESPACE)
             if got is None:
-                return aborting, f"VMIM {name} is gone (last phase {phase_of(last['vmim'])})"
-            last["vmim"] = got
-            return is_terminal(got), f"VMIM {name} phase {phase_of(got)}; {k.describe_conditions(got)}"
+                done = aborting
+                state = f"VMIM {name} is gone (last phase {phase_of(last['vmim'])})"
+            else:
+                last["vmim"] = got
+                done = is_terminal(got)
+                state = f"VMIM {name} phase {phase_of(got)}; {k.describe_conditions(got)}"
+            if done:
+                last.setdefault("ended", time.time())
+            return done, state
 
         self._wait(
             f"migration {name} to finish (spec timers.migration)", check, timeout=timeout, interval=0.25

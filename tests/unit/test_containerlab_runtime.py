@@ -14,9 +14,11 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import urllib.error
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from harness.canary import Canary
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
 from harness.realstack import kube as k
+from harness.realstack import pins
 from harness.realstack import render as rr
 from harness.realstack.versions import DEFAULT, MATRIX
 from harness.runtime import containerlab as cl
@@ -35,6 +38,7 @@ from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
 from harness.spec import load_lab
 
+pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "realstack"
 DEFAULT_LAB = REPO / "labs" / "default.yml"
@@ -43,10 +47,20 @@ DEFAULT_LAB = REPO / "labs" / "default.yml"
 # -- preflight ---------------------------------------------------------------------------------
 
 
+def answering(method: str, url: str, headers: dict[str, str]) -> pins.Response:
+    """Every pinned URL and image answers (tests/unit/test_pins.py simulates the registries)."""
+    return (200, {}, b"")
+
+
+def unreachable(method: str, url: str, headers: dict[str, str]) -> pins.Response:
+    """What urllib raises without a route to the internet (this machine)."""
+    raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+
 def full_machine(**overrides: Any) -> cl.Probes:
     """Probes of a machine that has everything."""
     outputs = {
-        ("containerlab", "version"): (0, (DATA / "containerlab-version.txt").read_text()),
+        ("containerlab", "version"): (0, (DATA / "containerlab-version-0.79.0.txt").read_text()),
         ("kubectl", "version", "--client", "-o", "json"): (
             0,
             json.dumps({"clientVersion": {"gitVersion": "v1.35.1", "major": "1", "minor": "35"}}),
@@ -61,7 +75,8 @@ def full_machine(**overrides: Any) -> cl.Probes:
         run=lambda argv: outputs.get(tuple(argv), (127, "unexpected command")),
         importable=lambda module: True,
         docker_ping=lambda: None,
-        tcp_connect=lambda host, port, timeout: None,
+        docker_free=lambda: ("/var/lib/docker", 80 * 2**30),
+        http=answering,
         read_file=lambda path: sysctls.get(path),
         euid=lambda: 1000,
         group_names=lambda: {"users", "docker"},
@@ -76,7 +91,8 @@ def bare_machine() -> cl.Probes:
         run=lambda argv: (127, "not found"),
         importable=lambda module: False,
         docker_ping=lambda: "Error while fetching server API version: connection refused",
-        tcp_connect=lambda host, port, timeout: "gaierror: [Errno -3] Temporary failure in name resolution",
+        docker_free=lambda: None,
+        http=unreachable,
         read_file=lambda path: {"max_user_watches": "8192", "max_user_instances": "128"}[
             path.rsplit("/", 1)[1]
         ],
@@ -95,29 +111,19 @@ def preflight_missing(probes: cl.Probes, **kw: Any) -> list[str]:
     return []
 
 
-@pytest.fixture(autouse=True)
-def run_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    run = tmp_path / "run"
-    monkeypatch.setenv("KVLAB_RUN_DIR", str(run))
-    monkeypatch.delenv(cl.VERSIONS_ENV, raising=False)
-    return run
-
-
 def test_a_bare_machine_lists_everything_once(run_root: Path) -> None:
     missing = preflight_missing(bare_machine())
     text = "\n".join(missing)
+    stack_pins = pins.stack_pins(DEFAULT)
     expected_words = [
         "Docker daemon",
-        "containerlab >= 0.64",
+        "containerlab >= 0.73",
         "kind (not found",
         "kubectl (not found",
         "'docker'",
         "'kubernetes'",
         "'paramiko'",
-        "registry-1.docker.io:443",
-        "quay.io:443",
-        "raw.githubusercontent.com:443",
-        "github.com:443",
+        *(f"{pin.ref}: no answer (gaierror" for pin in stack_pins),
         "max_user_watches >= 524288 (now 8192",
         "max_user_instances >= 512 (now 128",
         "'docker' group",
@@ -130,6 +136,7 @@ def test_a_bare_machine_lists_everything_once(run_root: Path) -> None:
     assert f"kind.sigs.k8s.io/dl/{DEFAULT.kind}/" in text
     assert "sudo sysctl -w fs.inotify.max_user_watches=524288" in text
     assert "make venv" in text
+    assert "allow HTTPS to quay.io" in text
     assert not run_root.exists()  # preflight creates nothing
 
 
@@ -146,7 +153,7 @@ def test_the_error_shows_the_emulation_note() -> None:
 def test_a_full_machine_passes(run_root: Path) -> None:
     runtime = cl.ContainerlabRuntime("t", probes=full_machine())
     runtime.preflight()
-    assert runtime.preflight_info == ["containerlab 0.69.3", "/dev/kvm is usable: KubeVirt runs VMs with KVM"]
+    assert runtime.preflight_info == ["containerlab 0.79.0", "/dev/kvm is usable: KubeVirt runs VMs with KVM"]
     assert not run_root.exists()
     assert preflight_missing(full_machine(euid=lambda: 0, group_names=lambda: set())) == []  # root
 
@@ -156,8 +163,12 @@ def test_a_full_machine_passes(run_root: Path) -> None:
     [
         ({"which": lambda n: None if n == "kind" else f"/usr/bin/{n}"}, ["kind (not found"]),
         (
-            {"tcp_connect": lambda host, port, timeout: "timed out" if host == "quay.io" else None},
-            ["quay.io:443 reachable within 3 s"],
+            {"http": lambda m, url, h: (404, {}, b"") if "calico/node" in url else (200, {}, b"")},
+            [f"quay.io/calico/node:{DEFAULT.calico}: no answer (HTTP 404: no such tag or digest)"],
+        ),
+        (
+            {"docker_free": lambda: ("/var/lib/docker", 12 * 2**30)},
+            ["20 GiB free for Docker in /var/lib/docker (now 12.0 GiB"],
         ),
         (
             {
@@ -168,8 +179,12 @@ def test_a_full_machine_passes(run_root: Path) -> None:
         ),
         ({"docker_ping": lambda: "permission denied"}, ["Docker daemon answering on"]),
         (
-            {"run": lambda argv: (0, "    version: 0.63.2\n")},
-            ["containerlab >= 0.64 (found 0.63.2): upgrade"],
+            {"run": lambda argv: (0, (DATA / "containerlab-version.txt").read_text())},
+            ["containerlab >= 0.73 (found 0.69.3): upgrade"],
+        ),
+        (
+            {"run": lambda argv: (0, "    version: 0.72.0\n")},  # the last one embedding kind v0.27.0
+            ["containerlab >= 0.73 (found 0.72.0): upgrade"],
         ),
         ({"run": lambda argv: (1, "segfault")}, ["'containerlab version' did not report a version (exit 1"]),
         ({"read_file": lambda path: None}, ["max_user_watches >= 524288 (unreadable", "max_user_instances"]),
@@ -184,36 +199,29 @@ def test_a_partial_machine_lists_exactly_what_it_lacks(
         assert word in item
 
 
-def test_the_registries_come_from_the_versions() -> None:
-    for versions in MATRIX.values():
-        hosts = {host for host, port, _ in cl.stack_endpoints(versions)}
-        assert hosts == {"registry-1.docker.io", "quay.io", "raw.githubusercontent.com", "github.com"}
-    what = {host: w for host, _, w in cl.stack_endpoints(DEFAULT)}
-    assert "kindest/node" in what["registry-1.docker.io"]
-    assert "kubevirt/alpine-with-test-tooling-container-disk" in what["quay.io"]
-    asked: list[tuple[str, int, float]] = []
+def test_the_preflight_asks_for_every_pin_of_the_selected_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for stack in MATRIX.values():
+        asked: list[str] = []
 
-    def connect(host: str, port: int, timeout: float) -> None:
-        asked.append((host, port, timeout))
+        def http(method: str, url: str, headers: dict[str, str], asked: list[str] = asked) -> pins.Response:
+            asked.append(url)
+            return 200, {}, b""
 
-    preflight_missing(full_machine(tcp_connect=connect))
-    assert sorted(asked) == sorted((h, 443, 3.0) for h, _, _ in cl.stack_endpoints(DEFAULT))
+        monkeypatch.setenv(cl.VERSIONS_ENV, stack.name)
+        assert preflight_missing(full_machine(http=http)) == []
+        assert sorted(asked) == sorted(p.url for p in pins.stack_pins(stack))
 
 
-@pytest.mark.parametrize(
-    ("image", "registry", "repository"),
-    [
-        (DEFAULT.kind_node_image, "registry-1.docker.io", "kindest/node"),
-        ("quay.io/kubevirt/virt-operator:v1.8.4", "quay.io", "kubevirt/virt-operator"),
-        ("docker.io/calico/node:v3.32.2", "registry-1.docker.io", "calico/node"),
-        ("busybox", "registry-1.docker.io", "busybox"),
-        ("localhost:5000/kvlab/tor:abc", "localhost", "kvlab/tor"),
-        ("ghcr.io/org/img@sha256:0123", "ghcr.io", "org/img"),
-    ],
-)
-def test_image_registry_and_repository(image: str, registry: str, repository: str) -> None:
-    assert k.image_registry(image) == registry
-    assert k.image_repository(image) == repository
+def test_the_containerlab_floor_is_the_first_release_embedding_the_stacks_kind() -> None:
+    """containerlab creates the kind clusters with the kind library it embeds (go.mod, read
+    upstream: tests/data/realstack/upstream-pins.json)."""
+    facts = json.loads((DATA / "upstream-pins.json").read_text())["containerlab"]["embedded_kind"]
+    embedded = {tag: kind for tag, kind in facts.items() if tag.startswith("v")}
+    kinds = {v.kind for v in MATRIX.values()}
+    releases = sorted(embedded, key=lambda t: tuple(int(x) for x in t.lstrip("v").split(".")))
+    first = next(t for t in releases if embedded[t] in kinds)
+    assert tuple(int(x) for x in first.lstrip("v").split("."))[:2] == cl.MIN_CONTAINERLAB
+    assert all(embedded[t] in kinds for t in releases[releases.index(first) :])
 
 
 def test_unknown_stack_versions_are_a_preflight_item(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,7 +241,7 @@ def test_kubectl_out_of_skew_is_information_not_a_failure() -> None:
         "t",
         probes=full_machine(
             run=lambda argv: (
-                old if argv[0] == "kubectl" else (0, (DATA / "containerlab-version.txt").read_text())
+                old if argv[0] == "kubectl" else (0, (DATA / "containerlab-version-0.79.0.txt").read_text())
             )
         ),
     )
@@ -300,7 +308,7 @@ def test_cli_on_this_machine_exits_2_and_creates_nothing() -> None:
     )
     assert res.returncode == 2, res.stderr
     assert "runtime 'containerlab' cannot run on this machine" in res.stderr
-    assert "containerlab >= 0.64" in res.stderr
+    assert "containerlab >= 0.73" in res.stderr
     assert "kind (not found" in res.stderr
     if shutil.which("kubectl") is None:
         assert "kubectl (not found" in res.stderr

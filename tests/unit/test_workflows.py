@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from harness.realstack import matrix_cli
-from harness.realstack.versions import DEFAULT, MATRIX
+from harness.realstack.versions import CONTAINERLAB, DEFAULT, MATRIX
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -200,3 +200,31 @@ def test_ci_runs_the_netns_suite_in_a_privileged_container_with_docker(ci: dict[
 
 def test_readme_shows_the_matrix() -> None:
     assert matrix_cli.table() in (REPO / "README.md").read_text()
+
+
+def test_nightly_checks_every_pin_before_installing_anything(nightly: dict[str, Any]) -> None:
+    (job,) = nightly["jobs"].values()
+    steps = job["steps"]
+    assert steps[0]["uses"].startswith("actions/checkout@")
+    assert steps[1]["run"] == 'python3 -m harness.realstack.pins check "$STACK" --tools'
+    later = " ".join(s.get("run", "") for s in steps[2:])
+    assert "curl" in later  # the installs come after it
+    assert "make " in later  # and the deploy
+    assert nightly["env"]["CONTAINERLAB_VERSION"] == CONTAINERLAB
+
+
+def test_nightly_frees_the_disk_and_measures_it(nightly: dict[str, Any]) -> None:
+    (job,) = nightly["jobs"].values()
+    runs = [s.get("run", "") for s in job["steps"]]
+    lab_up = next(i for i, r in enumerate(runs) if "make lab-up" in r)
+    free = next(i for i, r in enumerate(runs) if "rm -rf /usr/share/dotnet" in r)
+    measured = [i for i, r in enumerate(runs) if "docker system df" in r]
+    assert free < lab_up < measured[0]
+    assert len(measured) == 2
+    for i in measured:
+        assert job["steps"][i]["if"] == "always()"
+        assert '"$RESULTS/disk.txt"' in runs[i]
+    recipe_out = re.search(r"^NIGHTLY_OUT = (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert recipe_out is not None
+    assert job["env"]["RESULTS"].startswith("test-results/nightly/")
+    assert recipe_out.group(1) == "test-results/nightly/$(LAB)-$(STACK)"
