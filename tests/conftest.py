@@ -72,7 +72,9 @@ def mock_default_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data["name"] = "default-mock"
     for vm in data["vms"]:
         vm["backend"] = "mock"
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["clusters"][0]["resources"] = [
+        d for d in yaml.safe_load_all((REPO / "labs" / "calico" / "default.yaml").read_text()) if d
+    ]
     path = tmp_path_factory.mktemp("labs") / "default-mock.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -235,7 +235,9 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(  # ty
     data["name"] = "nopref"
     for r in data["routers"]:
         r["community_preference"] = False
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["clusters"][0]["resources"] = [
+        d for d in yaml.safe_load_all((REPO / "labs" / "calico" / "default.yaml").read_text()) if d
+    ]
     data["timers"] = {"migration_source_cleanup": 5}
     path = tmp_path / "nopref.yml"
     path.write_text(yaml.safe_dump(data))

@@ -135,7 +135,9 @@ def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tm
 
     data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
     data["name"] = "qtimeout"
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["clusters"][0]["resources"] = [
+        d for d in yaml.safe_load_all((REPO / "labs" / "calico" / "default.yaml").read_text()) if d
+    ]
     data["timers"] = {"migration": 0.1}
     path = tmp_path / "qtimeout.yml"
     path.write_text(yaml.safe_dump(data))

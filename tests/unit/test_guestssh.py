@@ -444,7 +444,9 @@ def test_re_rendering_keeps_the_key_and_a_given_key_is_used_in_place(
 def test_the_relay_host_is_the_first_host_of_the_spec(tmp_path: Path) -> None:
     data = yaml.safe_load(DEFAULT_LAB.read_text())
     data["hosts"] = [{"name": "ext2", "router": "tor2"}, *data["hosts"]]
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
+    data["clusters"][0]["resources"] = [
+        d for d in yaml.safe_load_all((REPO / "labs" / "calico" / "default.yaml").read_text()) if d
+    ]
     path = tmp_path / "two-hosts.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     r = rr.render_containerlab(load_lab(path), tmp_path / "out", use_emulation=True, run_dir=tmp_path / "run")
