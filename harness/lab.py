@@ -21,6 +21,7 @@ from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
 from harness.errors import LabError
 from harness.kernel import KernelRoute
 from harness.progress import NullProgress, Progress
+from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
 from harness.spec import LabSpec, cluster_resources, load_lab
@@ -200,6 +201,8 @@ class Lab:
                     owner_pid=self.owner_pid,
                     entities=dict(self.topo.entities),
                 )
+                if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
+                    check_rendered(self.spec)
                 self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
                 try:
                     if wait:
