@@ -9,10 +9,12 @@ kvlab runs as root and reads whatever lab or resource file it is handed, so load
   before it is opened; the file is then opened non-blocking and checked again with `fstat`;
 - at most `MAX_FILE_BYTES` (4 MiB) per file; a file whose content disagrees with its size
   (a /proc or /sys pseudo-file, a file changing meanwhile) is refused;
-- aliases and merge keys (`<<`) are counted as the tree they expand to before anything is
-  built: at most `MAX_NODES` nodes per file (a billion-laughs or merge-key bomb is refused in
-  milliseconds), at most `MAX_DEPTH` levels, and no alias may contain itself;
-- mapping keys are scalars of at most `MAX_KEY_CHARS` printable characters.
+- libyaml composes the nodes (a 4 MiB file in seconds, nesting capped by libyaml itself);
+  aliases and merge keys (`<<`) are then counted as the tree they expand to before anything
+  is built: at most `MAX_NODES` (500,000) nodes per file, so a billion-laughs or merge-key
+  bomb is refused in milliseconds; at most `MAX_DEPTH` levels; no alias may contain itself;
+- mapping keys are scalars of at most `MAX_KEY_CHARS` printable characters; collections carry
+  no tags (`!!python/...` and the like are refused, scalars go through PyYAML's safe constructor).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Path_ = tuple[str | int, ...]
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """Largest lab or resource file read (a Calico export of thousands of BGPPeers is under 1 MiB)."""
 
-MAX_NODES = 1_000_000
+MAX_NODES = 500_000
 """Most YAML nodes (scalars, sequences, mappings) one file may expand to, aliases counted expanded."""
 
 MAX_DEPTH = 64
@@ -42,6 +44,11 @@ MAX_KEY_CHARS = 512
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# libyaml composes about ten times faster than pure Python and caps nesting at 1000 levels
+# itself; without it, pure Python's recursion limit stops deep nesting (a RecursionError).
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_REWORD_CHARS = 64 * 1024  # bad YAML up to this size is parsed again in pure Python for its wording
 
 
 def format_path(path: Path_) -> str:
@@ -216,6 +223,9 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path_ = ()) -> Any:
         self.smap.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _COLLECTION_TAGS:
+            self._issue(path, f"unsupported YAML tag {shown(node.tag)}: plain mappings and lists only", node)
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -297,7 +307,7 @@ def loads_documents(text: str, name: str) -> tuple[list[Any], list[SourceMap]]:
     budget = _Budget(name)
     loader = yaml.SafeLoader("")
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for node in yaml.compose_all(text, Loader=_COMPOSER):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
                 continue  # an empty document (e.g. a manifest ending in '---')
             budget.add(node)
@@ -305,7 +315,7 @@ def loads_documents(text: str, name: str) -> tuple[list[Any], list[SourceMap]]:
             docs.append(_Builder(smap, issues, loader).build(node))
             maps.append(smap)
     except yaml.YAMLError as e:
-        raise SpecError([_yaml_issue(e, name)]) from None
+        raise SpecError([_yaml_issue(_reworded(e, text), name, text)]) from None
     except RecursionError:
         raise SpecError([SpecIssue(name, "", f"nested more than {MAX_DEPTH} levels deep")]) from None
     finally:
@@ -315,7 +325,27 @@ def loads_documents(text: str, name: str) -> tuple[list[Any], list[SourceMap]]:
     return docs, maps
 
 
-def _yaml_issue(e: yaml.YAMLError, name: str) -> SpecIssue:
+def _reworded(error: yaml.YAMLError, text: str) -> yaml.YAMLError:
+    """The pure-Python parser's error for the same (small) text: it says what it found where,
+    where libyaml says what it did not find."""
+    if _COMPOSER is yaml.SafeLoader or len(text) > _REWORD_CHARS:
+        return error
+    try:
+        for _ in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.YAMLError as e:
+        return e
+    except RecursionError:
+        pass
+    return error
+
+
+def _yaml_issue(e: yaml.YAMLError, name: str, text: str) -> SpecIssue:
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+        line = text.count("\n", 0, e.position) + 1
+        return SpecIssue(
+            name, "", f"invalid YAML: unacceptable character #x{e.character:04x} ({e.reason})", line
+        )
     mark = getattr(e, "problem_mark", None)
     line = mark.line + 1 if mark else None
     problem = getattr(e, "problem", None) or str(e)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from footprint import assert_no_footprint
 
 from harness import netlink
 from harness.errors import WaitTimeout
@@ -232,11 +233,15 @@ def test_nested_node_in_a_qemu_vm_is_refused_and_creates_nothing(tmp_path: Path)
         if vm["name"] == "vm-red":
             vm["backend"] = "qemu"
     for cluster in data["clusters"]:
-        cluster["resources"] = str(REPO / "labs" / cluster["resources"])
+        cluster["resources"] = [
+            d for d in yaml.safe_load_all((REPO / "labs" / cluster["resources"]).read_text()) if d
+        ]
     path = tmp_path / "nested-qemu.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    before = netlink.list_namespaces()
-    res = _kvlab("up", str(path), "--name", Lab.unique_name("nestedq"), timeout=60)
+    name = Lab.unique_name("nestedq")
+    res = _kvlab("up", str(path), "--name", name, timeout=60)
     assert res.returncode == 2, res.stderr
     assert "nested nodes red-n1 run in QEMU VMs" in res.stderr
-    assert netlink.list_namespaces() == before
+    # Only what this lab could have created (other labs come and go meanwhile); the refusal
+    # comes after `up` took the lab's lock, whose file stays until issue 10's lock clean-up.
+    assert_no_footprint(name, locks=False)
