@@ -89,22 +89,17 @@ def _number(ctx: jinja2.runtime.Context, value: Any) -> int:
     return value
 
 
-@jinja2.pass_context
-def _address(ctx: jinja2.runtime.Context, value: Any) -> str:
-    """An IPv4 address (router IDs, neighbours, source addresses)."""
-    try:
-        return str(ipaddress.IPv4Address(str(value)))
-    except ValueError:
-        raise UnsafeValue(ctx.name, value, "not an IPv4 address") from None
+def _ipv4(parse: Any, what: str) -> Any:
+    """A filter for an IPv4 `what` (address: router IDs, neighbours; prefix: blocks, pools)."""
 
+    @jinja2.pass_context
+    def check(ctx: jinja2.runtime.Context, value: Any) -> str:
+        try:
+            return str(parse(str(value)))
+        except ValueError:
+            raise UnsafeValue(ctx.name, value, f"not an IPv4 {what}") from None
 
-@jinja2.pass_context
-def _prefix(ctx: jinja2.runtime.Context, value: Any) -> str:
-    """An IPv4 prefix (blocks, pools)."""
-    try:
-        return str(ipaddress.IPv4Network(str(value)))
-    except ValueError:
-        raise UnsafeValue(ctx.name, value, "not an IPv4 prefix") from None
+    return check
 
 
 @cache
@@ -117,7 +112,13 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
         finalize=_finalize,
     )
-    env.filters.update(symbol=_symbol, quoted=_quoted, number=_number, address=_address, prefix=_prefix)
+    env.filters.update(
+        symbol=_symbol,
+        quoted=_quoted,
+        number=_number,
+        address=_ipv4(ipaddress.IPv4Address, "address"),
+        prefix=_ipv4(ipaddress.IPv4Network, "prefix"),
+    )
     return env
 
 

@@ -355,39 +355,20 @@ def test_bgpfilter_values(doc: dict[str, Any], field: str, reason: str) -> None:
     _refused(doc, field, reason)
 
 
+def _doc(kind: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": V3, "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
 @pytest.mark.parametrize(
     ("doc", "field", "reason"),
     [
+        (_doc("IPPool", "p", cidr="203.0.113.0/24; x"), "cidr", "not an IP network"),
         (
-            {
-                "apiVersion": V3,
-                "kind": "IPPool",
-                "metadata": {"name": "p"},
-                "spec": {"cidr": "203.0.113.0/24; x"},
-            },
-            "cidr",
-            "not an IP network",
-        ),
-        (
-            {
-                "apiVersion": V3,
-                "kind": "FelixConfiguration",
-                "metadata": {"name": "default"},
-                "spec": {"liveMigrationRouteConvergenceTime": "99999999h"},
-            },
+            _doc("FelixConfiguration", "default", liveMigrationRouteConvergenceTime="99999999h"),
             "liveMigrationRouteConvergenceTime",
             "at most 1h",
         ),
-        (
-            {
-                "apiVersion": V3,
-                "kind": "BGPConfiguration",
-                "metadata": {"name": "default"},
-                "spec": {"asNumber": 0},
-            },
-            "asNumber",
-            "greater than or equal to 1",
-        ),
+        (_doc("BGPConfiguration", "default", asNumber=0), "asNumber", "greater than or equal to 1"),
     ],
 )
 def test_other_resource_values(doc: dict[str, Any], field: str, reason: str) -> None:
