@@ -421,3 +421,34 @@ def test_hostile_input_is_refused_creating_nothing(case: Case, tmp_path: Path) -
         assert_no_footprint(name)
     assert not work.pwned.exists()
     assert _files(tmp_path) == before
+
+
+def test_up_runs_bird_p_before_creating_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were a config to get past validation and BIRD refuse it, `Lab.up()` stops before the
+    netns runtime creates a namespace or starts a process (exit 2 from the CLI: a SpecError)."""
+    from harness.errors import SpecError
+    from harness.render import bird
+
+    real = bird.rendered_configs
+    monkeypatch.setattr(
+        bird,
+        "rendered_configs",
+        lambda spec: [(e, p, t + "garbage;\n" if e == "tor1" else t) for e, p, t in real(spec)],
+    )
+    name = Lab.unique_name("birdp")
+    lab = Lab.from_file(REPO / "labs" / "default.yml", name=name)
+    with pytest.raises(SpecError, match="BIRD rejects the config rendered for 'tor1'"):
+        lab.up()
+    assert_no_footprint(name, locks=False)  # `up` took the lab's lock first (issue 10's lock clean-up)
+
+
+def test_render_writes_nothing_bird_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import cli
+    from harness.render import bird
+
+    real = bird.rendered_configs
+    monkeypatch.setattr(
+        bird, "rendered_configs", lambda spec: [(e, p, t + "garbage;\n") for e, p, t in real(spec)]
+    )
+    assert cli.main(["render", str(REPO / "labs" / "default.yml"), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
