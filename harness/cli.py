@@ -351,11 +351,23 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """The lab file and everything it names, then every BIRD config it derives through `bird -p`."""
     from harness.spec import load_lab
 
     spec = load_lab(resolve_spec_path(args.lab))
-    print(f"{spec.source}: valid lab '{spec.name}'", file=sys.stderr)
+    print(f"{spec.source}: valid lab '{spec.name}' ({_bird_checked(spec)})", file=sys.stderr)
     return 0
+
+
+def _bird_checked(spec: Any, configs: list[Any] | None = None) -> str:
+    """Check a lab's BIRD configs with `bird -p` (SpecError if BIRD refuses one); says what was checked."""
+    from harness.render.bird import bird_executable, check_rendered
+
+    try:
+        exe = bird_executable()
+    except LabError as e:
+        return f"BIRD configs not checked: {e}"
+    return f"{check_rendered(spec, configs, bird=exe)} BIRD configs pass bird -p"
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -403,17 +415,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     if args.versions is not None or args.emulation != "auto" or args.tor_image is not None:
         raise UsageError("--versions, --emulation and --tor-image apply to --runtime containerlab only")
-    from harness.lab import cluster_resources_plain
-    from harness.render.bird import render_node, render_router
-    from harness.topology import resolve
+    from harness.render.bird import rendered_configs
 
-    topo = resolve(spec)
-    resources = cluster_resources_plain(spec)
+    configs = rendered_configs(spec)
+    checked = _bird_checked(spec, configs)  # nothing is written unless BIRD takes every config
     (out / "bird").mkdir(parents=True, exist_ok=True)
-    for r in spec.routers:
-        (out / "bird" / f"{r.name}.conf").write_text(render_router(topo, r.name))
-    for c, n in spec.all_nodes():
-        (out / "bird" / f"{n.name}.conf").write_text(render_node(topo, n.name, resources.get(c.name, [])))
+    for entity, _, text in configs:
+        (out / "bird" / f"{entity}.conf").write_text(text)
+    print(f"kvlab render: lab '{spec.name}': {checked}", file=sys.stderr)
     print(out)
     return 0
 

@@ -24,6 +24,7 @@ from harness.kernel import KernelRoute
 from harness.locking import LockBusy
 from harness.procs import start_time
 from harness.progress import NullProgress, Progress
+from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
 from harness.spec import LabSpec, cluster_resources, load_lab
@@ -234,6 +235,8 @@ class Lab:
                     builder_started=start_time(os.getpid()),
                     entities=dict(self.topo.entities),
                 )
+                if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
+                    check_rendered(self.spec)
                 self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
                 try:
                     if wait:

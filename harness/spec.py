@@ -17,13 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from harness.calico import resources as cr
 from harness.calico.selector import SelectorError, compile_selector
 from harness.errors import SpecError, SpecIssue
-from harness.yamlsrc import SourceMap, load_documents
+from harness.yamlsrc import SourceMap, load_documents, shown
 
 # Names become parts of namespace names and Linux interface names (<= 15 characters).
 NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?$"
 LAB_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-ASN = Annotated[int, Field(ge=1, le=4294967295)]
+ASN = cr.ASNumber
+
+BIRD_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "bird-configs"
+NODE_TEMPLATE = "node.conf.j2"
+DESCRIPTION_MAX = 1024
+TIMER_MAX = 3600.0
+"""Longest wait a lab's `timers:` may ask for (seconds)."""
+
+
+def router_templates() -> list[str]:
+    """The router templates a lab may name (`template:`): the .j2 files of bird-configs/."""
+    return sorted(p.name for p in BIRD_TEMPLATE_DIR.glob("*.j2") if p.is_file() and p.name != NODE_TEMPLATE)
+
 
 # Address ranges a lab may use (shared/design/lab-mechanics.md, "Traffic rule for tests").
 FABRIC_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -34,7 +46,6 @@ RACK_RANGE = ipaddress.IPv4Network("198.18.0.0/16")
 P2P_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 ROUTER_ID_RANGE = ipaddress.IPv4Network("198.18.0.0/24")
 FIRST_NODE_HOST = 11
-RESERVED_ASNS = {0, 23456, 65535, 4294967295}
 
 
 class _Model(BaseModel):
@@ -55,6 +66,25 @@ class Router(_Model):
     community_preference: bool = Field(
         default=True, description="apply the seed's BIRD 1.x import preference for the elevated community"
     )
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        """One of the router templates shipped in bird-configs/, by file name (never a path)."""
+        names = router_templates()
+        if v is not None and v not in names:
+            kind = "a path" if "/" in v or v.startswith(".") else "not a router template there"
+            raise ValueError(
+                f"template {shown(v)} is {kind}: name a file of bird-configs/ ({', '.join(names)})"
+            )
+        return v
+
+    @field_validator("elevated_community")
+    @classmethod
+    def _community(cls, v: str) -> str:
+        if len(cr.parse_community(v)) != 2:
+            raise ValueError(f"{shown(v)} is a large community; use a standard one (aa:nn)")
+        return v
 
 
 class Rack(_Model):
@@ -77,7 +107,7 @@ class Node(_Model):
     )
     ip: ipaddress.IPv4Address | None = None
     asn: ASN | None = Field(default=None, description="per-node AS override (Calico Node spec.bgp.asNumber)")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: cr.Labels = Field(default_factory=dict)
 
 
 class Cluster(_Model):
@@ -124,7 +154,7 @@ class VM(_Model):
     ip: ipaddress.IPv4Address
     cluster: Name | None = None
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: cr.Labels = Field(default_factory=dict)
     backend: Literal["mock", "qemu"] = Field(
         default="mock", description="mock: a namespace with the VM's IP (MockVirt); qemu: a real QEMU guest"
     )
@@ -145,12 +175,22 @@ class Link(_Model):
 
 
 class Timers(_Model):
-    """How long the harness waits for things (seconds)."""
+    """How long the harness waits for things (seconds, finite, at most TIMER_MAX)."""
 
-    bgp_established: float = Field(default=60.0, gt=0)
-    migration: float = Field(default=60.0, gt=0, description="deadline for a live migration to complete")
+    bgp_established: float = Field(default=60.0, gt=0, le=TIMER_MAX, allow_inf_nan=False)
+    migration: float = Field(
+        default=60.0,
+        gt=0,
+        le=TIMER_MAX,
+        allow_inf_nan=False,
+        description="deadline for a live migration to complete",
+    )
     migration_source_cleanup: float = Field(
-        default=1.0, ge=0, le=60, description="how long the source pod (and its /32) outlives a migration"
+        default=1.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="how long the source pod (and its /32) outlives a migration",
     )
 
 
@@ -158,7 +198,7 @@ class LabSpec(_Model):
     """A whole lab. `source` and `resources` are filled in by `load_lab`."""
 
     name: Annotated[str, Field(pattern=LAB_NAME_PATTERN)]
-    description: str = ""
+    description: str = Field(default="", max_length=DESCRIPTION_MAX, description="free text, one line")
     routers: list[Router] = Field(default_factory=list)
     racks: list[Rack] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
@@ -167,6 +207,13 @@ class LabSpec(_Model):
     links: list[Link] = Field(default_factory=list)
     timers: Timers = Field(default_factory=Timers)
     source: str = Field(default="", exclude=True)
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        if not v.isprintable():
+            raise ValueError("a description is one line of printable text (no control characters)")
+        return v
 
     # -- lookups -----------------------------------------------------------------------
     def router(self, name: str) -> Router:
@@ -260,9 +307,12 @@ def load_cluster_resources(
     issues: list[SpecIssue] = []
     for ci, cluster in enumerate(spec.clusters):
         if isinstance(cluster.resources, str):
-            rpath = base / cluster.resources
+            rpath, reason = resource_file(base, cluster.resources)
+            if rpath is None:
+                issues.append(lab_map.issue(("clusters", ci, "resources"), reason))
+                continue
             try:
-                docs, maps = load_documents(rpath, str(rpath))
+                docs, maps = load_documents(rpath, str(base / cluster.resources))
             except SpecError as e:
                 issues += e.issues
                 continue
@@ -287,6 +337,32 @@ def load_cluster_resources(
                 issues += _pydantic_issues(e, smap, prefix)
         out[cluster.name] = parsed
     return out, issues
+
+
+def resource_file(base: Path, value: str) -> tuple[Path | None, str]:
+    """The resource file a lab names (`resources: FILE`), resolved, or None and why not.
+
+    kvlab reads it as root, so a lab file may only bring files of its own directory tree: the
+    path is relative and stays inside the lab file's directory once '..' and symlinks resolve."""
+    why = "kvlab reads it as root, so a lab file may only name files inside its own directory"
+    if not value or not value.isprintable():
+        return None, f"resources file {shown(value)} is not a usable file name"
+    if Path(value).is_absolute():
+        return (
+            None,
+            f"resources file {shown(value)} is an absolute path: give it relative to the lab file ({why})",
+        )
+    try:
+        root = base.resolve()
+        target = (base / value).resolve()
+    except (OSError, RuntimeError) as e:
+        return None, f"resources file {shown(value)} cannot be resolved: {e}"
+    if not target.is_relative_to(root):
+        return None, (
+            f"resources file {shown(value)} leads outside the lab file's directory once '..' and symlinks "
+            f"resolve ({why})"
+        )
+    return target, ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,17 +479,6 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
                         "must be eBGP (Calico's nested-cluster and live-migration guides: iBGP to the ToR "
                         "is not supported, there is no next-hop-self on that peering)",
                     )
-        for asn_path, asn in [(("clusters", ci, "asn"), c.asn)]:
-            if asn in RESERVED_ASNS:
-                bad(asn_path, f"AS {asn} is reserved")
-    for ri, r in enumerate(spec.routers):
-        if r.asn in RESERVED_ASNS:
-            bad(("routers", ri, "asn"), f"AS {r.asn} is reserved")
-        try:
-            if len(cr.parse_community(r.elevated_community)) != 2:
-                raise ValueError(f"'{r.elevated_community}' is a large community; use a standard one (aa:nn)")
-        except ValueError as e:
-            bad(("routers", ri, "elevated_community"), str(e))
 
     # VMs: on an existing node, IP inside that node's cluster pools, unique.
     vm_ips: dict[ipaddress.IPv4Address, int] = {}
@@ -751,6 +816,13 @@ def _check_bgp_configuration(res: cr.BGPConfiguration, cluster: Cluster, bad: An
             f"asNumber {res.spec.asNumber} disagrees with cluster '{cluster.name}' asn "
             f"{cluster.asn} (set it in one place)",
         )
+    ip = res.spec.localWorkloadPeeringIPV4
+    if ip is not None and ipaddress.IPv4Address(ip) not in WORKLOAD_PEERING_IPS:
+        bad(
+            ("spec", "localWorkloadPeeringIPV4"),
+            f"{ip} is outside the lab's address plan: workload peering uses "
+            f"{', '.join(map(str, WORKLOAD_PEERING_IPS))}",
+        )
 
 
 def _check_ip_pool(res: cr.IPPool, cluster: Cluster, bad: Any) -> None:
@@ -776,25 +848,12 @@ def _check_bgp_peer(
     for f in spec.filters:
         if f not in filters:
             bad(("spec", "filters"), f"no BGPFilter named '{f}'")
-    for field in ("nodeSelector", "peerSelector", "localWorkloadSelector"):
-        text = getattr(spec, field)
-        if text is not None:
-            try:
-                compile_selector(text)
-            except SelectorError as e:
-                bad(("spec", field), str(e))
     if spec.node is not None and spec.node not in {n.name for n in cluster.nodes}:
         bad(("spec", "node"), f"no node '{spec.node}' in cluster '{cluster.name}'")
     if spec.peerIP is None:
         return
-    try:
-        ip = ipaddress.ip_address(
-            spec.peerIP.rsplit(":", 1)[0] if spec.peerIP.count(":") == 1 else spec.peerIP
-        )
-    except ValueError:
-        bad(("spec", "peerIP"), f"'{spec.peerIP}' is not an IP address")
-        return
-    router = router_ips.get(ip)  # type: ignore[arg-type]
+    ip = ipaddress.IPv4Address(spec.peerIP)  # validated by the model: IPv4, no port
+    router = router_ips.get(ip)
     if router is None and ip not in WORKLOAD_PEERING_IPS:
         known = ", ".join(sorted(map(str, router_ips))) or "none"
         bad(("spec", "peerIP"), f"{ip} is no router address in this lab (known: {known})")

@@ -66,16 +66,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def mock_default_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """labs/default.yml with every VM a mock VM (a namespace), for tests that reach into the VM."""
-    import yaml
+    from labfiles import lab_data, write_lab_data
 
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data = lab_data("default")
     data["name"] = "default-mock"
     for vm in data["vms"]:
         vm["backend"] = "mock"
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
-    path = tmp_path_factory.mktemp("labs") / "default-mock.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_lab_data(data, tmp_path_factory.mktemp("labs") / "default-mock.yml")
 
 
 @pytest.fixture(scope="session")

@@ -105,13 +105,18 @@ def _community(value: str) -> tuple[str, str]:
     return "(" + ", ".join(str(p) for p in parts) + ")", attr
 
 
+def _prefix(cidr: str) -> str:
+    """A rule's CIDR as BIRD reads it: normalised (validated by the model)."""
+    return str(ipaddress.ip_network(cidr, strict=False))
+
+
 def _prefix_set(cidr: str, bounds: cr.PrefixLength, family: int) -> str:
     """`[ C{min,max} ]`: min is at least the CIDR's length, max at most the family's maximum."""
     length = ipaddress.ip_network(cidr, strict=False).prefixlen
     top = 32 if family == 4 else 128
     low = length if bounds.min is None else max(length, bounds.min)
     high = top if bounds.max is None else min(top, bounds.max)
-    return f"[ {cidr}{{{low},{high}}} ]"
+    return f"[ {_prefix(cidr)}{{{low},{high}}} ]"
 
 
 def conditions(rule: cr.FilterRule, family: int = 4) -> list[str]:
@@ -123,7 +128,8 @@ def conditions(rule: cr.FilterRule, family: int = 4) -> list[str]:
     """
     out = []
     if rule.cidr is not None and rule.matchOperator is not None:
-        target = rule.cidr if rule.prefixLength is None else _prefix_set(rule.cidr, rule.prefixLength, family)
+        bounds = rule.prefixLength
+        target = _prefix(rule.cidr) if bounds is None else _prefix_set(rule.cidr, bounds, family)
         out.append(f"(net {_OPERATORS[rule.matchOperator]} {target})")
     if rule.source == "RemotePeers":
         out.append("((defined(source))&&(source ~ [ RTS_BGP ]))")

@@ -256,9 +256,8 @@ def _sessions_of(
     peers with its peerIP or the nodes its peerSelector picks. Reverse (reversePeering Auto,
     Calico's default): the node is picked by peerSelector and peers back with the node side.
     """
-    node_side = _node_side(topo, cluster, spec)
     out: list[tuple[str, str, int, bool]] = []
-    if node in node_side:
+    if _on_node_side(topo, node, spec):
         kind = "global" if spec.node is None and spec.nodeSelector is None else "node"
         out += [(kind, ip, asn, is_node) for ip, asn, is_node in _peer_targets(topo, cluster, spec)]
     if (
@@ -268,7 +267,7 @@ def _sessions_of(
     ):
         out += [
             ("node", str(topo.node_address[n].ip), topo.node_asn[n], True)
-            for n in node_side
+            for n in _node_side(topo, cluster, spec)
             if n in topo.node_address
         ]
     return out
@@ -277,10 +276,20 @@ def _sessions_of(
 def _local_workloads(topo: Topology, cluster: str, node: str, spec: cr.BGPPeerSpec) -> list[str]:
     """IPs of the workloads on `node` a localWorkloadSelector BGPPeer peers with (none if the
     BGPPeer's `node`/`nodeSelector` leaves this node out)."""
-    if node not in _node_side(topo, cluster, spec):
+    if not _on_node_side(topo, node, spec):
         return []
     match = compile_selector(spec.localWorkloadSelector or "")
     return [str(w.ip) for w in topo.workloads if w.node == node and match(topo.workload_labels(w.vm))]
+
+
+def _on_node_side(topo: Topology, node: str, spec: cr.BGPPeerSpec) -> bool:
+    """Whether a BGPPeer of `node`'s cluster applies to it (one node's share of `_node_side`,
+    without evaluating the selector for every node of the cluster)."""
+    if spec.node is not None:
+        return node == spec.node
+    if spec.nodeSelector is not None:
+        return compile_selector(spec.nodeSelector)(topo.node_labels(node))
+    return True
 
 
 def _node_side(topo: Topology, cluster: str, spec: cr.BGPPeerSpec) -> list[str]:

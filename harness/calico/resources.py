@@ -9,40 +9,166 @@ the harness does not interpret.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from harness.calico.selector import SelectorError, compile_selector
+from harness.yamlsrc import shown
 
 API_VERSION = "projectcalico.org/v3"
 
-_IFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}$")
-_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}(:\d{1,10})?$")
+_IFACE = re.compile(r"[a-zA-Z0-9_.*-]{1,15}")
+_COMMUNITY = re.compile(r"\d{1,10}:\d{1,10}(:\d{1,10})?")
+_CIDR = re.compile(r"[0-9A-Fa-f.:]+/\d{1,3}")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+# -- Kubernetes object-meta syntax (apimachinery's validation rules) ----------------------------
+
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_QUALIFIED = re.compile(r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+ANNOTATIONS_MAX_BYTES = 256 * 1024  # Kubernetes' total annotation size limit
+
+
+def dns_subdomain(value: str, what: str = "name") -> str:
+    """A DNS-1123 subdomain, as Kubernetes requires of object names. Raises ValueError."""
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise ValueError(
+            f"{what} {shown(value)} is not a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, at most 253 characters (Kubernetes object names)"
+        )
+    return value
+
+
+def dns_label(value: str, what: str = "name") -> str:
+    """A DNS-1123 label (namespace names). Raises ValueError."""
+    if len(value) > 63 or not re.fullmatch(_DNS_LABEL, value):
+        raise ValueError(
+            f"{what} {shown(value)} is not a DNS-1123 label: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def qualified_name(key: str, what: str = "label key") -> str:
+    """A Kubernetes qualified name ('[prefix/]name'), as label and annotation keys must be."""
+    prefix, _, name = key.rpartition("/")
+    reason = None
+    if "/" in prefix or (key.count("/") and not prefix):
+        reason = "at most one '/', with a prefix before it"
+    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        reason = "its prefix must be a DNS-1123 subdomain (e.g. example.com)"
+    elif len(name) > 63 or not _QUALIFIED.fullmatch(name):
+        reason = "its name must be 1-63 letters, digits, '-', '_' or '.', with a letter or digit at both ends"
+    if reason:
+        raise ValueError(f"{what} {shown(key)} is not a Kubernetes qualified name: {reason}")
+    return key
+
+
+def label_value(value: str, key: str) -> str:
+    """A Kubernetes label value: empty, or up to 63 letters, digits, '-', '_', '.' (alnum at both ends)."""
+    if value and (len(value) > 63 or not _QUALIFIED.fullmatch(value)):
+        raise ValueError(
+            f"label {shown(key)}: value {shown(value)} is not a Kubernetes label value (empty, or 1-63 "
+            "letters, digits, '-', '_' or '.', with a letter or digit at both ends)"
+        )
+    return value
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Labels with Kubernetes' syntax for keys and values. Raises ValueError naming the label."""
+    for key, value in labels.items():
+        qualified_name(key)
+        label_value(value, key)
+    return labels
+
+
+def _check_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    for key in annotations:
+        qualified_name(key.lower(), "annotation key")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+    if size > ANNOTATIONS_MAX_BYTES:
+        raise ValueError(f"annotations take {size} bytes, above Kubernetes' limit of {ANNOTATIONS_MAX_BYTES}")
+    return annotations
+
+
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+ObjectName = Annotated[str, AfterValidator(dns_subdomain)]
+
+
 class Metadata(_Strict):
-    name: str
-    namespace: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    name: ObjectName
+    namespace: Annotated[str, AfterValidator(lambda v: dns_label(v, "namespace"))] | None = None
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(_check_annotations)] = Field(default_factory=dict)
+
+
+# -- typed values ----------------------------------------------------------------------------
+
+ASN_MAX = 4294967295
+RESERVED_ASNS = {
+    0: "reserved (RFC 7607)",
+    23456: "AS_TRANS, a placeholder for 4-byte AS numbers (RFC 6793)",
+    65535: "reserved (RFC 7300)",
+    ASN_MAX: "reserved (RFC 7300)",
+}
+
+
+def check_asn(value: int) -> int:
+    """An AS number usable in a BGP session (not a reserved one). Raises ValueError."""
+    if value in RESERVED_ASNS:
+        raise ValueError(f"AS {value} is reserved: {RESERVED_ASNS[value]}")
+    return value
+
+
+ASNumber = Annotated[int, Field(ge=1, le=ASN_MAX), AfterValidator(check_asn)]
+
+SELECTOR_MAX = 1024
+"""Calico's CRDs cap selectors at 1024 characters."""
+
+
+def check_selector(text: str) -> str:
+    """A Calico selector this emulation evaluates: bounded, parsed. Raises ValueError."""
+    if len(text) > SELECTOR_MAX:
+        raise ValueError(f"selector is {len(text)} characters long; Calico allows at most {SELECTOR_MAX}")
+    try:
+        compile_selector(text)
+    except SelectorError as e:
+        raise ValueError(str(e)) from None
+    except RecursionError:
+        raise ValueError(f"selector {shown(text)} nests too deeply") from None
+    return text
+
+
+Selector = Annotated[str, AfterValidator(check_selector)]
+FreeText = Annotated[str, Field(max_length=SELECTOR_MAX)]
+"""A string kvlab keeps but never interprets or renders (bounded all the same)."""
 
 
 def parse_community(value: str) -> tuple[int, ...]:
     """'65000:100' -> (65000, 100); 'a:b:c' -> large community. Raises ValueError on bad input."""
-    if not _COMMUNITY.match(value):
-        raise ValueError(f"'{value}' is not a BGP community (aa:nn or aa:nn:mm)")
+    if not _COMMUNITY.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a BGP community (aa:nn or aa:nn:mm)")
     parts = tuple(int(p) for p in value.split(":"))
     limit = 0xFFFF if len(parts) == 2 else 0xFFFFFFFF
     if any(p > limit for p in parts):
-        raise ValueError(f"'{value}' has a component above {limit}")
+        raise ValueError(f"{shown(value)} has a component above {limit}")
     return parts
 
 
-Community = Annotated[str, Field(max_length=32)]
+def _community(value: str) -> str:
+    parse_community(value)
+    return value
+
+
+Community = Annotated[str, Field(max_length=32), AfterValidator(_community)]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -51,14 +177,40 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 def parse_duration(text: str) -> float:
     """A Kubernetes/Go duration ('30s', '1m30s', '500ms') in seconds. Raises ValueError."""
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
+    for m in _DURATION.finditer(text[:64]):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"'{text}' is not a duration like '30s' or '1m30s'")
+    if pos != len(text) or not text or not math.isfinite(total):
+        raise ValueError(f"{shown(text)} is not a duration like '30s' or '1m30s'")
     return total
+
+
+def duration(low: float, high: float, why: str) -> AfterValidator:
+    """A validator of a duration string between `low` and `high` seconds (`why` says whose limit)."""
+
+    def check(text: str) -> str:
+        seconds = parse_duration(text)
+        if not low <= seconds <= high:
+            raise ValueError(f"{shown(text)} is out of range: {why}")
+        return text
+
+    return AfterValidator(check)
+
+
+KEEPALIVE_MAX = 120
+"""Longest BGP keepalive time (s): half of BIRD's default 240 s hold time, which kvlab's configs
+keep (BIRD 2 refuses a keepalive above the hold time and warns above half of it)."""
+
+Keepalive = Annotated[
+    str,
+    duration(
+        1,
+        KEEPALIVE_MAX,
+        f"BIRD takes whole seconds from 1 to {KEEPALIVE_MAX} here (half of its 240 s hold time)",
+    ),
+]
 
 
 class PrefixLength(_Strict):
@@ -69,26 +221,13 @@ class PrefixLength(_Strict):
 class CommunityMatch(_Strict):
     values: list[Community] = Field(min_length=1, max_length=1)
 
-    @field_validator("values")
-    @classmethod
-    def _check(cls, v: list[str]) -> list[str]:
-        for c in v:
-            parse_community(c)
-        return v
-
 
 class AddCommunity(_Strict):
     value: Community
 
-    @field_validator("value")
-    @classmethod
-    def _check(cls, v: str) -> str:
-        parse_community(v)
-        return v
-
 
 class PrependASPath(_Strict):
-    prefix: list[Annotated[int, Field(ge=0, le=4294967295)]] = Field(min_length=1, max_length=10)
+    prefix: list[ASNumber] = Field(min_length=1, max_length=10)
 
 
 class SetPriority(_Strict):
@@ -109,6 +248,9 @@ class FilterOperation(_Strict):
 
 
 class FilterRule(_Strict):
+    """One BGPFilter rule; `FilterRuleV4`/`FilterRuleV6` hold it to its address family."""
+
+    FAMILY: ClassVar[int] = 0
     action: Literal["Accept", "Reject"]
     cidr: str | None = None
     matchOperator: Literal["Equal", "NotEqual", "In", "NotIn"] | None = None
@@ -118,29 +260,43 @@ class FilterRule(_Strict):
     peerType: Literal["eBGP", "iBGP"] | None = None
     priority: int | None = Field(default=None, ge=1, le=2147483646)
     communities: CommunityMatch | None = None
-    asPathPrefix: list[Annotated[int, Field(ge=0, le=4294967295)]] | None = None
-    operations: list[FilterOperation] = Field(default_factory=list)
+    asPathPrefix: list[ASNumber] | None = Field(default=None, max_length=64)
+    operations: list[FilterOperation] = Field(default_factory=list, max_length=16)
 
     @field_validator("cidr")
     @classmethod
     def _cidr(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                ipaddress.ip_network(v, strict=True)
+                net = ipaddress.ip_network(v, strict=True)
             except ValueError as e:
-                raise ValueError(f"cidr '{v}': {e} (BIRD rejects host bits in a prefix)") from None
+                raise ValueError(f"cidr {shown(v)}: {e} (BIRD rejects host bits in a prefix)") from None
+            if not _CIDR.fullmatch(v):
+                raise ValueError(f"cidr {shown(v)} is not a prefix like 203.0.113.0/24")
+            if cls.FAMILY and net.version != cls.FAMILY:
+                raise ValueError(
+                    f"cidr {v} is IPv{net.version}: a V{cls.FAMILY} rule needs an IPv{cls.FAMILY} prefix"
+                )
         return v
 
     @field_validator("interface")
     @classmethod
     def _interface(cls, v: str | None) -> str | None:
-        if v is not None and not _IFACE.match(v):
+        if v is not None and not _IFACE.fullmatch(v):
             raise ValueError(
-                f"interface '{v}' must be an interface name or pattern of 1-15 of [A-Za-z0-9_.*-]"
+                f"interface {shown(v)} must be an interface name or pattern of 1-15 of [A-Za-z0-9_.*-]"
             )
         return v
 
     def model_post_init(self, _: Any) -> None:
+        top = 32 if self.FAMILY == 4 else 128
+        if (
+            self.prefixLength is not None
+            and max(self.prefixLength.min or 0, self.prefixLength.max or 0) > top
+        ):
+            raise ValueError(
+                f"prefixLength above /{top}: a V{self.FAMILY} rule matches IPv{self.FAMILY} prefixes"
+            )
         if self.prefixLength is not None and self.cidr is not None:
             length = ipaddress.ip_network(self.cidr).prefixlen
             lo, hi = self.prefixLength.min, self.prefixLength.max
@@ -156,15 +312,23 @@ class FilterRule(_Strict):
             raise ValueError("operations are only allowed on Accept rules")
 
 
+class FilterRuleV4(FilterRule):
+    FAMILY: ClassVar[int] = 4
+
+
+class FilterRuleV6(FilterRule):
+    FAMILY: ClassVar[int] = 6
+
+
 class BGPFilterSpec(_Strict):
-    exportV4: list[FilterRule] = Field(default_factory=list)
-    importV4: list[FilterRule] = Field(default_factory=list)
-    exportV6: list[FilterRule] = Field(default_factory=list)
-    importV6: list[FilterRule] = Field(default_factory=list)
+    exportV4: list[FilterRuleV4] = Field(default_factory=list)
+    importV4: list[FilterRuleV4] = Field(default_factory=list)
+    exportV6: list[FilterRuleV6] = Field(default_factory=list)
+    importV6: list[FilterRuleV6] = Field(default_factory=list)
 
 
 class BGPConfigurationSpec(_Strict):
-    asNumber: int | None = Field(default=None, ge=1, le=4294967295)
+    asNumber: ASNumber | None = None
     nodeToNodeMeshEnabled: bool | None = None
     logSeverityScreen: str | None = None
     listenPort: int | None = Field(default=None, ge=1, le=65535)
@@ -201,25 +365,51 @@ class BGPConfigurationSpec(_Strict):
         return v
 
 
+ALLOW_LOCAL_AS_MAX = 255
+"""Most occurrences of the local AS a peer may accept in an AS path (kvlab's bound: BIRD
+counts them in an int, and an AS_PATH segment holds at most 255 AS numbers)."""
+
+
 class BGPPeerSpec(_Strict):
-    node: str | None = None
-    nodeSelector: str | None = None
+    node: Annotated[str, AfterValidator(lambda v: dns_subdomain(v, "node name"))] | None = None
+    nodeSelector: Selector | None = None
     peerIP: str | None = None
-    peerSelector: str | None = None
-    asNumber: int | None = Field(default=None, ge=1, le=4294967295)
-    localASNumber: int | None = Field(default=None, ge=1, le=4294967295)
-    filters: list[str] = Field(default_factory=list)
-    localWorkloadSelector: str | None = None
+    peerSelector: Selector | None = None
+    asNumber: ASNumber | None = None
+    localASNumber: ASNumber | None = None
+    filters: list[Annotated[str, AfterValidator(lambda v: dns_subdomain(v, "filter name"))]] = Field(
+        default_factory=list, max_length=64
+    )
+    localWorkloadSelector: Selector | None = None
     nextHopMode: Literal["Auto", "Self", "Keep"] | None = None
     keepOriginalNextHop: bool | None = None
-    numAllowedLocalASNumbers: int | None = Field(default=None, ge=0)
+    numAllowedLocalASNumbers: int | None = Field(default=None, ge=0, le=ALLOW_LOCAL_AS_MAX)
     password: dict[str, Any] | None = None
     sourceAddress: Literal["UseNodeIP", "None"] | None = None
-    maxRestartTime: str | None = None
-    keepaliveTime: str | None = None
-    ttlSecurity: int | None = None
-    reachableBy: str | None = None
+    maxRestartTime: Annotated[str, duration(0, 3600, "at most 1h")] | None = None
+    keepaliveTime: Keepalive | None = None
+    ttlSecurity: int | None = Field(default=None, ge=0, le=255)
+    reachableBy: str | None = Field(default=None, max_length=64)
     reversePeering: Literal["Auto", "Manual"] | None = None
+
+    @field_validator("peerIP")
+    @classmethod
+    def _peer_ip(cls, v: str | None) -> str | None:
+        """An IPv4 address: the emulated nodes run IPv4 only and peer on port 179."""
+        if v is None:
+            return v
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            host, sep, port = v.rpartition(":")
+            if sep and port.isdigit() and _is_ip(host.strip("[]")):
+                raise ValueError(
+                    f"peerIP {shown(v)} has a port: peering on another port than 179 is not emulated"
+                ) from None
+            raise ValueError(f"{shown(v)} is not an IP address") from None
+        if ip.version != 4:
+            raise ValueError(f"peerIP {v} is IPv6: the emulated nodes peer over IPv4 only")
+        return v
 
     def model_post_init(self, _: Any) -> None:
         if self.localWorkloadSelector is not None:
@@ -233,6 +423,14 @@ class BGPPeerSpec(_Strict):
             raise ValueError("peerSelector excludes peerIP and asNumber")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class IPPoolSpec(_Strict):
     cidr: str
 
@@ -240,9 +438,11 @@ class IPPoolSpec(_Strict):
     @classmethod
     def _cidr(cls, v: str) -> str:
         try:
+            if not _CIDR.fullmatch(v):
+                raise ValueError
             ipaddress.ip_network(v, strict=False)
         except ValueError:
-            raise ValueError(f"'{v}' is not an IP network") from None
+            raise ValueError(f"{shown(v)} is not an IP network") from None
         return v
 
     blockSize: int | None = Field(default=None, ge=0, le=128)
@@ -251,18 +451,18 @@ class IPPoolSpec(_Strict):
     natOutgoing: bool | None = None
     disabled: bool | None = None
     disableBGPExport: bool | None = None
-    nodeSelector: str | None = None
-    namespaceSelector: str | None = None
-    allowedUses: list[str] | None = None
-    assignmentMode: str | None = None
+    nodeSelector: FreeText | None = None  # not emulated: kept, not evaluated
+    namespaceSelector: FreeText | None = None
+    allowedUses: list[Literal["Workload", "Tunnel", "LoadBalancer"]] | None = None
+    assignmentMode: Literal["Automatic", "Manual"] | None = None
 
 
 class IPAMConfigurationSpec(_Strict):
     strictAffinity: bool  # required by the CRD
     autoAllocateBlocks: bool  # required by the CRD
-    maxBlocksPerHost: int | None = None
+    maxBlocksPerHost: int | None = Field(default=None, ge=0, le=2147483647)
     kubeVirtVMAddressPersistence: Literal["Enabled", "Disabled"] | None = None
-    ipCooldownSeconds: int | None = None
+    ipCooldownSeconds: int | None = Field(default=None, ge=0, le=2147483647)
 
 
 class FelixConfigurationSpec(BaseModel):
@@ -273,14 +473,9 @@ class FelixConfigurationSpec(BaseModel):
     ipv4ElevatedRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
     ipv6NormalRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
     ipv6ElevatedRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
-    liveMigrationRouteConvergenceTime: str | None = None
-
-    @field_validator("liveMigrationRouteConvergenceTime")
-    @classmethod
-    def _duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
+    liveMigrationRouteConvergenceTime: (
+        Annotated[str, duration(0, 3600, "the node agent holds elevated routes for at most 1h")] | None
+    ) = None
 
 
 class _Resource(_Strict):

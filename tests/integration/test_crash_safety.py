@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from footprint import processes_mentioning
+from labfiles import lab_data, write_lab_data
 
 from harness import netlink, tcpcheck
 from harness.lab import Lab
@@ -57,12 +58,10 @@ TARGET_KILLS = [
 @pytest.fixture(scope="module")
 def crash_lab(kvlab_labs, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The default lab (vm1 a QEMU guest) with a short source-pod linger, for this module alone."""
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data = lab_data("default")
     data["name"] = "crash"
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
     data["timers"] = {**data.get("timers", {}), "migration_source_cleanup": 0.2}
-    path = tmp_path_factory.mktemp("crash") / "crash.yml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_lab_data(data, tmp_path_factory.mktemp("crash") / "crash.yml")
     lab: Lab = kvlab_labs(path, private=True)
     assert lab.topo.workload("vm1").backend == "qemu"
     yield lab
@@ -89,19 +88,8 @@ def kvlab(
 
 
 def qemu_processes(lab: Lab, vm: str) -> list[int]:
-    """Every QEMU process of `vm` in this lab (its command line names the lab's run directory)."""
-    marker = str(lab_dir(lab.name) / vm).encode()
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(marker in a for a in argv):
-            out.append(int(entry.name))
-    return out
+    """Every QEMU process of `vm` in this lab (its command line names the VM's run directory)."""
+    return processes_mentioning(lab_dir(lab.name) / vm, program="qemu-system-x86_64")
 
 
 def node_of(lab: Lab, pid: int) -> str:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from labfiles import lab_data, write_lab_data
 
 from harness import tcpcheck
 from harness.generate import fabric_lab, write_lab
@@ -35,10 +35,7 @@ def name() -> str:
 
 
 def test_up_rebuilds_a_lab_whose_qemu_vm_died_and_says_so(name: str, tmp_path: Path) -> None:
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
-    path = tmp_path / "default.yml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_lab_data(lab_data("default"), tmp_path / "default.yml")
     assert kvlab("up", str(path), "--name", name).returncode == 0
     lab = Lab.attach(name)
     assert lab.is_running()

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from footprint import assert_no_footprint, processes_mentioning
+from labfiles import lab_data, write_lab_data
 
 from harness import netlink
 from harness.errors import WaitTimeout
@@ -40,17 +41,7 @@ def lab_pids(name: str) -> list[int]:
 
 def bird_pids_of(name: str) -> list[int]:
     """BIRD processes whose control socket lives in this lab's run directory."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"bird") and str(lab_dir(name)).encode() in b" ".join(cmdline):
-            out.append(int(entry.name))
-    return out
+    return processes_mentioning(lab_dir(name), program="bird")
 
 
 def assert_gone(name: str) -> None:
@@ -229,19 +220,17 @@ def test_nested_lab_from_the_command_line() -> None:
 
 def test_nested_node_in_a_qemu_vm_is_refused_and_creates_nothing(tmp_path: Path) -> None:
     """The guest image has no BIRD: a nested node needs a mock VM on the netns runtime (exit 2)."""
-    data = yaml.safe_load((REPO / "labs" / "nested.yml").read_text())
+    data = lab_data("nested")
     for vm in data["vms"]:
         if vm["name"] == "vm-red":
             vm["backend"] = "qemu"
-    for cluster in data["clusters"]:
-        cluster["resources"] = str(REPO / "labs" / cluster["resources"])
-    path = tmp_path / "nested-qemu.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    before = netlink.list_namespaces()
-    res = _kvlab("up", str(path), "--name", Lab.unique_name("nestedq"), timeout=60)
+    path = write_lab_data(data, tmp_path / "nested-qemu.yml")
+    name = Lab.unique_name("nestedq")
+    res = _kvlab("up", str(path), "--name", name, timeout=60)
     assert res.returncode == 2, res.stderr
     assert "nested nodes red-n1 run in QEMU VMs" in res.stderr
-    assert netlink.list_namespaces() == before
+    # Only what this lab could have created (other labs come and go meanwhile), its lock file too.
+    assert_no_footprint(name)
 
 
 # -- builders killed half-way, labs in progress, kept labs --------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from labfiles import lab_data, write_lab_data
 
 from harness import checks
 from harness.canary import DEFAULT_PORT as GUEST_PORT
@@ -263,15 +263,12 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(  # ty
     kvlab_labs, tmp_path: Path
 ) -> None:
     """Negative control: a ToR that ignores the community keeps the source (lower router ID): detected."""
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data = lab_data("default")
     data["name"] = "nopref"
     for r in data["routers"]:
         r["community_preference"] = False
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
     data["timers"] = {"migration_source_cleanup": 5}
-    path = tmp_path / "nopref.yml"
-    path.write_text(yaml.safe_dump(data))
-    lab: Lab = kvlab_labs(path, private=True)
+    lab: Lab = kvlab_labs(write_lab_data(data, tmp_path / "nopref.yml"), private=True)
     lab.migrate("vm1", "r2-n1")
     m = lab.vm("vm1").migration("r2-n2")
     m.prepare()

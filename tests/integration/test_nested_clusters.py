@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from labfiles import lab_data
 
 from harness.birdc import Route
 from harness.lab import Lab
@@ -126,11 +127,8 @@ def test_nested_pools_stay_with_their_own_cluster(nested: Lab) -> None:
 def _rogue_spec(tmp: Path) -> Path:
     """labs/nested.yml with inline resources; red and blue each add a pool the parent does not
     accept, and blue's parent filter is the guide's (no trailing Reject)."""
-    data = yaml.safe_load(NESTED.read_text())
+    data = lab_data("nested")
     data["name"] = "nested-rogue"
-    for cluster in data["clusters"]:
-        path = NESTED.parent / cluster["resources"]
-        cluster["resources"] = [d for d in yaml.safe_load_all(path.read_text()) if d]
     extra = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}
     for cluster in data["clusters"]:
         if cluster["name"] in extra:

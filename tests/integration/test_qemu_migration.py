@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labfiles import lab_data, write_lab_data
 
 from harness import checks, netlink
 from harness.errors import LabError
@@ -132,15 +133,10 @@ def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
 def test_a_migration_that_times_out_is_cancelled_and_the_vm_stays(kvlab_labs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """timers.migration shorter than QEMU needs (~0.4 s for 128 MiB): cancelled, the VM keeps
     running on the source, no target route ever, and the record says why."""
-    import yaml
-
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
+    data = lab_data("default")
     data["name"] = "qtimeout"
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
     data["timers"] = {"migration": 0.1}
-    path = tmp_path / "qtimeout.yml"
-    path.write_text(yaml.safe_dump(data))
-    lab: Lab = kvlab_labs(path, private=True)
+    lab: Lab = kvlab_labs(write_lab_data(data, tmp_path / "qtimeout.yml"), private=True)
     timed_out = pytest.raises(MigrationFailed, match="QEMU migration to complete")
     with lab.canary("ext1", "vm1") as probe, timed_out as failed:
         lab.migrate("vm1", "r2-n1")

@@ -20,6 +20,7 @@ from typing import Any
 import paramiko
 import pytest
 import yaml
+from labfiles import lab_data, write_lab_data
 
 from harness.errors import LabError
 from harness.realstack import guestssh as gs
@@ -442,11 +443,9 @@ def test_re_rendering_keeps_the_key_and_a_given_key_is_used_in_place(
 
 
 def test_the_relay_host_is_the_first_host_of_the_spec(tmp_path: Path) -> None:
-    data = yaml.safe_load(DEFAULT_LAB.read_text())
+    data = lab_data("default")
     data["hosts"] = [{"name": "ext2", "router": "tor2"}, *data["hosts"]]
-    data["clusters"][0]["resources"] = str(REPO / "labs" / "calico" / "default.yaml")
-    path = tmp_path / "two-hosts.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = write_lab_data(data, tmp_path / "two-hosts.yml")
     r = rr.render_containerlab(load_lab(path), tmp_path / "out", use_emulation=True, run_dir=tmp_path / "run")
     assert r.manifest["guest_ssh"]["via"] == "ext2"
 

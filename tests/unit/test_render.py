@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from labfiles import lab_data
 
 from harness.errors import LabError, SpecError
 from harness.generate import fabric_lab, write_lab
@@ -68,14 +69,6 @@ def neighbor(body: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2))
 
 
-def default_lab_data() -> dict[str, Any]:
-    data = yaml.safe_load((REPO / "labs" / "default.yml").read_text())
-    data["clusters"][0]["resources"] = list(
-        yaml.safe_load_all((REPO / "labs/calico/default.yaml").read_text())
-    )
-    return data
-
-
 def bgpconfig(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": V3, "kind": "BGPConfiguration", "metadata": {"name": "default"}, "spec": spec}
 
@@ -86,7 +79,7 @@ def bgppeer(name: str, **spec: Any) -> dict[str, Any]:
 
 def lab_with(tmp_path: Path, resources: list[dict[str, Any]], **changes: Any) -> LabSpec:
     """The default lab with other Calico resources (inline) and optional top-level changes."""
-    data = default_lab_data()
+    data = lab_data("default")
     data["clusters"][0]["resources"] = resources
     data.update(changes)
     path = tmp_path / "lab.yml"
@@ -185,7 +178,7 @@ def test_spine_sessions(default_configs: dict[str, str]) -> None:
 
 
 def test_router_without_community_preference(tmp_path: Path) -> None:
-    data = default_lab_data()
+    data = lab_data("default")
     data["routers"][1]["community_preference"] = False
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -196,7 +189,7 @@ def test_router_without_community_preference(tmp_path: Path) -> None:
 
 
 def test_router_custom_elevated_community(tmp_path: Path) -> None:
-    data = default_lab_data()
+    data = lab_data("default")
     data["routers"][1]["elevated_community"] = "64999:7"
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -206,7 +199,7 @@ def test_router_custom_elevated_community(tmp_path: Path) -> None:
 
 def test_router_large_elevated_community_is_refused(tmp_path: Path) -> None:
     """The ToR filter matches a standard community; a large one would silently match nothing."""
-    data = default_lab_data()
+    data = lab_data("default")
     data["routers"][1]["elevated_community"] = "65000:100:1"
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -405,7 +398,7 @@ def test_enabled_pool_is_not_rejected(default_configs: dict[str, str]) -> None:
 
 
 def test_per_node_asn_is_the_local_as(tmp_path: Path) -> None:
-    data = default_lab_data()
+    data = lab_data("default")
     data["clusters"][0]["nodes"][0]["asn"] = 64600
     path = tmp_path / "lab.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

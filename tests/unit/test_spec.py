@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from labfiles import resources
 
 from harness.calico import resources as cr
 from harness.errors import SpecError, SpecIssue
@@ -160,7 +161,7 @@ def test_default_lab_loads() -> None:
 def test_default_lab_resources_are_typed() -> None:
     spec = load_lab(REPO / "labs" / "default.yml")
     items = [r for r, _, _ in cluster_resources(spec)["kv"]]
-    docs = [d for d in yaml.safe_load_all((REPO / "labs" / "calico" / "default.yaml").read_text()) if d]
+    docs = resources("calico/default.yaml")
     assert [(r.kind, r.metadata.name) for r in items] == [(d["kind"], d["metadata"]["name"]) for d in docs]
     bgpconf = next(r for r in items if r.kind == "BGPConfiguration")
     assert isinstance(bgpconf, cr.BGPConfiguration)
@@ -203,17 +204,24 @@ def test_spec_is_frozen() -> None:
 
 
 def test_load_lab_creates_nothing(tmp_path: Path) -> None:
-    """Validation has no side effects: no namespace appears, no file is written."""
-    from pyroute2.netns import listnetns
+    """Validation has no side effects: nothing of the loaded labs' names appears (namespaces,
+    run directory, lock files, processes), no file is written. Other labs may come and go."""
+    from footprint import assert_no_footprint, footprint
+
+    from harness.lab import Lab
 
     src = tmp_path / "lab"
     shutil.copytree(REPO / "labs", src)
+    name = Lab.unique_name("loadonly")
+    lab_file = src / "default.yml"
+    lab_file.write_text(lab_file.read_text().replace("name: default", f"name: {name}", 1))
     before_files = sorted(p.relative_to(src) for p in src.rglob("*"))
-    before_ns = sorted(listnetns())
-    load_lab(src / "default.yml")
+    bad_before = footprint("bad")  # the bad lab's name: compared, another test may use it
+    assert load_lab(lab_file).name == name
     with pytest.raises(SpecError):
         load_lab(BAD / "node-ip-outside.yml")
-    assert sorted(listnetns()) == before_ns
+    assert_no_footprint(name)
+    assert footprint("bad") == bad_before
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before_files
 
 

@@ -1,0 +1,62 @@
+"""What one lab name could have left on this machine, and nothing else.
+
+Other labs (a user's, another CI job's, another test's) come and go while tests run, so a test
+that checks it "created nothing" looks only at what its own lab name could have created: the
+namespaces `kvlab.<name>.*`, the run directory, entries of the run root named after the lab
+(lock files), and processes whose command line mentions the lab's run directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import netlink
+from harness.state import NS_PREFIX, lab_dir, run_root
+
+
+@dataclass(frozen=True)
+class Footprint:
+    namespaces: tuple[str, ...]
+    run_entries: tuple[str, ...]  # the run directory and lock files named after the lab
+    processes: tuple[int, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.namespaces or self.run_entries or self.processes)
+
+
+def footprint(name: str) -> Footprint:
+    """Everything on this machine that belongs to lab `name`."""
+    namespaces = tuple(sorted(ns for ns in netlink.list_namespaces() if ns.startswith(f"{NS_PREFIX}{name}.")))
+    root = run_root()
+    entries = (
+        tuple(sorted(p.name for p in root.iterdir() if p.name == name or name in p.name.split(".")))
+        if root.is_dir()
+        else ()
+    )
+    return Footprint(namespaces, entries, tuple(processes_mentioning(lab_dir(name))))
+
+
+def processes_mentioning(directory: Path, program: str | None = None) -> list[int]:
+    """Processes with an argument that is `directory` or a path below it (e.g. `-serial
+    file:<dir>/...`), optionally only those whose program name ends with `program`."""
+    exact, below = str(directory).encode(), f"{directory}/".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if program is not None and not argv[0].endswith(program.encode()):
+            continue
+        if any(arg == exact or below in arg for arg in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def assert_no_footprint(name: str) -> None:
+    """Lab `name` left nothing behind (or never created anything)."""
+    left = footprint(name)
+    assert not left, f"lab {name!r} left {left}"
