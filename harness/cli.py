@@ -57,7 +57,7 @@ def resolve_spec_path(arg: str | None, option: str = "LAB") -> Path:
 def resolve_running(arg: str | None, option: str = "--lab") -> str:
     """A running lab's name from a name, a lab file, or (none given) the only running lab."""
     from harness.lab import running_lab_names
-    from harness.spec import load_lab
+    from harness.labfile import load_lab
 
     running = running_lab_names()
     if arg is None:
@@ -352,7 +352,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """The lab file and everything it names, then every BIRD config it derives through `bird -p`."""
-    from harness.spec import load_lab
+    from harness.labfile import load_lab
 
     spec = load_lab(resolve_spec_path(args.lab))
     print(f"{spec.source}: valid lab '{spec.name}' ({_bird_checked(spec)})", file=sys.stderr)
@@ -373,7 +373,7 @@ def _bird_checked(spec: Any, configs: list[Any] | None = None) -> str:
 def cmd_render(args: argparse.Namespace) -> int:
     """netns: the BIRD configs. containerlab: everything the real stack is built from, then
     validated (schemas, structure, `bird -p`); exit 2 naming file, field and reason on a problem."""
-    from harness.spec import load_lab
+    from harness.labfile import load_lab
 
     spec = load_lab(resolve_spec_path(args.lab))
     out = Path(args.out)

@@ -21,13 +21,14 @@ from harness import netlink
 from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
 from harness.errors import InvalidRequest, LabError, LabExists, UnknownLabError
 from harness.kernel import KernelRoute
+from harness.labfile import load_lab
 from harness.locking import LockBusy
 from harness.procs import start_time
 from harness.progress import NullProgress, Progress
 from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
-from harness.spec import LabSpec, cluster_resources, load_lab
+from harness.spec import LabSpec, cluster_resources
 from harness.state import (
     LabState,
     check_lab_name,
@@ -66,7 +67,7 @@ def spec_digest(spec: LabSpec) -> str:
     h = hashlib.sha256(spec.model_dump_json().encode())
     for cluster, items in sorted(cluster_resources(spec).items()):
         h.update(cluster.encode())
-        for res, _, _ in items:
+        for res in items:
             h.update(res.model_dump_json().encode())
     return h.hexdigest()[:16]
 
@@ -237,7 +238,7 @@ class Lab:
                 )
                 if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
                     check_rendered(self.spec)
-                self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
+                self.runtime.up(state, self.topo, cluster_resources(self.spec))
                 try:
                     if wait:
                         self.wait_established()
@@ -335,7 +336,7 @@ class Lab:
         from harness.calico import felix
 
         cluster, _ = self.spec.node(node)
-        return felix.priorities(cluster_resources_plain(self.spec).get(cluster.name, []))
+        return felix.priorities(cluster_resources(self.spec).get(cluster.name, []))
 
     def migrate(self, vm: str, to: str, *, canary: str | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
         """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration).
@@ -514,9 +515,6 @@ def canary_verdict(report: Any) -> str | None:
         problems.append("still waiting for echoes when it stopped")
     return ", ".join(problems) or None
 
-
-def cluster_resources_plain(spec: LabSpec) -> dict[str, list[Any]]:
-    return {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
 
 
 # -- labs on this machine --------------------------------------------------------------

@@ -36,6 +36,7 @@ from harness.calico import confd
 from harness.errors import InvalidRequest, LabError, WaitTimeout
 from harness.kernel import routes_from
 from harness.migration_journal import MigrationJournal, migration_lock
+from harness.spec import cluster_resources
 from harness.state import lab_dir
 from harness.wait import eventually
 
@@ -490,9 +491,7 @@ class Migration:
             self.record.phase(what)
 
     def _resources(self) -> dict[str, list[Any]]:
-        from harness.lab import cluster_resources_plain
-
-        return cluster_resources_plain(self.lab.spec)
+        return cluster_resources(self.lab.spec)
 
     def _peering_ip(self, node: str, extra: dict[str, str] | None = None) -> str | None:
         """The workload peering IP `node` provisions on this VM's interface, if it peers with it."""

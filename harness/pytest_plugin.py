@@ -32,10 +32,11 @@ import pytest
 
 from harness.errors import LabError, LabNameError, PreflightError
 from harness.lab import Lab, reap_stale
+from harness.labfile import load_lab
 from harness.realstack.matrix_cli import STACK_ENV, selected
 from harness.realstack.versions import MATRIX
 from harness.runtime import RUNTIMES, get_runtime
-from harness.spec import LabSpec, load_lab
+from harness.spec import LabSpec
 from harness.state import LabState, lab_dir
 
 

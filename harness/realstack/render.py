@@ -855,7 +855,7 @@ def render_containerlab(
     topo = resolve(spec)
     kind_nodes = plan_kind_nodes(topo)
     services = service_subnets(topo)
-    resources = {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
+    resources = cluster_resources(spec)
     kvm = kv.kvm_usable() if use_emulation is None else None
     emulate = (not kvm) if use_emulation is None else use_emulation
     image = image or tor_image()

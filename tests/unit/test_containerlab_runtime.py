@@ -29,6 +29,7 @@ import yaml
 from harness.canary import Canary
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
+from harness.labfile import load_lab
 from harness.realstack import kube as k
 from harness.realstack import pins
 from harness.realstack import render as rr
@@ -36,7 +37,6 @@ from harness.realstack.versions import DEFAULT, MATRIX
 from harness.runtime import containerlab as cl
 from harness.runtime import get_runtime
 from harness.runtime.base import Runtime
-from harness.spec import load_lab
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
 REPO = Path(__file__).resolve().parents[2]

@@ -30,6 +30,7 @@ import yaml
 from harness.errors import LabError, WaitTimeout
 from harness.kernel import KernelRoute
 from harness.lab import Lab
+from harness.labfile import load_lab
 from harness.realstack import ipam
 from harness.realstack import kube as k
 from harness.realstack import kubevirt as kv
@@ -37,7 +38,6 @@ from harness.realstack import render as rr
 from harness.realstack.kubevirt_migration import parse_time, record_from_kubevirt
 from harness.realstack.versions import MATRIX
 from harness.runtime import containerlab as cl
-from harness.spec import load_lab
 from harness.topology import resolve
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
