@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -39,6 +40,26 @@ def alive(pid: int, started: int | None = None) -> bool:
     if not fields or fields[0] == "Z":
         return False
     return started is None or (len(fields) > 19 and int(fields[19]) == started)
+
+
+def mentioning(directory: Path, program: str | None = None) -> list[int]:
+    """Processes with an argument that is `directory` or a path below it (e.g. `-c <dir>/bird.conf`
+    or `-serial file:<dir>/serial.log`), optionally only those whose program ends with `program`."""
+    exact, below = str(directory).encode(), f"{directory}/".encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if program is not None and not argv[0].endswith(program.encode()):
+            continue
+        if any(arg == exact or below in arg for arg in argv):
+            pids.append(int(entry.name))
+    return pids
 
 
 def kill_all(pids: list[int], grace: float = 3.0) -> None:

@@ -9,9 +9,9 @@ namespaces `kvlab.<name>.*`, the run directory, entries of the run root named af
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from harness import netlink
+from harness.procs import mentioning
 from harness.state import NS_PREFIX, lab_dir, run_root
 
 
@@ -34,26 +34,7 @@ def footprint(name: str) -> Footprint:
         if root.is_dir()
         else ()
     )
-    return Footprint(namespaces, entries, tuple(processes_mentioning(lab_dir(name))))
-
-
-def processes_mentioning(directory: Path, program: str | None = None) -> list[int]:
-    """Processes with an argument that is `directory` or a path below it (e.g. `-serial
-    file:<dir>/...`), optionally only those whose program name ends with `program`."""
-    exact, below = str(directory).encode(), f"{directory}/".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if program is not None and not argv[0].endswith(program.encode()):
-            continue
-        if any(arg == exact or below in arg for arg in argv):
-            pids.append(int(entry.name))
-    return pids
+    return Footprint(namespaces, entries, tuple(mentioning(lab_dir(name))))
 
 
 def assert_no_footprint(name: str) -> None:

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
 from harness.wait import eventually
 
+TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 GUEST_PORT = 7007  # the mock guest's TCP echo port
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -177,11 +179,21 @@ class NetnsRuntime(Runtime):
         return boot_instance(w.node) if w.backend == "qemu" else None
 
     def down(self) -> None:
-        """Kill every process in the lab's namespaces, delete them, remove the run directory."""
+        """Kill every process in the lab's namespaces, delete them, remove the run directory.
+
+        Killed until none is left: a builder killed while it started a daemon leaves an `ip
+        netns exec` in flight, whose daemon (BIRD forks) appears after the first look."""
         mine = [ns for ns in netlink.list_namespaces() if (p := parse_namespace(ns)) and p[0] == self.lab]
-        procs.kill_all([pid for ns in mine for pid in netlink.namespace_pids(ns)])  # all at once
+        deadline = time.monotonic() + TEARDOWN_TIMEOUT
+        while pids := [pid for ns in mine for pid in netlink.namespace_pids(ns)]:
+            procs.kill_all(pids)  # all at once
+            if time.monotonic() > deadline:
+                break
         for ns in mine:
             netlink.remove_namespace(ns)
+        # A daemon started into a namespace just before it was deleted lives on outside any named
+        # one: every lab process names a file of the run directory on its command line.
+        procs.kill_all(procs.mentioning(self.run_dir))
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # -- steps -------------------------------------------------------------------------

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from footprint import processes_mentioning
 from labfiles import lab_data, write_lab_data
 
 from harness import netlink, tcpcheck
 from harness.lab import Lab
 from harness.migration_journal import MigrationJournal
+from harness.procs import mentioning
 from harness.state import lab_dir, namespace_name
 from harness.wait import eventually
 
@@ -89,7 +89,7 @@ def kvlab(
 
 def qemu_processes(lab: Lab, vm: str) -> list[int]:
     """Every QEMU process of `vm` in this lab (its command line names the VM's run directory)."""
-    return processes_mentioning(lab_dir(lab.name) / vm, program="qemu-system-x86_64")
+    return mentioning(lab_dir(lab.name) / vm, program="qemu-system-x86_64")
 
 
 def node_of(lab: Lab, pid: int) -> str:

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from footprint import assert_no_footprint, processes_mentioning
+from footprint import assert_no_footprint
 from labfiles import lab_data, write_lab_data
 
 from harness import netlink
 from harness.errors import WaitTimeout
 from harness.generate import fabric_lab, write_lab
 from harness.lab import Lab, reap_stale
+from harness.procs import mentioning
 from harness.runtime.netns import NetnsRuntime
 from harness.state import LabState, lab_dir, lock_path
 from harness.wait import eventually
@@ -41,7 +42,7 @@ def lab_pids(name: str) -> list[int]:
 
 def bird_pids_of(name: str) -> list[int]:
     """BIRD processes whose control socket lives in this lab's run directory."""
-    return processes_mentioning(lab_dir(name), program="bird")
+    return mentioning(lab_dir(name), program="bird")
 
 
 def assert_gone(name: str) -> None:
