@@ -11,10 +11,42 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from harness.calico import resources as cr
-from harness.errors import SpecError, SpecIssue
+from harness.errors import InputError, SpecError, SpecIssue
 from harness.labcheck import check_lab
 from harness.spec import LabFile, LabSpec
+from harness.state import check_lab_name, valid_lab_name
 from harness.yamlsrc import SourceMap, load_documents, shown
+
+REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
+DEFAULT_LAB = "default"
+
+
+class LabFileNotFound(InputError):
+    """A lab named on the command line (or in pytest's --lab) that is no file and no lab in labs/."""
+
+
+def lab_file_stem(arg: str, option: str = "LAB") -> str:
+    """A lab argument that is no existing file must be a lab's name (optionally with .yml or
+    .yaml): that name, else LabNameError naming `option` and the rule."""
+    stem = arg.removesuffix(".yml").removesuffix(".yaml")
+    if not valid_lab_name(stem):
+        check_lab_name(arg, option, "is no lab file and not a valid lab name")
+    return stem
+
+
+def resolve_spec_path(arg: str | None, option: str = "LAB") -> Path:
+    """A lab argument as a file: a path, or a name looked up in ./labs and the repo's labs/."""
+    name = arg or DEFAULT_LAB
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = lab_file_stem(name, option)
+    for base in (Path.cwd() / "labs", REPO_LABS):
+        for candidate in (base / stem, base / f"{stem}.yml", base / f"{stem}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise LabFileNotFound(f"{option}: {name}: no such lab file (looked in ./labs and {REPO_LABS})")
+
 
 
 def load_lab(path: str | Path) -> LabSpec:
@@ -129,5 +161,3 @@ def resource_file(base: Path, value: str) -> tuple[Path | None, str]:
             f"resolve ({why})"
         )
     return target, ""
-
-

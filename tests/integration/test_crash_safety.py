@@ -21,8 +21,8 @@ from labfiles import lab_data, write_lab_data
 
 from harness import netlink, tcpcheck
 from harness.lab import Lab
-from harness.migration_journal import MigrationJournal
 from harness.procs import mentioning
+from harness.runtime.netns.journal import MigrationJournal
 from harness.state import lab_dir, namespace_name
 from harness.wait import eventually
 

@@ -14,7 +14,8 @@ from labfiles import lab_data, write_lab_data
 
 from harness import tcpcheck
 from harness.generate import fabric_lab, write_lab
-from harness.lab import Lab, down_lab
+from harness.instances import down_lab
+from harness.lab import Lab
 from harness.wait import eventually
 
 pytestmark = pytest.mark.netns_only("kills the netns runtime's guests and reads its namespaces")
