@@ -15,7 +15,7 @@ Where things are, for a lab instance `<lab>` (run dir `<KVLAB_RUN_DIR or /run/kv
   as on the netns runtime;
 - kubeconfigs `<run dir>/kube/<cluster>.kubeconfig` (from `kind get kubeconfig`);
 - `command()` is `docker exec -i`; external hosts have this `harness/` package bound at
-  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary", ...]` runs there as python3;
+  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary.client", ...]` runs there as python3;
 - `run()` on a KubeVirt VM is SSH into the guest (harness.realstack.guestssh), relayed by the
   lab's first external host, with the lab's key (`<run dir>/realstack/ssh/id_rsa`) and host keys
   recorded in `<run dir>/ssh/known_hosts`; `popen()` on a VM is refused.
