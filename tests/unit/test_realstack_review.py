@@ -9,6 +9,12 @@ where that shape was read in each file's `_provenance`).
 - `up` waits for the guest, checks where the VM runs, reserves VM addresses before Calico runs,
   frees any a pod took anyway, and pre-pulls the launcher and guest images on every node;
 - Calico 3.31 resources lose every field 3.32.0 introduced.
+
+Review 1 (the section at the end: B1, W1, M1, M3, M6-M8): the BGP resources exist as
+crd.projectcalico.org/v1 objects before calico-node first starts, in every field a pinned
+Calico's CRD stores; a 3.31 filter never matches more than the lab's; KubeVirt never waits for a
+device the host lacks; kind's pod subnet covers every pool; routers refuse what they cannot
+route; kind nodes filter reverse paths loosely; the guest has an RNG.
 """
 
 from __future__ import annotations
