@@ -1,4 +1,5 @@
-"""KubeVirt objects for the real stack, and the /dev/kvm probe that decides on emulation.
+"""KubeVirt objects for the real stack, and the /dev/kvm and /dev/vhost-net probes that decide on
+emulation.
 
 A lab VM becomes a `VirtualMachine` that Calico can live-migrate: pod network with `bridge`
 binding (the guest uses the pod IP), the template annotation
@@ -69,6 +70,40 @@ def kvm_usable(device: str = "/dev/kvm") -> bool:
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+VHOST_NET = "/dev/vhost-net"
+TUN = "/dev/net/tun"
+
+
+def device_opens(device: str) -> bool:
+    """True when `device` exists and opens read-write. Opening loads the kernel module behind it,
+    as KubeVirt's device plugin does before it offers the device to pods (only when the node
+    exists: v1.8.4 pkg/virt-handler/device-manager/generic_device.go)."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def vhost_net_usable() -> bool:
+    return device_opens(VHOST_NET)
+
+
+def tun_usable() -> bool:
+    """KubeVirt's launcher pod requests a tun device for any pod network interface, emulation or
+    not (v1.8.4 pkg/virt-controller/services/renderresources.go getRequiredResources)."""
+    return device_opens(TUN)
+
+
+def needs_emulation(kvm: bool, vhost_net: bool) -> bool:
+    """useEmulation for the KubeVirt CR. Without it KubeVirt's launcher pods request a KVM device
+    and, for a virtio interface (the lab's), a vhost-net device (getRequiredResources,
+    pkg/network/vmispec/devices.go RequiresVirtioNetDevice); virt-handler offers neither when the
+    host lacks it, so the VM would stay Pending."""
+    return not (kvm and vhost_net)
 
 
 def kubevirt_cr(use_emulation: bool) -> dict[str, Any]:
@@ -155,7 +190,8 @@ def virtual_machine(
 ) -> dict[str, Any]:
     """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`;
     its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER.
-    A `mac` is the guest's and, through the hwAddr annotation, every pod's (module doc)."""
+    A `mac` is the guest's and, through the hwAddr annotation, every pod's (module doc). The guest
+    gets a virtio RNG device."""
     vm_labels = {VM_LABEL: name, **(labels or {})}
     user_data = guest_user_data(port, ssh_authorized_keys)
     interface: dict[str, Any] = {"name": "default", "bridge": {}}
@@ -193,6 +229,10 @@ def virtual_machine(
                                 {"name": "cloudinitdisk", "disk": {"bus": "virtio"}},
                             ],
                             "interfaces": [interface],
+                            # virtio-rng: the guest's entropy (sshd keys, TLS) does not wait on a
+                            # quiet emulated machine; KubeVirt's own Alpine VMs have one
+                            # (v1.8.4 tests/libvmifact/factory.go NewAlpine: libvmi.WithRng()).
+                            "rng": {},
                         },
                         "memory": {"guest": GUEST_MEMORY},
                         "resources": {"requests": {"memory": GUEST_MEMORY}},

@@ -8,7 +8,9 @@ A pin answers when
   redirects followed;
 - an image's manifest is served by its registry: `HEAD /v2/<repository>/manifests/<tag or digest>`
   (the OCI distribution API), with the anonymous bearer token the registry's 401 challenge names
-  (Docker Hub and quay.io both ask for one).
+  (Docker Hub and quay.io both ask for one), for `repository:<repository>:pull` when the
+  challenge names no scope (quay.io's may not: quay/quay auth/registry_jwt_auth.py
+  get_auth_headers adds one only when it knows the repository).
 
 `kvlab up --runtime containerlab` runs the check in its preflight (the manifests and images of the
 stack: a 404 there would kill the deploy halfway); the nightly workflow runs it with `--tools`
@@ -167,11 +169,14 @@ def bearer_challenge(header: str | None) -> dict[str, str] | None:
     return params if params.get("realm") else None
 
 
-def _token(http: Http, challenge: dict[str, str]) -> str | None:
+def _token(http: Http, challenge: dict[str, str], repository: str) -> str | None:
+    """An anonymous token from the challenge's realm, for its scope, else for pulling `repository`."""
     realm = challenge["realm"]
     if urllib.parse.urlsplit(realm).scheme != "https":
         return None
-    query = urllib.parse.urlencode({k: v for k, v in challenge.items() if k in ("service", "scope")})
+    params = {k: v for k, v in challenge.items() if k in ("service", "scope")}
+    params.setdefault("scope", f"repository:{repository}:pull")
+    query = urllib.parse.urlencode(params)
     status, _, body = http("GET", f"{realm}?{query}" if query else realm, {})
     if status != 200:
         return None
@@ -181,6 +186,13 @@ def _token(http: Http, challenge: dict[str, str]) -> str | None:
         return None
     token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
     return str(token) if token else None
+
+
+def _manifest_repository(url: str) -> str:
+    """The repository a manifest URL names ('https://quay.io/v2/calico/node/manifests/v3' ->
+    'calico/node'; Docker Hub's one-name images are library/ there)."""
+    path = urllib.parse.urlsplit(url).path
+    return path.removeprefix("/v2/").rsplit("/manifests/", 1)[0]
 
 
 def why_not(pin: Pin, http: Http) -> str | None:
@@ -193,7 +205,7 @@ def why_not(pin: Pin, http: Http) -> str | None:
         status, answer, _ = http("HEAD", pin.url, headers)
         challenge = bearer_challenge(answer.get("www-authenticate")) if status == 401 else None
         if challenge is not None:
-            token = _token(http, challenge)
+            token = _token(http, challenge, _manifest_repository(pin.url))
             if token is None:
                 return f"HTTP 401, and no anonymous token from {challenge['realm']}"
             status, _, _ = http("HEAD", pin.url, {**headers, "Authorization": f"Bearer {token}"})

@@ -9,6 +9,8 @@ writes into `out/`:
   node per kind node (`<cluster>-control-plane`, `<cluster>-worker`, `<cluster>-worker2`, ...)
   linked to its rack's ToR. Addresses are the topology's (the same plan the netns runtime uses),
   set with `exec`; ToR rack segments are Linux bridges (`br-rack`) as in the netns runtime.
+  Routers replace their default route (ROUTER_DEFAULT_ROUTE); kind nodes filter reverse paths
+  loosely (RP_FILTER_LOOSE).
 - `bird/<router>.conf`: the routers' BIRD configs (harness.render.bird), bound into the
   containers at /etc/bird/bird.conf; BIRD's socket directory /run/bird is bound to
   `<run dir>/<lab>/<router>` on the host. External hosts get this `harness/` package bound
@@ -16,8 +18,11 @@ writes into `out/`:
 - `kind/<cluster>.yaml`: kind v1alpha4 cluster configs (kind-configs/cluster.yaml.j2), plus an
   extraMount per node of calico-node's /var/run/calico (a hostPath) to `<run dir>/<node>/calico`,
   so calico-node's BIRD socket is `<run dir>/<node>/calico/bird.ctl` on the host.
-- `calico/<cluster>/installation.yaml` (tigera operator Installation + APIServer) and
-  `calico/<cluster>/resources.yaml` (the lab's Calico v3 resources, node names mapped to kind's).
+- `calico/<cluster>/installation.yaml` (tigera operator Installation + APIServer),
+  `calico/<cluster>/bgp.yaml` (the lab's BGPFilters, BGPConfiguration and BGPPeers, node names
+  mapped to kind's, as the crd.projectcalico.org/v1 objects applied before Calico runs:
+  BGP_CRD_KINDS says why) and `calico/<cluster>/resources.yaml` (the lab's other Calico v3
+  resources, applied through Calico's API server).
 - `kubevirt/kubevirt.yaml` (the KubeVirt CR) and `kubevirt/vms.yaml` (one VirtualMachine per VM,
   its cloud-init authorizing the lab's SSH key for versions.GUEST_USER).
 - `ssh/id_rsa` (mode 0600) and `ssh/id_rsa.pub`: the lab's SSH key (RSA 3072, generated here, or
@@ -49,7 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.calico import resources as cr
-from harness.errors import KvlabError, LabError, SpecIssue
+from harness.errors import InputError, LabError, SpecIssue
 from harness.realstack import kubevirt as kv
 from harness.realstack import schemas
 from harness.realstack.versions import DEFAULT, GUEST_USER, StackVersions, tor_image
@@ -79,6 +84,17 @@ ROUTER_SYSCTLS = {
     "net.ipv4.conf.all.rp_filter": 0,
     "net.ipv4.conf.default.rp_filter": 0,
 }
+# A router's default route: docker's into containerlab's management network would carry lab
+# traffic that has no route out through the host; replaced, such traffic is answered "network
+# unreachable" as on the netns runtime, where routers have no default route at all. BIRD on the
+# routers never imports kernel routes (bird-configs/router.conf.j2 `import none`), so it stays
+# out of BGP.
+ROUTER_DEFAULT_ROUTE = "ip route replace unreachable default"
+# Kind nodes send to the API server through eth0 (kind's docker network) and get replies, and
+# requests from pods of other nodes, through the fabric interface (BGP routes): strict reverse
+# path filtering (rp_filter 1, a host default some distributions set, which containers inherit)
+# drops those. Loose (2) per interface wins over `all` (the kernel uses the larger value).
+RP_FILTER_LOOSE = 2
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 NODE_LABEL = "kvlab.io/node"
 CLUSTER_LABEL = "kvlab.io/cluster"
@@ -89,8 +105,8 @@ KIND_EXTRAS_KEY = "k8s_kind"  # containerlab's `extras.k8s_kind` of a k8s-kind n
 KIND_DEPLOY_WAIT = "0s"
 
 
-class RenderError(KvlabError):
-    """The lab cannot be rendered for containerlab (e.g. an address plan clash)."""
+class RenderError(InputError):
+    """The lab cannot be rendered for containerlab (e.g. an address plan clash): bad input, exit 2."""
 
 
 # -- names -----------------------------------------------------------------------------------
@@ -209,6 +225,38 @@ def service_subnets(topo: Topology) -> dict[str, ipaddress.IPv4Network]:
     return out
 
 
+def covering_network(nets: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The smallest network that contains every one of `nets` (at least one)."""
+    cover = nets[0]
+    while not all(n.subnet_of(cover) for n in nets):
+        cover = cover.supernet()
+    return cover
+
+
+def pod_subnets(spec: LabSpec) -> dict[str, ipaddress.IPv4Network]:
+    """kind's `podSubnet` per kind cluster: the smallest network covering all of its pools.
+
+    kubeadm takes one IPv4 pod CIDR, and the tigera operator refuses Installation pools that lie
+    outside it (operator v1.42.3 pkg/controller/ippool/defaults.go mergePlatformPodCIDRs: "IPPool
+    ... is not within the platform's configured pod network CIDR(s)"). The cover must stay inside
+    one lab pool range; RenderError naming the cluster's `pools` field otherwise."""
+    out = {}
+    for ci, cluster in enumerate(spec.clusters):
+        if cluster.parent is not None:
+            continue
+        cover = covering_network(list(cluster.pools))
+        if not any(cover.subnet_of(r) for r in POOL_RANGES):
+            raise RenderError(
+                f"clusters[{ci}].pools: the pools of cluster '{cluster.name}' "
+                f"({', '.join(map(str, cluster.pools))}) need one kubeadm pod subnet covering them all, "
+                f"and the smallest one, {cover}, leaves the lab pool ranges "
+                f"({', '.join(map(str, POOL_RANGES))}); the tigera operator refuses pools outside it. "
+                "Put the cluster's pools inside one pool range"
+            )
+        out[cluster.name] = cover
+    return out
+
+
 def in_lab_ranges(value: str) -> bool:
     """True when an address or prefix lies inside the lab's ranges (or is a workload peering IP)."""
     net = ipaddress.ip_network(value, strict=False)
@@ -239,6 +287,11 @@ def _up(dev: str) -> str:
 
 def _addr(addr: Any, dev: str) -> str:
     return f"ip addr add {addr} dev {dev}"
+
+
+def loose_rp_filter(dev: str) -> str:
+    """The exec command that makes reverse path filtering loose on `dev` (no sysctl binary needed)."""
+    return f'bash -c "echo {RP_FILTER_LOOSE} > /proc/sys/net/ipv4/conf/{dev}/rp_filter"'
 
 
 def clab_topology(
@@ -306,6 +359,7 @@ def clab_topology(
         links.append({"endpoints": [f"{port.tor}:{tor_if}", f"{kn.kind_name}:{node_if}"]})
         execs[port.tor] += [f"ip link set {tor_if} master {RACK_BRIDGE}", _up(tor_if)]
         execs[kn.kind_name] += [_addr(port.node_address, node_if), _up(node_if)]
+        execs[kn.kind_name] += [loose_rp_filter("eth0"), loose_rp_filter(node_if)]
         # eth0 is kind's docker network: route the lab fabric via the rack's ToR (as the netns
         # runtime's default route does), so host-network pods (Typha) reach the other racks
         # before BGP is up.
@@ -322,6 +376,8 @@ def clab_topology(
             execs[end.entity] += [_addr(end.address, dev), _up(dev)]
     for link in topo.host_links:
         execs[link.b.entity] += [f"ip route add {net} via {link.a.address.ip}" for net in LAB_RANGES]
+    for router in spec.routers:
+        execs[router.name].append(ROUTER_DEFAULT_ROUTE)
 
     for name, commands in execs.items():
         if commands:
@@ -393,7 +449,7 @@ def kind_config(
 def _kind_template(
     topo: Topology, cluster: Cluster, nodes: list[KindNode], versions: StackVersions, service_subnet: Any
 ) -> str:
-    pool = cluster.pools[0]
+    pods = covering_network(list(cluster.pools))  # pod_subnets() refused a cover leaving the pool ranges
     return (
         _env()
         .get_template("cluster.yaml.j2")
@@ -402,9 +458,9 @@ def _kind_template(
             cluster=cluster,
             nodes=nodes,
             image=versions.kind_node_image,
-            pod_subnet=str(pool),
+            pod_subnet=str(pods),
             service_subnet=str(service_subnet),
-            node_cidr_mask_size=max(cluster.block_size, pool.prefixlen),
+            node_cidr_mask_size=max(cluster.block_size, pods.prefixlen),
         )
     )
 
@@ -590,13 +646,40 @@ def calico_documents(
 
 
 IP_RESERVATION_NAME = "kvlab-vms"
-# Where the reservation is stored, and written before Calico runs: the operator's install
-# (manifests/operator-crds.yaml of every pinned Calico) serves Calico's resources as
-# crd.projectcalico.org/v1 CRDs, which Calico's Kubernetes datastore reads as projectcalico.org/v3
-# (libcalico-go backend/k8s/resources: metadata taken as is when there is no
+# What must be in place before Calico runs is written as the CRD objects Calico stores: the
+# operator's install (manifests/operator-crds.yaml of every pinned Calico) serves Calico's
+# resources as crd.projectcalico.org/v1 CRDs, which Calico's Kubernetes datastore reads as
+# projectcalico.org/v3 with the same spec (calico v3.32.1 libcalico-go/lib/backend/k8s/resources:
+# bgppeer.go and its siblings decode into the v3 types; resources.go
+# ConvertK8sResourceToCalicoResource takes the metadata as is when there is no
 # projectcalico.org/metadata annotation). The v3 API (Calico's API server) only exists once
-# Calico runs, and by then its own pods may hold a VM's address.
-IP_RESERVATION_API = "crd.projectcalico.org/v1"
+# Calico runs.
+CALICO_CRD_API = schemas.CALICO_CRD_API
+IP_RESERVATION_API = CALICO_CRD_API  # by then Calico's own pods may hold a VM's address
+BGP_CRD_KINDS = ("BGPFilter", "BGPConfiguration", "BGPPeer")
+"""Written as crd.projectcalico.org/v1 objects right after the operator's CRDs, in this order (a
+filter before the peers naming it). Why before Calico runs: until a BGPConfiguration exists,
+calico-node runs the node-to-node mesh (and at its first start creates an empty `default`, mesh
+on: calico v3.32.1 node/pkg/lifecycle/startup/startup.go ensureDefaultBGPConfigExists), and
+with no BGPPeer the ToRs, whose neighbours are passive, learn no pod block. A reply to a pod in
+another rack then follows the node's fabric route to its ToR and is dropped there. Pods reach
+the API server through its ClusterIP, DNATed to the control plane's kind address and not SNATed
+(natOutgoing Disabled), so calico-kube-controllers and calico-apiserver pods outside the control
+plane's rack never become Ready, and TigeraStatus 'calico' and 'apiserver' never Available: the
+v3 step would never come. FelixConfiguration and IPAMConfiguration stay in resources.yaml,
+applied through the v3 API once Calico runs: the operator patches the `default`
+FelixConfiguration itself (tigera/operator v1.42.3 core_controller.go PatchFelixConfiguration),
+the v1 form of IPAMConfiguration is another kind (IPAMConfig, libcalico-go
+ipam_config_v1.go), and neither is needed for pods to reach the API server."""
+
+
+def crd_objects(docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the BGP_CRD_KINDS documents as crd.projectcalico.org/v1 objects in apply order, the rest
+    unchanged). Only the apiVersion differs: the CRDs' spec is the v3 spec."""
+    early = [
+        {**d, "apiVersion": CALICO_CRD_API} for kind in BGP_CRD_KINDS for d in docs if d.get("kind") == kind
+    ]
+    return early, [d for d in docs if d.get("kind") not in BGP_CRD_KINDS]
 
 
 def ip_reservation(cidrs: list[str]) -> dict[str, Any]:
@@ -660,6 +743,12 @@ def ip_reservation_errors(
 # keeps the comparison; a unit test holds this table to it). What a 3.31 cell then cannot test:
 # route priorities (the `calico_3_32` and `migration` tests skip there), BGPPeer keepaliveTime
 # (the nested lab, not run on 3.31), IPAMConfiguration autoAllocateBlocks (the default, true).
+BGPFILTER_RULE_LISTS = ("exportV4", "importV4", "exportV6", "importV6")
+BGPFILTER_MATCHES_SINCE_3_32 = ("peerType", "priority", "communities", "asPathPrefix")
+"""BGPFilter rule match fields new in v3.32.0. A rule that loses one matches more than it says (a
+rule left with no match at all is a bare `accept;`/`reject;` in front of Calico's own filter:
+v3.31.7 confd/pkg/resource/template/template_funcs.go filterStatement), so such a rule is left
+out whole; a rule losing only its `operations` keeps its match and action."""
 PRE_3_32_DROPPED = {
     "BGPConfiguration": [
         f"spec.{f}" for f in ("ipv4NormalRoutePriority", "ipv6NormalRoutePriority", "programClusterRoutes")
@@ -667,8 +756,8 @@ PRE_3_32_DROPPED = {
     "BGPPeer": ["spec.keepaliveTime"],
     "BGPFilter": [
         f"spec.{rules}.*.{f}"
-        for rules in ("exportV4", "importV4", "exportV6", "importV6")
-        for f in ("peerType", "priority", "communities", "asPathPrefix", "operations")
+        for rules in BGPFILTER_RULE_LISTS
+        for f in (*BGPFILTER_MATCHES_SINCE_3_32, "operations")
     ],
     "FelixConfiguration": [
         f"spec.{f}"
@@ -704,10 +793,57 @@ def _required_since_3_32(docs: list[dict[str, Any]], issue: SpecIssue) -> bool:
     return f"spec.{missing[1]}" in PRE_3_32_DROPPED.get(kind, [])
 
 
-def drop_pre_3_32_fields(docs: list[dict[str, Any]]) -> list[str]:
-    """Remove PRE_3_32_DROPPED fields from `docs` in place; return what was dropped, as
-    '<Kind>/<name> <path>' lines."""
+def _drop_pre_3_32_rules(docs: list[dict[str, Any]]) -> list[str]:
+    """Leave out (in place) every BGPFilter rule that matches on a field new in v3.32.0 and the
+    operations of the others, then every BGPFilter with no rule left and the BGPPeers' references
+    to it; what was left out, as lines."""
     dropped = []
+    emptied = set()
+    for doc in docs:
+        if doc.get("kind") != "BGPFilter":
+            continue
+        name = (doc.get("metadata") or {}).get("name")
+        spec = doc.get("spec") or {}
+        had_rules = any(spec.get(key) for key in BGPFILTER_RULE_LISTS)
+        for key in BGPFILTER_RULE_LISTS:
+            kept = []
+            for i, rule in enumerate(spec.get(key) or []):
+                lost = [f for f in BGPFILTER_MATCHES_SINCE_3_32 if f in rule]
+                if lost:
+                    dropped.append(
+                        f"BGPFilter/{name} spec.{key}[{i}] (the whole rule: it matches on "
+                        f"{', '.join(lost)}, which Calico before v3.32.0 lacks)"
+                    )
+                    continue
+                if "operations" in rule:  # reported with the rule's index in the lab's filter
+                    del rule["operations"]
+                    dropped.append(f"BGPFilter/{name} spec.{key}[{i}].operations")
+                kept.append(rule)
+            if kept:
+                spec[key] = kept
+            else:
+                spec.pop(key, None)
+        if had_rules and not any(spec.get(key) for key in BGPFILTER_RULE_LISTS):
+            emptied.add(name)
+            dropped.append(f"BGPFilter/{name} (no rule left)")
+    docs[:] = [d for d in docs if not (d.get("kind") == "BGPFilter" and d["metadata"]["name"] in emptied)]
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") != "BGPPeer" or not set(spec.get("filters") or []) & emptied:
+            continue
+        gone = [f for f in spec["filters"] if f in emptied]
+        spec["filters"] = [f for f in spec["filters"] if f not in emptied]
+        if not spec["filters"]:
+            del spec["filters"]
+        dropped.append(f"BGPPeer/{doc['metadata']['name']} spec.filters: {', '.join(gone)}")
+    return dropped
+
+
+def drop_pre_3_32_fields(docs: list[dict[str, Any]]) -> list[str]:
+    """Remove PRE_3_32_DROPPED fields from `docs` in place (BGPFilter rules matching on one go
+    whole, see BGPFILTER_MATCHES_SINCE_3_32); return what was dropped, as '<Kind>/<name> <path>'
+    lines."""
+    dropped = _drop_pre_3_32_rules(docs)
 
     def walk(obj: Any, parts: list[str], at: list[str], label: str) -> None:
         head, rest = parts[0], parts[1:]
@@ -845,23 +981,24 @@ def render_containerlab(
 ) -> Rendered:
     """Write every file the containerlab runtime needs for `spec` into `out`.
 
-    `use_emulation` None probes /dev/kvm here (`kvm_usable()`); the runtime passes its own
-    probe's answer. `image` is the ToR/host image (default: versions.tor_image()); `run_dir`
-    the host directory of the BIRD sockets and the lab's known_hosts (default
-    `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`); `ssh_key` a private key file the VMs authorize
-    instead of the lab's own (`lab_ssh_key`).
-    Raises RenderError when the lab cannot be expressed on containerlab.
+    `use_emulation` None probes /dev/kvm and /dev/vhost-net here (kubevirt.needs_emulation); the
+    runtime passes its own probes' answer. `image` is the ToR/host image (default:
+    versions.tor_image()); `run_dir` the host directory of the BIRD sockets and the lab's
+    known_hosts (default `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`); `ssh_key` a private key file the
+    VMs authorize instead of the lab's own (`lab_ssh_key`).
+    Raises RenderError (bad input, plan_lab) before writing anything when the lab cannot be
+    expressed on containerlab.
     """
     topo = resolve(spec)
-    kind_nodes = plan_kind_nodes(topo)
-    services = service_subnets(topo)
+    plan = plan_lab(topo)
+    kind_nodes, services = plan.kind_nodes, plan.service_subnets
     resources = cluster_resources(spec)
     kvm = kv.kvm_usable() if use_emulation is None else None
-    emulate = (not kvm) if use_emulation is None else use_emulation
+    vhost_net = kv.vhost_net_usable() if use_emulation is None else None
+    emulate = kv.needs_emulation(bool(kvm), bool(vhost_net)) if use_emulation is None else use_emulation
     image = image or tor_image()
     run_dir = run_dir or lab_dir(spec.name)
     names = {kn.spec_name: kn.kind_name for nodes in kind_nodes.values() for kn in nodes}
-    _check_names(spec, kind_nodes)
 
     out.mkdir(parents=True, exist_ok=True)
     key_private, key_public, public_line, key_files = lab_ssh_key(out, spec.name, ssh_key)
@@ -886,17 +1023,34 @@ def render_containerlab(
         dropped = [] if versions.live_migration else drop_pre_3_32_fields(docs)
         if dropped:
             notes.append(
-                f"WARNING: Calico {versions.calico} predates v3.32.0: fields its CRDs lack were left out "
-                f"of {base}/resources.yaml: {'; '.join(dropped)}"
+                f"WARNING: Calico {versions.calico} predates v3.32.0: what its CRDs lack was left out "
+                f"of the resources of cluster '{cluster.name}' ({base}/): {'; '.join(dropped)}"
             )
+        warning = (
+            f"# WARNING: Calico {versions.calico} predates v3.32.0; left out: {'; '.join(dropped)}\n"
+            if dropped
+            else ""
+        )
         omitted = [r.metadata.name for r in items if isinstance(r, cr.IPPool)]
         entry: dict[str, Any] = {"asn": cluster.asn, "pools": [str(p) for p in cluster.pools]}
         if not nested:
             owned = f": {', '.join(omitted)}" if omitted else ""
+            early, docs = crd_objects(docs)
             header = (
-                f"# Calico v3 resources of cluster '{cluster.name}' (kubectl apply -f). IP pools are "
-                f"in installation.yaml (the operator owns them){owned}.\n"
+                f"# Calico v3 resources of cluster '{cluster.name}' (kubectl apply -f, through Calico's "
+                "API server once Calico runs).\n# BGP configuration, peers and filters are in bgp.yaml "
+                f"(applied before Calico runs); IP pools are in installation.yaml (the operator owns "
+                f"them){owned}.\n"
             )
+            if early:
+                files[f"{base}/bgp.yaml"] = _dump_yaml(
+                    early,
+                    f"# BGP configuration, peers and filters of cluster '{cluster.name}' as the "
+                    f"{CALICO_CRD_API} objects Calico\n# stores, applied right after the operator's CRDs "
+                    "(before calico-node first starts): nodes peer with\n# their ToRs from the start, so "
+                    "pods in every rack reach the API server (render.BGP_CRD_KINDS).\n" + warning,
+                )
+                entry["bgp"] = f"{base}/bgp.yaml"
             inst = installation(topo, cluster, items)
             ippools[cluster.name] = [p["name"] for p in inst["spec"]["calicoNetwork"]["ipPools"]]
             files[f"{base}/installation.yaml"] = _dump_yaml(
@@ -917,7 +1071,7 @@ def render_containerlab(
                 kind_config=f"kind/{cluster.name}.yaml",
                 installation=f"{base}/installation.yaml",
                 resources=f"{base}/resources.yaml",
-                pod_subnet=str(cluster.pools[0]),
+                pod_subnet=str(plan.pod_subnets[cluster.name]),
                 service_subnet=str(services[cluster.name]),
                 ippools_in_installation=ippools[cluster.name],
                 nodes={kn.spec_name: kn.kind_name for kn in kind_nodes[cluster.name]},
@@ -933,11 +1087,7 @@ def render_containerlab(
                 resources=f"{base}/resources.yaml",
                 runs_in_vms={n.name: n.vm for n in cluster.nodes if n.vm is not None},
             )
-        if dropped:
-            header += (
-                f"# WARNING: Calico {versions.calico} predates v3.32.0; left out: {'; '.join(dropped)}\n"
-            )
-        files[f"{base}/resources.yaml"] = _dump_yaml(docs, header)
+        files[f"{base}/resources.yaml"] = _dump_yaml(docs, header + warning)
         clusters_manifest[cluster.name] = entry
 
     vms, vm_manifest, vm_notes = _vms(topo, names, versions, public_line)
@@ -950,7 +1100,7 @@ def render_containerlab(
     files["kubevirt/kubevirt.yaml"] = _dump_yaml(
         [kv.kubevirt_cr(emulate)],
         f"# KubeVirt {versions.kubevirt} CR: useEmulation {str(emulate).lower()} "
-        f"({'from a /dev/kvm probe at render time' if use_emulation is None else 'as requested'}).\n",
+        f"({'from the /dev/kvm and /dev/vhost-net probes' if use_emulation is None else 'as requested'}).\n",
     )
     files["kubevirt/vms.yaml"] = (
         _dump_yaml(vms, f"# VirtualMachines of lab '{spec.name}'.\n")
@@ -968,6 +1118,7 @@ def render_containerlab(
         "tor_image": image,
         "use_emulation": emulate,
         "kvm_usable": kvm,
+        "vhost_net_usable": vhost_net,
         "topology_file": topo_file,
         "mgmt_network": mgmt_network(spec.name),
         "files": sorted([*files, *key_files, "manifest.json"]),
@@ -1003,6 +1154,24 @@ def render_containerlab(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return Rendered(out=out, lab=spec.name, versions=versions, files=manifest["files"], manifest=manifest)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a lab maps onto containerlab and kind, checked before anything is written."""
+
+    kind_nodes: dict[str, list[KindNode]]
+    service_subnets: dict[str, ipaddress.IPv4Network]
+    pod_subnets: dict[str, ipaddress.IPv4Network]
+
+
+def plan_lab(topo: Topology) -> Plan:
+    """Every check that needs no file: kind nodes wired to racks, service and pod subnets, unique
+    containerlab names. RenderError (bad input) on the first problem; nothing is created."""
+    kind_nodes = plan_kind_nodes(topo)
+    plan = Plan(kind_nodes, service_subnets(topo), pod_subnets(topo.spec))
+    _check_names(topo.spec, kind_nodes)
+    return plan
 
 
 def _check_names(spec: LabSpec, kind_nodes: dict[str, list[KindNode]]) -> None:
@@ -1063,7 +1232,9 @@ def _readme(spec: LabSpec, versions: StackVersions, topo_file: str) -> str:
         "- `kind/`: kind cluster configs (the k8s-kind nodes' startup-config)",
         "- `calico/<cluster>/installation.yaml`: tigera operator Installation and APIServer; install "
         f"the operator first: {versions.operator_crds_url} and {versions.tigera_operator_url}",
-        "- `calico/<cluster>/resources.yaml`: the lab's Calico v3 resources",
+        f"- `calico/<cluster>/bgp.yaml`: the lab's BGP configuration, peers and filters ({CALICO_CRD_API}), "
+        "applied right after the operator's CRDs, before calico-node starts",
+        "- `calico/<cluster>/resources.yaml`: the lab's other Calico v3 resources",
         f"- `kubevirt/`: KubeVirt CR (after {versions.kubevirt_operator_url}) and the lab's VirtualMachines",
         "- `manifest.json`: versions, files and name mappings (kind node -> spec node, router -> container)",
         f"- `ssh/`: the lab's SSH key, authorized for {GUEST_USER} in every VM (cloud-init); commands reach "
@@ -1129,17 +1300,32 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
         )
     check(topo_rel, "k8s-kind extras.k8s_kind", kind_extras_errors(topo_doc, str(out / topo_rel)))
     check(topo_rel, "links and addresses", clab_structure_errors(topo_doc, str(out / topo_rel)))
+    check(
+        topo_rel,
+        "routers' default routes, kind nodes' rp_filter",
+        routing_errors(topo_doc, str(out / topo_rel), list(manifest["bird_sockets"])),
+    )
 
+    live_migration = manifest["versions"].get("live_migration", True)
     for entry in manifest["clusters"].values():
         res_rel = entry["resources"]
         docs = _load_docs(out / res_rel)
         if have_schemas:
-            issues = []
-            for i, doc in enumerate(docs):
-                issues += schemas.calico_errors(doc, str(out / res_rel), (i,))
-            if not manifest["versions"].get("live_migration", True):
-                issues = [i for i in issues if not _required_since_3_32(docs, i)]
-            check(res_rel, "Calico v3 CRDs", issues)
+            check(res_rel, "Calico v3 CRDs", _calico_schema_issues(out / res_rel, docs, live_migration))
+        if not entry.get("nested"):
+            bgp_rel = entry.get("bgp")
+            bgp_docs = _load_docs(out / bgp_rel) if bgp_rel else []
+            check(
+                bgp_rel or res_rel,
+                "BGP resources as crd.projectcalico.org/v1 objects, none left for the v3 step",
+                bgp_errors(bgp_docs, docs, str(out / (bgp_rel or "bgp.yaml")), str(out / res_rel)),
+            )
+            if have_schemas and bgp_rel:
+                check(
+                    bgp_rel,
+                    "Calico crd.projectcalico.org/v1 CRDs",
+                    _calico_schema_issues(out / bgp_rel, bgp_docs, live_migration),
+                )
         if entry.get("ip_reservation"):
             rel = entry["ip_reservation"]
             issues = []
@@ -1191,6 +1377,55 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
             else:
                 report.checked.append(f"{rel}: bird -p")
     return report
+
+
+def _calico_schema_issues(path: Path, docs: list[dict[str, Any]], live_migration: bool) -> list[SpecIssue]:
+    """Each Calico document of a file against its CRD (a 3.31 render may lack what 3.32 requires)."""
+    issues = []
+    for i, doc in enumerate(docs):
+        issues += schemas.calico_errors(doc, str(path), (i,))
+    return issues if live_migration else [i for i in issues if not _required_since_3_32(docs, i)]
+
+
+def bgp_errors(
+    bgp_docs: list[dict[str, Any]], v3_docs: list[dict[str, Any]], bgp_file: str, v3_file: str
+) -> list[SpecIssue]:
+    """A kind cluster's BGP resources are crd.projectcalico.org/v1 objects in BGP_CRD_KINDS order
+    in bgp.yaml, and resources.yaml (applied once Calico's API server is up, which needs them)
+    holds none of them."""
+    issues = []
+    last = 0
+    for i, doc in enumerate(bgp_docs):
+        kind = doc.get("kind")
+        if doc.get("apiVersion") != CALICO_CRD_API:
+            issues.append(SpecIssue(bgp_file, format_path((i, "apiVersion")), f"must be {CALICO_CRD_API!r}"))
+        if kind not in BGP_CRD_KINDS:
+            issues.append(
+                SpecIssue(
+                    bgp_file, format_path((i, "kind")), f"{kind!r} is not one of {', '.join(BGP_CRD_KINDS)}"
+                )
+            )
+            continue
+        if BGP_CRD_KINDS.index(kind) < last:
+            issues.append(
+                SpecIssue(
+                    bgp_file,
+                    format_path((i, "kind")),
+                    f"a {kind} after a {BGP_CRD_KINDS[last]}: the order is {', '.join(BGP_CRD_KINDS)}",
+                )
+            )
+        last = max(last, BGP_CRD_KINDS.index(kind))
+    for i, doc in enumerate(v3_docs):
+        if doc.get("kind") in BGP_CRD_KINDS:
+            issues.append(
+                SpecIssue(
+                    v3_file,
+                    format_path((i, "kind")),
+                    f"a {doc['kind']} here is applied only once Calico's API server is Available, which "
+                    "needs the nodes peering with their ToRs: it belongs in bgp.yaml",
+                )
+            )
+    return issues
 
 
 def _without_kind_extras(doc: dict[str, Any]) -> dict[str, Any]:
@@ -1304,6 +1539,40 @@ def clab_structure_errors(doc: dict[str, Any], file: str) -> list[SpecIssue]:
     return issues
 
 
+def routing_errors(doc: dict[str, Any], file: str, routers: list[str]) -> list[SpecIssue]:
+    """Every router replaces its default route (ROUTER_DEFAULT_ROUTE: lab traffic never leaves
+    the lab); every kind node filters reverse paths loosely on eth0 and on each interface its
+    exec addresses (RP_FILTER_LOOSE)."""
+    issues = []
+    nodes = doc.get("topology", {}).get("nodes", {}) or {}
+    for name in routers:
+        if ROUTER_DEFAULT_ROUTE not in (nodes.get(name) or {}).get("exec", []):
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path(("topology", "nodes", name, "exec")),
+                    f"no '{ROUTER_DEFAULT_ROUTE}': lab traffic without a route would leave the lab "
+                    "through the management network",
+                )
+            )
+    for name, node in nodes.items():
+        if (node or {}).get("kind") != "ext-container":
+            continue
+        execs = node.get("exec", [])
+        devs = ["eth0", *(shlex.split(c)[-1] for c in execs if c.startswith("ip addr add"))]
+        strict = [d for d in devs if loose_rp_filter(d) not in execs]
+        if strict:
+            issues.append(
+                SpecIssue(
+                    file,
+                    format_path(("topology", "nodes", name, "exec")),
+                    f"reverse path filtering is not made loose on {', '.join(strict)}: with a strict "
+                    "host default, replies from the API server arriving on the fabric are dropped",
+                )
+            )
+    return issues
+
+
 def kind_errors(path: Path, topo_doc: dict[str, Any], entry: dict[str, Any]) -> list[SpecIssue]:
     """A kind config: kind's v1alpha4 fields only, one control plane, each node's node-ip equal
     to the address containerlab gives its eth1."""
@@ -1340,6 +1609,18 @@ def kind_errors(path: Path, topo_doc: dict[str, Any], entry: dict[str, Any]) -> 
     for field_, value in (("podSubnet", net.podSubnet), ("serviceSubnet", net.serviceSubnet)):
         if value is None or not in_lab_ranges(value):
             issues.append(SpecIssue(file, f"networking.{field_}", f"{value} is not inside the lab ranges"))
+    if net.podSubnet is not None and in_lab_ranges(net.podSubnet):
+        pods = ipaddress.IPv4Network(net.podSubnet, strict=False)
+        outside = [p for p in entry.get("pools", []) if not ipaddress.IPv4Network(p).subnet_of(pods)]
+        if outside:
+            issues.append(
+                SpecIssue(
+                    file,
+                    "networking.podSubnet",
+                    f"pools {', '.join(outside)} are outside {net.podSubnet}: the tigera operator refuses "
+                    "Installation pools outside kubeadm's pod subnet",
+                )
+            )
     if net.disableDefaultCNI is not True:
         issues.append(SpecIssue(file, "networking.disableDefaultCNI", "must be true (Calico is the CNI)"))
     return issues

@@ -1,7 +1,8 @@
 """Validate rendered real-stack files against the upstream schemas in shared/schemas.
 
 The schema files are byte-for-byte upstream copies (shared/schemas/README.md): the containerlab
-topology JSON schema, Calico's native `projectcalico.org/v3` CRDs, the tigera operator's
+topology JSON schema, Calico's native `projectcalico.org/v3` CRDs and its
+`crd.projectcalico.org/v1` CRDs (what the operator installs and Calico stores), the tigera operator's
 `Installation` CRD and KubeVirt's OpenAPI v2 spec (swagger.json). They live outside the repo,
 in `<repo>/../shared`, or wherever `KVLAB_SHARED` points.
 
@@ -49,8 +50,18 @@ def clab_schema_path() -> Path:
     return schema_dir() / "containerlab" / "clab.schema.json"
 
 
+CALICO_V3_API = "projectcalico.org/v3"
+CALICO_CRD_API = "crd.projectcalico.org/v1"
+V1_CRD_GLOB = "crd.projectcalico.org_*.yaml"
+
+
 def calico_crd_dir() -> Path:
     return schema_dir() / "calico" / "v3-native"
+
+
+def calico_v1_crd_dir() -> Path:
+    """Calico's crd.projectcalico.org/v1 CRDs (V1_CRD_GLOB; the directory holds other CRDs too)."""
+    return schema_dir() / "calico"
 
 
 def installation_crd_path() -> Path:
@@ -116,6 +127,7 @@ def schemas_available() -> bool:
     return (
         clab_schema_path().is_file()
         and calico_crd_dir().is_dir()
+        and any(calico_v1_crd_dir().glob(V1_CRD_GLOB))
         and installation_crd_path().is_file()
         and kubevirt_swagger_path().is_file()
     )
@@ -125,19 +137,22 @@ def schemas_available() -> bool:
 
 
 @cache
-def _crd_schemas(directory: str) -> dict[str, dict[str, Any]]:
+def _crd_schemas(directory: str, pattern: str = "*.yaml") -> dict[str, dict[str, Any]]:
     out = {}
-    paths = sorted(Path(directory).glob("*.yaml"))
+    paths = sorted(Path(directory).glob(pattern))
     if not paths:
-        raise SchemasUnavailable(f"no Calico CRDs in {directory}")
+        raise SchemasUnavailable(f"no Calico CRDs ({pattern}) in {directory}")
     for path in paths:
         crd = _load(path)
         out[crd["spec"]["names"]["kind"]] = served_schema(crd)
     return out
 
 
-def crd_schemas() -> dict[str, dict[str, Any]]:
-    """openAPIV3Schema of each Calico `projectcalico.org/v3` CRD, by kind."""
+def crd_schemas(api_version: str = CALICO_V3_API) -> dict[str, dict[str, Any]]:
+    """openAPIV3Schema of each Calico CRD of `api_version` (projectcalico.org/v3, or
+    crd.projectcalico.org/v1), by kind."""
+    if api_version == CALICO_CRD_API:
+        return _crd_schemas(str(calico_v1_crd_dir()), V1_CRD_GLOB)
     return _crd_schemas(str(calico_crd_dir()))
 
 
@@ -306,11 +321,25 @@ def crd_errors(resource: dict[str, Any]) -> list[str]:
 def calico_errors(
     resource: dict[str, Any], file: str = "<calico resource>", prefix: tuple = ()
 ) -> list[SpecIssue]:
-    """A Calico `projectcalico.org/v3` resource against its native v3 CRD (and unknown fields)."""
-    schemas = crd_schemas()
+    """A Calico resource against its CRD (and unknown fields): a `crd.projectcalico.org/v1` object
+    against the v1 CRD, anything else as `projectcalico.org/v3` against the native v3 CRD."""
+    api_version = resource.get("apiVersion")
+    if api_version not in (None, CALICO_V3_API, CALICO_CRD_API):
+        return [
+            SpecIssue(
+                file,
+                format_path((*prefix, "apiVersion")),
+                f"{api_version!r} is not a Calico API ({CALICO_V3_API} or {CALICO_CRD_API})",
+            )
+        ]
+    schemas = crd_schemas(api_version or CALICO_V3_API)
     kind = resource.get("kind")
     if kind not in schemas:
-        return [SpecIssue(file, format_path((*prefix, "kind")), f"no Calico CRD for kind {kind!r}")]
+        return [
+            SpecIssue(
+                file, format_path((*prefix, "kind")), f"no Calico CRD for kind {kind!r} in {api_version}"
+            )
+        ]
     schema = schemas[kind]
     issues = _issues(file, CrdValidator(schema).iter_errors(resource), prefix)
     return issues + _unknown_issues(file, resource, schema, prefix)

@@ -1,11 +1,16 @@
 """The real-stack runtime: containerlab + kind + Calico (tigera operator) + KubeVirt.
 
-`up` renders the lab (harness.realstack.render) into `<run dir>/realstack/`, deploys it with
-containerlab (BIRD ToRs and external hosts from the kvlab/tor image, one `k8s-kind` cluster per
-spec cluster wired to its racks), then, per kind cluster and through the Kubernetes API: the
-tigera operator and the lab's Installation (TigeraStatus `calico` and `apiserver` Available), the
-lab's Calico v3 resources, KubeVirt (CR Available), a calico-typha restart (so it sees KubeVirt's
-CRDs), and the lab's VirtualMachines (each VMI Running with its spec IP).
+`up` checks how the lab maps onto containerlab and kind (harness.realstack.render.plan_lab: bad
+input, exit 2, before anything is created), renders it into `<run dir>/realstack/`, deploys it
+with containerlab (BIRD ToRs and external hosts from the kvlab/tor image, one `k8s-kind` cluster
+per spec cluster wired to its racks), then, per kind cluster and through the Kubernetes API:
+the operator's CRDs, then, before Calico runs, the IPReservation of the VM addresses and the
+lab's BGPConfiguration, BGPPeers and BGPFilters as crd.projectcalico.org/v1 objects (so nodes
+peer with their ToRs from calico-node's first start, and pods in every rack reach the API
+server: render.BGP_CRD_KINDS says why), the tigera operator and the lab's Installation
+(TigeraStatus `calico` and `apiserver` Available), the lab's other Calico v3 resources, KubeVirt
+(CR Available), a calico-typha restart (so it sees KubeVirt's CRDs), and the lab's
+VirtualMachines (each VMI Running with its spec IP).
 
 Where things are, for a lab instance `<lab>` (run dir `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`):
 - containers `clab-<lab>-<router|host>` (label `containerlab=<lab>`); kind node containers are
@@ -194,6 +199,8 @@ class Probes:
     euid: Callable[[], int] = os.geteuid
     group_names: Callable[[], set[str]] = _group_names
     kvm_usable: Callable[[], bool] = kv.kvm_usable
+    vhost_net_usable: Callable[[], bool] = kv.vhost_net_usable
+    tun_usable: Callable[[], bool] = kv.tun_usable
 
 
 @dataclass
@@ -337,11 +344,25 @@ def preflight_report(
             "run with sudo, or 'sudo usermod -aG docker $USER' and log in again"
         )
 
-    if probes.kvm_usable():
-        info.append("/dev/kvm is usable: KubeVirt runs VMs with KVM")
-    else:
-        info.append("/dev/kvm is not usable here: KubeVirt will run VMs with useEmulation (slower)")
+    if not probes.tun_usable():
+        missing.append(
+            f"{kv.TUN} (KubeVirt's launcher pods need a tun device for the pod network, with or without "
+            "emulation): sudo modprobe tun"
+        )
+    info.append(emulation_note(probes.kvm_usable(), probes.vhost_net_usable()))
     return report
+
+
+def emulation_note(kvm: bool, vhost_net: bool) -> str:
+    """What the preflight says about KubeVirt's useEmulation (kv.needs_emulation)."""
+    if not kvm:
+        return "/dev/kvm is not usable here: KubeVirt will run VMs with useEmulation (slower)"
+    if not vhost_net:
+        return (
+            f"{kv.VHOST_NET} does not open here: KubeVirt will run VMs with useEmulation (without it, "
+            "launcher pods would wait for a vhost-net device virt-handler cannot offer)"
+        )
+    return "/dev/kvm is usable: KubeVirt runs VMs with KVM"
 
 
 def nested_refusal(nested: dict[str, str]) -> str:
@@ -652,6 +673,9 @@ class ContainerlabRuntime(Runtime):
         topo = self.topo
         if topo.nested_vm:
             raise ContainerlabPreflightError(self.name, [nested_refusal(dict(topo.nested_vm))])
+        from harness.realstack.render import plan_lab
+
+        plan_lab(topo)  # RenderError (bad input) before anything exists
         self.preflight()
         with self.progress.step("preflight: " + "; ".join(self.preflight_info), total=None):
             pass
@@ -784,7 +808,7 @@ class ContainerlabRuntime(Runtime):
         from harness.realstack.images import build_tor_image
         from harness.realstack.render import render_containerlab, validate_rendered
 
-        emulate = not self.probes.kvm_usable()
+        emulate = kv.needs_emulation(self.probes.kvm_usable(), self.probes.vhost_net_usable())
         image = build_tor_image(self.progress)  # reports its own steps (progress steps do not nest)
         with self.progress.step(f"render the lab (KubeVirt useEmulation {str(emulate).lower()})", total=None):
             spec = topo.spec.model_copy(update={"name": self.lab})  # containers carry the instance name
@@ -862,6 +886,8 @@ class ContainerlabRuntime(Runtime):
             kube.apply_all(k.load_documents(kube.fetch(v.operator_crds_url)), what="Calico operator CRDs")
             if entry.get("ip_reservation"):  # before any pod can get an address (render.ip_reservation)
                 kube.apply_all(self._docs(entry["ip_reservation"]), what="IPReservation of the VM addresses")
+            if entry.get("bgp"):  # before calico-node's first start (render.BGP_CRD_KINDS: why)
+                kube.apply_all(self._docs(entry["bgp"]), what=f"BGP resources of {cluster} (v1 CRD objects)")
             kube.apply_all(k.load_documents(kube.fetch(v.tigera_operator_url)), what="tigera operator")
             kube.apply_all(self._docs(entry["installation"]), what="Installation and APIServer")
         for name in ("calico", "apiserver"):
@@ -877,8 +903,10 @@ class ContainerlabRuntime(Runtime):
             timeout=DEADLINES["nodes ready"],
         )
         self._free_vm_addresses(cluster, kube)
-        with self.progress.step(f"{cluster}: Calico resources (projectcalico.org/v3)", total=None):
-            kube.apply_all(self._docs(entry["resources"]), what=f"Calico resources of {cluster}")
+        resources = self._docs(entry["resources"])
+        if resources:
+            with self.progress.step(f"{cluster}: Calico resources (projectcalico.org/v3)", total=None):
+                kube.apply_all(resources, what=f"Calico resources of {cluster}")
         vms = self._cluster_vms(cluster)
         if not vms:
             return
@@ -1479,9 +1507,10 @@ class ContainerlabRuntime(Runtime):
             ("daemonsets", "apps/v1", "DaemonSet"),
             ("tigerastatus", k.TIGERA_API, "TigeraStatus"),
             ("installations", k.TIGERA_API, "Installation"),
-            ("bgpconfigurations", "projectcalico.org/v3", "BGPConfiguration"),
-            ("bgppeers", "projectcalico.org/v3", "BGPPeer"),
-            ("bgpfilters", "projectcalico.org/v3", "BGPFilter"),
+            # as written before Calico runs: readable without Calico's API server
+            ("bgpconfigurations", "crd.projectcalico.org/v1", "BGPConfiguration"),
+            ("bgppeers", "crd.projectcalico.org/v1", "BGPPeer"),
+            ("bgpfilters", "crd.projectcalico.org/v1", "BGPFilter"),
             ("ippools", "projectcalico.org/v3", "IPPool"),
             ("felixconfigurations", "projectcalico.org/v3", "FelixConfiguration"),
             ("calico-nodes-status", "projectcalico.org/v3", "CalicoNodeStatus"),

@@ -178,8 +178,8 @@ def test_resets_are_counted_and_the_client_reconnects(migration_lab: Lab) -> Non
 
 def test_the_client_stands_alone_with_a_deadline_and_a_report_file(migration_lab: Lab) -> None:
     out = f"/tmp/kvlab-canary-{secrets.token_hex(4)}.json"  # in ext1's file system, read back through it
-    argv = [sys.executable, "-m", "harness.canary.client", "--to", migration_lab.vm("vm1").ip, "--port", "7007",
-            "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
+    argv = [sys.executable, "-m", "harness.canary.client", "--to", migration_lab.vm("vm1").ip,
+            "--port", "7007", "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
     res = migration_lab.run("ext1", argv, timeout=10)
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]

@@ -81,6 +81,8 @@ def full_machine(**overrides: Any) -> cl.Probes:
         euid=lambda: 1000,
         group_names=lambda: {"users", "docker"},
         kvm_usable=lambda: True,
+        vhost_net_usable=lambda: True,
+        tun_usable=lambda: True,
     )
     return replace(probes, **overrides)
 
@@ -99,6 +101,8 @@ def bare_machine() -> cl.Probes:
         euid=lambda: 1000,
         group_names=lambda: {"users"},
         kvm_usable=lambda: False,
+        vhost_net_usable=lambda: False,
+        tun_usable=lambda: False,
     )
 
 
@@ -127,6 +131,7 @@ def test_a_bare_machine_lists_everything_once(run_root: Path) -> None:
         "max_user_watches >= 524288 (now 8192",
         "max_user_instances >= 512 (now 128",
         "'docker' group",
+        "/dev/net/tun (KubeVirt's launcher pods need a tun device",
     ]
     assert len(missing) == len(expected_words), text
     for word, item in zip(expected_words, missing, strict=True):
@@ -137,6 +142,7 @@ def test_a_bare_machine_lists_everything_once(run_root: Path) -> None:
     assert "sudo sysctl -w fs.inotify.max_user_watches=524288" in text
     assert "make venv" in text
     assert "allow HTTPS to quay.io" in text
+    assert "sudo modprobe tun" in text
     assert not run_root.exists()  # preflight creates nothing
 
 

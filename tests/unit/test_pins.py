@@ -266,3 +266,55 @@ def test_the_cli_on_this_machine_exits_2_naming_each_pin(capsys: pytest.CaptureF
         return
     for pin in pins.stack_pins(DEFAULT):
         assert pin.ref in err
+
+
+# -- quay.io's challenge without a scope (review 1, M2) ----------------------------------------------
+
+QUAY = json.loads((DATA / "quay-401-challenges.json").read_text())
+
+
+class QuayWithoutScope:
+    """quay.io as quay/quay answers when it does not name the repository in its 401 challenge:
+    the token endpoint grants exactly the scopes asked for (none without `scope`), and a manifest
+    is served only with a token granting pull on its repository."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, method: str, url: str, headers: dict[str, str]) -> pins.Response:
+        self.asked.append(url)
+        parts = urllib.parse.urlsplit(url)
+        if parts.path == "/v2/auth":
+            scopes = urllib.parse.parse_qs(parts.query).get("scope", [])
+            return 200, {}, json.dumps({"token": "grants:" + ",".join(scopes)}).encode()
+        repo = parts.path.removeprefix("/v2/").rsplit("/manifests/", 1)[0]
+        if headers.get("Authorization") == f"Bearer grants:repository:{repo}:pull":
+            return 200, {}, b""
+        return 401, {"www-authenticate": QUAY["without_scope"]}, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
+
+
+def test_a_challenge_without_scope_gets_a_token_for_the_images_repository() -> None:
+    assert "scope" not in (pins.bearer_challenge(QUAY["without_scope"]) or {})
+    quay = QuayWithoutScope()
+    image = pins.Pin("calico-node image", f"quay.io/calico/node:{DEFAULT.calico}", image=True)
+    assert pins.why_not(image, quay) is None
+    (token_url,) = [u for u in quay.asked if "/v2/auth" in u]
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(token_url).query) == {
+        "service": ["quay.io"],
+        "scope": ["repository:calico/node:pull"],
+    }
+
+
+def test_a_challenge_with_a_scope_is_asked_for_that_scope() -> None:
+    challenge = pins.bearer_challenge(QUAY["with_scope"])
+    assert challenge is not None
+    asked: list[str] = []
+
+    def http(method: str, url: str, headers: dict[str, str]) -> pins.Response:
+        asked.append(url)
+        return 200, {}, b'{"token": "t"}'
+
+    assert pins._token(http, challenge, "other/repo") == "t"
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(asked[0]).query)["scope"] == [
+        "repository:calico/node:pull"
+    ]

@@ -9,6 +9,12 @@ where that shape was read in each file's `_provenance`).
 - `up` waits for the guest, checks where the VM runs, reserves VM addresses before Calico runs,
   frees any a pod took anyway, and pre-pulls the launcher and guest images on every node;
 - Calico 3.31 resources lose every field 3.32.0 introduced.
+
+Review 1 (the section at the end: B1, W1, M1, M3, M6-M8): the BGP resources exist as
+crd.projectcalico.org/v1 objects before calico-node first starts, in every field a pinned
+Calico's CRD stores; a 3.31 filter never matches more than the lab's; KubeVirt never waits for a
+device the host lacks; kind's pod subnet covers every pool; routers refuse what they cannot
+route; kind nodes filter reverse paths loosely; the guest has an RNG.
 """
 
 from __future__ import annotations
@@ -313,6 +319,7 @@ class FakeCluster(k.Kube):
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
         if kind == "TigeraStatus":
+            self.done.append(("get", kind, name))
             return {**load("tigerastatus-calico-available.json"), "metadata": {"name": name}}
         if kind == "KubeVirt":
             return {"status": {"phase": "Deployed", "conditions": [{"type": "Available", "status": "True"}]}}
@@ -372,9 +379,10 @@ def test_up_reserves_the_vm_addresses_before_calico_runs(
 ) -> None:
     runtime._install_cluster("kv")
     applied = [d[1] for d in cluster.done if d[0] == "apply"]
-    assert applied[:4] == [
+    assert applied[:5] == [
         "Calico operator CRDs",
         "IPReservation of the VM addresses",
+        "BGP resources of kv (v1 CRD objects)",
         "tigera operator",
         "Installation and APIServer",
     ]
@@ -562,14 +570,15 @@ def test_only_a_3_31_render_may_lack_what_the_3_32_schemas_require(stack: str, t
     """The shared CRDs are Calico 3.32's, which require IPAMConfiguration `autoAllocateBlocks`."""
     r = rr.render_containerlab(load_lab(DEFAULT_LAB), tmp_path, versions=MATRIX[stack], use_emulation=True)
     assert rr.validate_rendered(tmp_path, bird=False).ok
-    path = tmp_path / "calico" / "kv" / "resources.yaml"
-    docs = k.load_documents(path.read_text())
-    for doc in docs:
-        if doc["kind"] == "IPAMConfiguration":
-            doc["spec"].pop("autoAllocateBlocks", None)
-        if doc["kind"] == "BGPPeer":
-            doc["spec"]["peerIp"] = doc["spec"].pop("peerIP")  # any other issue is still one
-    path.write_text(yaml.safe_dump_all(docs))
+    for name in ("resources.yaml", "bgp.yaml"):
+        path = tmp_path / "calico" / "kv" / name
+        docs = k.load_documents(path.read_text())
+        for doc in docs:
+            if doc["kind"] == "IPAMConfiguration":
+                doc["spec"].pop("autoAllocateBlocks", None)
+            if doc["kind"] == "BGPPeer":
+                doc["spec"]["peerIp"] = doc["spec"].pop("peerIP")  # any other issue is still one
+        path.write_text(yaml.safe_dump_all(docs))
     report = rr.validate_rendered(tmp_path, bird=False)
     messages = [i.message for i in report.issues]
     assert any("peerIp" in m for m in messages), messages
@@ -646,3 +655,310 @@ def test_a_migration_whose_vmi_stays_put_says_so(
         WaitTimeout, match=r"VMI vm1 on r2-n1 \(kv-worker2\) after its migration.*runs on kv-control"
     ):
         _up(runtime).migrate("vm1", "r2-n1", watch=False)
+
+
+# == Review 1 (B1, W1, M1-M8): the runtime against upstream once more ==============================
+
+CRD_V1 = load("calico-crd-v1-bgp.json")  # what each pinned Calico's operator-crds.yaml serves
+LAUNCHER = load("kubevirt-launcher-devices.json")  # what KubeVirt's launcher pods request
+LABS = sorted((REPO / "labs").glob("*.yml"))
+CALICO_3_31 = MATRIX["calico-3.31-kubevirt-1.5"]
+
+
+def field_paths(obj: Any, prefix: str = "") -> set[str]:
+    """Every field path of an object, as the CRD summaries spell them ('exportV4[].action')."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out |= {path, *field_paths(value, path)}
+    elif isinstance(obj, list):
+        for item in obj:
+            out |= field_paths(item, prefix + "[]")
+    return out
+
+
+def rendered_docs(out: Path, entry: dict[str, Any], *keys: str) -> list[dict[str, Any]]:
+    return [d for key in keys if key in entry for d in k.load_documents((out / entry[key]).read_text())]
+
+
+# -- B1: BGP configured before calico-node first starts --------------------------------------------
+
+
+def test_up_writes_the_bgp_resources_before_the_operator_starts_calico(
+    runtime: cl.ContainerlabRuntime, cluster: FakeCluster
+) -> None:
+    """Until a BGPConfiguration exists calico-node runs the mesh (and creates an empty `default` at
+    its first start), the ToRs learn no pod block, and pods outside the control plane's rack never
+    reach the API server, so TigeraStatus 'calico'/'apiserver' never become Available: the
+    BGPConfiguration (mesh off), BGPFilter and BGPPeers go in as crd.projectcalico.org/v1 objects
+    right after the operator's CRDs; only FelixConfiguration and IPAMConfiguration wait for the v3 API."""
+    assert CRD_V1["calico_node_start"]["creates_default_bgp_configuration"]
+    runtime._install_cluster("kv")
+    steps = [d for d in cluster.done if d[0] in ("apply", "get")]
+    names = [d[1] for d in steps]
+    bgp = names.index("BGP resources of kv (v1 CRD objects)")
+    v3 = names.index("Calico resources of kv")
+    assert (
+        names.index("Calico operator CRDs")
+        < bgp
+        < names.index("tigera operator")
+        < names.index("TigeraStatus")
+    )
+    assert steps[bgp][2:] == (
+        "crd.projectcalico.org/v1 BGPFilter",
+        "crd.projectcalico.org/v1 BGPConfiguration",
+        "crd.projectcalico.org/v1 BGPPeer",
+        "crd.projectcalico.org/v1 BGPPeer",
+    )
+    assert steps[v3][2:] == (
+        "projectcalico.org/v3 FelixConfiguration",
+        "projectcalico.org/v3 IPAMConfiguration",
+    )
+    assert v3 > max(i for i, n in enumerate(names) if n == "TigeraStatus")
+    early = k.load_documents((runtime.render_dir / "calico" / "kv" / "bgp.yaml").read_text())
+    (conf,) = [d for d in early if d["kind"] == "BGPConfiguration"]
+    assert conf["spec"] == {"asNumber": 64512, "nodeToNodeMeshEnabled": False}
+    assert {d["spec"]["peerIP"] for d in early if d["kind"] == "BGPPeer"} == {"198.18.1.1", "198.18.2.1"}
+
+
+@pytest.mark.parametrize("stack", list(MATRIX))
+def test_each_pinned_calico_stores_every_field_written_before_it_runs(stack: str, tmp_path: Path) -> None:
+    """The operator-crds.yaml `up` applies first (per pinned Calico) serves BGPConfiguration,
+    BGPPeer, BGPFilter and IPReservation as cluster-scoped crd.projectcalico.org/v1 CRDs, and every
+    field of every lab's v1 objects is in that version's schema: the API server prunes an unknown
+    field of a structural CRD without a word."""
+    versions = MATRIX[stack]
+    assert versions.operator_crds_url.endswith(f"/{versions.calico}/manifests/operator-crds.yaml")
+    crds = CRD_V1["crds"][versions.calico]
+    for kind in (*rr.BGP_CRD_KINDS, "IPReservation"):
+        assert (crds[kind]["group"], crds[kind]["scope"]) == ("crd.projectcalico.org", "Cluster")
+        assert [v["name"] for v in crds[kind]["versions"] if v["served"]] == ["v1"]
+    seen = set()
+    for path in LABS:
+        r = rr.render_containerlab(
+            load_lab(path), tmp_path / path.stem, versions=versions, use_emulation=True
+        )
+        for entry in r.manifest["clusters"].values():
+            for doc in rendered_docs(r.out, entry, "bgp", "ip_reservation"):
+                assert doc["apiVersion"] == rr.CALICO_CRD_API
+                unknown = field_paths(doc["spec"]) - set(crds[doc["kind"]]["spec_paths"])
+                assert not unknown, (path.stem, doc["kind"], doc["metadata"]["name"], unknown)
+                seen.add(doc["kind"])
+    assert seen == {*rr.BGP_CRD_KINDS, "IPReservation"}  # the nested lab's filters match on cidr
+
+
+def test_validation_refuses_bgp_resources_left_for_the_v3_step(runtime: cl.ContainerlabRuntime) -> None:
+    out = runtime.render_dir
+    early = k.load_documents((out / "calico/kv/bgp.yaml").read_text())
+    later = k.load_documents((out / "calico/kv/resources.yaml").read_text())
+    assert rr.bgp_errors(early, later, "bgp.yaml", "resources.yaml") == []
+    peer = {**early[-1], "apiVersion": "projectcalico.org/v3"}
+    issues = rr.bgp_errors([early[-1], early[0], peer], [*later, peer], "bgp.yaml", "resources.yaml")
+    assert [(i.file, i.path) for i in issues] == [
+        ("bgp.yaml", "[1].kind"),  # the filter after a peer naming it
+        ("bgp.yaml", "[2].apiVersion"),
+        ("resources.yaml", "[2].kind"),  # applied only once the API server it makes reachable is up
+    ]
+    assert "it belongs in bgp.yaml" in issues[2].message
+    (out / "calico/kv/resources.yaml").write_text(yaml.safe_dump_all([*later, peer]))
+    report = rr.validate_rendered(out, bird=False)
+    assert [i.path for i in report.issues] == ["[2].kind"]
+    assert "calico/kv/bgp.yaml: Calico crd.projectcalico.org/v1 CRDs" in report.checked or not (
+        rr.schemas.schemas_available()
+    )
+
+
+# -- W1: a Calico 3.31 filter never matches more than the lab's -------------------------------------
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[p.stem for p in LABS])
+def test_no_3_31_filter_rule_matches_more_than_the_labs(lab: Path, tmp_path: Path) -> None:
+    """Calico 3.31.7's confd turns a rule without conditions into a bare `accept;`/`reject;` ahead of
+    its own filter (filterStatement): a rule matching on a field 3.32.0 added is left out whole, a
+    filter left without rules goes with the peers' references to it; rules that lose only their
+    operations keep match and action."""
+    from harness.spec import cluster_resources
+
+    conditions = set(CRD_V1["bgpfilter_statement"]["v3.31.7"]["condition_fields"])
+    matches_3_32 = set(load("calico-v3-fields-new-in-3.32.0.json")["bgpfilter_rule"]) - {"operations"}
+    assert matches_3_32 == set(rr.BGPFILTER_MATCHES_SINCE_3_32)
+    spec = load_lab(lab)
+    r = rr.render_containerlab(spec, tmp_path, versions=CALICO_3_31, use_emulation=True)
+    for cluster in spec.clusters:
+        docs = rendered_docs(r.out, r.manifest["clusters"][cluster.name], "bgp", "resources")
+        got = {d["metadata"]["name"]: d for d in docs if d["kind"] == "BGPFilter"}
+        for res in cluster_resources(spec)[cluster.name]:
+            if res.kind != "BGPFilter":
+                continue
+            want = rr.calico_document(res)["spec"]
+            for key in rr.BGPFILTER_RULE_LISTS:
+                kept = [rule for rule in want.get(key, []) if not set(rule) & matches_3_32]
+                rules = got[res.metadata.name]["spec"].get(key, []) if res.metadata.name in got else []
+                assert rules == [{f: v for f, v in rule.items() if f != "operations"} for rule in kept]
+                for before, after in zip(kept, rules, strict=True):  # bare only where the lab's is
+                    assert bool(set(after) & conditions) == bool(set(before) & (conditions | matches_3_32))
+        for peer in (d for d in docs if d["kind"] == "BGPPeer"):
+            assert set(peer["spec"].get("filters", [])) <= set(got), peer
+
+
+def test_the_3_31_default_lab_exports_what_calico_3_31_exports_by_default(tmp_path: Path) -> None:
+    """The reviewer's case: the default lab's export rule {Accept, peerType eBGP, priority 512} was
+    rendered as a bare {Accept} (every route in the node's BIRD table to the ToRs)."""
+    r = rr.render_containerlab(load_lab(DEFAULT_LAB), tmp_path, versions=CALICO_3_31, use_emulation=True)
+    early = k.load_documents((tmp_path / "calico/kv/bgp.yaml").read_text())
+    assert [d["kind"] for d in early] == ["BGPConfiguration", "BGPPeer", "BGPPeer"]
+    assert all("filters" not in d["spec"] for d in early)
+    (warning,) = [n for n in r.manifest["notes"] if n.startswith("WARNING:")]
+    assert (
+        "BGPFilter/kubevirt-live-migration spec.exportV4[0] (the whole rule: it matches on peerType"
+        in warning
+    )
+    assert "BGPPeer/rack-r1-tor spec.filters: kubevirt-live-migration" in warning
+
+
+# -- M1: /dev/vhost-net ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kvm", "vhost_net"), [(True, True), (True, False), (False, True), (False, False)])
+def test_kubevirt_never_waits_for_a_device_the_host_lacks(
+    kvm: bool, vhost_net: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without useEmulation KubeVirt's launcher pod requests kvm and, for a virtio interface (the
+    lab's has no model), vhost-net; virt-handler offers neither when its device node is missing."""
+    monkeypatch.setattr(kv, "kvm_usable", lambda device="/dev/kvm": kvm)
+    monkeypatch.setattr(kv, "vhost_net_usable", lambda: vhost_net)
+    host = {"/dev/kvm": kvm, "/dev/vhost-net": vhost_net, "/dev/net/tun": True}
+    r = rr.render_containerlab(load_lab(DEFAULT_LAB), tmp_path)  # probes here, as `kvlab render` does
+    (cr,) = k.load_documents((tmp_path / "kubevirt/kubevirt.yaml").read_text())
+    emulate = cr["spec"]["configuration"]["developerConfiguration"]["useEmulation"]
+    (vm,) = k.load_documents((tmp_path / "kubevirt/vms.yaml").read_text())
+    assert "model" not in vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]  # virtio
+    requested = LAUNCHER["launcher_device_requests"][f"useEmulation={str(emulate).lower()}"]
+    assert all(host[LAUNCHER["device_paths"][d]] for d in requested), (emulate, requested)
+    assert emulate is not (kvm and vhost_net)  # KVM without emulation wherever the host has both
+    assert (r.manifest["kvm_usable"], r.manifest["vhost_net_usable"]) == (kvm, vhost_net)
+
+
+def test_up_renders_with_both_probes_and_the_preflight_says_why(
+    runtime: cl.ContainerlabRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.realstack import images
+
+    monkeypatch.setattr(images, "build_tor_image", lambda progress: "kvlab/tor:test")
+    runtime.probes = cl.Probes(kvm_usable=lambda: True, vhost_net_usable=lambda: False)
+    runtime._render(resolve(load_lab(DEFAULT_LAB)))
+    (cr,) = k.load_documents((runtime.render_dir / "kubevirt/kubevirt.yaml").read_text())
+    assert cr["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
+    assert cl.emulation_note(True, False).startswith("/dev/vhost-net does not open here: KubeVirt will run")
+    assert cl.emulation_note(True, True) == "/dev/kvm is usable: KubeVirt runs VMs with KVM"
+    assert kv.device_opens("/dev/null")
+    assert not kv.device_opens(str(runtime.run_dir / "no-such-device"))
+    assert kv.tun_usable() is kv.device_opens(LAUNCHER["device_paths"]["devices.kubevirt.io/tun"])
+
+
+# -- M3: every pool inside kind's pod subnet ------------------------------------------------------
+
+
+def _operator_accepts(platform_cidr: str, pool: str) -> bool:
+    """tigera/operator v1.42.3 pkg/controller/ippool/defaults.go cidrWithinCidr: the pool's network
+    address in the platform CIDR and the pool no larger than it."""
+    c, p = net(platform_cidr), net(pool)
+    return p.network_address in c and p.prefixlen >= c.prefixlen
+
+
+def _lab_with_pools(tmp_path: Path, pools: list[str]) -> Path:
+    from labfiles import lab_data, write_lab_data
+
+    data = lab_data("default")
+    (cluster,) = data["clusters"]
+    cluster["pools"] = pools
+    cluster["resources"] = [r for r in cluster["resources"] if r["kind"] != "IPPool"]
+    return write_lab_data(data, tmp_path / "pools.yml")
+
+
+def test_the_pod_subnet_covers_every_pool_of_the_cluster(tmp_path: Path) -> None:
+    lab = _lab_with_pools(tmp_path, ["203.0.113.0/25", "203.0.113.128/25"])
+    r = rr.render_containerlab(load_lab(lab), tmp_path / "out", use_emulation=True)
+    kind_cfg = yaml.safe_load((tmp_path / "out/kind/kv.yaml").read_text())
+    assert (
+        kind_cfg["networking"]["podSubnet"] == r.manifest["clusters"]["kv"]["pod_subnet"] == "203.0.113.0/24"
+    )
+    (inst, _) = k.load_documents((tmp_path / "out/calico/kv/installation.yaml").read_text())
+    pools = [p["cidr"] for p in inst["spec"]["calicoNetwork"]["ipPools"]]
+    assert pools == ["203.0.113.0/25", "203.0.113.128/25"]
+    assert all(_operator_accepts("203.0.113.0/24", p) for p in pools)
+    assert not _operator_accepts("203.0.113.0/25", "203.0.113.128/25")  # what the first pool alone gave
+    config = tmp_path / "out/kind/kv.yaml"
+    config.write_text(config.read_text().replace("podSubnet: 203.0.113.0/24", "podSubnet: 203.0.113.0/25"))
+    (issue,) = [i for i in rr.validate_rendered(tmp_path / "out", bird=False).issues]
+    assert issue.path == "networking.podSubnet"
+    assert "203.0.113.128/25" in issue.message
+
+
+def test_pools_no_pod_subnet_can_cover_are_bad_input(tmp_path: Path, run_root: Path) -> None:
+    lab = _lab_with_pools(tmp_path, ["203.0.113.0/24", "198.51.100.0/24"])
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "render", lab, "--runtime", "containerlab", "--out", out],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert (
+        f"{lab}: clusters[0].pools: the pools of cluster 'kv' (203.0.113.0/24, 198.51.100.0/24)" in res.stderr
+    )
+    assert not out.exists()  # nothing written
+    runtime = cl.ContainerlabRuntime("tpools", context=LabContext.of(load_lab(lab)))
+    with pytest.raises(rr.RenderError):
+        runtime.up(None)  # type: ignore[arg-type]
+    assert not run_root.exists()  # refused before the preflight and before anything exists
+
+
+# -- M6 and M8: lab traffic stays in, replies from the API server get in ----------------------------
+
+
+def test_routers_drop_what_they_cannot_route_and_never_announce_it(runtime: cl.ContainerlabRuntime) -> None:
+    topo = k.load_documents((runtime.render_dir / "tlab.clab.yml").read_text())[0]
+    nodes = topo["topology"]["nodes"]
+    routers = ["spine1", "tor1", "tor2"]
+    for router in routers:
+        assert nodes[router]["exec"][-1] == rr.ROUTER_DEFAULT_ROUTE == "ip route replace unreachable default"
+        conf = (runtime.render_dir / "bird" / f"{router}.conf").read_text()
+        kernel = conf[conf.index("protocol kernel") :].split("}", 1)[0]
+        assert "import none;" in kernel  # the unreachable default never reaches BGP
+    assert rr.ROUTER_DEFAULT_ROUTE not in nodes["ext1"]["exec"]  # a host routes the lab via its router
+    nodes["tor2"]["exec"].remove(rr.ROUTER_DEFAULT_ROUTE)
+    (issue,) = rr.routing_errors(topo, "t.clab.yml", routers)
+    assert issue.path == "topology.nodes.tor2.exec"
+    assert "leave the lab" in issue.message
+
+
+def test_kind_nodes_filter_reverse_paths_loosely_on_both_sides(runtime: cl.ContainerlabRuntime) -> None:
+    import shlex
+
+    topo = k.load_documents((runtime.render_dir / "tlab.clab.yml").read_text())[0]
+    nodes = topo["topology"]["nodes"]
+    for name in KIND_NAMES:
+        execs = nodes[name]["exec"]
+        for dev in ("eth0", "eth1"):  # kind's network (requests out), the fabric (replies in)
+            command = rr.loose_rp_filter(dev)
+            assert command in execs
+            assert shlex.split(command) == ["bash", "-c", f"echo 2 > /proc/sys/net/ipv4/conf/{dev}/rp_filter"]
+            assert "$" not in command  # containerlab would expand it
+    assert rr.routing_errors(topo, "t.clab.yml", ["spine1", "tor1", "tor2"]) == []
+    nodes["kv-worker3"]["exec"].remove(rr.loose_rp_filter("eth1"))
+    (issue,) = rr.routing_errors(topo, "t.clab.yml", ["spine1", "tor1", "tor2"])
+    assert issue.path == "topology.nodes.kv-worker3.exec"
+    assert "loose on eth1" in issue.message
+
+
+# -- M7: the guest has an RNG ---------------------------------------------------------------------
+
+
+def test_the_guest_has_a_virtio_rng_as_kubevirts_own_alpine_vms(runtime: cl.ContainerlabRuntime) -> None:
+    (vm,) = k.load_documents((runtime.render_dir / "kubevirt" / "vms.yaml").read_text())
+    assert vm["spec"]["template"]["spec"]["domain"]["devices"]["rng"] == {}
+    if rr.schemas.schemas_available():
+        devices = rr.schemas.kubevirt_schema("v1.Devices")
+        assert devices["definitions"]["v1.Devices"]["properties"]["rng"]["$ref"] == "#/definitions/v1.Rng"
+        assert rr.schemas.kubevirt_errors(vm) == []

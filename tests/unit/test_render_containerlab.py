@@ -192,13 +192,23 @@ def test_installation(rendered: tuple[LabSpec, rr.Rendered]) -> None:
 
 
 def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) -> None:
-    """resources.yaml + the Installation's pools = the resources the netns runtime uses."""
+    """bgp.yaml + resources.yaml + the Installation's pools = the resources the netns runtime uses;
+    a kind cluster's BGP kinds are all in bgp.yaml (crd.projectcalico.org/v1), none in resources.yaml."""
     from harness.spec import cluster_resources
 
     spec, r = rendered
     for cluster in spec.clusters:
         items = cluster_resources(spec)[cluster.name]
-        docs = _docs(r.out / r.manifest["clusters"][cluster.name]["resources"])
+        entry = r.manifest["clusters"][cluster.name]
+        docs = _docs(r.out / entry["resources"])
+        if cluster.parent is None:
+            assert not {d["kind"] for d in docs} & set(rr.BGP_CRD_KINDS)
+            early = _docs(r.out / entry["bgp"]) if "bgp" in entry else []
+            assert {d["apiVersion"] for d in early} <= {"crd.projectcalico.org/v1"}
+            assert [d["kind"] for d in early] == sorted(
+                (d["kind"] for d in early), key=rr.BGP_CRD_KINDS.index
+            )
+            docs += early
         got = {(d["kind"], d["metadata"]["name"]) for d in docs}
         want = {(x.kind, x.metadata.name) for x in items}
         if cluster.parent is None:
@@ -212,7 +222,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
             assert conf["spec"]["asNumber"] == cluster.asn
     for cluster in spec.clusters:
         if cluster.parent is not None:
-            parent_docs = _docs(r.out / f"calico/{cluster.parent}/resources.yaml")
+            parent_docs = _docs(r.out / f"calico/{cluster.parent}/bgp.yaml")
             conf = next(d for d in parent_docs if d["kind"] == "BGPConfiguration")
             assert conf["spec"]["localWorkloadPeeringIPV4"] == "169.254.0.179"
             assert "run inside KubeVirt VMs" in (r.out / "README.md").read_text()
@@ -353,13 +363,21 @@ def test_validator_catches_a_broken_installation(default_lab: rr.Rendered) -> No
 
 
 @pytest.mark.usefixtures("need_schemas")
-def test_validator_catches_a_broken_calico_resource(default_lab: rr.Rendered) -> None:
-    docs = _docs(default_lab.out / "calico/kv/resources.yaml")
+@pytest.mark.parametrize("api_version", ["crd.projectcalico.org/v1", "projectcalico.org/v3"])
+def test_validator_catches_a_broken_calico_resource(default_lab: rr.Rendered, api_version: str) -> None:
+    docs = _docs(default_lab.out / "calico/kv/bgp.yaml")
     peer = next(d for d in docs if d["kind"] == "BGPPeer")
+    peer["apiVersion"] = api_version  # the v1 CRD's or the v3 one's schema
     peer["spec"]["asNumber"] = "65001x"
     peer["spec"]["peerIp"] = "198.18.1.1"
-    issues = schemas.calico_errors(peer, "resources.yaml", (1,))
+    issues = schemas.calico_errors(peer, "bgp.yaml", (1,))
     assert {i.path for i in issues} == {"[1].spec.asNumber", "[1].spec.peerIp"}
+    peer["apiVersion"] = "projectcalico.org/v1"
+    (issue,) = schemas.calico_errors(peer, "bgp.yaml", (1,))
+    assert (issue.path, issue.message) == (
+        "[1].apiVersion",
+        "'projectcalico.org/v1' is not a Calico API (projectcalico.org/v3 or crd.projectcalico.org/v1)",
+    )
 
 
 def test_kind_check_catches_a_wrong_node_ip(default_lab: rr.Rendered) -> None:
@@ -677,7 +695,12 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
             "spec": {
                 "exportV4": [
                     {"action": "Accept", "cidr": "203.0.113.0/24", "matchOperator": "In", "priority": 512},
-                    {"action": "Accept", "peerType": "eBGP", "operations": [{"setPriority": {"value": 1}}]},
+                    {
+                        "action": "Reject",
+                        "cidr": "198.51.100.0/24",
+                        "matchOperator": "In",
+                        "operations": [{"setPriority": {"value": 1}}],
+                    },
                 ]
             },
         },
@@ -696,15 +719,16 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
     ]
     dropped = rr.drop_pre_3_32_fields(docs)
     assert sorted(dropped) == [
-        "BGPFilter/f spec.exportV4[0].priority",
+        "BGPFilter/f spec.exportV4[0] (the whole rule: it matches on priority, which Calico before "
+        "v3.32.0 lacks)",
         "BGPFilter/f spec.exportV4[1].operations",
-        "BGPFilter/f spec.exportV4[1].peerType",
         "FelixConfiguration/default spec.ipv4ElevatedRoutePriority",
         "IPAMConfiguration/default spec.kubeVirtVMAddressPersistence",
     ]
+    # a rule matching on a 3.32 field would match more without it: gone; one losing only its
+    # operations keeps its match and action
     assert docs[0]["spec"]["exportV4"] == [
-        {"action": "Accept", "cidr": "203.0.113.0/24", "matchOperator": "In"},
-        {"action": "Accept"},
+        {"action": "Reject", "cidr": "198.51.100.0/24", "matchOperator": "In"}
     ]
     assert docs[1]["spec"] == {"logSeverityScreen": "Info"}
     assert docs[2]["spec"] == {"strictAffinity": False}
@@ -719,10 +743,11 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
         for w in warnings:
             assert old.calico in w
             assert "left out" in w
-        for entry in r.manifest["clusters"].values():
-            if any(entry["resources"] in w for w in warnings):
-                assert "# WARNING" in (r.out / entry["resources"]).read_text()
-            for doc in _docs(r.out / entry["resources"]):
+        for name, entry in r.manifest["clusters"].items():
+            files = [entry[k] for k in ("bgp", "resources") if k in entry]
+            if any(f"cluster '{name}'" in w for w in warnings):
+                assert all("# WARNING" in (r.out / f).read_text() for f in files)
+            for doc in (d for f in files for d in _docs(r.out / f)):
                 if doc["kind"] == "IPAMConfiguration":
                     assert "kubeVirtVMAddressPersistence" not in doc["spec"]
                 if doc["kind"] == "FelixConfiguration":

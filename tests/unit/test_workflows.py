@@ -94,8 +94,7 @@ def test_nightly_matrix_is_the_version_matrix(nightly: dict[str, Any]) -> None:
     baseline = [s.name for s in MATRIX.values() if not s.live_migration]
     assert baseline  # the Calico 3.31 entry
     assert [(e["stack"], e["lab"], e["experimental"]) for e in extra] == [
-        (DEFAULT.name, "nested", True),
-        *((name, "default", True) for name in baseline),
+        (name, "default", True) for name in baseline
     ]
     assert matrix["exclude"] == [{"stack": name} for name in baseline]
     # the jobs GitHub runs (excludes first, then includes: an include that would change an
@@ -113,12 +112,27 @@ def test_nightly_matrix_is_the_version_matrix(nightly: dict[str, Any]) -> None:
     jobs += extra
     assert sorted((j["stack"], j["lab"], j["experimental"]) for j in jobs) == sorted(
         [(s.name, "default", not s.live_migration) for s in MATRIX.values()]
-        + [(DEFAULT.name, "nested", True)]
     )
     assert job["continue-on-error"] == "${{ matrix.experimental }}"
     assert job["strategy"]["fail-fast"] is False
     for lab in {*matrix["lab"], *(e["lab"] for e in extra)}:
         assert (REPO / "labs" / f"{lab}.yml").is_file()
+
+
+def test_every_nightly_lab_is_one_the_containerlab_runtime_builds(nightly: dict[str, Any]) -> None:
+    """No job whose lab the runtime refuses before it creates anything: nested clusters
+    (ContainerlabRuntime.up, until issue 17) or what render.plan_lab refuses."""
+    from harness.labfile import load_lab
+    from harness.realstack.render import plan_lab
+    from harness.topology import resolve
+
+    (job,) = nightly["jobs"].values()
+    matrix = job["strategy"]["matrix"]
+    for lab in {*matrix["lab"], *(e["lab"] for e in matrix.get("include", []))}:
+        topo = resolve(load_lab(REPO / "labs" / f"{lab}.yml"))
+        assert not topo.nested_vm, f"lab {lab}: nested nodes {dict(topo.nested_vm)} are refused"
+        plan_lab(topo)
+    assert resolve(load_lab(REPO / "labs" / "nested.yml")).nested_vm  # what the check looks at
 
 
 def test_every_job_and_long_step_has_a_timeout(nightly: dict[str, Any], ci: dict[str, Any]) -> None:
