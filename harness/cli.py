@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.errors import InputError, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
-from harness.state import check_lab_name, valid_lab_name
+from harness.state import check_lab_name
 
-REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
-DEFAULT_LAB = "default"
 DEBUG_ENV = "KVLAB_DEBUG"  # set (non-empty): an internal error prints its traceback too
 
 
@@ -31,33 +29,10 @@ class UsageError(InputError):
     """Bad command-line input (exit 2)."""
 
 
-def lab_file_stem(arg: str, option: str = "LAB") -> str:
-    """A lab argument that is no existing file must be a lab's name (optionally with .yml or
-    .yaml): that name, else LabNameError naming `option` and the rule."""
-    stem = arg.removesuffix(".yml").removesuffix(".yaml")
-    if not valid_lab_name(stem):
-        check_lab_name(arg, option, "is no lab file and not a valid lab name")
-    return stem
-
-
-def resolve_spec_path(arg: str | None, option: str = "LAB") -> Path:
-    """A lab argument as a file: a path, or a name looked up in ./labs and the repo's labs/."""
-    name = arg or DEFAULT_LAB
-    p = Path(name)
-    if p.is_file():
-        return p
-    stem = lab_file_stem(name, option)
-    for base in (Path.cwd() / "labs", REPO_LABS):
-        for candidate in (base / stem, base / f"{stem}.yml", base / f"{stem}.yaml"):
-            if candidate.is_file():
-                return candidate
-    raise UsageError(f"{option}: {name}: no such lab file (looked in ./labs and {REPO_LABS})")
-
-
 def resolve_running(arg: str | None, option: str = "--lab") -> str:
     """A running lab's name from a name, a lab file, or (none given) the only running lab."""
-    from harness.lab import running_lab_names
-    from harness.spec import load_lab
+    from harness.instances import running_lab_names
+    from harness.labfile import DEFAULT_LAB, load_lab, resolve_spec_path
 
     running = running_lab_names()
     if arg is None:
@@ -101,21 +76,29 @@ def _console():  # type: ignore[no-untyped-def]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from harness.diagnostics import collect
     from harness.lab import Lab
+    from harness.labfile import resolve_spec_path
     from harness.progress import RichProgress
+    from harness.runtime.base import RuntimeOptions
 
     if args.name is not None:
         check_lab_name(args.name, "--name")
     path = resolve_spec_path(args.lab)
     lab = Lab.from_file(
-        path, name=args.name, runtime=args.runtime, progress=RichProgress(), keep=args.keep_on_failure
+        path,
+        name=args.name,
+        runtime=args.runtime,
+        options=RuntimeOptions(stack=args.stack),
+        progress=RichProgress(),
+        keep=args.keep_on_failure,
     )
     try:
         lab.up(replace=args.replace)
     except WaitTimeout as e:
         print(f"kvlab up: lab '{lab.name}' did not converge: {e}", file=sys.stderr)
         if args.keep_on_failure:
-            out = lab.diagnostics(Path(args.diag_dir))
+            out = collect(lab, Path(args.diag_dir))
             print(f"kvlab up: lab kept for inspection; diagnostics in {out}", file=sys.stderr)
         return 1
     _print_notes(lab)
@@ -132,12 +115,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from harness.lab import down_lab, reap_stale, running_lab_names
-    from harness.netlink import list_namespaces
-    from harness.state import known_labs
+    from harness.instances import down_lab, present_labs, reap_stale, running_lab_names
 
     if args.all:
-        names = sorted(known_labs(list_namespaces()) | set(running_lab_names()))
+        names = sorted(present_labs() | set(running_lab_names()))
     else:
         names = [resolve_running(args.lab, "LAB")]
     for name in names:
@@ -251,8 +232,8 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from harness.canary import CanaryError
-    from harness.migration import MigrationFailed
+    from harness.canary.controller import CanaryError
+    from harness.record import MigrationFailed
 
     lab = attach(args.lab)
     try:
@@ -325,8 +306,8 @@ def print_timeline(rec: dict[str, Any]) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from harness.guestimage import ensure_image
     from harness.progress import RichProgress
+    from harness.runtime.netns.guestimage import ensure_image
 
     if args.which == "tor":
         from harness.realstack.dockerlab import docker_client
@@ -344,15 +325,17 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
+    from harness.diagnostics import collect
+
     lab = attach(args.lab, "LAB")
-    out = lab.diagnostics(Path(args.out))
+    out = collect(lab, Path(args.out))
     print(out)
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """The lab file and everything it names, then every BIRD config it derives through `bird -p`."""
-    from harness.spec import load_lab
+    from harness.labfile import load_lab, resolve_spec_path
 
     spec = load_lab(resolve_spec_path(args.lab))
     print(f"{spec.source}: valid lab '{spec.name}' ({_bird_checked(spec)})", file=sys.stderr)
@@ -371,73 +354,41 @@ def _bird_checked(spec: Any, configs: list[Any] | None = None) -> str:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """netns: the BIRD configs. containerlab: everything the real stack is built from, then
-    validated (schemas, structure, `bird -p`); exit 2 naming file, field and reason on a problem."""
-    from harness.spec import load_lab
+    """What a runtime builds the lab from (netns: the BIRD configs; containerlab: topology, kind,
+    Calico, KubeVirt), written and checked by the runtime (schemas, `bird -p`); exit 2 naming
+    file, field and reason on a problem."""
+    from harness.labfile import load_lab, resolve_spec_path
+    from harness.runtime import get_runtime
+    from harness.runtime.base import LabContext, RuntimeOptions
 
     spec = load_lab(resolve_spec_path(args.lab))
-    out = Path(args.out)
-    if args.runtime == "containerlab":
-        from harness.realstack.render import RenderError, render_containerlab, validate_rendered
-        from harness.realstack.versions import get_versions
-
-        try:
-            versions = get_versions(args.versions)
-        except KeyError as e:
-            raise UsageError(f"--versions: {e.args[0]}") from None
-        emulation = {"auto": None, "on": True, "off": False}[args.emulation]
-        try:
-            rendered = render_containerlab(
-                spec, out, versions=versions, use_emulation=emulation, image=args.tor_image
-            )
-        except RenderError as e:
-            print(f"kvlab render: {spec.source}: {e}", file=sys.stderr)
-            return 2
-        report = validate_rendered(out)
-        for line in report.checked:
-            print(f"kvlab render: checked {line}", file=sys.stderr)
-        for line in report.skipped:
-            print(f"kvlab render: not checked: {line}", file=sys.stderr)
-        for line in report.warnings:
-            print(f"kvlab render: warning: {line.removeprefix('WARNING: ')}", file=sys.stderr)
-        if not report.ok:
-            for issue in report.issues:
-                print(f"kvlab render: invalid: {issue}", file=sys.stderr)
-            return 2
-        print(
-            f"kvlab render: lab '{spec.name}' for containerlab ({versions.name}: Calico {versions.calico}, "
-            f"KubeVirt {versions.kubevirt}, useEmulation {str(rendered.manifest['use_emulation']).lower()}): "
-            f"{len(rendered.files)} files",
-            file=sys.stderr,
-        )
-        print(rendered.topology_file)
-        return 0
-
-    if args.versions is not None or args.emulation != "auto" or args.tor_image is not None:
-        raise UsageError("--versions, --emulation and --tor-image apply to --runtime containerlab only")
-    from harness.render.bird import rendered_configs
-
-    configs = rendered_configs(spec)
-    checked = _bird_checked(spec, configs)  # nothing is written unless BIRD takes every config
-    (out / "bird").mkdir(parents=True, exist_ok=True)
-    for entity, _, text in configs:
-        (out / "bird" / f"{entity}.conf").write_text(text)
-    print(f"kvlab render: lab '{spec.name}': {checked}", file=sys.stderr)
-    print(out)
+    if args.runtime != "containerlab" and (
+        args.versions is not None or args.emulation != "auto" or args.tor_image is not None
+    ):
+        raise UsageError("--stack, --emulation and --tor-image apply to --runtime containerlab only")
+    options = RuntimeOptions(
+        stack=args.versions,
+        emulation={"auto": None, "on": True, "off": False}[args.emulation],
+        tor_image=args.tor_image,
+    )
+    runtime = get_runtime(args.runtime)(spec.name, context=LabContext.of(spec), options=options)
+    report = runtime.render(Path(args.out))
+    for line in report.checked:
+        print(f"kvlab render: checked {line}", file=sys.stderr)
+    for line in report.skipped:
+        print(f"kvlab render: not checked: {line}", file=sys.stderr)
+    for line in report.warnings:
+        print(f"kvlab render: warning: {line}", file=sys.stderr)
+    if not report.ok:
+        for issue in report.issues:
+            print(f"kvlab render: invalid: {issue}", file=sys.stderr)
+        return 2
+    print(f"kvlab render: {report.summary}", file=sys.stderr)
+    print(report.main)
     return 0
 
 
 # -- entry point ---------------------------------------------------------------------
-
-
-class _StackEnv(argparse.Action):
-    """`up --stack NAME`: the runtime reads the matrix entry from $KVLAB_STACK."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        from harness.realstack.matrix_cli import STACK_ENV
-
-        os.environ[STACK_ENV] = values
-        setattr(namespace, self.dest, values)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -448,7 +399,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.realstack.matrix_cli import STACK_ENV
     from harness.realstack.versions import MATRIX
 
     p = _Parser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
@@ -468,9 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stack",
         metavar="NAME",
         choices=list(MATRIX),
-        action=_StackEnv,
         help="containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
-        f"(handed to the runtime as ${STACK_ENV}; default: versions.DEFAULT)",
+        "(default: versions.DEFAULT)",
     )
     up.set_defaults(func=cmd_up)
 

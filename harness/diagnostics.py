@@ -2,8 +2,9 @@
 
 For every BIRD: its config, its log, `show protocols all` and `show route all` (both the
 raw BIRD reply and the parsed JSON); for every namespace: kernel routes as JSON; plus the
-lab's status document and state file; plus what the runtime collects itself
-(`Runtime.diagnostics`, under `runtime/`). Collection never raises: a part that cannot be
+lab's status document; plus what only the runtime can collect (`Runtime.diagnostics`, under
+`runtime/`: node agents and QEMU consoles on netns, cluster objects and containers on
+containerlab). Collection never raises: a part that cannot be
 collected is recorded in `errors.txt`.
 """
 
@@ -65,33 +66,6 @@ def collect(lab: Lab, out_dir: Path) -> Path:
             f"{speaker.name} routes json",
             lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]),
         )
-    agent = getattr(lab.runtime, "agent", None)
-    for node in lab.topo.node_address:
-        if node in lab.topo.nested_vm:
-            continue  # a nested node has BIRD but no node agent
-        d = bundle / node
-        d.mkdir(exist_ok=True)
-        if agent is not None:
-            attempt(
-                f"{node} agent status",
-                lambda n=node, d=d, agent=agent: dump(d / "agent-status.json", agent(n).call("status")),
-            )
-        for name in ("agent.log", "agent.json"):
-            src = lab.runtime.entity_dir(node) / name if hasattr(lab.runtime, "entity_dir") else None
-            if src is not None and src.exists():
-                attempt(f"{node} {name}", lambda src=src, d=d, name=name: shutil.copy(src, d / name))
-    entity_dir = getattr(lab.runtime, "entity_dir", None)
-    for w in lab.topo.workloads:
-        if w.backend != "qemu" or entity_dir is None:
-            continue
-        for qdir in sorted(entity_dir(w.vm).glob("qemu-*")):  # one per node the guest ran or was started on
-            d = bundle / w.vm / qdir.name
-            d.mkdir(parents=True, exist_ok=True)
-            for name in ("serial.log", "qemu.log"):
-                if (qdir / name).exists():
-                    attempt(
-                        f"{w.vm} {qdir.name} {name}", lambda q=qdir, d=d, n=name: shutil.copy(q / n, d / n)
-                    )
     for entity in lab.topo.entities:
         d = bundle / entity
         d.mkdir(exist_ok=True)

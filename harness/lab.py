@@ -13,52 +13,26 @@ import hashlib
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
-from harness import netlink
-from harness.birdc import BirdClient, BirdUnavailable, Protocol, Route
+from harness.birdc import BirdUnavailable
+from harness.canary.controller import Canary, CanaryReport, merge_into
 from harness.errors import InvalidRequest, LabError, LabExists, UnknownLabError
-from harness.kernel import KernelRoute
-from harness.locking import LockBusy
+from harness.instances import running_lab_names
+from harness.labfile import load_lab
 from harness.procs import start_time
 from harness.progress import NullProgress, Progress
+from harness.record import MigrationRecord
 from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
-from harness.runtime.base import Runtime
-from harness.spec import LabSpec, cluster_resources, load_lab
-from harness.state import (
-    LabState,
-    check_lab_name,
-    known_labs,
-    lab_dir,
-    lab_lock,
-    locked_labs,
-    parse_namespace,
-    run_root,
-    valid_lab_name,
-)
-from harness.topology import Topology, resolve
+from harness.runtime.base import LabContext, Runtime, RuntimeOptions
+from harness.speakers import BirdSpeaker, Session
+from harness.spec import LabSpec, cluster_resources
+from harness.state import LabState, check_lab_name, lab_dir, lab_lock
+from harness.topology import Topology
 from harness.wait import eventually
-
-
-@dataclass(frozen=True)
-class Session:
-    """A BGP session as one BIRD (router or node) reports it."""
-
-    router: str
-    name: str
-    peer: str | None
-    state: str
-    last_error: str | None = None
-
-    @property
-    def established(self) -> bool:
-        return self.state == "Established"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"router": self.router, "name": self.name, "peer": self.peer, "state": self.state}
 
 
 def spec_digest(spec: LabSpec) -> str:
@@ -66,49 +40,9 @@ def spec_digest(spec: LabSpec) -> str:
     h = hashlib.sha256(spec.model_dump_json().encode())
     for cluster, items in sorted(cluster_resources(spec).items()):
         h.update(cluster.encode())
-        for res, _, _ in items:
+        for res in items:
             h.update(res.model_dump_json().encode())
     return h.hexdigest()[:16]
-
-
-class BirdSpeaker:
-    """A router or node: something with a BIRD daemon and a kernel routing table."""
-
-    def __init__(self, lab: Lab, name: str):
-        self.lab = lab
-        self.name = name
-
-    def client(self) -> BirdClient:
-        return BirdClient(self.lab.runtime.bird_socket(self.name))
-
-    def protocols(self) -> list[Protocol]:
-        with self.client() as c:
-            return c.protocols()
-
-    def sessions(self) -> list[Session]:
-        return [
-            Session(self.name, p.name, p.neighbor_address, p.bgp_state or p.info or p.state, p.last_error)
-            for p in self.protocols()
-            if p.proto == "BGP"
-        ]
-
-    def routes(self, prefix: str | None = None) -> list[Route]:
-        """BIRD's routes (all alternatives, best flagged), optionally for one exact prefix."""
-        with self.client() as c:
-            return c.routes(prefix)
-
-    def best_route(self, prefix: str) -> Route | None:
-        return next((r for r in self.routes(prefix) if r.best), None)
-
-    def kernel_routes(self, prefix: str | None = None) -> list[KernelRoute]:
-        return self.lab.runtime.kernel_routes(self.name, prefix)
-
-    def birdc(self, command: str) -> list[tuple[int, str]]:
-        with self.client() as c:
-            return c.command(command)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} of lab {self.lab.name}>"
 
 
 class VM:
@@ -126,14 +60,8 @@ class VM:
     def node(self) -> str:
         return self.lab.vm_location(self.name)["node"]
 
-    def migrate(self, to: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def migrate(self, to: str, **kwargs: Any) -> MigrationRecord:
         return self.lab.migrate(self.name, to, **kwargs)
-
-    def migration(self, to: str):  # type: ignore[no-untyped-def]
-        """A Migration whose phases (prepare, activate, complete, fail) the caller drives."""
-        from harness.migration import Migration
-
-        return Migration(self.lab, self.name, to)
 
 
 class Lab:
@@ -145,16 +73,19 @@ class Lab:
         *,
         name: str | None = None,
         runtime: str = "netns",
+        options: RuntimeOptions | None = None,
         progress: Progress | None = None,
         owner_pid: int | None = None,
         keep: bool = False,
     ):
         self.spec = spec
         self.name = spec.name if name is None else check_lab_name(name, "name")
-        self.topo: Topology = resolve(spec)
         self.progress = progress or NullProgress()
-        self.runtime: Runtime = get_runtime(runtime)(self.name, self.progress)
-        self.runtime.hosted = dict(self.topo.nested_vm)
+        context = LabContext.of(spec)
+        self.topo: Topology = context.topo
+        self.runtime: Runtime = get_runtime(runtime)(
+            self.name, self.progress, context=context, options=options
+        )
         self.runtime_name = runtime
         self.owner_pid = owner_pid
         self.keep = keep
@@ -178,7 +109,15 @@ class Lab:
                 f"no lab named '{name}' is running (known: {', '.join(running_lab_names()) or 'none'})"
             )
         spec = load_lab(state.spec_path)
-        lab = cls(spec, name=name, runtime=state.runtime, progress=progress, owner_pid=state.owner_pid)
+        options = RuntimeOptions(stack=state.stack)
+        lab = cls(
+            spec,
+            name=name,
+            runtime=state.runtime,
+            options=options,
+            progress=progress,
+            owner_pid=state.owner_pid,
+        )
         if spec_digest(spec) != state.spec_digest:
             raise LabError(
                 f"lab '{name}' was brought up from an older version of {state.spec_path}; "
@@ -215,7 +154,7 @@ class Lab:
             same = existing is not None and existing.spec_digest == digest
             if same and existing is not None and existing.ready and not existing.abandoned():
                 self.notes += self.reconcile()
-                problems = self.runtime.problems(self)
+                problems = self.runtime.problems()
                 if not problems:
                     self.reused = True
             if not self.reused:
@@ -229,6 +168,7 @@ class Lab:
                     spec_path=self.spec.source,
                     spec_digest=digest,
                     runtime=self.runtime_name,
+                    stack=self.runtime.options.stack,
                     session_id=secrets.token_hex(8),
                     owner_pid=self.owner_pid,
                     builder_pid=os.getpid(),  # a lab whose builder died before it was ready gets reaped
@@ -237,7 +177,7 @@ class Lab:
                 )
                 if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
                     check_rendered(self.spec)
-                self.runtime.up(state, self.topo, cluster_resources_plain(self.spec))
+                self.runtime.up(state)
                 try:
                     if wait:
                         self.wait_established()
@@ -266,28 +206,30 @@ class Lab:
 
     def is_running(self) -> bool:
         """Healthy: every resource of the lab runs, its guests included."""
-        return not self.runtime.problems(self)
+        return not self.runtime.problems()
 
     # -- entities ----------------------------------------------------------------------
     def router(self, name: str) -> BirdSpeaker:
         if name not in {r.name for r in self.spec.routers}:
             raise KeyError(f"no router '{name}' in lab '{self.name}'")
-        return BirdSpeaker(self, name)
+        return BirdSpeaker(self.runtime, name)
 
     def node(self, name: str) -> BirdSpeaker:
         if name not in self.topo.node_address:
             raise KeyError(f"no node '{name}' in lab '{self.name}'")
-        return BirdSpeaker(self, name)
+        return BirdSpeaker(self.runtime, name)
 
     def speaker(self, name: str) -> BirdSpeaker:
         """A router or a node by name."""
         kind = self.topo.entities.get(name)
         if kind not in ("router", "node"):
             raise KeyError(f"'{name}' is no router or node of lab '{self.name}'")
-        return BirdSpeaker(self, name)
+        return BirdSpeaker(self.runtime, name)
 
     def speakers(self) -> list[BirdSpeaker]:
-        return [BirdSpeaker(self, e) for e, k in self.topo.entities.items() if k in ("router", "node")]
+        return [
+            BirdSpeaker(self.runtime, e) for e, k in self.topo.entities.items() if k in ("router", "node")
+        ]
 
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0):  # type: ignore[no-untyped-def]
         """Run a command inside a lab entity (router, node, host, VM endpoint)."""
@@ -307,38 +249,22 @@ class Lab:
         return VM(self, name)
 
     def vm_location(self, vm: str) -> dict[str, Any]:
-        """Where a VM runs now: {"node", "ifname" (its guest-side interface), "guest" (the QEMU
-        instance that is the VM on the netns runtime, None for other VMs)}."""
-        state = LabState.load(lab_dir(self.name))
-        if state is not None and vm in state.vms:
-            return {"guest": None, **state.vms[vm]}
-        w = self.topo.workload(vm)
-        return {"node": w.node, "ifname": "eth0", "guest": self.runtime.first_guest(w)}
-
-    def set_vm_location(self, vm: str, node: str, ifname: str, guest: str | None = None) -> None:
-        with lab_lock(self.name):
-            state = LabState.load(lab_dir(self.name))
-            if state is None:
-                raise LabError(f"lab '{self.name}' has no state (is it up?)")
-            state.vms[vm] = {"node": node, "ifname": ifname, **({"guest": guest} if guest else {})}
-            state.save(lab_dir(self.name))
+        """Where a VM runs now: {"node", "ifname", "guest"} (see `Runtime.vm_location`)."""
+        return self.runtime.vm_location(vm)
 
     def reconcile(self) -> list[str]:
         """Settle migrations that were interrupted (their process crashed or was killed): each
         VM ends up running in one place, and the lab state says which. Returns what was done, a
         line per VM. Run by `attach` and before every migration; a migration that is still
         running in a live process is left alone."""
-        return self.runtime.reconcile(self)
+        return self.runtime.reconcile()
 
-    def priorities(self, node: str):  # type: ignore[no-untyped-def]
+    def priorities(self, node: str) -> Any:
         """Felix route priorities and convergence time of a node's cluster."""
-        from harness.calico import felix
+        return self.runtime.priorities(node)
 
-        cluster, _ = self.spec.node(node)
-        return felix.priorities(cluster_resources_plain(self.spec).get(cluster.name, []))
-
-    def migrate(self, vm: str, to: str, *, canary: str | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-        """Live-migrate a VM to node `to`; returns the MigrationRecord (see harness.migration).
+    def migrate(self, vm: str, to: str, *, canary: str | None = None, **kwargs: Any) -> MigrationRecord:
+        """Live-migrate a VM to node `to`; returns the record (harness.record.MigrationRecord).
 
         With `canary="ext1"`, a TCP canary from that host to the VM runs through the migration
         and its report and gaps become part of the record; a canary that lost messages, saw a
@@ -355,12 +281,10 @@ class Lab:
             raise InvalidRequest(f"no external host '{canary}' in lab '{self.name}' for the canary")
         self.reconcile()
         if canary is None:
-            record = self.runtime.migrate(self, vm, to, **kwargs)
+            record = self.runtime.migrate(vm, to, **kwargs)
         else:
-            from harness.canary import merge_into
-
             with self.canary(canary, vm) as probe:
-                record = self.runtime.migrate(self, vm, to, **kwargs)
+                record = self.runtime.migrate(vm, to, **kwargs)
                 report = probe.stop()
             merge_into(record, report)
             record.canary = report.to_json()
@@ -373,7 +297,7 @@ class Lab:
 
     def workload_interface(self, vm: str, node: str | None = None) -> str:
         """The host-side interface of `vm`'s pod on `node` (default: where it runs now)."""
-        return self.runtime.workload_interface(self, vm, node or self.vm_location(vm)["node"])
+        return self.runtime.workload_interface(vm, node or self.vm_location(vm)["node"])
 
     def node_blocks(self) -> dict[str, list[ipaddress.IPv4Network]]:
         """Each node's affine IPAM blocks as the cluster assigned them, for expectations about
@@ -381,7 +305,7 @@ class Lab:
         BlockAffinities, since Calico IPAM starts each node's search at a pseudo-random block
         seeded by its hostname (so r1-n1 need not own the first block, and a VM's address may
         lie in another node's block and be announced as a /32 from the start)."""
-        return self.runtime.node_blocks(self)
+        return self.runtime.node_blocks()
 
     def restore_placement(self) -> list[str]:
         """Live-migrate every VM that runs away from its spec node back there (a shared lab
@@ -393,32 +317,26 @@ class Lab:
                 moved.append(w.vm)
         return moved
 
-    def write_timeline(self, record: Any, directory: str | Path) -> tuple[Path, Path]:
+    def write_timeline(self, record: MigrationRecord, directory: str | Path) -> tuple[Path, Path]:
         """The migration record as `<stem>.json` and a drawn `<stem>.png` timeline in `directory`."""
-        import time as _time
+        from harness.timeline import write_artifacts  # matplotlib: only when drawing
 
-        from harness.timeline import write_artifacts
-
-        stamp = _time.strftime("%H%M%S", _time.localtime(record.started))
+        stamp = time.strftime("%H%M%S", time.localtime(record.started))
         stem = f"{self.name}-{record.vm}-{record.source}-to-{record.target}-{stamp}"
         return write_artifacts(record.to_json(), Path(directory), stem)
 
-    def canary(self, src: str, dst: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def canary(self, src: str, dst: str, **kwargs: Any) -> Canary:
         """A TCP canary (context manager) from host `src` to a VM, or to the test pod of a nested
         cluster's node (through the nested pool), named by `dst` (see harness.canary)."""
-        from harness.canary import Canary, canary
-
+        if src not in {h.name for h in self.spec.hosts}:
+            raise InvalidRequest(f"no external host '{src}' in lab '{self.name}' for the canary")
         if dst in self.topo.nested_pod:
-            return Canary(self, src, str(self.topo.nested_pod[dst]), **kwargs)
-        return canary(self, src, dst, **kwargs)
-
-    def pods(self, extra: dict[str, str] | None = None) -> Topology:
-        """The topology with every VM where it runs now, plus `extra` VM -> node pods (a
-        migration target), as calico-node sees workload endpoints."""
-        pods = {w.vm: [self.vm_location(w.vm)["node"]] for w in self.topo.workloads}
-        for vm, node in (extra or {}).items():
-            pods[vm].append(node)
-        return self.topo.with_pods(pods)
+            ip = str(self.topo.nested_pod[dst])
+        elif dst in {w.vm for w in self.topo.workloads}:
+            ip = str(self.topo.workload(dst).ip)
+        else:
+            raise InvalidRequest(f"no VM or nested node '{dst}' in lab '{self.name}' for the canary")
+        return Canary(self.runtime, src, ip, **kwargs)
 
     def sessions(self) -> list[Session]:
         out: list[Session] = []
@@ -495,13 +413,8 @@ class Lab:
             "sessions": [s.to_json() for s in self.sessions()],
         }
 
-    def diagnostics(self, out_dir: str | Path) -> Path:
-        from harness.diagnostics import collect
 
-        return collect(self, Path(out_dir))
-
-
-def canary_verdict(report: Any) -> str | None:
+def canary_verdict(report: CanaryReport) -> str | None:
     """Why a canary report breaks the claim "the VM keeps its TCP sessions", or None if it holds."""
     problems = []
     if report.lost:
@@ -515,88 +428,4 @@ def canary_verdict(report: Any) -> str | None:
     return ", ".join(problems) or None
 
 
-def cluster_resources_plain(spec: LabSpec) -> dict[str, list[Any]]:
-    return {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
-
-
-# -- labs on this machine --------------------------------------------------------------
-
-
-def running_lab_names() -> list[str]:
-    root = run_root()
-    if not root.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if valid_lab_name(p.name) and p.is_dir() and (p / "state.json").exists()
-    )
-
-
-def _exists(name: str) -> bool:
-    """Anything of lab `name` on this machine: a state file, a run directory, a namespace."""
-    return lab_dir(name).exists() or any(
-        ns.startswith(f"kvlab.{name}.") for ns in netlink.list_namespaces()
-    )
-
-
-def _teardown(name: str, state: LabState | None) -> None:
-    """Remove lab `name` with its own runtime (netns if its state is gone); hold its lock."""
-    get_runtime(state.runtime if state else "netns")(name).down()
-
-
-def down_lab(name: str) -> bool:
-    """Tear down a lab by name, with or without its state file. True if anything was found;
-    a lab that is not there is left alone (no lock file, nothing created)."""
-    if not _exists(check_lab_name(name)):
-        return False
-    with lab_lock(name):
-        _teardown(name, LabState.load(lab_dir(name)))
-    return True
-
-
-def _owned_elsewhere(name: str) -> bool:
-    """Whether lab `name`'s namespaces run processes of another run root (a lab brought up with
-    another KVLAB_RUN_DIR): their command lines name files of `<other root>/<name>/`, never of
-    ours. Such a lab has no state file here, but it is not a leftover."""
-    ours = f"{lab_dir(name)}/"
-    marker = f"/{name}/"
-    for ns in netlink.list_namespaces():
-        parsed = parse_namespace(ns)
-        if parsed is None or parsed[0] != name:
-            continue
-        for pid in netlink.namespace_pids(ns):
-            try:
-                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if any(marker in a and ours not in a for a in args):
-                return True
-    return False
-
-
-def reap_stale() -> list[str]:
-    """Remove labs left behind by crashed processes; returns their names.
-
-    Stale, unless another process holds the lab's lock right now (an `up`, `down` or state
-    update in progress): a lab whose `up` stopped half-way (not ready, its builder process
-    gone), a lab whose owning process (e.g. a SIGKILLed pytest) is gone, or namespaces and a
-    run directory with no state file. Lock files nobody holds are removed on the way.
-    """
-    reaped = []
-    present = known_labs(netlink.list_namespaces())
-    for name in sorted(present | locked_labs()):
-        try:
-            with lab_lock(name, blocking=False):
-                state = LabState.load(lab_dir(name))
-                if state is None and _owned_elsewhere(name):
-                    continue
-                if name in present and (state is None or state.abandoned()):
-                    _teardown(name, state)
-                    reaped.append(name)
-        except LockBusy:
-            continue
-    return reaped
-
-
-__all__ = ["BirdSpeaker", "Lab", "Session", "down_lab", "reap_stale", "running_lab_names"]
+__all__ = ["Lab", "canary_verdict", "spec_digest"]

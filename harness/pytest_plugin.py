@@ -30,12 +30,15 @@ from typing import Any, NoReturn
 
 import pytest
 
+from harness.diagnostics import collect
 from harness.errors import LabError, LabNameError, PreflightError
-from harness.lab import Lab, reap_stale
-from harness.realstack.matrix_cli import STACK_ENV, selected
-from harness.realstack.versions import MATRIX
+from harness.instances import reap_stale
+from harness.lab import Lab
+from harness.labfile import load_lab, resolve_spec_path
+from harness.realstack.versions import MATRIX, get_versions
 from harness.runtime import RUNTIMES, get_runtime
-from harness.spec import LabSpec, load_lab
+from harness.runtime.base import RuntimeOptions
+from harness.spec import LabSpec
 from harness.state import LabState, lab_dir
 
 
@@ -48,8 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         choices=list(MATRIX),
         metavar="NAME",
-        help=f"containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
-        f"(handed to the runtime as ${STACK_ENV}; default: ${STACK_ENV}, else versions.DEFAULT)",
+        help="containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
+        "(default: versions.DEFAULT)",
     )
     group.addoption("--keep-lab", action="store_true", help="leave labs this session brought up running")
     group.addoption(
@@ -83,16 +86,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "--keep-lab and --reuse-lab contradict each other: a reused lab is never torn down"
         )
     _check_lab_option(config.getoption("--lab"))
-    stack = config.getoption("--stack")
-    if stack is not None:
-        if config.getoption("--runtime") == "netns":
-            raise pytest.UsageError("--stack applies to --runtime containerlab only")
-        os.environ[STACK_ENV] = stack
+    if config.getoption("--stack") is not None and config.getoption("--runtime") == "netns":
+        raise pytest.UsageError("--stack applies to --runtime containerlab only")
 
 
 def _check_lab_option(value: str) -> None:
     """--lab is a lab file, or a lab's name under the instance-name rule (else a usage error)."""
-    from harness.cli import lab_file_stem
+    from harness.labfile import lab_file_stem
 
     if not Path(value).is_file():
         try:
@@ -105,7 +105,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     runtime = config.getoption("--runtime")
     if runtime == "netns":
         return
-    no_migration = _stack_without_migration()
+    no_migration = _stack_without_migration(config.getoption("--stack"))
     for item in items:
         if no_migration and item.get_closest_marker("migration") is not None:
             item.add_marker(pytest.mark.skip(reason=no_migration))
@@ -120,12 +120,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(reason=f"needs the netns runtime: {why}"))
 
 
-def _stack_without_migration() -> str | None:
-    """The skip reason for migration tests when the selected stack ($KVLAB_STACK, else the
-    default) has no KubeVirt live-migration support; None when it has (or is unknown: the
-    runtime reports that)."""
+def _stack_without_migration(name: str | None) -> str | None:
+    """The skip reason for migration tests when the selected stack (--stack, else the default)
+    has no KubeVirt live-migration support; None when it has (or is unknown: the runtime
+    reports that)."""
     try:
-        stack = selected()
+        stack = get_versions(name)
     except KeyError:
         return None
     if stack.live_migration:
@@ -147,8 +147,6 @@ def _unavailable(runtime: str, err: PreflightError) -> NoReturn:
 def _resolve(spec_or_path: str | Path | LabSpec) -> LabSpec:
     if isinstance(spec_or_path, LabSpec):
         return spec_or_path
-    from harness.cli import resolve_spec_path
-
     return load_lab(resolve_spec_path(str(spec_or_path)))
 
 
@@ -171,6 +169,7 @@ class LabFactory:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.runtime: str = config.getoption("--runtime")
+        self.options = RuntimeOptions(stack=config.getoption("--stack"))
         self.keep: bool = config.getoption("--keep-lab")
         self.reuse_only: bool = config.getoption("--reuse-lab")
         self.owned: list[Lab] = []
@@ -198,6 +197,7 @@ class LabFactory:
                     spec,
                     name=Lab.unique_name(spec.name),
                     runtime=self.runtime,
+                    options=self.options,
                     owner_pid=os.getpid(),
                     keep=self.keep,
                 )
@@ -223,7 +223,11 @@ class LabFactory:
 
     def _end(self, lab: Lab) -> None:
         if self.keep:
-            print(f"\nkvlab: --keep-lab: lab '{lab.name}' left running; 'kvlab down {lab.name}' removes it")
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(
+                    f"kvlab: --keep-lab: lab '{lab.name}' left running; 'kvlab down {lab.name}' removes it"
+                )
         else:
             lab.down()
 
@@ -236,7 +240,8 @@ def kvlab_labs(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
     if runtime != "netns":
         # One clear verdict for the session before anything runs (netns says it at `up`).
         try:
-            get_runtime(runtime)("kvlab-preflight").preflight()
+            options = RuntimeOptions(stack=request.config.getoption("--stack"))
+            get_runtime(runtime)("kvlab-preflight", options=options).preflight()
         except PreflightError as e:
             _unavailable(runtime, e)
     reap_stale()
@@ -292,7 +297,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.nodeid)[-120:]
     for lab in labs:
         try:
-            path = lab.diagnostics(Path(base) / safe)
+            path = collect(lab, Path(base) / safe)
         except Exception as e:  # never mask the test's own failure
             report.sections.append(
                 ("kvlab diagnostics", f"could not collect diagnostics of '{lab.name}': {e}")

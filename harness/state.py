@@ -71,13 +71,14 @@ class LabState:
     spec_digest: str
     runtime: str
     session_id: str
+    stack: str | None = None  # the runtime's stack option (containerlab: the version-matrix entry)
     owner_pid: int | None = None  # set for labs owned by a process (pytest); reaped once it is gone
     builder_pid: int | None = None  # the process bringing it up, until it is ready (or kept on failure)
     builder_started: int | None = None  # its start time (procs.start_time): guards against pid reuse
     created: float = field(default_factory=time.time)
     ready: bool = False
     entities: dict[str, str] = field(default_factory=dict)  # entity -> kind
-    vms: dict[str, dict[str, str]] = field(default_factory=dict)  # vm -> {"node", "ifname"} where it runs now
+    vms: dict[str, dict[str, str]] = field(default_factory=dict)  # vm -> {"node", "ifname", "guest"} now
 
     def save(self, run_dir: Path) -> None:
         tmp = run_dir / "state.json.tmp"

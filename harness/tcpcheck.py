@@ -7,12 +7,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
-if TYPE_CHECKING:
-    from harness.lab import Lab
+
+class Runner(Protocol):
+    """Runs commands inside lab entities: a `Lab` or a `Runtime`."""
+
+    def run(
+        self, entity: str, argv: list[str], *, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def popen(self, entity: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]: ...
+
 
 _SERVER = """
 import socket, sys
@@ -34,7 +43,7 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys
 
 
 @contextmanager
-def echo_server(lab: Lab, entity: str, port: int = 7007) -> Iterator[subprocess.Popen[str]]:
+def echo_server(lab: Runner, entity: str, port: int = GUEST_PORT) -> Iterator[subprocess.Popen[str]]:
     """A TCP echo server inside `entity` for the duration of the block."""
     proc = lab.popen(
         entity, [sys.executable, "-c", _SERVER, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -51,13 +60,15 @@ def echo_server(lab: Lab, entity: str, port: int = 7007) -> Iterator[subprocess.
         proc.wait(timeout=5)
 
 
-def client_argv(ip: str, port: int = 7007, *, payload: str = "kvlab", timeout: float = 2.0) -> list[str]:
+def client_argv(
+    ip: str, port: int = GUEST_PORT, *, payload: str = "kvlab", timeout: float = 2.0
+) -> list[str]:
     """A one-shot client (this interpreter) that sends `payload` to ip:port and prints the answer."""
     return [sys.executable, "-c", _CLIENT, ip, str(port), str(timeout), payload]
 
 
 def tcp_roundtrip(
-    lab: Lab, entity: str, ip: str, port: int = 7007, *, payload: str = "kvlab", timeout: float = 2.0
+    lab: Runner, entity: str, ip: str, port: int = GUEST_PORT, *, payload: str = "kvlab", timeout: float = 2.0
 ) -> str:
     """Connect from `entity` to ip:port, send `payload`, return what came back."""
     res = lab.run(entity, client_argv(ip, port, payload=payload, timeout=timeout), timeout=timeout + 5)
@@ -66,7 +77,9 @@ def tcp_roundtrip(
     return res.stdout.strip()
 
 
-def assert_reachable(lab: Lab, entity: str, ip: str, port: int = 7007, timeout: float = 10.0) -> None:
+def assert_reachable(
+    lab: Runner, entity: str, ip: str, port: int = GUEST_PORT, timeout: float = 10.0
+) -> None:
     """Eventually a TCP round trip from `entity` to ip:port echoes its payload."""
     eventually(
         lambda: tcp_roundtrip(lab, entity, ip, port) == "kvlab",

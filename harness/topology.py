@@ -21,6 +21,7 @@ from harness.spec import FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE
 IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
 
+GUEST_PORT = 7007  # every VM serves a TCP echo here (mock guest, QEMU guest, KubeVirt guest): probes use it
 WORKLOAD_GATEWAY = IPv4("169.254.1.1")
 WORKLOAD_HOST_MAC = "ee:ee:ee:ee:ee:ee"
 UPLINK = "eth0"

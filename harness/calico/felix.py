@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.calico import resources as cr
-from harness.livemigration import Priorities
+from harness.calico.livemigration import Priorities
 
 
 def priorities(resources: list[Any]) -> Priorities:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError, PreflightError
-from harness.guestimage import cache_lock, cache_root, ensure_cache_dir
+from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
 from harness.realstack.dockerlab import docker_client
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from harness.canary import DEFAULT_PORT
 from harness.realstack.versions import GUEST_USER
+from harness.topology import GUEST_PORT
 
 API_VERSION = "kubevirt.io/v1"
 NAMESPACE = "kubevirt"  # where virt-operator and the KubeVirt CR live
@@ -146,7 +146,7 @@ _CloudConfigDumper.add_representer(
 )
 
 
-def guest_user_data(port: int = DEFAULT_PORT, ssh_authorized_keys: Sequence[str] = ()) -> str:
+def guest_user_data(port: int = GUEST_PORT, ssh_authorized_keys: Sequence[str] = ()) -> str:
     """cloud-init user data (`#cloud-config`): the lab's SSH public keys authorized for the guest
     user (versions.GUEST_USER), and the canary's TCP line-echo server started on `port`.
 
@@ -184,7 +184,7 @@ def virtual_machine(
     *,
     labels: dict[str, str] | None = None,
     mac: str | None = None,
-    port: int = DEFAULT_PORT,
+    port: int = GUEST_PORT,
     namespace: str = VM_NAMESPACE,
     ssh_authorized_keys: Sequence[str] = (),
 ) -> dict[str, Any]:

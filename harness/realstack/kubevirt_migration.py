@@ -29,7 +29,7 @@ import datetime as _dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.migration import MigrationRecord
+from harness.record import MigrationRecord
 
 SOURCE = "kubevirt"
 SUCCEEDED, FAILED = "Succeeded", "Failed"

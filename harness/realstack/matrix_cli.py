@@ -1,7 +1,4 @@
-"""The version matrix (harness.realstack.versions) for shell scripts, and which entry a run uses.
-
-`--stack NAME` (of `kvlab up` and of pytest) puts the entry's name in $KVLAB_STACK; the
-containerlab runtime reads it back with `selected()` (unset: versions.DEFAULT).
+"""The version matrix (harness.realstack.versions) for shell scripts.
 
     python -m harness.realstack.matrix_cli names            # one entry name a line
     python -m harness.realstack.matrix_cli field NAME kind  # v0.31.0 (any StackVersions field)
@@ -13,17 +10,9 @@ Standard library only: the nightly workflow runs it with the system Python befor
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
-
-STACK_ENV = "KVLAB_STACK"
-
-
-def selected() -> StackVersions:
-    """The entry named by $KVLAB_STACK (unset or empty: DEFAULT). KeyError names the known ones."""
-    return get_versions(os.environ.get(STACK_ENV) or None)
+from harness.realstack.versions import DEFAULT, MATRIX, get_versions
 
 
 def table() -> str:

@@ -992,7 +992,7 @@ def render_containerlab(
     topo = resolve(spec)
     plan = plan_lab(topo)
     kind_nodes, services = plan.kind_nodes, plan.service_subnets
-    resources = {k: [r for r, _, _ in v] for k, v in cluster_resources(spec).items()}
+    resources = cluster_resources(spec)
     kvm = kv.kvm_usable() if use_emulation is None else None
     vhost_net = kv.vhost_net_usable() if use_emulation is None else None
     emulate = kv.needs_emulation(bool(kvm), bool(vhost_net)) if use_emulation is None else use_emulation

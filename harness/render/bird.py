@@ -27,7 +27,7 @@ import jinja2
 from harness.calico import confd
 from harness.calico.resources import parse_community
 from harness.errors import LabError, SpecError, SpecIssue
-from harness.spec import BIRD_TEMPLATE_DIR, LabSpec
+from harness.spec import BIRD_TEMPLATE_DIR, LabSpec, cluster_resources
 from harness.topology import Topology, resolve
 from harness.yamlsrc import format_path, shown
 
@@ -174,10 +174,8 @@ def check_config(text: str, bird: str = "bird") -> None:
 def rendered_configs(spec: LabSpec) -> list[tuple[str, tuple[str | int, ...], str]]:
     """(entity, its path in the lab file, config) of every router and node, nested ones
     included, as the netns runtime renders them (logging to stderr)."""
-    from harness.lab import cluster_resources_plain  # late import: harness.lab imports the runtimes
-
     topo = resolve(spec)
-    resources = cluster_resources_plain(spec)
+    resources = cluster_resources(spec)
     out = [(r.name, ("routers", i), render_router(topo, r.name)) for i, r in enumerate(spec.routers)]
     for ci, cluster in enumerate(spec.clusters):
         for ni, node in enumerate(cluster.nodes):

@@ -20,12 +20,12 @@ Where things are, for a lab instance `<lab>` (run dir `<KVLAB_RUN_DIR or /run/kv
   as on the netns runtime;
 - kubeconfigs `<run dir>/kube/<cluster>.kubeconfig` (from `kind get kubeconfig`);
 - `command()` is `docker exec -i`; external hosts have this `harness/` package bound at
-  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary", ...]` runs there as python3;
+  /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary.client", ...]` runs there as python3;
 - `run()` on a KubeVirt VM is SSH into the guest (harness.realstack.guestssh), relayed by the
   lab's first external host, with the lab's key (`<run dir>/realstack/ssh/id_rsa`) and host keys
   recorded in `<run dir>/ssh/known_hosts`; `popen()` on a VM is refused.
 
-Stack versions: the matrix entry named by $KVLAB_STACK (`kvlab up --stack NAME`; entries in
+Stack versions: the matrix entry named by the `stack` option (`kvlab up --stack NAME`; entries in
 harness.realstack.versions.MATRIX; default: versions.DEFAULT). A failed `up` writes this
 runtime's diagnostics to `$KVLAB_DIAG_DIR/<lab>-up-failed-<time>/` (default
 ./kvlab-diagnostics) before tearing down.
@@ -57,21 +57,20 @@ from typing import Any
 
 import yaml
 
-from harness.errors import LabError, PreflightError
+from harness.errors import InvalidRequest, LabError, PreflightError, SpecError, SpecIssue
 from harness.kernel import kernel_routes
 from harness.procs import signals_deferred
 from harness.progress import Progress
 from harness.realstack import kube as k
 from harness.realstack import kubevirt as kv
 from harness.realstack import pins
-from harness.realstack.matrix_cli import STACK_ENV
 from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
-from harness.runtime.base import Runtime
-from harness.state import LabState, lab_dir
+from harness.record import MigrationRecord
+from harness.runtime.base import LabContext, RenderReport, Runtime, RuntimeOptions
+from harness.state import LabState
 from harness.topology import Topology
 from harness.wait import eventually
 
-VERSIONS_ENV = STACK_ENV  # KVLAB_STACK: `kvlab up --stack NAME` / pytest --stack put the entry here
 DIAG_ENV = "KVLAB_DIAG_DIR"  # where the diagnostics of a failed `up` go (default ./kvlab-diagnostics)
 # containerlab creates kind clusters with the kind library it embeds; a kind node image is only
 # supported by the kind release that built it, and every matrix entry uses kind v0.31.0 images.
@@ -257,8 +256,7 @@ def preflight_report(
             versions = get_versions(versions_name)
         except KeyError:
             missing.append(
-                f"{VERSIONS_ENV}={versions_name} is not a stack-versions entry; "
-                f"set it to one of: {', '.join(MATRIX)}"
+                f"--stack {versions_name} is not a stack-versions entry; use one of: {', '.join(MATRIX)}"
             )
             versions = DEFAULT
 
@@ -417,8 +415,6 @@ def added_node_selector_supported(kubevirt: str) -> bool:
     return minor is not None and minor >= ADDED_NODE_SELECTOR_SINCE
 
 
-
-
 # -- the runtime ---------------------------------------------------------------------------------
 
 
@@ -431,10 +427,12 @@ class ContainerlabRuntime(Runtime):
         lab: str,
         progress: Progress | None = None,
         *,
+        context: LabContext | None = None,
+        options: RuntimeOptions | None = None,
         probes: Probes | None = None,
         versions: StackVersions | None = None,
     ):
-        super().__init__(lab, progress)
+        super().__init__(lab, progress, context=context, options=options)
         self.probes = probes or Probes()
         self._versions = versions
         self._manifest_cache: tuple[float, dict[str, Any]] | None = None
@@ -446,16 +444,12 @@ class ContainerlabRuntime(Runtime):
 
     # -- paths and the manifest ------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path:
-        return lab_dir(self.lab)
-
-    @property
     def render_dir(self) -> Path:
         return self.run_dir / REALSTACK
 
     @property
     def versions(self) -> StackVersions:
-        """The lab's versions: the rendered manifest's if the lab exists, else $KVLAB_STACK's."""
+        """The lab's versions: the rendered manifest's if the lab exists, else the `stack` option's."""
         if self._versions is not None:
             return self._versions
         manifest = self.manifest(required=False)
@@ -463,7 +457,7 @@ class ContainerlabRuntime(Runtime):
             name = manifest.get("versions", {}).get("name")
             if name in MATRIX:
                 return MATRIX[name]
-        return get_versions(os.environ.get(VERSIONS_ENV) or None)
+        return get_versions(self.options.stack)
 
     def manifest(self, *, required: bool = True) -> dict[str, Any] | None:
         """`<run dir>/realstack/manifest.json` (what was rendered and the name mappings)."""
@@ -500,24 +494,24 @@ class ContainerlabRuntime(Runtime):
         manifest = self.manifest(required=False) or {}
         return {c: e for c, e in manifest.get("clusters", {}).items() if not e.get("nested")}
 
-    def workload_interface(self, lab: Any, vm: str, node: str) -> str:
+    def workload_interface(self, vm: str, node: str) -> str:
         """`spec.interfaceName` of the Calico WorkloadEndpoint of VM `vm`'s pod on `node`."""
-        ip = f"{lab.topo.workload(vm).ip}/32"
-        cluster = lab.topo.workload(vm).cluster
+        ip = f"{self.topo.workload(vm).ip}/32"
+        cluster = self.topo.workload(vm).cluster
         kind_node = next((kn for kn, sn in (self.manifest() or {})["kind_nodes"].items() if sn == node), node)
         for wep in self.kube(cluster).list("projectcalico.org/v3", "WorkloadEndpoint"):
             spec = wep.get("spec") or {}
             if spec.get("node") == kind_node and ip in (spec.get("ipNetworks") or []):
                 return str(spec["interfaceName"])
-        return super().workload_interface(lab, vm, node)
+        return super().workload_interface(vm, node)
 
-    def node_blocks(self, lab: Any) -> dict[str, list[ipaddress.IPv4Network]]:
+    def node_blocks(self) -> dict[str, list[ipaddress.IPv4Network]]:
         """Each node's blocks as its kind cluster's BlockAffinities say (harness.realstack.ipam:
         Calico picks them per hostname, not in node order); nested clusters' nodes (no kind
         cluster of their own) keep the topology's plan."""
         from harness.realstack import ipam
 
-        out = super().node_blocks(lab)
+        out = super().node_blocks()
         manifest = self.manifest()
         assert manifest is not None
         for cluster, entry in self.kind_clusters().items():
@@ -598,8 +592,12 @@ class ContainerlabRuntime(Runtime):
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         return super().popen(entity, argv, **kwargs)
 
-    def netns_path(self, entity: str) -> str:
-        """`/proc/<pid>/ns/net` of an entity's container (its init process, from Docker)."""
+    def netns_path(self, entity: str) -> str | None:
+        """`/proc/<pid>/ns/net` of an entity's container (its init process, from Docker); None
+        unless root, since entering another process's network namespace needs CAP_SYS_ADMIN."""
+        return self._container_netns(entity) if os.geteuid() == 0 else None
+
+    def _container_netns(self, entity: str) -> str:
         name = self.container(entity)
         pid = self._pids.get(name)
         if pid is None or not os.path.exists(f"/proc/{pid}/ns/net"):
@@ -610,18 +608,12 @@ class ContainerlabRuntime(Runtime):
             self._pids[name] = pid
         return f"/proc/{pid}/ns/net"
 
-    @property
-    def ns(self) -> Callable[[str], str] | None:
-        """For harness.migration.RouteWatcher (FIB polling): entity -> namespace path. None unless
-        root, since entering another process's network namespace needs CAP_SYS_ADMIN."""
-        return self.netns_path if os.geteuid() == 0 else None
-
     def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
         if os.geteuid() != 0:
             raise LabError(
                 "reading a container's kernel routes needs root (setns into its network namespace)"
             )
-        return kernel_routes(self.netns_path(entity), prefix)
+        return kernel_routes(self._container_netns(entity), prefix)
 
     def bird_files(self, entity: str) -> dict[str, Path]:
         """Routers: the rendered config, and BIRD's output (the container's log) fetched now.
@@ -668,18 +660,17 @@ class ContainerlabRuntime(Runtime):
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def preflight(self) -> None:
-        report = preflight_report(
-            self.probes, self._versions, versions_name=os.environ.get(VERSIONS_ENV) or None
-        )
+        report = preflight_report(self.probes, self._versions, versions_name=self.options.stack)
         if self.hosted:
             report.missing.append(nested_refusal(self.hosted))
         if report.missing:
             raise ContainerlabPreflightError(self.name, report.missing, report.info)
         self.preflight_info = report.info
 
-    def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
+    def up(self, state: LabState) -> None:
         """Build the lab (see the module doc). Any failure or Ctrl-C removes everything and re-raises;
         diagnostics of a failed build are written first (KVLAB_DIAG_DIR, default ./kvlab-diagnostics)."""
+        topo = self.topo
         if topo.nested_vm:
             raise ContainerlabPreflightError(self.name, [nested_refusal(dict(topo.nested_vm))])
         from harness.realstack.render import plan_lab
@@ -777,6 +768,41 @@ class ContainerlabRuntime(Runtime):
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._manifest_cache = None
 
+    def render(self, out_dir: Path) -> RenderReport:
+        """Everything the real stack is built from (containerlab topology, kind configs, Calico and
+        KubeVirt resources, ToR BIRD configs, manifest) under `out_dir`, then checked against the
+        upstream schemas and `bird -p`. Options: `stack`, `emulation`, `tor_image`."""
+        from harness.realstack.render import RenderError, render_containerlab, validate_rendered
+
+        try:
+            versions = get_versions(self.options.stack)
+        except KeyError as e:
+            raise InvalidRequest(f"--stack: {e.args[0]}") from None
+        try:
+            rendered = render_containerlab(
+                self.spec,
+                out_dir,
+                versions=versions,
+                use_emulation=self.options.emulation,
+                image=self.options.tor_image,
+            )
+        except RenderError as e:
+            raise SpecError([SpecIssue(self.spec.source, "", str(e))]) from None
+        check = validate_rendered(out_dir)
+        emulation = str(rendered.manifest["use_emulation"]).lower()
+        return RenderReport(
+            files=list(rendered.files),
+            checked=list(check.checked),
+            skipped=list(check.skipped),
+            warnings=[w.removeprefix("WARNING: ") for w in check.warnings],
+            issues=[str(i) for i in check.issues],
+            summary=(
+                f"lab '{self.spec.name}' for containerlab ({versions.name}: Calico {versions.calico}, "
+                f"KubeVirt {versions.kubevirt}, useEmulation {emulation}): {len(rendered.files)} files"
+            ),
+            main=rendered.topology_file,
+        )
+
     # -- up, step by step ---------------------------------------------------------------------------
     def _render(self, topo: Topology) -> None:
         from harness.realstack.images import build_tor_image
@@ -795,8 +821,7 @@ class ContainerlabRuntime(Runtime):
                 run_dir=self.run_dir,
             )
             report = validate_rendered(self.render_dir)
-            for warning in report.warnings:  # e.g. fields left out for an older Calico
-                print(f"kvlab: {warning}", file=sys.stderr)
+            self.notes += report.warnings  # e.g. fields left out for an older Calico
             if not report.ok:
                 raise LabError(
                     f"the rendered lab in {self.render_dir} is invalid:\n"
@@ -975,9 +1000,12 @@ class ContainerlabRuntime(Runtime):
         if not images:
             return
         nodes = self.kind_clusters()[cluster]["nodes"]
-        with self.progress.step(
-            f"{cluster}: pull {len(images)} launcher/guest images on {len(nodes)} nodes", total=None
-        ), concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        with (
+            self.progress.step(
+                f"{cluster}: pull {len(images)} launcher/guest images on {len(nodes)} nodes", total=None
+            ),
+            concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool,
+        ):
             results = list(pool.map(lambda n: self._pull_on(n, images), nodes))
         failed = [line for lines in results for line in lines]
         if failed:
@@ -1001,8 +1029,8 @@ class ContainerlabRuntime(Runtime):
         """Until the VM's guest answers the canary's echo port from the lab's first external host
         (a VMI Running with its IP is not a booted guest). LabError naming the VM, the last
         answer and the VMI's conditions at the deadline."""
-        from harness.canary import DEFAULT_PORT
         from harness.tcpcheck import client_argv
+        from harness.topology import GUEST_PORT
 
         host = (manifest.get("guest_ssh") or {}).get("via")
         ip = manifest["vms"][vm]["ip"]
@@ -1011,15 +1039,15 @@ class ContainerlabRuntime(Runtime):
                 return
 
         def answers() -> tuple[bool, str]:
-            res = self.run(host, client_argv(ip, DEFAULT_PORT, timeout=3.0), timeout=15)
+            res = self.run(host, client_argv(ip, GUEST_PORT, timeout=3.0), timeout=15)
             if res.returncode == 0 and res.stdout.strip() == "kvlab":
                 return True, "answers"
             vmi = kube.get(kv.API_VERSION, "VirtualMachineInstance", vm, kv.VM_NAMESPACE)
             last = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-            return False, f"{host} -> {ip}:{DEFAULT_PORT}: {last[-150:]}; VMI: {k.describe_conditions(vmi)}"
+            return False, f"{host} -> {ip}:{GUEST_PORT}: {last[-150:]}; VMI: {k.describe_conditions(vmi)}"
 
         self._wait(
-            f"VM {vm}: its guest answering the echo port {DEFAULT_PORT} from {host}",
+            f"VM {vm}: its guest answering the echo port {GUEST_PORT} from {host}",
             answers,
             timeout=DEADLINES["guest"],
             interval=GUEST_PROBE_INTERVAL,
@@ -1187,7 +1215,7 @@ class ContainerlabRuntime(Runtime):
         error.add_note(f"kvlab: diagnostics of the failed up in {out}")
 
     # -- migration ---------------------------------------------------------------------------------
-    def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
+    def migrate(self, vm: str, to: str, **kwargs: Any) -> MigrationRecord:
         """Live-migrate `vm` to spec node `to` with a VirtualMachineInstanceMigration; the record
         has the netns runtime's format (harness.realstack.kubevirt_migration), with the routers'
         view of the VM's /32 (RouteWatcher) merged in.
@@ -1235,10 +1263,10 @@ class ContainerlabRuntime(Runtime):
                 {"t": time.time(), "source": "harness", "kind": "phase", "phase": phase, **fields}
             )
 
-        from harness.migration import RouteWatcher
+        from harness.routewatch import RouteWatcher
 
         last: dict[str, Any] = {}
-        with RouteWatcher(lab, routers, f"{ip}/32") as watcher:
+        with RouteWatcher(self, routers, f"{ip}/32") as watcher:
             try:
                 with self._only_schedulable(kube, cluster, target_kind, enabled=not selector):
                     created = kube.create(obj)
@@ -1249,7 +1277,7 @@ class ContainerlabRuntime(Runtime):
                     else:
                         self._wait_target(kube, name, last, target_kind)
                     self._wait_migration(
-                        kube, name, last, lab.spec.timers.migration, aborting=fail is not None
+                        kube, name, last, self.spec.timers.migration, aborting=fail is not None
                     )
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -1277,8 +1305,8 @@ class ContainerlabRuntime(Runtime):
             end["reason"] = record.reason
         record.events = sorted([*record.events, end, *watcher.events], key=lambda e: e["t"])
         if record.status == "completed":
-            lab.set_vm_location(vm, to, "eth0")
-            record.convergence_until = (record.ended or time.time()) + lab.priorities(to).convergence
+            self.set_vm_location(vm, to, "eth0")
+            record.convergence_until = (record.ended or time.time()) + self.priorities(to).convergence
             # KubeVirt moves the VMI's node with the migration state's end (virt-handler
             # migration-target.go ackMigrationCompletion); then the pods' MACs are checked.
             self._wait(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import netlink, tcpcheck
-from harness.canary import Canary, CanaryReport, canary, merge_into
+from harness.canary.controller import Canary, CanaryReport, merge_into
 from harness.lab import Lab
 from harness.topology import WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC
 
@@ -36,7 +36,7 @@ def show(report: CanaryReport) -> None:
 
 
 def test_steady_state_one_connection_no_loss(migration_lab: Lab) -> None:
-    with canary(migration_lab, "ext1", "vm1") as c:
+    with migration_lab.canary("ext1", "vm1") as c:
         c.wait_sent(100)
     report = c.stop()
     show(report)
@@ -51,7 +51,7 @@ def test_steady_state_one_connection_no_loss(migration_lab: Lab) -> None:
 def test_live_migration_across_racks_keeps_the_connection(migration_lab: Lab) -> None:
     lab = migration_lab
     target = other_rack_node(lab, "vm1")
-    with canary(lab, "ext1", "vm1") as c:
+    with lab.canary("ext1", "vm1") as c:
         c.wait_sent(50)
         record = lab.migrate("vm1", target)
         assert record.status == "completed"
@@ -66,8 +66,11 @@ def test_live_migration_across_racks_keeps_the_connection(migration_lab: Lab) ->
     gap = record.first(kind="canary-gap", source="canary", longest=True)
     assert gap is not None
     assert gap["gap_ms"] == report.max_gap_ms
-    # Same clock as the record: the longest gap lies within the migration.
-    assert record.started <= gap["t"] <= (record.ended or 0)
+    # Same clock as the record: the migration lies within the canary's run, and so does its gap.
+    assert report.started is not None
+    assert report.ended is not None
+    assert report.started <= record.started <= (record.ended or 0) <= report.ended
+    assert report.started <= gap["t"] <= gap["end"] <= report.ended
     assert any(e["kind"] == "canary-gap" for e in record.to_json()["events"])
 
 
@@ -81,9 +84,9 @@ def test_negative_control_a_stale_gateway_mac_stalls_the_canary(migration_lab: L
     lab = migration_lab
     target = other_rack_node(lab, "vm1")
     host_if = lab.topo.workload("vm1").host_ifname
-    with canary(lab, "ext1", "vm1") as c:
+    with lab.canary("ext1", "vm1") as c:
         c.wait_sent(20)
-        m = lab.vm("vm1").migration(target)
+        m = lab.runtime.migration("vm1", target)
         m.prepare()
         netlink.link_up(lab.runtime.ns(target), host_if, mac="ee:ee:ee:ee:ee:01")
         m.activate()
@@ -175,8 +178,8 @@ def test_resets_are_counted_and_the_client_reconnects(migration_lab: Lab) -> Non
 
 def test_the_client_stands_alone_with_a_deadline_and_a_report_file(migration_lab: Lab) -> None:
     out = f"/tmp/kvlab-canary-{secrets.token_hex(4)}.json"  # in ext1's file system, read back through it
-    argv = [sys.executable, "-m", "harness.canary", "client", "--to", migration_lab.vm("vm1").ip,
-            "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
+    argv = [sys.executable, "-m", "harness.canary.client", "--to", migration_lab.vm("vm1").ip,
+            "--port", "7007", "--rate", "200", "--duration-max", "0.5", "--report-file", out]  # fmt: skip
     res = migration_lab.run("ext1", argv, timeout=10)
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]

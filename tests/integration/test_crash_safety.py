@@ -21,8 +21,8 @@ from labfiles import lab_data, write_lab_data
 
 from harness import netlink, tcpcheck
 from harness.lab import Lab
-from harness.migration_journal import MigrationJournal
 from harness.procs import mentioning
+from harness.runtime.netns.journal import MigrationJournal
 from harness.state import lab_dir, namespace_name
 from harness.wait import eventually
 
@@ -117,7 +117,7 @@ def assert_vm_whole(lab: Lab) -> str:
     assert node_of(lab, pids[0]) == reported, f"status says {reported}, QEMU runs elsewhere"
     assert MigrationJournal.pending(lab_dir(lab.name)) == [], "a migration journal was left"
     tcpcheck.assert_reachable(lab, "ext1", lab.vm("vm1").ip, timeout=15)
-    assert lab.is_running(), lab.runtime.problems(lab)
+    assert lab.is_running(), lab.runtime.problems()
     return reported
 
 

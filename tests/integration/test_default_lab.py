@@ -13,10 +13,10 @@ import json
 import pytest
 
 from harness import checks
-from harness.canary import DEFAULT_PORT as GUEST_PORT  # the echo port of every runtime's VMs
 from harness.lab import Lab
 from harness.realstack.ipam import block_owner
 from harness.tcpcheck import assert_reachable, echo_server
+from harness.topology import GUEST_PORT
 
 MOCK_VM = "reaches into a mock VM's namespace (the netns runtime's 'mock' VM backend)"
 

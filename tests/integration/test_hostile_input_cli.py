@@ -446,10 +446,11 @@ def test_up_runs_bird_p_before_creating_anything(monkeypatch: pytest.MonkeyPatch
 def test_render_writes_nothing_bird_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness import cli
     from harness.render import bird
+    from harness.runtime.netns import runtime as netns
 
     real = bird.rendered_configs
     monkeypatch.setattr(
-        bird, "rendered_configs", lambda spec: [(e, p, t + "garbage;\n") for e, p, t in real(spec)]
+        netns, "rendered_configs", lambda spec: [(e, p, t + "garbage;\n") for e, p, t in real(spec)]
     )
     assert cli.main(["render", str(REPO / "labs" / "default.yml"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()

@@ -14,7 +14,8 @@ from labfiles import lab_data, write_lab_data
 
 from harness import tcpcheck
 from harness.generate import fabric_lab, write_lab
-from harness.lab import Lab, down_lab
+from harness.instances import down_lab
+from harness.lab import Lab
 from harness.wait import eventually
 
 pytestmark = pytest.mark.netns_only("kills the netns runtime's guests and reads its namespaces")
@@ -43,7 +44,7 @@ def test_up_rebuilds_a_lab_whose_qemu_vm_died_and_says_so(name: str, tmp_path: P
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     eventually(
-        lambda: any("vm1: its QEMU" in p for p in lab.runtime.problems(lab)),
+        lambda: any("vm1: its QEMU" in p for p in lab.runtime.problems()),
         timeout=5,
         what="the dead QEMU to count as a problem",
     )
@@ -57,11 +58,11 @@ def test_up_rebuilds_a_lab_whose_qemu_vm_died_and_says_so(name: str, tmp_path: P
 
 def test_a_mock_vm_whose_guest_died_is_not_healthy(name: str, tmp_path: Path) -> None:
     lab = Lab.from_file(write_lab(fabric_lab(1, 2, name="hmock"), tmp_path / "hmock.yml"), name=name).up()
-    assert lab.runtime.problems(lab) == []
+    assert lab.runtime.problems() == []
     pid = int((lab.runtime.entity_dir("vm1") / "guest.pid").read_text())  # type: ignore[attr-defined]
     os.kill(pid, signal.SIGKILL)
     eventually(
-        lambda: lab.runtime.problems(lab) == ["vm1: its mock guest's echo server is not running"],
+        lambda: lab.runtime.problems() == ["vm1: its mock guest's echo server is not running"],
         timeout=5,
         what="the dead mock guest to count as the lab's one problem",
     )

@@ -18,9 +18,10 @@ from labfiles import lab_data, write_lab_data
 from harness import netlink
 from harness.errors import WaitTimeout
 from harness.generate import fabric_lab, write_lab
-from harness.lab import Lab, reap_stale
+from harness.instances import reap_stale
+from harness.lab import Lab
 from harness.procs import mentioning
-from harness.runtime.netns import NetnsRuntime
+from harness.runtime.netns.runtime import NetnsRuntime
 from harness.state import LabState, lab_dir, lock_path
 from harness.wait import eventually
 

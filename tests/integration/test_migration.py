@@ -14,10 +14,10 @@ import pytest
 from labfiles import lab_data, write_lab_data
 
 from harness import checks
-from harness.canary import DEFAULT_PORT as GUEST_PORT
 from harness.lab import Lab
 from harness.realstack.ipam import block_owner
 from harness.tcpcheck import assert_reachable
+from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_across_racks_priority_follows_the_vm_then_reverts(migration_lab: Lab) -
     # 1. Before: the VM is only inside r1-n1's block.
     for router in ("tor1", "tor2", "spine1"):
         checks.no_route(lab, router, VM_PREFIX)
-    m = lab.vm("vm1").migration(target)
+    m = lab.runtime.migration("vm1", target)
     m.prepare()
     # 2. Target state: the target installs nothing.
     checks.no_kernel_route(lab, target, VM_PREFIX)
@@ -112,7 +112,7 @@ def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(migrat
     if lab.vm("vm1").node != "r2-n1":
         lab.migrate("vm1", "r2-n1")
     ip = lab.vm("vm1").ip
-    m = lab.vm("vm1").migration("r2-n2")
+    m = lab.runtime.migration("vm1", "r2-n2")
     m.prepare()
     checks.kernel_route(lab, "r2-n1", VM_PREFIX, metric=1024)  # the source was reset to Base
     eventually(
@@ -223,7 +223,7 @@ def test_single_rack_mesh_carries_priority_as_local_pref(kvlab_labs) -> None:  #
     lab: Lab = kvlab_labs(REPO / "labs" / "single-rack.yml", private=True)
     assert {s.name for s in lab.node("r1-n3").sessions()} >= {"Mesh_198_18_1_11", "Mesh_198_18_1_12"}
     ip = lab.vm("vm1").ip
-    m = lab.vm("vm1").migration("r1-n2")
+    m = lab.runtime.migration("vm1", "r1-n2")
     m.prepare()
     m.activate()
     # iBGP: r1-n3 learns the target's /32 with local_pref 2147483647-512 and installs it at 512.
@@ -270,7 +270,7 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(  # ty
     data["timers"] = {"migration_source_cleanup": 5}
     lab: Lab = kvlab_labs(write_lab_data(data, tmp_path / "nopref.yml"), private=True)
     lab.migrate("vm1", "r2-n1")
-    m = lab.vm("vm1").migration("r2-n2")
+    m = lab.runtime.migration("vm1", "r2-n2")
     m.prepare()
     m.activate()
     eventually(lambda: len(lab.router("tor2").routes(VM_PREFIX)) == 2, timeout=5, what="both /32s at tor2")

@@ -28,9 +28,9 @@ import pytest
 from pyroute2 import netns as pyroute2_netns
 
 from harness import netlink
-from harness.agent import classify_frame
-from harness.guestimage import GuestImage, GuestImageError, ensure_image
-from harness.qemu import GuestSpec, QemuError, QemuGuest, create_tap, find_qemu
+from harness.runtime.netns.agent import classify_frame
+from harness.runtime.netns.guestimage import GuestImage, GuestImageError, ensure_image
+from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, create_tap, find_qemu
 from harness.topology import WORKLOAD_HOST_MAC
 from harness.wait import eventually
 

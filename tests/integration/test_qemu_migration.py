@@ -19,7 +19,7 @@ from labfiles import lab_data, write_lab_data
 from harness import checks, netlink
 from harness.errors import LabError
 from harness.lab import Lab
-from harness.migration import MigrationFailed
+from harness.record import MigrationFailed
 from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def test_target_dying_mid_migration_leaves_the_vm_on_the_source(qlab: Lab) -> No
     source = qlab.vm("vm1").node
     target = "r2-n2" if source != "r2-n2" else "r1-n2"
     with qlab.canary("ext1", "vm1") as probe:
-        m = qlab.vm("vm1").migration(target)
+        m = qlab.runtime.migration("vm1", target)
         m.prepare()
         pid = qlab.runtime.qemu.pid("vm1", m.journal.target_guest)  # type: ignore[attr-defined]
         assert pid is not None
@@ -117,7 +117,7 @@ def test_a_different_host_mac_on_the_target_stalls_the_guest(qlab: Lab) -> None:
     target = "r2-n1" if source != "r2-n1" else "r1-n2"
     wl = qlab.topo.workload("vm1")
     with qlab.canary("ext1", "vm1") as probe:
-        m = qlab.vm("vm1").migration(target)
+        m = qlab.runtime.migration("vm1", target)
         m.prepare()
         netlink.link_up(qlab.runtime.ns(target), wl.host_ifname, mac="ee:ee:ee:ee:ee:01")  # type: ignore[attr-defined]
         m.activate()

@@ -9,10 +9,7 @@ import pytest
 
 @pytest.fixture
 def run_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private run directory (KVLAB_RUN_DIR) and no stack selected ($KVLAB_STACK unset)."""
-    from harness.realstack.matrix_cli import STACK_ENV
-
+    """A private run directory (KVLAB_RUN_DIR)."""
     run = tmp_path / "run"
     monkeypatch.setenv("KVLAB_RUN_DIR", str(run))
-    monkeypatch.delenv(STACK_ENV, raising=False)
     return run

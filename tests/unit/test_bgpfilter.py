@@ -17,8 +17,9 @@ from harness.calico import bgpfilter as bf
 from harness.calico import confd, seeds
 from harness.calico import resources as cr
 from harness.generate import fabric_lab, write_lab
+from harness.labfile import load_lab
 from harness.render.bird import check_config, render_node
-from harness.spec import cluster_resources, load_lab
+from harness.spec import cluster_resources
 from harness.topology import Topology, resolve
 
 API = "projectcalico.org/v3"
@@ -372,13 +373,9 @@ def lab_topology(
     return resolve(spec), cluster_resources(spec)["kv"]
 
 
-def plain(items: list[Any]) -> list[Any]:
-    return [r for r, _, _ in items]
-
-
 def test_node_config_wires_filters_and_priority(tmp_path: Path) -> None:
     topo, items = lab_topology(tmp_path, mesh=True, extra=[])
-    cfg = confd.node_bird_config(topo, "r1-n1", plain(items))
+    cfg = confd.node_bird_config(topo, "r1-n1", items)
     assert [p.name for p in cfg.peers] == [
         "Mesh_198_18_1_12",
         "Mesh_198_18_2_11",
@@ -405,17 +402,17 @@ def test_node_config_wires_filters_and_priority(tmp_path: Path) -> None:
 
 def test_local_as_number_decides_ibgp(tmp_path: Path) -> None:
     topo, items = lab_topology(tmp_path, mesh=False, extra=[], r2_peer={"localASNumber": 65002})
-    cfg = confd.node_bird_config(topo, "r2-n2", plain(items))
+    cfg = confd.node_bird_config(topo, "r2-n2", items)
     (tor,) = cfg.peers
     assert tor.local_asn == 65002
     assert tor.same_as
     assert tor.export_filter[-2] == "calico_export_to_bgp_peers(true);"
-    assert "  local as 65002;" in render_node(topo, "r2-n2", plain(items)).splitlines()
+    assert "  local as 65002;" in render_node(topo, "r2-n2", items).splitlines()
 
 
 def test_normal_route_priority_from_bgp_configuration(tmp_path: Path) -> None:
     topo, items = lab_topology(tmp_path, mesh=False, extra=[], ipv4NormalRoutePriority=2000)
-    text = render_node(topo, "r1-n1", plain(items))
+    text = render_node(topo, "r1-n1", items)
     assert "  if ( net ~ 203.0.113.0/26 && krt_metric < 2000 ) then { accept; }" in text
     assert "    if (defined(bgp_local_pref)&&(bgp_local_pref > 2147481647)) then" in text
     assert "      if (!defined(krt_metric)) then { krt_metric = 2000; }" in text
@@ -429,8 +426,8 @@ def test_global_peer_between_nodes_is_passive_on_the_lower_address(tmp_path: Pat
         "spec": {"peerSelector": "rack == 'r1'"},
     }
     topo, items = lab_topology(tmp_path, mesh=False, extra=[peer])
-    low = {p.name: p for p in confd.node_bird_config(topo, "r1-n1", plain(items)).peers}
-    high = {p.name: p for p in confd.node_bird_config(topo, "r1-n2", plain(items)).peers}
+    low = {p.name: p for p in confd.node_bird_config(topo, "r1-n1", items).peers}
+    high = {p.name: p for p in confd.node_bird_config(topo, "r1-n2", items).peers}
     assert low["Global_198_18_1_12"].passive
     assert low["Global_198_18_1_12"].same_as
     assert not high["Global_198_18_1_11"].passive
@@ -441,7 +438,7 @@ def test_global_peer_between_nodes_is_passive_on_the_lower_address(tmp_path: Pat
 def test_rendered_node_configs_parse(tmp_path: Path, mesh: bool) -> None:
     topo, items = lab_topology(tmp_path, mesh=mesh, extra=[])
     for node in ("r1-n1", "r2-n2"):
-        check_config(render_node(topo, node, plain(items), log_file=str(tmp_path / "bird.log")))
+        check_config(render_node(topo, node, items, log_file=str(tmp_path / "bird.log")))
 
 
 @needs_bird

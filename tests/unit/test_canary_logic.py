@@ -6,19 +6,9 @@ import json
 
 import pytest
 
-from harness.canary import (
-    DEFAULT_PORT,
-    CanaryError,
-    CanaryReport,
-    Gap,
-    LineBuffer,
-    Tracker,
-    decode,
-    encode,
-    main,
-    merge_into,
-)
-from harness.migration import MigrationRecord
+from harness.canary.client import Gap, LineBuffer, Tracker, decode, encode, main
+from harness.canary.controller import CanaryError, CanaryReport, merge_into
+from harness.record import MigrationRecord
 
 EPOCH = 1_700_000_000.0  # wall clock = EPOCH + monotonic in these timelines
 
@@ -291,14 +281,8 @@ def test_merge_into_adds_the_longest_gap_even_under_the_threshold() -> None:
     assert [e["kind"] for e in record.events] == ["canary-gap"]
 
 
-def test_default_port_is_the_mock_guests() -> None:
-    from harness.runtime.netns import GUEST_PORT
-
-    assert DEFAULT_PORT == GUEST_PORT
-
-
 def test_cli_refuses_a_rate_of_zero(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["client", "--to", "203.0.113.10", "--rate", "0"])
+        main(["--to", "203.0.113.10", "--port", "7007", "--rate", "0"])
     assert e.value.code == 2
     assert "--rate must be positive" in capsys.readouterr().err

@@ -26,17 +26,17 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.canary import Canary
+from harness.canary.controller import Canary
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
+from harness.labfile import load_lab
 from harness.realstack import kube as k
 from harness.realstack import pins
 from harness.realstack import render as rr
 from harness.realstack.versions import DEFAULT, MATRIX
 from harness.runtime import containerlab as cl
 from harness.runtime import get_runtime
-from harness.runtime.base import Runtime
-from harness.spec import load_lab
+from harness.runtime.base import LabContext, RuntimeOptions
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
 REPO = Path(__file__).resolve().parents[2]
@@ -106,8 +106,8 @@ def bare_machine() -> cl.Probes:
     )
 
 
-def preflight_missing(probes: cl.Probes, **kw: Any) -> list[str]:
-    runtime = cl.ContainerlabRuntime("t", probes=probes, **kw)
+def preflight_missing(probes: cl.Probes, stack: str | None = None, **kw: Any) -> list[str]:
+    runtime = cl.ContainerlabRuntime("t", probes=probes, options=RuntimeOptions(stack=stack), **kw)
     try:
         runtime.preflight()
     except PreflightError as e:
@@ -213,8 +213,7 @@ def test_the_preflight_asks_for_every_pin_of_the_selected_stack(monkeypatch: pyt
             asked.append(url)
             return 200, {}, b""
 
-        monkeypatch.setenv(cl.VERSIONS_ENV, stack.name)
-        assert preflight_missing(full_machine(http=http)) == []
+        assert preflight_missing(full_machine(http=http), stack=stack.name) == []
         assert sorted(asked) == sorted(p.url for p in pins.stack_pins(stack))
 
 
@@ -230,15 +229,14 @@ def test_the_containerlab_floor_is_the_first_release_embedding_the_stacks_kind()
     assert all(embedded[t] in kinds for t in releases[releases.index(first) :])
 
 
-def test_unknown_stack_versions_are_a_preflight_item(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cl.VERSIONS_ENV, "calico-9")
-    missing = preflight_missing(full_machine())
+def test_unknown_stack_versions_are_a_preflight_item() -> None:
+    missing = preflight_missing(full_machine(), stack="calico-9")
     assert len(missing) == 1
-    assert "KVLAB_STACK=calico-9" in missing[0]
+    assert "--stack calico-9 is not a stack-versions entry" in missing[0]
     assert "calico-3.32-kubevirt-1.8" in missing[0]
-    monkeypatch.setenv(cl.VERSIONS_ENV, "calico-3.31-kubevirt-1.5")
-    assert preflight_missing(full_machine()) == []
-    assert cl.ContainerlabRuntime("t").versions.name == "calico-3.31-kubevirt-1.5"
+    assert preflight_missing(full_machine(), stack="calico-3.31-kubevirt-1.5") == []
+    options = RuntimeOptions(stack="calico-3.31-kubevirt-1.5")
+    assert cl.ContainerlabRuntime("t", options=options).versions.name == "calico-3.31-kubevirt-1.5"
 
 
 def test_kubectl_out_of_skew_is_information_not_a_failure() -> None:
@@ -261,15 +259,14 @@ def test_nested_clusters_are_refused_before_anything_is_created(run_root: Path) 
 
     topo = resolve(spec)
     assert topo.nested_vm
-    runtime = cl.ContainerlabRuntime("t", probes=full_machine())
-    runtime.hosted = dict(topo.nested_vm)
+    runtime = cl.ContainerlabRuntime("t", probes=full_machine(), context=LabContext.of(spec))
     with pytest.raises(PreflightError) as err:
         runtime.preflight()
     assert len(err.value.missing) == 1
     assert "need VMs running Kubernetes" in err.value.missing[0]
     assert "--runtime netns" in err.value.missing[0]
     with pytest.raises(PreflightError):
-        runtime.up(None, topo, {})  # type: ignore[arg-type]
+        runtime.up(None)  # type: ignore[arg-type]
     assert not run_root.exists()
 
 
@@ -292,7 +289,7 @@ def test_cli_on_this_machine_exits_2_and_creates_nothing() -> None:
     if shutil.which("containerlab") and shutil.which("kind"):
         pytest.skip("this machine has containerlab and kind: the preflight may pass and build a lab")
     name = f"clabpf-{secrets.token_hex(3)}"
-    env = {k_: v for k_, v in os.environ.items() if k_ not in ("KVLAB_RUN_DIR", cl.VERSIONS_ENV)}
+    env = {k_: v for k_, v in os.environ.items() if k_ != "KVLAB_RUN_DIR"}
     res = subprocess.run(
         [
             sys.executable,
@@ -338,8 +335,8 @@ def test_cli_on_this_machine_exits_2_and_creates_nothing() -> None:
 @pytest.fixture
 def rendered(run_root: Path) -> cl.ContainerlabRuntime:
     """A runtime whose run dir holds the default lab rendered as `up` renders it (instance 'tlab')."""
-    runtime = cl.ContainerlabRuntime("tlab", probes=full_machine())
     spec = load_lab(DEFAULT_LAB).model_copy(update={"name": "tlab"})
+    runtime = cl.ContainerlabRuntime("tlab", probes=full_machine(), context=LabContext.of(spec))
     rr.render_containerlab(
         spec, runtime.render_dir, use_emulation=True, image="kvlab/tor:test", run_dir=runtime.run_dir
     )
@@ -454,11 +451,11 @@ def test_down_of_a_lab_that_is_not_there(run_root: Path) -> None:
 
 def test_migrate_refuses_unknown_vms_and_nodes(rendered: cl.ContainerlabRuntime) -> None:
     with pytest.raises(LabError, match="no VM 'vm9'"):
-        rendered.migrate(None, "vm9", "r2-n1")
+        rendered.migrate("vm9", "r2-n1")
     with pytest.raises(LabError, match="no node 'x1' in cluster 'kv'"):
-        rendered.migrate(None, "vm1", "x1")
+        rendered.migrate("vm1", "x1")
     with pytest.raises(TypeError, match="bogus"):
-        rendered.migrate(None, "vm1", "r2-n1", bogus=1)
+        rendered.migrate("vm1", "r2-n1", bogus=1)
 
 
 def test_added_node_selector_by_kubevirt_version() -> None:
@@ -614,30 +611,6 @@ def test_rendered_manifests_load_as_documents(rendered: cl.ContainerlabRuntime) 
     assert [d["metadata"]["name"] for d in vms] == ["vm1"]
     assert k.api_group("projectcalico.org/v3") == k.CALICO_API_GROUP
     assert k.api_group("v1") == ""
-
-
-def test_the_default_diagnostics_hook_does_nothing(tmp_path: Path) -> None:
-    class Minimal(Runtime):
-        def preflight(self) -> None: ...
-        def up(self, state: Any, topo: Any, resources: Any) -> None: ...
-        def healthy(self) -> bool:
-            return True
-
-        def down(self) -> None: ...
-        def bird_socket(self, entity: str) -> Path:
-            return tmp_path
-
-        def bird_files(self, entity: str) -> dict[str, Path]:
-            return {}
-
-        def command(self, entity: str, argv: list[str]) -> list[str]:
-            return argv
-
-        def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
-            return []
-
-    assert Minimal("x").diagnostics(tmp_path / "d") == []
-    assert not (tmp_path / "d").exists()
 
 
 def test_diagnostics_without_a_lab_say_so(run_root: Path, tmp_path: Path) -> None:
@@ -859,12 +832,11 @@ def test_apply_all_stops_at_an_object_the_server_refuses() -> None:
 
 
 class _Config:
-    def __init__(self, runtime: str) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: str, stack: str | None = None) -> None:
+        self.options = {"--runtime": runtime, "--stack": stack}
 
     def getoption(self, name: str) -> Any:
-        assert name == "--runtime"
-        return self.runtime
+        return self.options[name]
 
 
 class _Item:
@@ -884,11 +856,9 @@ def test_migration_tests_skip_on_a_stack_without_live_migration(
     stack: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from harness import pytest_plugin
-    from harness.realstack.matrix_cli import STACK_ENV
 
-    monkeypatch.setenv(STACK_ENV, stack)
     migrating, other = _Item("migration"), _Item()
-    pytest_plugin.pytest_collection_modifyitems(_Config("containerlab"), [migrating, other])  # type: ignore[arg-type]
+    pytest_plugin.pytest_collection_modifyitems(_Config("containerlab", stack), [migrating, other])  # type: ignore[arg-type]
     assert other.added == []
     if MATRIX[stack].live_migration:
         assert migrating.added == []

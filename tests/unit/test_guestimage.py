@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import guestimage as gi
 from harness.errors import LabError
-from harness.guestimage import (
+from harness.runtime.netns import guestimage as gi
+from harness.runtime.netns.guestimage import (
     CpioEntry,
     GuestImage,
     GuestImageError,
@@ -40,7 +40,7 @@ from harness.guestimage import (
     parse_builtin,
     render_init,
 )
-from harness.qemu import GuestSpec, QMPClient, QMPError, qemu_argv
+from harness.runtime.netns.qemu import GuestSpec, QMPClient, QMPError, qemu_argv
 
 # -- synthetic ELF64 objects ------------------------------------------------------------------
 

@@ -23,12 +23,12 @@ import yaml
 from labfiles import lab_data, write_lab_data
 
 from harness.errors import LabError
+from harness.labfile import load_lab
 from harness.realstack import guestssh as gs
 from harness.realstack import kubevirt as kv
 from harness.realstack import render as rr
 from harness.realstack.versions import GUEST_USER
 from harness.runtime import containerlab as cl
-from harness.spec import load_lab
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LAB = REPO / "labs" / "default.yml"

@@ -21,8 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 from harness.calico import confd
 from harness.calico import resources as cr
 from harness.errors import SpecError
+from harness.labfile import load_lab, resource_file
 from harness.render import bird
-from harness.spec import LabSpec, Timers, load_lab, resource_file
+from harness.spec import LabSpec, Timers
 from harness.topology import resolve
 from harness.yamlsrc import (
     MAX_DEPTH,
@@ -564,7 +565,7 @@ def test_an_unvalidated_value_cannot_reach_a_node_config(
     monkeypatch.setattr(confd, "node_bird_config", tampered)
     spec = _default()
     with pytest.raises(bird.UnsafeValue) as ei:
-        bird.render_node(resolve(spec), "r1-n1", [r for r, _, _ in spec_resources(spec)])
+        bird.render_node(resolve(spec), "r1-n1", spec_resources(spec))
     (issue,) = ei.value.issues
     assert issue.file == "bird-configs/node.conf.j2"
     assert reason in issue.message
@@ -587,7 +588,7 @@ def test_a_log_path_cannot_leave_its_string(log_file: str, reason: str) -> None:
     with pytest.raises(bird.UnsafeValue, match=reason):
         bird.render_router(resolve(spec), "tor1", log_file)
     with pytest.raises(bird.UnsafeValue, match=reason):
-        bird.render_node(resolve(spec), "r1-n1", [r for r, _, _ in spec_resources(spec)], log_file)
+        bird.render_node(resolve(spec), "r1-n1", spec_resources(spec), log_file)
 
 
 def test_unsafe_value_is_a_spec_error_the_cli_turns_into_exit_2() -> None:

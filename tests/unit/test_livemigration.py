@@ -6,11 +6,11 @@ import socket
 
 import pytest
 
-from harness.agent import classify_frame
 from harness.calico import felix
 from harness.calico import resources as cr
-from harness.livemigration import Priorities, State, VMRoute
-from harness.mockguest import garp_frame, rarp_frame
+from harness.calico.livemigration import Priorities, State, VMRoute
+from harness.runtime.netns.agent import classify_frame
+from harness.runtime.netns.mockguest import garp_frame, rarp_frame
 
 P = Priorities(normal=1024, elevated=512, convergence=30.0)
 MAC, IP = "52:54:00:aa:bb:cc", "203.0.113.10"

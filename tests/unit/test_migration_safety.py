@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from harness import failpoints, procs
-from harness.canary import CanaryReport, Gap
+from harness.canary.client import Gap
+from harness.canary.controller import CanaryReport
 from harness.lab import canary_verdict
-from harness.migration_journal import MigrationInProgress, MigrationJournal, migration_lock
-from harness.runtime.qemuvm import _with_statistics, boot_instance, new_instance
+from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal, migration_lock
+from harness.runtime.netns.vms import _with_statistics, boot_instance, new_instance
 
 
 def journal(**kw: Any) -> MigrationJournal:
@@ -64,7 +65,8 @@ def test_the_lock_tells_a_live_migration_from_a_dead_one(tmp_path: Path) -> None
 def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     """The lock is the kernel's: a SIGKILLed holder leaves the journal but not the lock."""
     code = (
-        "import sys, time; from pathlib import Path; from harness.migration_journal import migration_lock\n"
+        "import sys, time; from pathlib import Path\n"
+        "from harness.runtime.netns.journal import migration_lock\n"
         "with migration_lock(Path(sys.argv[1]), 'vm1'):\n    print('held', flush=True); time.sleep(60)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)

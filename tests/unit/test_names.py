@@ -11,8 +11,9 @@ import pytest
 
 from harness.errors import LabNameError, SpecError, UnknownLabError, UnsafePathError
 from harness.generate import fabric_lab, write_lab
-from harness.lab import Lab, down_lab
-from harness.spec import load_lab
+from harness.instances import down_lab
+from harness.lab import Lab
+from harness.labfile import load_lab
 from harness.state import check_lab_name, lab_dir, lock_path, valid_lab_name
 
 REPO = Path(__file__).resolve().parents[2]

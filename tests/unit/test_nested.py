@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from harness.errors import SpecError
+from harness.labfile import load_lab
 from harness.render.bird import check_config, render_node
-from harness.spec import LabSpec, cluster_resources, load_lab
+from harness.spec import LabSpec, cluster_resources
 from harness.topology import Topology, resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def issues_of(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> list[
 
 
 def resources_of(spec: LabSpec) -> dict[str, list[Any]]:
-    return {name: [r for r, _, _ in items] for name, items in cluster_resources(spec).items()}
+    return cluster_resources(spec)
 
 
 def bgp_protocols(text: str) -> dict[str, str]:

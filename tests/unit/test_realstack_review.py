@@ -36,6 +36,7 @@ import yaml
 from harness.errors import LabError, WaitTimeout
 from harness.kernel import KernelRoute
 from harness.lab import Lab
+from harness.labfile import load_lab
 from harness.realstack import ipam
 from harness.realstack import kube as k
 from harness.realstack import kubevirt as kv
@@ -43,7 +44,8 @@ from harness.realstack import render as rr
 from harness.realstack.kubevirt_migration import parse_time, record_from_kubevirt
 from harness.realstack.versions import MATRIX
 from harness.runtime import containerlab as cl
-from harness.spec import load_lab
+from harness.runtime.base import LabContext
+from harness.state import LabState
 from harness.topology import resolve
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
@@ -67,8 +69,10 @@ def net(text: str) -> ipaddress.IPv4Network:
 @pytest.fixture
 def runtime(run_root: Path) -> cl.ContainerlabRuntime:
     """The default lab rendered as `up` renders it (instance 'tlab'), and its manifest."""
-    rt = cl.ContainerlabRuntime("tlab", versions=MATRIX["calico-3.32-kubevirt-1.8"])
     spec = load_lab(DEFAULT_LAB).model_copy(update={"name": "tlab"})
+    rt = cl.ContainerlabRuntime(
+        "tlab", versions=MATRIX["calico-3.32-kubevirt-1.8"], context=LabContext.of(spec)
+    )
     rr.render_containerlab(
         spec, rt.render_dir, use_emulation=True, image="kvlab/tor:test", run_dir=rt.run_dir
     )
@@ -609,34 +613,27 @@ class MigratingCluster(FakeCluster):
         return super().get(api_version, kind, name, namespace)
 
 
-class _MigratingLab:
-    def __init__(self) -> None:
-        from types import SimpleNamespace
-
-        self.spec = SimpleNamespace(timers=SimpleNamespace(migration=5.0))
-        self.moved: list[tuple[str, str, str]] = []
-
-    def set_vm_location(self, vm: str, node: str, ifname: str) -> None:
-        self.moved.append((vm, node, ifname))
-
-    def priorities(self, node: str) -> Any:
-        from harness.calico.felix import Priorities
-
-        return Priorities(normal=1024, elevated=512, convergence=10.0)
+def _up(runtime: cl.ContainerlabRuntime) -> cl.ContainerlabRuntime:
+    """The lab state `up` records (where the migration records the VM's new place)."""
+    runtime.run_dir.mkdir(parents=True, exist_ok=True)
+    LabState(lab="tlab", spec_path="x", spec_digest="x", runtime="containerlab", session_id="s").save(
+        runtime.run_dir
+    )
+    return runtime
 
 
 def test_a_migration_through_the_runtime(runtime: cl.ContainerlabRuntime) -> None:
     kube = MigratingCluster(["Scheduling", "Scheduled", "TargetReady", "Running", "Succeeded"])
     runtime._kubes["kv"] = kube
-    lab = _MigratingLab()
     before = time.time()
-    record = runtime.migrate(lab, "vm1", "r2-n1", watch=False)
+    record = _up(runtime).migrate("vm1", "r2-n1", watch=False)
     assert (record.status, record.source, record.target) == ("completed", "r1-n1", "r2-n1")
     (vmim,) = kube.created
     assert vmim["spec"] == {"vmiName": "vm1", "addedNodeSelector": {"kubernetes.io/hostname": "kv-worker2"}}
     assert before <= (record.ended or 0) <= time.time()  # seen by the harness, not KubeVirt's seconds
-    assert record.convergence_until == pytest.approx((record.ended or 0) + 10.0)
-    assert lab.moved == [("vm1", "r2-n1", "eth0")]
+    convergence = runtime.priorities("r2-n1").convergence
+    assert record.convergence_until == pytest.approx((record.ended or 0) + convergence)
+    assert runtime.vm_location("vm1") == {"node": "r2-n1", "ifname": "eth0", "guest": None}
     phases = [e["phase"] for e in record.events if e["source"] == "harness" and e["kind"] == "phase"]
     assert phases == ["migration requested", "completed"]
 
@@ -646,7 +643,7 @@ def test_a_migrated_vm_whose_pod_lacks_the_mac_fails_the_migration(runtime: cl.C
     del kube.launchers[1]["metadata"]["annotations"][kv.CALICO_MAC_ANNOTATION]
     runtime._kubes["kv"] = kube
     with pytest.raises(LabError, match=r"virt-launcher pod virt-launcher-vm1-tq7fd on kv-worker2 has"):
-        runtime.migrate(_MigratingLab(), "vm1", "r2-n1", watch=False)
+        _up(runtime).migrate("vm1", "r2-n1", watch=False)
 
 
 def test_a_migration_whose_vmi_stays_put_says_so(
@@ -657,7 +654,7 @@ def test_a_migration_whose_vmi_stays_put_says_so(
     with pytest.raises(
         WaitTimeout, match=r"VMI vm1 on r2-n1 \(kv-worker2\) after its migration.*runs on kv-control"
     ):
-        runtime.migrate(_MigratingLab(), "vm1", "r2-n1", watch=False)
+        _up(runtime).migrate("vm1", "r2-n1", watch=False)
 
 
 # == Review 1 (B1, W1, M1-M8): the runtime against upstream once more ==============================
@@ -791,7 +788,7 @@ def test_no_3_31_filter_rule_matches_more_than_the_labs(lab: Path, tmp_path: Pat
     for cluster in spec.clusters:
         docs = rendered_docs(r.out, r.manifest["clusters"][cluster.name], "bgp", "resources")
         got = {d["metadata"]["name"]: d for d in docs if d["kind"] == "BGPFilter"}
-        for res, _, _ in cluster_resources(spec)[cluster.name]:
+        for res in cluster_resources(spec)[cluster.name]:
             if res.kind != "BGPFilter":
                 continue
             want = rr.calico_document(res)["spec"]
@@ -911,9 +908,9 @@ def test_pools_no_pod_subnet_can_cover_are_bad_input(tmp_path: Path, run_root: P
         f"{lab}: clusters[0].pools: the pools of cluster 'kv' (203.0.113.0/24, 198.51.100.0/24)" in res.stderr
     )
     assert not out.exists()  # nothing written
-    runtime = cl.ContainerlabRuntime("tpools")
+    runtime = cl.ContainerlabRuntime("tpools", context=LabContext.of(load_lab(lab)))
     with pytest.raises(rr.RenderError):
-        runtime.up(None, resolve(load_lab(lab)), {})  # type: ignore[arg-type]
+        runtime.up(None)  # type: ignore[arg-type]
     assert not run_root.exists()  # refused before the preflight and before anything exists
 
 

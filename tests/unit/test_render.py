@@ -17,8 +17,9 @@ from labfiles import lab_data
 
 from harness.errors import LabError, SpecError
 from harness.generate import fabric_lab, write_lab
+from harness.labfile import load_lab
 from harness.render.bird import check_config, render_node, render_router
-from harness.spec import LabSpec, cluster_resources, load_lab
+from harness.spec import LabSpec, cluster_resources
 from harness.topology import Topology, resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ V3 = "projectcalico.org/v3"
 
 
 def _resources(spec: LabSpec) -> dict[str, list[Any]]:
-    return {name: [r for r, _, _ in items] for name, items in cluster_resources(spec).items()}
+    return cluster_resources(spec)
 
 
 def render_all(spec: LabSpec) -> dict[str, str]:

@@ -16,12 +16,13 @@ import yaml
 
 from harness import cli
 from harness.errors import LabError
+from harness.labfile import load_lab
 from harness.realstack import kubevirt as kv
 from harness.realstack import render as rr
 from harness.realstack import schemas
 from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.render.bird import check_config
-from harness.spec import LabSpec, load_lab
+from harness.spec import LabSpec
 from harness.topology import resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,7 +198,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
 
     spec, r = rendered
     for cluster in spec.clusters:
-        items = [res for res, _, _ in cluster_resources(spec)[cluster.name]]
+        items = cluster_resources(spec)[cluster.name]
         entry = r.manifest["clusters"][cluster.name]
         docs = _docs(r.out / entry["resources"])
         if cluster.parent is None:

@@ -19,7 +19,8 @@ from labfiles import resources
 
 from harness.calico import resources as cr
 from harness.errors import SpecError, SpecIssue
-from harness.spec import LabSpec, cluster_resources, load_lab
+from harness.labfile import load_lab
+from harness.spec import LabSpec, cluster_resources
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_DIR = "tests/data/bad-labs"  # relative to REPO: issue messages carry the path as given
@@ -160,7 +161,7 @@ def test_default_lab_loads() -> None:
 
 def test_default_lab_resources_are_typed() -> None:
     spec = load_lab(REPO / "labs" / "default.yml")
-    items = [r for r, _, _ in cluster_resources(spec)["kv"]]
+    items = cluster_resources(spec)["kv"]
     docs = resources("calico/default.yaml")
     assert [(r.kind, r.metadata.name) for r in items] == [(d["kind"], d["metadata"]["name"]) for d in docs]
     bgpconf = next(r for r in items if r.kind == "BGPConfiguration")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.migration import MigrationRecord
+from harness.record import MigrationRecord
 from harness.timeline import _axis, plot_record, write_artifacts
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.generate import fabric_lab, write_lab
-from harness.spec import load_lab
+from harness.labfile import load_lab
 from harness.topology import Topology, bird_name, resolve, vm_mac, workload_ifname
 
 REPO = Path(__file__).resolve().parents[2]

@@ -122,8 +122,8 @@ def test_nightly_matrix_is_the_version_matrix(nightly: dict[str, Any]) -> None:
 def test_every_nightly_lab_is_one_the_containerlab_runtime_builds(nightly: dict[str, Any]) -> None:
     """No job whose lab the runtime refuses before it creates anything: nested clusters
     (ContainerlabRuntime.up, until issue 17) or what render.plan_lab refuses."""
+    from harness.labfile import load_lab
     from harness.realstack.render import plan_lab
-    from harness.spec import load_lab
     from harness.topology import resolve
 
     (job,) = nightly["jobs"].values()

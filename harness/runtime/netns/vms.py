@@ -31,8 +31,9 @@ from typing import Any
 
 from harness import failpoints, netlink, procs
 from harness.errors import LabError, WaitTimeout
-from harness.guestimage import GuestImage, ensure_image
-from harness.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
+from harness.runtime.netns.guestimage import GuestImage, ensure_image
+from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
+from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
 MIGRATION_PORT = 49152  # KubeVirt/libvirt's live-migration port
@@ -77,8 +78,6 @@ class QemuVMs:
         return self.rt.entity_dir(vm) / instance
 
     def spec(self, w: Any) -> GuestSpec:
-        from harness.runtime.netns import GUEST_PORT
-
         return GuestSpec(name=w.vm, ip=str(w.ip), mac=w.mac, tap=w.host_ifname, port=GUEST_PORT)
 
     def qmp(self, vm: str, instance: str, timeout: float = 10.0) -> QMPClient:

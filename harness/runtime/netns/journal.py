@@ -5,7 +5,7 @@ nodes, which interfaces, which QEMU instance directories belong to it, which pha
 holds an exclusive lock on `<run dir>/migrations/<vm>.lock` for as long as it runs. A journal whose
 lock nobody holds belongs to a migration whose process died (SIGKILL, a crash): the next kvlab
 command that touches the lab finds it, looks at where the VM really runs, and finishes the
-migration or rolls it back (`harness.runtime.netns` does that, `Lab.reconcile` asks for it).
+migration or rolls it back (`harness.runtime.netns.runtime` does that, `Lab.reconcile` asks for it).
 
 Phases, in order:
 - `prepare`: the target pod is being created. Nothing has moved; undoing means removing the target.

@@ -27,22 +27,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import mockguest, netlink, procs
-from harness.agent import AgentClient
+from harness import netlink, procs
 from harness.birdc import BirdClient
 from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
-from harness.kernel import kernel_routes
-from harness.migration_journal import MigrationInProgress, MigrationJournal
-from harness.render.bird import render_node, render_router
-from harness.runtime.base import Runtime
-from harness.runtime.qemuvm import QemuVMs, boot_instance, new_instance
+from harness.kernel import KernelRoute, kernel_routes
+from harness.record import MigrationRecord
+from harness.render.bird import check_rendered, render_node, render_router, rendered_configs
+from harness.runtime.base import RenderReport, Runtime
+from harness.runtime.netns import mockguest
+from harness.runtime.netns.agent import AgentClient
+from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
+from harness.runtime.netns.migration import Migration
+from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
-from harness.topology import RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
+from harness.topology import GUEST_PORT, RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
 from harness.wait import eventually
 
+MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
-GUEST_PORT = 7007  # the mock guest's TCP echo port
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -58,11 +61,32 @@ def find_binary(name: str) -> str | None:
 class NetnsRuntime(Runtime):
     name = "netns"
 
-    # -- paths -------------------------------------------------------------------------
-    @property
-    def run_dir(self) -> Path:
-        return lab_dir(self.lab)
+    # -- instances on this machine ---------------------------------------------------------
+    @classmethod
+    def present(cls) -> set[str]:
+        """Labs with at least one namespace `kvlab.<lab>.*` on this machine."""
+        return {parsed[0] for ns in netlink.list_namespaces() if (parsed := parse_namespace(ns))}
 
+    @classmethod
+    def owned_elsewhere(cls, lab: str) -> bool:
+        """Whether lab `lab`'s namespaces run processes of another run root (a lab brought up
+        with another KVLAB_RUN_DIR): their command lines name files of `<other root>/<lab>/`,
+        never of ours."""
+        ours, marker = f"{lab_dir(lab)}/", f"/{lab}/"
+        for ns in netlink.list_namespaces():
+            parsed = parse_namespace(ns)
+            if parsed is None or parsed[0] != lab:
+                continue
+            for pid in netlink.namespace_pids(ns):
+                try:
+                    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                except OSError:
+                    continue
+                if any(marker in a and ours not in a for a in args):
+                    return True
+        return False
+
+    # -- paths -------------------------------------------------------------------------
     def ns(self, entity: str) -> str:
         return namespace_name(self.lab, self.hosted.get(entity, entity))
 
@@ -81,8 +105,11 @@ class NetnsRuntime(Runtime):
             raise LabError(f"'{entity}' has no namespace in lab '{self.lab}' (is the lab up?)")
         return ["ip", "netns", "exec", self.ns(entity), *argv]
 
-    def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
+    def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]:
         return kernel_routes(self.ns(entity), prefix)
+
+    def netns_path(self, entity: str) -> str | None:
+        return self.ns(entity)
 
     # -- lifecycle ---------------------------------------------------------------------
     def preflight(self) -> None:
@@ -96,8 +123,9 @@ class NetnsRuntime(Runtime):
         if missing:
             raise PreflightError(self.name, missing)
 
-    def up(self, state: LabState, topo: Topology, resources: dict[str, list[Any]]) -> None:
+    def up(self, state: LabState) -> None:
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
+        topo, resources = self.topo, self.context.resources
         self.preflight()
         in_qemu = [n for n, vm in topo.nested_vm.items() if topo.workload(vm).backend == "qemu"]
         if in_qemu:
@@ -108,7 +136,6 @@ class NetnsRuntime(Runtime):
                     "has no BIRD, so nested nodes need mock VMs (backend: mock) here"
                 ],
             )
-        self.hosted = dict(topo.nested_vm)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -137,14 +164,14 @@ class NetnsRuntime(Runtime):
                 return False
         return True
 
-    def problems(self, lab: Any) -> list[str]:
+    def problems(self) -> list[str]:
         """`healthy()` plus the guests: each VM's QEMU instance (or mock guest) runs where the
         lab state says and its echo port answers from that node."""
         if not self.healthy():
             return [f"lab '{self.lab}' is not fully running (a namespace, BIRD or node agent is missing)"]
         out = []
-        for w in lab.topo.workloads:
-            loc = lab.vm_location(w.vm)
+        for w in self.topo.workloads:
+            loc = self.vm_location(w.vm)
             if w.backend == "qemu" and self.qemu.pid(w.vm, loc["guest"]) is None:
                 out.append(f"{w.vm}: its QEMU ({loc['guest']} on {loc['node']}) is not running")
             elif w.backend == "mock" and not self._pid_alive(w.vm, "guest"):
@@ -153,14 +180,12 @@ class NetnsRuntime(Runtime):
                 out.append(f"{w.vm}: no answer on {w.ip}:{GUEST_PORT} from {loc['node']}")
         return out
 
-    def reconcile(self, lab: Any) -> list[str]:
+    def reconcile(self) -> list[str]:
         """Settle every migration whose process died (its journal is on disk, its lock free)."""
-        from harness.migration import Migration
-
         notes = []
         for vm in MigrationJournal.pending(self.run_dir):
             try:
-                m = Migration.interrupted(lab, vm)
+                m = Migration.interrupted(self, vm)
             except MigrationInProgress:
                 continue  # a live process is migrating it
             if m is None:
@@ -168,7 +193,7 @@ class NetnsRuntime(Runtime):
                 continue
             j = m.journal
             outcome = m.recover(f"its process {j.pid} ended in phase {j.phase}")
-            where = lab.vm_location(vm)["node"]
+            where = self.vm_location(vm)["node"]
             notes.append(
                 f"{vm}: the interrupted migration {j.source} -> {j.target} (pid {j.pid}, phase {j.phase}) "
                 f"was {outcome}: {vm} runs on {where}"
@@ -195,6 +220,61 @@ class NetnsRuntime(Runtime):
         # one: every lab process names a file of the run directory on its command line.
         procs.kill_all(procs.mentioning(self.run_dir))
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def diagnostics(self, out_dir: Path) -> list[str]:
+        """Each node agent's status, log and config; each QEMU instance's serial console and log
+        (one directory per node the guest ran or was started on); migration journals left."""
+        errors: list[str] = []
+
+        def copy(src: Path, dst: Path) -> None:
+            if src.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, dst)
+
+        for _, node in self.spec.all_nodes():
+            if node.name in self.hosted:
+                continue  # a nested node has BIRD but no node agent
+            d = out_dir / node.name
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "agent-status.json").write_text(
+                    json.dumps(self.agent(node.name).call("status"), indent=2)
+                )
+            except (OSError, RuntimeError, ValueError) as e:
+                errors.append(f"{node.name} agent status: {type(e).__name__}: {e}")
+            for name in ("agent.log", "agent.json"):
+                copy(self.entity_dir(node.name) / name, d / name)
+        for w in self.topo.workloads:
+            if w.backend == "qemu":
+                for qdir in sorted(self.entity_dir(w.vm).glob("qemu-*")):
+                    for name in ("serial.log", "qemu.log"):
+                        copy(qdir / name, out_dir / w.vm / qdir.name / name)
+        for vm in MigrationJournal.pending(self.run_dir):
+            copy(MigrationJournal.path(self.run_dir, vm), out_dir / "migrations" / f"{vm}.json")
+        return errors
+
+    def render(self, out_dir: Path) -> RenderReport:
+        """The BIRD config of every router and node under `out_dir/bird/`, written only once
+        `bird -p` takes every one of them (SpecError naming the one it refuses)."""
+        configs = rendered_configs(self.spec)
+        try:
+            checked = [f"{check_rendered(self.spec, configs)} BIRD configs pass bird -p"]
+            skipped: list[str] = []
+        except LabError as e:  # no BIRD on this machine: render anyway, say so
+            checked, skipped = [], [f"BIRD configs not checked: {e}"]
+        (out_dir / "bird").mkdir(parents=True, exist_ok=True)
+        files = []
+        for entity, _, text in configs:
+            path = out_dir / "bird" / f"{entity}.conf"
+            path.write_text(text)
+            files.append(path)
+        return RenderReport(
+            files=files,
+            checked=checked,
+            skipped=skipped,
+            summary=f"lab '{self.spec.name}': {len(files)} BIRD configs",
+            main=out_dir,
+        )
 
     # -- steps -------------------------------------------------------------------------
     def _create_namespaces(self, topo: Topology) -> None:
@@ -286,14 +366,17 @@ class NetnsRuntime(Runtime):
         )
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
 
-    def workload_interface(self, lab: Any, vm: str, node: str) -> str:
-        return lab.topo.workload(vm).host_ifname  # the same name on every node, as the CNI names it
+    def workload_interface(self, vm: str, node: str) -> str:
+        return self.topo.workload(vm).host_ifname  # the same name on every node, as the CNI names it
 
     # -- migration -----------------------------------------------------------------------
-    def migrate(self, lab: Any, vm: str, to: str, **kwargs: Any) -> Any:
-        from harness.migration import Migration
+    def migrate(self, vm: str, to: str, **kwargs: Any) -> MigrationRecord:
+        return Migration(self, vm, to).run(**kwargs)
 
-        return Migration(lab, vm, to).run(**kwargs)
+    def migration(self, vm: str, to: str) -> Migration:
+        """A migration whose phases (prepare, activate, complete, fail) the caller drives, to look
+        at the lab in between (this runtime's own tests)."""
+        return Migration(self, vm, to)
 
     # -- migration primitives -----------------------------------------------------------
     def new_guest(self, w: Any, node: str) -> str | None:
@@ -458,9 +541,8 @@ class NetnsRuntime(Runtime):
                 path = self.entity_dir(node.name) / "agent.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
-                self._daemon(
-                    node.name, "agent", [sys.executable, "-m", "harness.agent", "--config", str(path)]
-                )
+                agent = [sys.executable, "-m", "harness.runtime.netns.agent", "--config", str(path)]
+                self._daemon(node.name, "agent", agent)
             for _, node in nodes:
                 eventually(
                     lambda n=node.name: self.agent(n).call("ping"),
@@ -506,7 +588,7 @@ class NetnsRuntime(Runtime):
                 self._daemon(
                     w.vm,
                     "guest",
-                    [sys.executable, "-m", "harness.mockguest", "serve", "--port", str(GUEST_PORT)],
+                    [sys.executable, "-m", MOCKGUEST, "serve", "--port", str(GUEST_PORT)],
                 )
                 step.advance(detail=w.vm)
 

@@ -1,7 +1,8 @@
 """The mock VM's "guest": what runs inside a mock VM namespace (Calico CI's MockVirt idea).
 
-    python -m harness.mockguest serve --port 7007        # TCP echo server (one thread per client)
-    python -m harness.mockguest announce --ifname eth1 --ip 203.0.113.10 --mac 52:54:00:..  [--rarp]
+    python -m harness.runtime.netns.mockguest serve --port 7007      # TCP echo server, a thread a client
+    python -m harness.runtime.netns.mockguest announce --ifname eth1 --ip 203.0.113.10 --mac 52:54:..
+                                                                     #   [--rarp]
 
 `announce` sends what a guest (GARP) or QEMU after a migration (RARP) sends, so the node
 agent on the target sees the VM activate.
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
-    s.add_argument("--port", type=int, default=7007)
+    s.add_argument("--port", type=int, required=True)
     a = sub.add_parser("announce")
     a.add_argument("--ifname", required=True)
     a.add_argument("--ip", required=True)

@@ -1,4 +1,4 @@
-"""Live migration of a VM between nodes, and the record of what happened when.
+"""The netns runtime's migration driver: a VM moves between two nodes' namespaces.
 
 A migration goes through the phases KubeVirt and Calico go through:
 1. prepare  - the target "pod" exists: the target node gets the VM's interface and its agent
@@ -14,193 +14,96 @@ Each step is journalled first (harness.migration_journal). Whatever stops a migr
 Ctrl-C, SIGKILL, the target QEMU dying) is settled by `Migration.recover`: the VM's real place
 decides whether the migration is finished or rolled back, and the lab state says where it runs.
 
-`MigrationRecord` merges harness phases, both node agents' state changes and route
-operations, and every change of the VM's /32 seen at the routers (birdc, polled).
+The `harness.record.MigrationRecord` it returns merges harness phases, both node agents' state
+changes and route operations, QEMU's events, and every change of the VM's /32 seen at the
+routers (`harness.routewatch`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pyroute2 import IPRoute
-
-from harness import failpoints, netlink, procs
-from harness.birdc import BirdClient, BirdError
+from harness import failpoints, procs
+from harness.birdc import BirdError
 from harness.calico import confd
 from harness.errors import InvalidRequest, LabError, WaitTimeout
-from harness.kernel import routes_from
-from harness.migration_journal import MigrationJournal, migration_lock
-from harness.state import lab_dir
+from harness.record import MigrationFailed, MigrationRecord
+from harness.routewatch import RouteWatcher
+from harness.runtime.netns.journal import MigrationJournal, migration_lock
+from harness.speakers import BirdSpeaker, Probed
 from harness.wait import eventually
 
 if TYPE_CHECKING:
-    from harness.lab import Lab
+    from harness.runtime.netns.agent import AgentClient
+    from harness.topology import Topology, Workload
 
 
-@dataclass
-class MigrationRecord:
-    vm: str
-    ip: str
-    source: str
-    target: str
-    status: str = "running"  # running | completed | failed
-    reason: str | None = None
-    started: float = field(default_factory=time.time)
-    ended: float | None = None
-    convergence_until: float | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    canary: dict[str, Any] | None = None  # the TCP canary's report, when one ran
+class MigrationHost(Probed, Protocol):
+    """What this driver asks of the runtime it drives (the netns runtime): the probes, where VMs
+    run, and the migration primitives of its pods (node agents, guest interfaces, QEMU instances)."""
 
-    def phase(self, name: str, **fields: Any) -> None:
-        self.events.append({"t": time.time(), "source": "harness", "kind": "phase", "phase": name, **fields})
+    run_dir: Path
+    spec: Any
+    topo: Topology
+    context: Any
 
-    def first(self, **match: Any) -> dict[str, Any] | None:
-        """The first event whose fields equal `match` (e.g. kind='state', node='r2-n1', state='Live')."""
-        return next((e for e in self.events if all(e.get(k) == v for k, v in match.items())), None)
-
-    def to_json(self) -> dict[str, Any]:
-        t0 = self.started
-        return {
-            "vm": self.vm,
-            "ip": self.ip,
-            "source": self.source,
-            "target": self.target,
-            "status": self.status,
-            "reason": self.reason,
-            "started": self.started,
-            "ended": self.ended,
-            "duration_ms": None if self.ended is None else round((self.ended - t0) * 1000, 1),
-            "convergence_until": self.convergence_until,
-            "events": [
-                {**e, "ms": round((e["t"] - t0) * 1000, 1)} for e in sorted(self.events, key=lambda e: e["t"])
-            ],
-            **({"canary": self.canary} if self.canary is not None else {}),
-        }
-
-
-class MigrationFailed(LabError):
-    """A migration did not complete. It was settled first: `record` says where the VM runs
-    (its `source`, after a rollback) and what happened."""
-
-    def __init__(self, record: MigrationRecord):
-        self.record = record
-        super().__init__(
-            f"migration of {record.vm} {record.source} -> {record.target} failed: {record.reason}"
-        )
-
-
-class RouteWatcher:
-    """Polls routers' BIRD for one prefix in a thread and records every change of what they hold."""
-
-    def __init__(self, lab: Lab, routers: list[str], prefix: str, interval: float = 0.005):
-        self.lab, self.routers, self.prefix, self.interval = lab, routers, prefix, interval
-        self.events: list[dict[str, Any]] = []
-        self.cycles = 0
-        self._sockets: dict[str, IPRoute] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kvlab-route-watcher", daemon=True)
-
-    def __enter__(self) -> RouteWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _fib(self, router: str) -> str | None:
-        """The gateway the router's kernel uses for exactly `prefix` (lowest metric), if any."""
-        sock = self._sockets.get(router)
-        if sock is None:
-            ns = getattr(self.lab.runtime, "ns", None)
-            if ns is None:
-                return None
-            with netlink.inside(ns(router)):
-                sock = self._sockets[router] = IPRoute()
-        routes = routes_from(sock, self.prefix, devices=False)
-        return min(routes, key=lambda r: r.metric).gateway if routes else None
-
-    def sync(self, cycles: int = 2, timeout: float = 5.0) -> None:
-        """Wait until the watcher has polled every router `cycles` more times."""
-        goal = self.cycles + cycles
-        eventually(
-            lambda: self.cycles >= goal or not self._thread.is_alive(),
-            timeout=timeout,
-            interval=0.01,
-            what="the route watcher to poll the routers again",
-        )
-
-    def _run(self) -> None:
-        clients = {r: BirdClient(self.lab.runtime.bird_socket(r)) for r in self.routers}
-        last: dict[str, Any] = {}
-        try:
-            while not self._stop.is_set():
-                for router, client in clients.items():
-                    try:
-                        routes = client.routes(self.prefix)
-                    except BirdError:
-                        continue
-                    best = next((r for r in routes if r.best), None)
-                    view = {
-                        "paths": len(routes),
-                        "best_via": best.via if best else None,
-                        "best_protocol": best.protocol if best else None,
-                        "communities": best.community_strings() if best else [],
-                        "ecmp": bool(best and len(best.next_hops) > 1),
-                        "fib_via": self._fib(router),  # what the router's kernel forwards with
-                    }
-                    if last.get(router) != view:
-                        last[router] = view
-                        self.events.append(
-                            {
-                                "t": time.time(),
-                                "source": f"bird:{router}",
-                                "kind": "route",
-                                "router": router,
-                                "prefix": self.prefix,
-                                **view,
-                            }
-                        )
-                self.cycles += 1
-                self._stop.wait(self.interval)
-        finally:
-            for c in clients.values():
-                c.close()
-            for sock in self._sockets.values():
-                sock.close()
+    def agent(self, node: str) -> AgentClient: ...
+    def new_guest(self, w: Workload, node: str) -> str | None: ...
+    def guest_pid(self, w: Workload, guest: str | None) -> int | None: ...
+    def migration_prepare(
+        self, w: Workload, target: str, target_ip: str, new_if: str, guest: str | None
+    ) -> None: ...
+    def migration_cutover(
+        self,
+        w: Workload,
+        journal: MigrationJournal,
+        target_ip: str,
+        *,
+        rarp: bool = False,
+        timeout: float = 60.0,
+    ) -> list[dict[str, Any]]: ...
+    def guest_running(self, w: Workload, node: str, guest: str | None, vm_if: str) -> bool: ...
+    def settle(self, w: Workload, journal: MigrationJournal) -> str | None: ...
+    def reboot_guest(self, w: Workload, node: str, guest: str | None) -> None: ...
+    def migration_release_source(self, w: Workload, source: str, old_if: str, guest: str | None) -> None: ...
+    def migration_abort(self, w: Workload, target: str, new_if: str, guest: str | None) -> None: ...
+    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str) -> None: ...
+    def refresh_birds(self, topo: Topology, resources: dict[str, list[Any]], nodes: list[str]) -> None: ...
+    def vm_location(self, vm: str) -> dict[str, Any]: ...
+    def set_vm_location(self, vm: str, node: str, ifname: str, guest: str | None = None) -> None: ...
+    def pods(self, extra: dict[str, str] | None = None) -> Topology: ...
+    def priorities(self, node: str) -> Any: ...
 
 
 class Migration:
     """One migration of a VM; call the phases yourself, or `run()` for all of them.
 
-    Every step is journalled before it is taken (harness.migration_journal), under the VM's
+    Every step is journalled before it is taken (harness.runtime.netns.journal), under the VM's
     migration lock, so that an error, Ctrl-C or a crash at any moment can be settled: `recover()`
     looks at where the VM really runs and finishes the migration or rolls it back, here or in the
     next kvlab command (`Lab.reconcile`).
 
     Fail points (harness.failpoints): `migrate.prepare.begin`, `migrate.prepare.target-started`,
     `migrate.prepare.done`, `migrate.cutover.begin` (and the QEMU ones in
-    harness.runtime.qemuvm), `migrate.activate.live`, `migrate.complete.begin`,
+    harness.runtime.netns.vms), `migrate.activate.live`, `migrate.complete.begin`,
     `migrate.complete.source-released`, `migrate.complete.located`.
     """
 
-    def __init__(self, lab: Lab, vm: str, target: str, *, journal: MigrationJournal | None = None):
-        self.lab = lab
+    def __init__(self, rt: MigrationHost, vm: str, target: str, *, journal: MigrationJournal | None = None):
+        self.rt = rt
         self.vm = vm
-        self.workload = lab.topo.workload(vm)
+        self.workload = rt.topo.workload(vm)
         if journal is None:
-            loc = lab.vm_location(vm)
-            if target not in lab.topo.node_address:
-                raise InvalidRequest(f"no node '{target}' in lab '{lab.name}'")
+            loc = rt.vm_location(vm)
+            if target not in rt.topo.node_address:
+                raise InvalidRequest(f"no node '{target}' in lab '{rt.lab}'")
             if target == loc["node"]:
                 raise InvalidRequest(f"{vm} already runs on {target}")
-            cluster_of = {n.name: c.name for c, n in lab.spec.all_nodes()}
+            cluster_of = {n.name: c.name for c, n in rt.spec.all_nodes()}
             if target not in cluster_of or cluster_of[target] != cluster_of[loc["node"]]:
                 raise InvalidRequest(f"{target} is not in {vm}'s cluster '{cluster_of[loc['node']]}'")
             journal = MigrationJournal(
@@ -215,29 +118,29 @@ class Migration:
         self.journal = journal
         self.source, self.target = journal.source, journal.target
         self.source_if, self.target_if = journal.source_if, journal.target_if
-        self.target_ip = str(lab.topo.node_address[journal.target].ip)
+        self.target_ip = str(rt.topo.node_address[journal.target].ip)
         self.record = MigrationRecord(vm, str(self.workload.ip), self.source, self.target)
         self._lock: contextlib.ExitStack | None = None
 
     @classmethod
-    def interrupted(cls, lab: Lab, vm: str) -> Migration | None:
+    def interrupted(cls, rt: MigrationHost, vm: str) -> Migration | None:
         """The migration of `vm` whose process died, ready to `recover()` (holding its lock);
         None if its journal is unreadable (it is removed). MigrationInProgress if it is alive."""
-        run_dir = lab_dir(lab.name)
+        run_dir = rt.run_dir
         with contextlib.ExitStack() as stack:
             stack.enter_context(migration_lock(run_dir, vm))
             journal = MigrationJournal.load(run_dir, vm)
-            if journal is None or journal.vm != vm or vm not in {w.vm for w in lab.topo.workloads}:
+            if journal is None or journal.vm != vm or vm not in {w.vm for w in rt.topo.workloads}:
                 MigrationJournal.path(run_dir, vm).unlink(missing_ok=True)
                 return None
-            m = cls(lab, vm, journal.target, journal=journal)
+            m = cls(rt, vm, journal.target, journal=journal)
             m._lock = stack.pop_all()
             return m
         return None  # pragma: no cover - the with block returns
 
     @property
     def run_dir(self) -> Path:
-        return lab_dir(self.lab.name)
+        return self.rt.run_dir
 
     # -- the journal and its lock --------------------------------------------------------
     def _begin(self) -> None:
@@ -245,7 +148,7 @@ class Migration:
         stack = contextlib.ExitStack()
         stack.enter_context(migration_lock(self.run_dir, self.vm))
         self._lock = stack
-        self.journal.target_guest = self.lab.runtime.new_guest(self.workload, self.target)
+        self.journal.target_guest = self.rt.new_guest(self.workload, self.target)
         self.journal.enter("prepare", self.run_dir)
 
     def _end(self) -> None:
@@ -257,7 +160,7 @@ class Migration:
 
     # -- phases ------------------------------------------------------------------------
     def prepare(self) -> None:
-        w, rt = self.workload, self.lab.runtime
+        w, rt = self.workload, self.rt
         self._begin()
         self.record.phase("prepare")
         failpoints.hit("migrate.prepare.begin")
@@ -282,12 +185,12 @@ class Migration:
             self.record.phase("resume on target", announce=announce)
         else:
             self.record.phase("QEMU migration", announce="RARP (QEMU self-announce)")
-        self.record.events += self.lab.runtime.migration_cutover(
+        self.record.events += self.rt.migration_cutover(
             w,
             self.journal,
             self.target_ip,
             rarp=announce == "RARP",
-            timeout=self.lab.spec.timers.migration,
+            timeout=self.rt.spec.timers.migration,
         )
         eventually(
             lambda: self._state(self.target) in ("Live", "TimeWait"),
@@ -298,7 +201,7 @@ class Migration:
         failpoints.hit("migrate.activate.live", target_pid=self._target_pid)
 
     def complete(self) -> MigrationRecord:
-        rt, timers = self.lab.runtime, self.lab.spec.timers
+        rt, timers = self.rt, self.rt.spec.timers
         rt.agent(self.target).call("ended", vm=self.vm, succeeded=True)
         self.journal.enter("complete", self.run_dir)
         self.record.phase("completed")
@@ -320,7 +223,7 @@ class Migration:
     # -- finishing and undoing (idempotent: also what recovery runs) -----------------------
     def _finish(self) -> None:
         """Roll forward: the VM runs on the target; release the source, record the new place."""
-        rt, w = self.lab.runtime, self.workload
+        rt, w = self.rt, self.workload
         if not rt.guest_running(w, self.target, self.journal.target_guest, self.target_if):
             raise LabError(f"{self.vm} does not run on {self.target}: the source is kept")
         target_agent = rt.agent(self.target)
@@ -331,18 +234,18 @@ class Migration:
         rt.migration_release_source(w, self.source, self.source_if, self.journal.source_guest)
         self.record.phase("source cleaned up")
         failpoints.hit("migrate.complete.source-released")
-        self.lab.set_vm_location(self.vm, self.target, self.target_if, guest=self.journal.target_guest)
+        self.rt.set_vm_location(self.vm, self.target, self.target_if, guest=self.journal.target_guest)
         failpoints.hit("migrate.complete.located")
         self._refresh_peering([self.source])
         self.collect_agents()
-        self.record.convergence_until = (self.record.ended or time.time()) + self.lab.priorities(
+        self.record.convergence_until = (self.record.ended or time.time()) + self.rt.priorities(
             self.target
         ).convergence
         self._end()
 
     def _undo(self) -> None:
         """Roll back: the VM runs on the source; remove the target pod, restore the source's route."""
-        rt, w = self.lab.runtime, self.workload
+        rt, w = self.rt, self.workload
         self._quietly(lambda: rt.agent(self.target).call("ended", vm=self.vm, succeeded=False))
         self._quietly(lambda: rt.agent(self.target).call("remove", vm=self.vm))
         rt.migration_abort(w, self.target, self.target_if, self.journal.target_guest)
@@ -357,7 +260,7 @@ class Migration:
             running_here=True,
             peering_ip=self._peering_ip(self.source),
         )
-        self.lab.set_vm_location(self.vm, self.source, self.source_if, guest=self.journal.source_guest)
+        self.rt.set_vm_location(self.vm, self.source, self.source_if, guest=self.journal.source_guest)
         self._refresh_peering([self.source, self.target])
         self.collect_agents()
         self._end()
@@ -367,7 +270,7 @@ class Migration:
         migration (returns "completed") or roll it back ("rolled back"). If neither copy of the
         VM runs any more, boot it again on the source ("restarted": its memory is lost, it runs).
         Ctrl-C and SIGTERM wait until this is done."""
-        rt, w = self.lab.runtime, self.workload
+        rt, w = self.rt, self.workload
         with procs.signals_deferred(), self._released_on_error():
             where = rt.settle(w, self.journal)
             self.record.phase("recovery", cause=cause, found=where or "nowhere")
@@ -390,8 +293,8 @@ class Migration:
         or interrupt on the way is recovered from first; an error then raises MigrationFailed
         (carrying the record) unless recovery found the VM on the target and finished the
         migration; an interrupt is re-raised."""
-        routers = [r.name for r in self.lab.spec.routers] if watch else []
-        with RouteWatcher(self.lab, routers, f"{self.workload.ip}/32") as watcher:
+        routers = [r.name for r in self.rt.spec.routers] if watch else []
+        with RouteWatcher(self.rt, routers, f"{self.workload.ip}/32") as watcher:
             try:
                 self.prepare()
                 if fail:
@@ -432,11 +335,11 @@ class Migration:
             raise
 
     def _target_pid(self) -> int | None:
-        return self.lab.runtime.guest_pid(self.workload, self.journal.target_guest)
+        return self.rt.guest_pid(self.workload, self.journal.target_guest)
 
     def _tell_target(self) -> None:
         w = self.workload
-        self.lab.runtime.agent(self.target).call(
+        self.rt.agent(self.target).call(
             "target",
             vm=self.vm,
             ip=str(w.ip),
@@ -457,21 +360,21 @@ class Migration:
         session to the parent is back on the target node and the target's ToR routes the nested
         pools via the target, and record both as phases (the nested routing outage on the
         timeline). A deadline passed is recorded in `reason`, not raised: the VM did migrate."""
-        nested = self.lab.spec.nested_node_in(self.vm)
+        nested = self.rt.spec.nested_node_in(self.vm)
         if nested is None:
             return
         cluster, _ = nested
         peer = f"Local_Workload_{str(self.workload.ip).replace('.', '_')}"
-        _, target_node = self.lab.spec.node(self.target)
-        tor = self.lab.spec.rack(target_node.rack).tor if target_node.rack else None
-        via = str(self.lab.topo.node_address[self.target].ip)
+        _, target_node = self.rt.spec.node(self.target)
+        tor = self.rt.spec.rack(target_node.rack).tor if target_node.rack else None
+        via = str(self.rt.topo.node_address[self.target].ip)
 
         def session_back() -> bool:
-            sessions = {s.name: s.state for s in self.lab.speaker(self.target).sessions()}
+            sessions = {s.name: s.state for s in BirdSpeaker(self.rt, self.target).sessions()}
             return sessions.get(peer) == "Established"
 
         def pools_via_target() -> bool:
-            best = [self.lab.router(tor).best_route(str(pool)) for pool in cluster.pools] if tor else []
+            best = [BirdSpeaker(self.rt, tor).best_route(str(pool)) for pool in cluster.pools] if tor else []
             return all(b is not None and b.via == via for b in best)
 
         for what, check in (
@@ -480,7 +383,10 @@ class Migration:
         ):
             try:
                 eventually(
-                    check, timeout=self.lab.spec.timers.bgp_established, interval=0.05, what=what,
+                    check,
+                    timeout=self.rt.spec.timers.bgp_established,
+                    interval=0.05,
+                    what=what,
                     transient=(BirdError, OSError),
                 )
             except WaitTimeout as e:
@@ -490,14 +396,12 @@ class Migration:
             self.record.phase(what)
 
     def _resources(self) -> dict[str, list[Any]]:
-        from harness.lab import cluster_resources_plain
-
-        return cluster_resources_plain(self.lab.spec)
+        return self.rt.context.resources
 
     def _peering_ip(self, node: str, extra: dict[str, str] | None = None) -> str | None:
         """The workload peering IP `node` provisions on this VM's interface, if it peers with it."""
         resources = self._resources().get(self.workload.cluster, [])
-        return confd.peering_ip_on(self.lab.pods(extra), node, resources, str(self.workload.ip))
+        return confd.peering_ip_on(self.rt.pods(extra), node, resources, str(self.workload.ip))
 
     def _refresh_peering(self, nodes: list[str], extra: dict[str, str] | None = None) -> None:
         """Reload the BIRD of `nodes` for the VM's pods now (calico-node re-renders its
@@ -505,7 +409,7 @@ class Migration:
         resources = self._resources()
         if confd.workload_peering_ip(resources.get(self.workload.cluster, [])) is None:
             return
-        self.lab.runtime.refresh_birds(self.lab.pods(extra), resources, nodes)
+        self.rt.refresh_birds(self.rt.pods(extra), resources, nodes)
         self.record.phase("workload peering reloaded", nodes=nodes)
 
     def collect_agents(self) -> None:
@@ -513,7 +417,7 @@ class Migration:
         an agent that does not answer adds nothing)."""
         for node in (self.source, self.target):
             try:
-                events = self.lab.runtime.agent(node).call("status")["events"]
+                events = self.rt.agent(node).call("status")["events"]
             except (OSError, RuntimeError):
                 continue
             for e in events:
@@ -522,4 +426,4 @@ class Migration:
         self.record.events.sort(key=lambda e: e["t"])
 
     def _state(self, node: str) -> str | None:
-        return self.lab.runtime.agent(node).call("status")["workloads"].get(self.vm, {}).get("state")
+        return self.rt.agent(node).call("status")["workloads"].get(self.vm, {}).get("state")

@@ -54,19 +54,17 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.errors import LabError, UnsafePathError
-from harness.locking import file_lock, private_dir
+from harness.errors import LabError
+from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
+from harness.topology import GUEST_PORT
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 NIC_MODULES = ("virtio_pci", "virtio_net")  # what the guest needs; dependencies are resolved
-DEFAULT_CACHE = Path("/var/cache/kvlab/images")
-DEFAULT_PORT = 7007
 DEFAULT_GATEWAY = "169.254.1.1"
 READY_MARKER = "kvlab-guest: ready"
 FORMAT_VERSION = "1"  # bump when the image layout changes in a way the key would not notice
@@ -96,29 +94,7 @@ class GuestImage:
         return self.kernel.stat().st_size + self.initrd.stat().st_size
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("KVLAB_IMAGE_CACHE", str(DEFAULT_CACHE)))
-
-
-def ensure_cache_dir(root: Path, error: type[LabError] = LabError) -> Path:
-    """Create the image cache `root` (guest images, the ToR image's base), or raise `error`;
-    refuse one that is not safely this user's (see harness.locking.private_dir)."""
-    try:
-        return private_dir(root)
-    except UnsafePathError as e:
-        raise error(
-            f"image cache: {e}; run as root or set KVLAB_IMAGE_CACHE to a directory of your own"
-        ) from None
-
-
-def cache_lock(
-    root: Path, name: str = ".lock", error: type[LabError] = LabError
-) -> AbstractContextManager[None]:
-    """One holder at a time of the image cache `root` (the lock file `name` goes with it)."""
-    return file_lock(ensure_cache_dir(root, error) / name)
-
-
-def kernel_cmdline(ip: str, *, port: int = DEFAULT_PORT, name: str = "kvlab-vm", extra: str = "") -> str:
+def kernel_cmdline(ip: str, *, port: int = GUEST_PORT, name: str = "kvlab-vm", extra: str = "") -> str:
     """The -append string for a guest with address `ip`, echoing on `port`."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name):
         raise ValueError(f"guest name {name!r} must be 1-63 characters of [A-Za-z0-9_.-]")
@@ -181,7 +157,7 @@ while :; do sleep 3600; done
 """
 
 
-def render_init(modules: Iterable[str], *, port: int = DEFAULT_PORT, gateway: str = DEFAULT_GATEWAY) -> str:
+def render_init(modules: Iterable[str], *, port: int = GUEST_PORT, gateway: str = DEFAULT_GATEWAY) -> str:
     mods = " ".join(modules)
     return _INIT_TEMPLATE.replace("@MODULES@", mods).replace("@PORT@", str(port)).replace("@GW@", gateway)
 

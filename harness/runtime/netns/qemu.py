@@ -42,7 +42,8 @@ from typing import Any
 
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
-from harness.guestimage import DEFAULT_PORT, READY_MARKER, GuestImage, kernel_cmdline
+from harness.runtime.netns.guestimage import READY_MARKER, GuestImage, kernel_cmdline
+from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -118,7 +119,7 @@ class GuestSpec:
     ip: str
     mac: str
     tap: str
-    port: int = DEFAULT_PORT
+    port: int = GUEST_PORT
     memory_mb: int = 128
     accel: str = "tcg"
     append: str = ""  # extra kernel command-line parameters

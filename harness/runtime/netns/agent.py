@@ -1,6 +1,6 @@
 """The node agent: plays Felix's part for live migration on one node of the netns runtime.
 
-It runs inside the node's namespace (`python -m harness.agent --config FILE`), owns the /32
+It runs inside the node's namespace (`python -m harness.runtime.netns.agent --config FILE`), owns the /32
 routes of the VMs on its node, watches each VM's host-side interface for RARP and GARP from
 the VM with a raw socket, and drives one `livemigration.VMRoute` state machine per VM. For a
 workload a localWorkloadSelector BGPPeer selects (`peering_ip` set), it provisions the
@@ -38,7 +38,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
 
-from harness.livemigration import Priorities, Transition, VMRoute
+from harness.calico.livemigration import Priorities, Transition, VMRoute
 
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806

@@ -1,0 +1,63 @@
+"""The record of a live migration: what happened when, from every source (the harness's phases,
+node agents, routers' views, QEMU or KubeVirt, the canary). The data type both runtimes' migration
+drivers produce and every consumer (CLI, timeline, tests) reads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import LabError
+
+
+@dataclass
+class MigrationRecord:
+    vm: str
+    ip: str
+    source: str
+    target: str
+    status: str = "running"  # running | completed | failed
+    reason: str | None = None
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    convergence_until: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    canary: dict[str, Any] | None = None  # the TCP canary's report, when one ran
+
+    def phase(self, name: str, **fields: Any) -> None:
+        self.events.append({"t": time.time(), "source": "harness", "kind": "phase", "phase": name, **fields})
+
+    def first(self, **match: Any) -> dict[str, Any] | None:
+        """The first event whose fields equal `match` (e.g. kind='state', node='r2-n1', state='Live')."""
+        return next((e for e in self.events if all(e.get(k) == v for k, v in match.items())), None)
+
+    def to_json(self) -> dict[str, Any]:
+        t0 = self.started
+        return {
+            "vm": self.vm,
+            "ip": self.ip,
+            "source": self.source,
+            "target": self.target,
+            "status": self.status,
+            "reason": self.reason,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_ms": None if self.ended is None else round((self.ended - t0) * 1000, 1),
+            "convergence_until": self.convergence_until,
+            "events": [
+                {**e, "ms": round((e["t"] - t0) * 1000, 1)} for e in sorted(self.events, key=lambda e: e["t"])
+            ],
+            **({"canary": self.canary} if self.canary is not None else {}),
+        }
+
+
+class MigrationFailed(LabError):
+    """A migration did not complete. It was settled first: `record` says where the VM runs
+    (its `source`, after a rollback) and what happened."""
+
+    def __init__(self, record: MigrationRecord):
+        self.record = record
+        super().__init__(
+            f"migration of {record.vm} {record.source} -> {record.target} failed: {record.reason}"
+        )

@@ -1,0 +1,83 @@
+"""Routers and nodes as probes: their BIRD (over its control socket) and their kernel routing
+table, through whatever runtime runs them. What tests and the CLI ask a lab's speakers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from typing import Protocol as Interface
+
+from harness.birdc import BirdClient, Protocol, Route
+from harness.kernel import KernelRoute
+
+
+class Probed(Interface):
+    """What the probes need of a runtime (every `harness.runtime.base.Runtime` is one): which lab,
+    where a speaker's BIRD listens, its kernel routes, and the way into its network namespace."""
+
+    lab: str
+
+    def bird_socket(self, entity: str) -> Path: ...
+
+    def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]: ...
+
+    def netns_path(self, entity: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Session:
+    """A BGP session as one BIRD (router or node) reports it."""
+
+    router: str
+    name: str
+    peer: str | None
+    state: str
+    last_error: str | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.state == "Established"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"router": self.router, "name": self.name, "peer": self.peer, "state": self.state}
+
+
+class BirdSpeaker:
+    """A router or node: something with a BIRD daemon and a kernel routing table."""
+
+    def __init__(self, runtime: Probed, name: str):
+        self.runtime = runtime
+        self.name = name
+
+    def client(self) -> BirdClient:
+        return BirdClient(self.runtime.bird_socket(self.name))
+
+    def protocols(self) -> list[Protocol]:
+        with self.client() as c:
+            return c.protocols()
+
+    def sessions(self) -> list[Session]:
+        return [
+            Session(self.name, p.name, p.neighbor_address, p.bgp_state or p.info or p.state, p.last_error)
+            for p in self.protocols()
+            if p.proto == "BGP"
+        ]
+
+    def routes(self, prefix: str | None = None) -> list[Route]:
+        """BIRD's routes (all alternatives, best flagged), optionally for one exact prefix."""
+        with self.client() as c:
+            return c.routes(prefix)
+
+    def best_route(self, prefix: str) -> Route | None:
+        return next((r for r in self.routes(prefix) if r.best), None)
+
+    def kernel_routes(self, prefix: str | None = None) -> list[KernelRoute]:
+        return self.runtime.kernel_routes(self.name, prefix)
+
+    def birdc(self, command: str) -> list[tuple[int, str]]:
+        with self.client() as c:
+            return c.command(command)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} of lab {self.runtime.lab}>"
