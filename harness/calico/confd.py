@@ -149,9 +149,6 @@ class NodeBirdConfig:
     filter_functions: list[str] = field(default_factory=list)  # lines: every BGPFilter's functions
     peers: list[BirdPeer] = field(default_factory=list)
 
-    def is_internal(self, peer: BirdPeer) -> bool:
-        return peer.same_as
-
     def kernel_priority(self) -> list[str]:
         """`calico_kernel_programming` lines giving BGP routes their kernel metric."""
         return bgpfilter.kernel_priority(self.normal_priority)
@@ -275,20 +272,16 @@ def _communities(
         if ipaddress.ip_network(adv.cidr).version != family:
             continue
         values = sorted(
-            {c if _is_community(c) else named[c] for c in adv.communities if _is_community(c) or c in named}
+            {
+                c if cr.accepts(cr.parse_community, c) else named[c]
+                for c in adv.communities
+                if cr.accepts(cr.parse_community, c) or c in named
+            }
         )
         statements = [f"{attr}.add({value});" for attr, value in (_community_parts(v) for v in values)]
         if statements:
             out.append((adv.cidr, statements))
     return out
-
-
-def _is_community(text: str) -> bool:
-    try:
-        cr.parse_community(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _community_parts(value: str) -> tuple[str, str]:

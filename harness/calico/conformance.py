@@ -551,23 +551,23 @@ def run_case(root: Path, case: Case, bird: Mapping[int, str | None]) -> CaseResu
     for family, files in FAMILIES.items():
         fam = FamilyResult(family)
         result.families.append(fam)
-        expected = _read(root, f"compiled_templates/{case.name}/{files[0]}")
+        golden = f"compiled_templates/{case.name}/{files[0]}"
+        expected = _read(root, golden)
         includes = {f: _read(root, f"compiled_templates/{case.name}/{f}") for f in files[1:]}
+        try:
+            theirs = birdconf.read(expected, includes)
+            whole = birdconf.inline(expected, includes)
+        except birdconf.ConfigError as e:
+            raise InputError(f"{root / golden}: not a BIRD config kvlab can read: {e}") from None
         exe = bird.get(family)
         if exe is not None:
             fam.checked = True
-            fam.bird_expected = parse_error(birdconf.inline(expected, includes), exe)
+            fam.bird_expected = parse_error(whole, exe)
         try:
             ours_text = render_calico_node(cluster, case.node, family)
         except Unsupported as e:
             fam.unsupported = result.reason = str(e)
             continue
-        try:
-            theirs = birdconf.read(expected, includes)
-        except birdconf.ConfigError as e:
-            raise InputError(
-                f"compiled_templates/{case.name}/{files[0]}: not a BIRD config kvlab can read: {e}"
-            ) from None
         for diff in birdconf.compare(birdconf.read(ours_text), theirs):
             dev = next((d for d in DEVIATIONS if d.matches(diff)), None)
             if dev is None:
@@ -682,17 +682,15 @@ def readme_table(report: Report) -> str:
         "|---|---|---|---|---|",
     ]
     for cat, counts in report.by_category().items():
-        reasons = sorted(
-            {
-                f"`{r.case.removeprefix(cat + '/')}`: {_short(r.reason or '')}"
-                for r in report.results
-                if r.category == cat and r.status == "unsupported"
-            }
+        why: dict[str, list[str]] = {}
+        for r in report.results:
+            if r.category == cat and r.status == "unsupported":
+                why.setdefault(_short(r.reason or ""), []).append(f"`{r.case.removeprefix(cat + '/')}`")
+        reasons = "; ".join(f"{reason}: {', '.join(sorted(cases))}" for reason, cases in sorted(why.items()))
+        unsupported = f"{counts['unsupported']} ({reasons})" if reasons else str(counts["unsupported"])
+        rows.append(
+            f"| {cat} | {sum(counts.values())} | {counts['match']} | {counts['differs']} | {unsupported} |"
         )
-        total = sum(counts.values())
-        why = "; ".join(reasons)
-        unsupported = f"{counts['unsupported']} ({why})" if why else str(counts["unsupported"])
-        rows.append(f"| {cat} | {total} | {counts['match']} | {counts['differs']} | {unsupported} |")
     t = report.totals()
     rows.append(f"| **all** | {len(report.results)} | {t['match']} | {t['differs']} | {t['unsupported']} |")
     rows.append("")

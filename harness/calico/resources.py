@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -221,14 +222,15 @@ def interface_pattern(value: str) -> str:
     return value
 
 
-def check_cidr(value: str) -> str:
-    """An IPv4 or IPv6 prefix written the way BIRD reads it (no host bits). Raises ValueError."""
+def check_cidr(value: str, strict: bool = True) -> str:
+    """An IPv4 or IPv6 prefix (with `strict`, without host bits: as BIRD reads it). Raises ValueError."""
     try:
         if not _CIDR.fullmatch(value):
             raise ValueError
-        ipaddress.ip_network(value, strict=True)
+        ipaddress.ip_network(value, strict=strict)
     except ValueError:
-        raise ValueError(f"{shown(value)} is not an IP network (no host bits, like 203.0.113.0/24)") from None
+        hint = " (no host bits, like 203.0.113.0/24)" if strict else ""
+        raise ValueError(f"{shown(value)} is not an IP network{hint}") from None
     return value
 
 
@@ -471,7 +473,7 @@ class BGPPeerSpec(_Strict):
     maxRestartTime: Annotated[str, duration(0, 3600, "at most 1h")] | None = None
     keepaliveTime: Keepalive | None = None
     ttlSecurity: int | None = Field(default=None, ge=0, le=255)
-    reachableBy: str | None = Field(default=None, max_length=64)
+    reachableBy: IPText | None = None
     reversePeering: Literal["Auto", "Manual"] | None = None
 
     @field_validator("peerIP")
@@ -495,13 +497,6 @@ class BGPPeerSpec(_Strict):
             raise ValueError(f"peerIP {v} is IPv6: the emulated nodes peer over IPv4 only")
         return v
 
-    @field_validator("reachableBy")
-    @classmethod
-    def _reachable_by(cls, v: str | None) -> str | None:
-        if v is not None and not _is_ip(v):
-            raise ValueError(f"reachableBy {shown(v)} is not an IP address")
-        return v
-
     def model_post_init(self, _: Any) -> None:
         if self.localWorkloadSelector is not None:
             if self.peerIP is not None or self.peerSelector is not None:
@@ -514,12 +509,27 @@ class BGPPeerSpec(_Strict):
             raise ValueError("peerSelector excludes peerIP and asNumber")
 
 
-def _is_ip(text: str) -> bool:
+def accepts(parse: Callable[[str], Any], text: str) -> bool:
+    """Whether `parse` takes `text` (raises no ValueError)."""
     try:
-        ipaddress.ip_address(text)
+        parse(text)
     except ValueError:
         return False
     return True
+
+
+def _is_ip(text: str) -> bool:
+    return accepts(ipaddress.ip_address, text)
+
+
+def _ip_text(value: str) -> str:
+    if not _is_ip(value):
+        raise ValueError(f"{shown(value)} is not an IP address")
+    return value
+
+
+IPText = Annotated[str, Field(max_length=64), AfterValidator(_ip_text)]
+"""An IPv4 or IPv6 address, as text."""
 
 
 def split_peer_ip(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int | None]:
@@ -551,13 +561,7 @@ class IPPoolSpec(_Strict):
     @field_validator("cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            if not _CIDR.fullmatch(v):
-                raise ValueError
-            ipaddress.ip_network(v, strict=False)
-        except ValueError:
-            raise ValueError(f"{shown(v)} is not an IP network") from None
-        return v
+        return check_cidr(v, strict=False)  # Calico takes the network of the CIDR
 
     blockSize: int | None = Field(default=None, ge=0, le=128)
     ipipMode: Literal["Never", "Always", "CrossSubnet"] | None = None
@@ -640,7 +644,7 @@ class NodeBGPSpec(_Strict):
     ipv6Address: str | None = None
     asNumber: ASNumber | None = None
     routeReflectorClusterID: str | None = None
-    ipv4IPIPTunnelAddr: str | None = None  # kept, not interpreted
+    ipv4IPIPTunnelAddr: IPText | None = None  # kept, not interpreted
 
     @field_validator("ipv4Address", "ipv6Address")
     @classmethod
@@ -668,24 +672,10 @@ class NodeBGPSpec(_Strict):
                 ) from None
         return v or None
 
-    @field_validator("ipv4IPIPTunnelAddr")
-    @classmethod
-    def _tunnel(cls, v: str | None) -> str | None:
-        if v is not None and not _is_ip(v):
-            raise ValueError(f"{shown(v)} is not an IP address")
-        return v
-
 
 class NodeWireguardSpec(_Strict):
-    interfaceIPv4Address: str | None = None
-    interfaceIPv6Address: str | None = None
-
-    @field_validator("interfaceIPv4Address", "interfaceIPv6Address")
-    @classmethod
-    def _address(cls, v: str | None) -> str | None:
-        if v is not None and not _is_ip(v):
-            raise ValueError(f"{shown(v)} is not an IP address")
-        return v
+    interfaceIPv4Address: IPText | None = None
+    interfaceIPv6Address: IPText | None = None
 
 
 class NodeSpec(_Strict):
