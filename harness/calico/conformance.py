@@ -465,7 +465,8 @@ _K8S_KINDS = ("Service", "Endpoints", "EndpointSlice")
 def _go_strings(doc: Any) -> Any:
     """Label values as Kubernetes' typed decoding makes them: a YAML `yes`/`true` label is the
     string "true", a number its decimal text."""
-    labels = doc.get("metadata", {}).get("labels") if isinstance(doc, dict) else None
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
     if isinstance(labels, dict):
         for k, v in list(labels.items()):
             if isinstance(v, bool):
@@ -488,9 +489,9 @@ def _resources(root: Path, case: Case) -> tuple[list[Any], str | None]:
             for doc, smap in zip(loaded, maps, strict=True):
                 if not isinstance(doc, dict):
                     raise SpecError([smap.issue((), "a resource must be a YAML mapping")])
-                kind = str(doc.get("kind"))
-                name_ = str((doc.get("metadata") or {}).get("name"))
-                docs[(kind, name_)] = (_go_strings(doc), rel)
+                meta = doc.get("metadata")
+                key = (str(doc.get("kind")), str(meta.get("name") if isinstance(meta, dict) else meta))
+                docs[key] = (_go_strings(doc), rel)
     if case.generated is not None:
         for doc in case.generated():
             docs[(doc["kind"], doc["metadata"]["name"])] = (doc, "generated")
@@ -514,7 +515,7 @@ def _resources(root: Path, case: Case) -> tuple[list[Any], str | None]:
             "Services) are not emulated"
         )
     out = []
-    for (kind, _), (doc, rel) in docs.items():
+    for (kind, name), (doc, rel) in docs.items():
         if kind not in cr.CLUSTER_KINDS:
             return [], f"{rel}: resource kind {kind!r} is not read by the emulation"
         try:
@@ -522,11 +523,8 @@ def _resources(root: Path, case: Case) -> tuple[list[Any], str | None]:
         except ValidationError as e:
             err = e.errors()[0]
             where = format_path(tuple(x for x in err["loc"] if x not in cr.CLUSTER_KINDS))
-            return (
-                [],
-                f"{rel}: {kind} {doc['metadata'].get('name')}: {where}: {err['msg']} "
-                "(not taken by kvlab's models)",
-            )
+            why = str(err["msg"]).removeprefix("Value error, ")
+            return [], f"{rel}: {kind} {name}: {where}: {why} (not taken by kvlab's models)"
     return out, None
 
 

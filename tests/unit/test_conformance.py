@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import lab_data, write_lab_data
 from pydantic import TypeAdapter, ValidationError
 
 from harness import cli
@@ -454,3 +455,18 @@ def test_community_values_load_as_strings() -> None:
     """Kubernetes reads `5663:12` as a string (no YAML 1.1 base-60 integers), as the corpus needs."""
     (doc,), _ = loads_documents("communities: [5663:12, 100:555:107]\nlabel: yes\nn: 12\n", "x")
     assert doc == {"communities": ["5663:12", "100:555:107"], "label": True, "n": 12}
+
+
+def test_a_lab_bird_cannot_render_is_refused_before_anything_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lab asking BIRD to program IPIP routes (Calico's BIRD fork) is exit 2 at validate, as at up."""
+    data = lab_data()
+    docs = data["clusters"][0]["resources"]
+    next(d for d in docs if d["kind"] == "IPPool")["spec"]["ipipMode"] = "Always"
+    next(d for d in docs if d["kind"] == "BGPConfiguration")["spec"]["programClusterRoutes"] = "Enabled"
+    lab = write_lab_data(data, tmp_path / "ipip.yml")
+    assert cli.main(["validate", str(lab)]) == 2
+    err = capsys.readouterr().err
+    assert "IPPool vm-pool" in err
+    assert "krt_tunnel" in err
