@@ -388,6 +388,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    """The calico-node emulation against Calico's confd corpus: per case match / differs /
+    unsupported, then totals; exit 1 if any case differs."""
+    from harness.calico import conformance
+
+    if args.write_readme and args.case is not None:
+        raise UsageError("--write-readme takes the whole corpus: leave out --case")
+    report = conformance.run(args.corpus, args.case)
+    if not report.results:
+        raise UsageError(f"--case {args.case}: no case of the corpus matches")
+    if args.write_readme:
+        readme = conformance.README
+        readme.write_text(conformance.with_table(readme.read_text(), report))
+        print(f"kvlab conformance: wrote the table of {readme}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(conformance.text_report(report)))
+    return report.exit_code
+
+
 # -- entry point ---------------------------------------------------------------------
 
 
@@ -511,6 +532,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--tor-image", metavar="IMAGE", help="containerlab: ToR/host image (default kvlab/tor:<hash>)"
     )
     rd.set_defaults(func=cmd_render)
+
+    cf = sub.add_parser(
+        "conformance",
+        help="render Calico's confd test corpus with the calico-node emulation and compare with its golden "
+        "BIRD configs (match / differs / unsupported per case)",
+    )
+    cf.add_argument(
+        "--corpus",
+        metavar="DIR",
+        help="the corpus: Calico's confd/tests (mock_data/calicoctl, compiled_templates) "
+        "(default: ../shared/upstream/calico-confd next to the project)",
+    )
+    cf.add_argument("--case", metavar="GLOB", help="only the cases whose name matches, e.g. 'bgpfilter/*'")
+    cf.add_argument("--json", action="store_true", help="the results as JSON")
+    cf.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="write the results table into the README's emulation section",
+    )
+    cf.set_defaults(func=cmd_conformance)
     return p
 
 

@@ -20,6 +20,7 @@ kvlab runs as root and reads whatever lab or resource file it is handed, so load
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,29 @@ MAX_KEY_CHARS = 512
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+_GO_INT = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$")
+_GO_FLOAT = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+def _go_scalars(loader: Any) -> Any:
+    """`loader` resolving plain scalars as Kubernetes does (go-yaml): YAML 1.1 without base-60
+    numbers, so `65000:100` is the string a community is, not the integer 3900100."""
+    plain = {"tag:yaml.org,2002:int": _GO_INT, "tag:yaml.org,2002:float": _GO_FLOAT}
+    resolvers = {
+        first: [(tag, plain.get(tag, rx)) for tag, rx in entries]
+        for first, entries in loader.yaml_implicit_resolvers.items()
+    }
+    return type(f"Go{loader.__name__}", (loader,), {"yaml_implicit_resolvers": resolvers})
+
+
 # libyaml composes about ten times faster than pure Python and caps nesting at 1000 levels
 # itself; without it, pure Python's recursion limit stops deep nesting (a RecursionError).
-_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_COMPOSER: Any = _go_scalars(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 _REWORD_CHARS = 64 * 1024  # bad YAML up to this size is parsed again in pure Python for its wording
 
 
@@ -328,7 +349,7 @@ def loads_documents(text: str, name: str) -> tuple[list[Any], list[SourceMap]]:
 def _reworded(error: yaml.YAMLError, text: str) -> yaml.YAMLError:
     """The pure-Python parser's error for the same (small) text: it says what it found where,
     where libyaml says what it did not find."""
-    if _COMPOSER is yaml.SafeLoader or len(text) > _REWORD_CHARS:
+    if not hasattr(yaml, "CSafeLoader") or len(text) > _REWORD_CHARS:
         return error
     try:
         for _ in yaml.compose_all(text, Loader=yaml.SafeLoader):

@@ -106,8 +106,9 @@ def _community(value: str) -> tuple[str, str]:
 
 
 def _prefix(cidr: str) -> str:
-    """A rule's CIDR as BIRD reads it: normalised (validated by the model)."""
-    return str(ipaddress.ip_network(cidr, strict=False))
+    """A rule's CIDR as the BGPFilter writes it (calico-node does not rewrite it): the model
+    accepts only a prefix without host bits, in BIRD's syntax."""
+    return cidr
 
 
 def _prefix_set(cidr: str, bounds: cr.PrefixLength, family: int) -> str:

@@ -11,14 +11,27 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from harness.calico.selector import SelectorError, compile_selector
 from harness.yamlsrc import shown
 
 API_VERSION = "projectcalico.org/v3"
+
+CALICO_API: dict[str, bool] = {"calico_api": True}
+"""Validation context (`model_validate(..., context=CALICO_API)`) for resources taken as Calico
+takes them, e.g. a cluster's own resources or Calico's confd corpus: IPv6 and `<ip>:<port>`
+peerIPs are accepted there. Without it (lab files) they are refused: the netns nodes peer over
+IPv4 on port 179 only."""
+
+
+def calico_api(info: ValidationInfo) -> bool:
+    """Whether a validator runs in the CALICO_API context."""
+    return bool(info.context and info.context.get("calico_api"))
+
 
 _IFACE = re.compile(r"[a-zA-Z0-9_.*-]{1,15}")
 _COMMUNITY = re.compile(r"\d{1,10}:\d{1,10}(:\d{1,10})?")
@@ -199,6 +212,28 @@ def duration(low: float, high: float, why: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def interface_pattern(value: str) -> str:
+    """An interface name or glob (BGPFilter `interface`, BGPConfiguration `ignoredInterfaces`): it
+    lands in a BIRD string, so only [A-Za-z0-9_.*-], 1-15 characters. Raises ValueError."""
+    if not _IFACE.fullmatch(value):
+        raise ValueError(
+            f"interface {shown(value)} must be an interface name or pattern of 1-15 of [A-Za-z0-9_.*-]"
+        )
+    return value
+
+
+def check_cidr(value: str, strict: bool = True) -> str:
+    """An IPv4 or IPv6 prefix (with `strict`, without host bits: as BIRD reads it). Raises ValueError."""
+    try:
+        if not _CIDR.fullmatch(value):
+            raise ValueError
+        ipaddress.ip_network(value, strict=strict)
+    except ValueError:
+        hint = " (no host bits, like 203.0.113.0/24)" if strict else ""
+        raise ValueError(f"{shown(value)} is not an IP network{hint}") from None
+    return value
+
+
 KEEPALIVE_MAX = 120
 """Longest BGP keepalive time (s): half of BIRD's default 240 s hold time, which kvlab's configs
 keep (BIRD 2 refuses a keepalive above the hold time and warns above half of it)."""
@@ -282,11 +317,7 @@ class FilterRule(_Strict):
     @field_validator("interface")
     @classmethod
     def _interface(cls, v: str | None) -> str | None:
-        if v is not None and not _IFACE.fullmatch(v):
-            raise ValueError(
-                f"interface {shown(v)} must be an interface name or pattern of 1-15 of [A-Za-z0-9_.*-]"
-            )
-        return v
+        return None if v is None else interface_pattern(v)
 
     def model_post_init(self, _: Any) -> None:
         top = 32 if self.FAMILY == 4 else 128
@@ -327,26 +358,79 @@ class BGPFilterSpec(_Strict):
     importV6: list[FilterRuleV6] = Field(default_factory=list)
 
 
+class SecretKeyRef(_Strict):
+    """A key of a Kubernetes Secret in calico-node's namespace."""
+
+    name: Annotated[str, AfterValidator(lambda v: dns_subdomain(v, "secret name"))]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    optional: bool | None = None
+
+
+class SecretRef(_Strict):
+    secretKeyRef: SecretKeyRef
+
+
+class NamedCommunity(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    value: Community
+
+
+class PrefixAdvertisement(_Strict):
+    """Communities (values, or names of BGPConfiguration `communities`) to add to routes in a CIDR."""
+
+    cidr: str
+    communities: list[Annotated[str, Field(max_length=253, pattern=r"^[-._:a-zA-Z0-9]+$")]] = Field(
+        default_factory=list, max_length=50
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        return check_cidr(v)
+
+
+class ServiceCIDR(_Strict):
+    cidr: str | None = None  # service advertisement is not emulated: kept, not rendered
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        return None if v is None else check_cidr(v)
+
+
+InterfacePattern = Annotated[str, AfterValidator(lambda v: interface_pattern(v))]
+LOG_SEVERITY = re.compile(r"(?i)(Trace|Debug|Info|Warning|Error|Fatal)?")
+
+
 class BGPConfigurationSpec(_Strict):
     asNumber: ASNumber | None = None
     nodeToNodeMeshEnabled: bool | None = None
-    logSeverityScreen: str | None = None
+    logSeverityScreen: Annotated[str, Field(max_length=16)] | None = None
     listenPort: int | None = Field(default=None, ge=1, le=65535)
-    bindMode: str | None = None
+    bindMode: Literal["None", "NodeIP"] | None = None
     localWorkloadPeeringIPV4: str | None = None
     localWorkloadPeeringIPV6: str | None = None
     ipv4NormalRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
     ipv6NormalRoutePriority: int | None = Field(default=None, ge=1, le=2147483646)
-    nodeMeshMaxRestartTime: str | None = None
-    nodeMeshPassword: dict[str, Any] | None = None
-    communities: list[dict[str, Any]] | None = None
-    prefixAdvertisements: list[dict[str, Any]] | None = None
-    ignoredInterfaces: list[str] | None = None
-    serviceClusterIPs: list[dict[str, Any]] | None = None
-    serviceExternalIPs: list[dict[str, Any]] | None = None
-    serviceLoadBalancerIPs: list[dict[str, Any]] | None = None
-    serviceLoadBalancerAggregation: str | None = None
-    programClusterRoutes: str | None = None
+    nodeMeshMaxRestartTime: Annotated[str, duration(0, 3600, "at most 1h")] | None = None
+    nodeMeshPassword: SecretRef | None = None
+    communities: list[NamedCommunity] | None = Field(default=None, max_length=500)
+    prefixAdvertisements: list[PrefixAdvertisement] | None = Field(default=None, max_length=500)
+    ignoredInterfaces: list[InterfacePattern] | None = Field(default=None, max_length=64)
+    serviceClusterIPs: list[ServiceCIDR] | None = Field(default=None, max_length=500)
+    serviceExternalIPs: list[ServiceCIDR] | None = Field(default=None, max_length=500)
+    serviceLoadBalancerIPs: list[ServiceCIDR] | None = Field(default=None, max_length=500)
+    serviceLoadBalancerAggregation: Literal["Enabled", "Disabled"] | None = None
+    programClusterRoutes: Literal["Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly"] | None = (
+        None
+    )
+
+    @field_validator("logSeverityScreen")
+    @classmethod
+    def _severity(cls, v: str | None) -> str | None:
+        if v is not None and not LOG_SEVERITY.fullmatch(v):
+            raise ValueError(f"{shown(v)} is not one of Trace, Debug, Info, Warning, Error, Fatal")
+        return v
 
     @field_validator("localWorkloadPeeringIPV4")
     @classmethod
@@ -384,29 +468,31 @@ class BGPPeerSpec(_Strict):
     nextHopMode: Literal["Auto", "Self", "Keep"] | None = None
     keepOriginalNextHop: bool | None = None
     numAllowedLocalASNumbers: int | None = Field(default=None, ge=0, le=ALLOW_LOCAL_AS_MAX)
-    password: dict[str, Any] | None = None
+    password: SecretRef | None = None
     sourceAddress: Literal["UseNodeIP", "None"] | None = None
     maxRestartTime: Annotated[str, duration(0, 3600, "at most 1h")] | None = None
     keepaliveTime: Keepalive | None = None
     ttlSecurity: int | None = Field(default=None, ge=0, le=255)
-    reachableBy: str | None = Field(default=None, max_length=64)
+    reachableBy: IPText | None = None
     reversePeering: Literal["Auto", "Manual"] | None = None
 
     @field_validator("peerIP")
     @classmethod
-    def _peer_ip(cls, v: str | None) -> str | None:
-        """An IPv4 address: the emulated nodes run IPv4 only and peer on port 179."""
+    def _peer_ip(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """An IPv4 address: the emulated nodes run IPv4 only and peer on port 179. In the
+        CALICO_API context also an IPv6 address and `<ip>:<port>` / `[<ipv6>]:<port>`."""
         if v is None:
             return v
         try:
-            ip = ipaddress.ip_address(v)
+            ip, port = split_peer_ip(v)
         except ValueError:
-            host, sep, port = v.rpartition(":")
-            if sep and port.isdigit() and _is_ip(host.strip("[]")):
-                raise ValueError(
-                    f"peerIP {shown(v)} has a port: peering on another port than 179 is not emulated"
-                ) from None
             raise ValueError(f"{shown(v)} is not an IP address") from None
+        if calico_api(info):
+            return v
+        if port is not None:
+            raise ValueError(
+                f"peerIP {shown(v)} has a port: peering on another port than 179 is not emulated"
+            )
         if ip.version != 4:
             raise ValueError(f"peerIP {v} is IPv6: the emulated nodes peer over IPv4 only")
         return v
@@ -423,12 +509,50 @@ class BGPPeerSpec(_Strict):
             raise ValueError("peerSelector excludes peerIP and asNumber")
 
 
-def _is_ip(text: str) -> bool:
+def accepts(parse: Callable[[str], Any], text: str) -> bool:
+    """Whether `parse` takes `text` (raises no ValueError)."""
     try:
-        ipaddress.ip_address(text)
+        parse(text)
     except ValueError:
         return False
     return True
+
+
+def _is_ip(text: str) -> bool:
+    return accepts(ipaddress.ip_address, text)
+
+
+def _ip_text(value: str) -> str:
+    if not _is_ip(value):
+        raise ValueError(f"{shown(value)} is not an IP address")
+    return value
+
+
+IPText = Annotated[str, Field(max_length=64), AfterValidator(_ip_text)]
+"""An IPv4 or IPv6 address, as text."""
+
+
+def split_peer_ip(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int | None]:
+    """A BGPPeer peerIP as (address, port or None): '10.0.0.1', '10.0.0.1:166', '2001::1',
+    '[2001::1]:166'. Raises ValueError."""
+    try:
+        return ipaddress.ip_address(value), None
+    except ValueError:
+        pass
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{shown(value)} is not an IP address")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{shown(value)} is not an IP address")
+        ip = ipaddress.ip_address(host[1:-1])
+        if ip.version != 6:
+            raise ValueError(f"{shown(value)} is not an IP address")
+    else:
+        ip = ipaddress.ip_address(host)
+        if ip.version != 4:
+            raise ValueError(f"{shown(value)} is not an IP address")
+    return ip, int(port)
 
 
 class IPPoolSpec(_Strict):
@@ -437,13 +561,7 @@ class IPPoolSpec(_Strict):
     @field_validator("cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            if not _CIDR.fullmatch(v):
-                raise ValueError
-            ipaddress.ip_network(v, strict=False)
-        except ValueError:
-            raise ValueError(f"{shown(v)} is not an IP network") from None
-        return v
+        return check_cidr(v, strict=False)  # Calico takes the network of the CIDR
 
     blockSize: int | None = Field(default=None, ge=0, le=128)
     ipipMode: Literal["Never", "Always", "CrossSubnet"] | None = None
@@ -487,6 +605,11 @@ class BGPConfiguration(_Resource):
     kind: Literal["BGPConfiguration"]
     spec: BGPConfigurationSpec = Field(default_factory=BGPConfigurationSpec)
 
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v  # `spec:` with nothing under it
+
 
 class BGPPeer(_Resource):
     kind: Literal["BGPPeer"]
@@ -513,8 +636,82 @@ class FelixConfiguration(_Resource):
     spec: FelixConfigurationSpec = Field(default_factory=FelixConfigurationSpec)
 
 
+class NodeBGPSpec(_Strict):
+    """What confd reads of a Calico Node: its BGP addresses (address/prefix length: the
+    prefix is the node's subnet), its AS, its route reflector cluster ID."""
+
+    ipv4Address: str | None = None
+    ipv6Address: str | None = None
+    asNumber: ASNumber | None = None
+    routeReflectorClusterID: str | None = None
+    ipv4IPIPTunnelAddr: IPText | None = None  # kept, not interpreted
+
+    @field_validator("ipv4Address", "ipv6Address")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if not v:
+            return None
+        try:
+            iface = ipaddress.ip_interface(v)
+        except ValueError:
+            raise ValueError(f"{shown(v)} is not an address like 10.192.0.2/16") from None
+        want = 4 if info.field_name == "ipv4Address" else 6
+        if iface.version != want:
+            raise ValueError(f"{v} is not an IPv{want} address")
+        return v
+
+    @field_validator("routeReflectorClusterID")
+    @classmethod
+    def _cluster_id(cls, v: str | None) -> str | None:
+        if v:
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError:
+                raise ValueError(
+                    f"routeReflectorClusterID {shown(v)} is not an IPv4 address (BGP cluster ID)"
+                ) from None
+        return v or None
+
+
+class NodeWireguardSpec(_Strict):
+    interfaceIPv4Address: IPText | None = None
+    interfaceIPv6Address: IPText | None = None
+
+
+class NodeSpec(_Strict):
+    bgp: NodeBGPSpec | None = None
+    wireguard: NodeWireguardSpec | None = None
+    # Kept, not interpreted (a `calicoctl get nodes -o yaml` carries them).
+    addresses: list[dict[str, FreeText]] | None = Field(default=None, max_length=64)
+    orchRefs: list[dict[str, FreeText]] | None = Field(default=None, max_length=16)
+    ipv4VXLANTunnelAddr: FreeText | None = None
+    ipv6VXLANTunnelAddr: FreeText | None = None
+    vxlanTunnelMACAddr: FreeText | None = None
+    vxlanTunnelMACAddrV6: FreeText | None = None
+
+
+class Node(_Resource):
+    """A Calico Node (`projectcalico.org/v3`, not a CRD: calico-node writes it). Not part of a
+    lab's resources (a lab's nodes come from the lab file); the input of `harness.calico.cluster`."""
+
+    kind: Literal["Node"]
+    spec: NodeSpec = Field(default_factory=NodeSpec)
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
 CalicoResource = Annotated[
     BGPConfiguration | BGPPeer | BGPFilter | IPPool | IPAMConfiguration | FelixConfiguration,
     Field(discriminator="kind"),
 ]
 KINDS = ("BGPConfiguration", "BGPPeer", "BGPFilter", "IPPool", "IPAMConfiguration", "FelixConfiguration")
+
+ClusterResource = Annotated[
+    BGPConfiguration | BGPPeer | BGPFilter | IPPool | IPAMConfiguration | FelixConfiguration | Node,
+    Field(discriminator="kind"),
+]
+"""A lab's resource kinds and Calico Nodes: a cluster described by Calico resources alone."""
+CLUSTER_KINDS = (*KINDS, "Node")

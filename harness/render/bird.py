@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 
 from harness.calico import confd
+from harness.calico.cluster import Cluster
 from harness.calico.resources import parse_community
 from harness.errors import LabError, SpecError, SpecIssue
 from harness.spec import BIRD_TEMPLATE_DIR, LabSpec, cluster_resources
@@ -38,7 +39,14 @@ CHECK_WORKERS = 4
 
 _ONE_LINE = re.compile(r"[\x20-\x7e]*")
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv4Network, ipaddress.IPv4Interface)
+_ADDRESS_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Address,
+    ipaddress.IPv6Network,
+    ipaddress.IPv6Interface,
+)
 
 
 class UnsafeValue(SpecError):
@@ -52,7 +60,7 @@ class UnsafeValue(SpecError):
 
 @jinja2.pass_context
 def _finalize(ctx: jinja2.runtime.Context, value: Any) -> Any:
-    """Every `{{ ... }}`: a number, an IPv4 address or network, or one line of printable ASCII."""
+    """Every `{{ ... }}`: a number, an IP address or network, or one line of printable ASCII."""
     if isinstance(value, bool) or value is None:
         raise UnsafeValue(ctx.name, value, "not a value of a BIRD config")
     if isinstance(value, (int, *_ADDRESS_TYPES)):
@@ -102,6 +110,19 @@ def _ipv4(parse: Any, what: str) -> Any:
     return check
 
 
+def _of_family(parse: dict[int, Any], what: str) -> Any:
+    """A filter for an IP `what` of the config's family (`{{ x | ip(cfg.family) }}`)."""
+
+    @jinja2.pass_context
+    def check(ctx: jinja2.runtime.Context, value: Any, family: int) -> str:
+        try:
+            return str(parse[family](str(value)))
+        except (ValueError, KeyError):
+            raise UnsafeValue(ctx.name, value, f"not an IPv{family} {what}") from None
+
+    return check
+
+
 @cache
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -118,6 +139,8 @@ def _env() -> jinja2.Environment:
         number=_number,
         address=_ipv4(ipaddress.IPv4Address, "address"),
         prefix=_ipv4(ipaddress.IPv4Network, "prefix"),
+        ip=_of_family({4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}, "address"),
+        net=_of_family({4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}, "prefix"),
     )
     return env
 
@@ -136,7 +159,17 @@ def render_router(topo: Topology, name: str, log_file: str | None = None) -> str
 
 
 def render_node(topo: Topology, node: str, resources: list[Any], log_file: str | None = None) -> str:
-    cfg = confd.node_bird_config(topo, node, resources, log_file)
+    """A lab node's BIRD config (IPv4), from its cluster's Calico resources."""
+    return render_node_config(confd.node_bird_config(topo, node, resources, log_file))
+
+
+def render_calico_node(cluster: Cluster, node: str, family: int = 4, log_file: str | None = None) -> str:
+    """A node's BIRD config (BIRD for IPv4, bird6 for IPv6) from Calico resources alone."""
+    return render_node_config(confd.node_config(cluster, node, family, log_file))
+
+
+def render_node_config(cfg: confd.NodeBirdConfig) -> str:
+    """node.conf.j2 of a computed node config: the one renderer of every calico-node emulation."""
     return _env().get_template("node.conf.j2").render(cfg=cfg)
 
 
@@ -224,7 +257,9 @@ __all__ = [
     "check_config",
     "check_rendered",
     "parse_error",
+    "render_calico_node",
     "render_node",
+    "render_node_config",
     "render_router",
     "rendered_configs",
 ]

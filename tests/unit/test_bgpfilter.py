@@ -418,7 +418,9 @@ def test_normal_route_priority_from_bgp_configuration(tmp_path: Path) -> None:
     assert "      if (!defined(krt_metric)) then { krt_metric = 2000; }" in text
 
 
-def test_global_peer_between_nodes_is_passive_on_the_lower_address(tmp_path: Path) -> None:
+def test_global_peer_selector_between_nodes_is_active_on_both_sides(tmp_path: Path) -> None:
+    """As calico-node: only a peerIP BGPPeer to a Calico node is passive from the lower address
+    (the mesh too); a peerSelector peering is not (Calico's golden ttl_security/global)."""
     peer = {
         "apiVersion": API,
         "kind": "BGPPeer",
@@ -428,7 +430,7 @@ def test_global_peer_between_nodes_is_passive_on_the_lower_address(tmp_path: Pat
     topo, items = lab_topology(tmp_path, mesh=False, extra=[peer])
     low = {p.name: p for p in confd.node_bird_config(topo, "r1-n1", items).peers}
     high = {p.name: p for p in confd.node_bird_config(topo, "r1-n2", items).peers}
-    assert low["Global_198_18_1_12"].passive
+    assert not low["Global_198_18_1_12"].passive
     assert low["Global_198_18_1_12"].same_as
     assert not high["Global_198_18_1_11"].passive
 
