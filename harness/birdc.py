@@ -19,13 +19,15 @@ output of ``birdc``.  Captured replies of a real BIRD 1.6.8 live in ``tests/data
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from harness.errors import KvlabError
 
@@ -120,26 +122,40 @@ def _split_line(line: str) -> tuple[int | None, str, bool]:
     raise ValueError(f"malformed BIRD reply line: {line!r}")
 
 
+_CODES = {f"{c:04d}": c for c in range(10000)}  # '1007' -> 1007, without int() per line
+
+
+def _pairs(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``(code, text)`` per raw reply line, in one pass: continuation lines get the code of the
+    line before them, ``+`` (spontaneous) lines are dropped, text is kept verbatim."""
+    code: int | None = None
+    codes = _CODES
+    for line in lines:
+        if line[-1:] in ("\n", "\r"):
+            line = line.rstrip("\r\n")
+        first = line[:1]
+        if first == " ":
+            if code is None:
+                raise ValueError(f"continuation line without a preceding code: {line!r}")
+            yield code, line[1:]
+        elif first == "+":
+            continue
+        elif line[4:5] in ("-", " ") and (c := codes.get(line[:4])) is not None:
+            code = c
+            yield c, line[5:]
+        else:
+            c2, text, _last = _split_line(line)
+            code = c2
+            yield c2, text  # type: ignore[misc]
+
+
 def parse_reply_lines(lines: Iterable[str]) -> Reply:
     """Turn raw reply lines into ``(code, text)`` pairs.
 
     Continuation lines get the code of the previous line; ``+`` (spontaneous) lines are
     dropped.  Text is kept verbatim (tabs and padding included).
     """
-    reply: Reply = []
-    code: int | None = None
-    for raw in lines:
-        line = raw.rstrip("\r\n")
-        if line.startswith("+"):
-            continue
-        c, text, _last = _split_line(line)
-        if c is None:
-            if code is None:
-                raise ValueError(f"continuation line without a preceding code: {line!r}")
-            c = code
-        code = c
-        reply.append((c, text))
-    return reply
+    return list(_pairs(lines))
 
 
 def _is_error(code: int) -> bool:
@@ -184,9 +200,30 @@ class NextHop:
         return {"via": self.via, "interface": self.interface, "weight": self.weight}
 
 
+class _decoded(Generic[_T]):
+    """A property computed on first read and then kept in the instance (functools.cached_property
+    without the lock Python 3.11 takes on every first read; routes are never shared that way)."""
+
+    def __init__(self, fn: Callable[[Any], _T]) -> None:
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class Route:
-    """One route (one alternative of a prefix) from ``show route all``."""
+    """One route (one alternative of a prefix) from ``show route all``.
+
+    What BGP and the kernel protocol attach (``attributes``, and from them ``as_path``,
+    ``communities``, ``local_pref``, ...) is decoded from the route's attribute lines the first
+    time it is read: a table of 100k routes is parsed without decoding what nobody looks at."""
 
     prefix: str
     best: bool
@@ -197,20 +234,60 @@ class Route:
     protocol: str
     since: str
     preference: int
-    origin: str | None = None
-    as_path: tuple[int, ...] = ()
-    med: int | None = None
-    local_pref: int | None = None
-    communities: tuple[tuple[int, int], ...] = ()
-    large_communities: tuple[tuple[int, int, int], ...] = ()
-    next_hop_attr: str | None = None
-    krt_metric: int | None = None
     source: str | None = None  # route source from the `Type:` line: BGP, static, device, inherit, ...
-    krt_source: int | None = None  # `Kernel.source`: the kernel rtm_protocol number (3 = boot)
-    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    attribute_lines: tuple[str, ...] = ()  # `Type: ...`, then BIRD's `key: value` lines, verbatim
     from_address: str | None = None  # `[proto time from X]`: the BGP peer when != gateway
     sync_error: bool = False  # `!` instead of `*`: best route that failed to reach the kernel
     info: str = ""  # protocol specific tail of the route line, e.g. "(100) [AS65004i]"
+
+    @_decoded
+    def attributes(self) -> dict[str, str]:
+        """`Type` and every extended attribute (`BGP.as_path`, `Kernel.metric`, ...), by name."""
+        out: dict[str, str] = {}
+        for line in self.attribute_lines:
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    @_decoded
+    def origin(self) -> str | None:
+        return self.attributes.get("BGP.origin")
+
+    @_decoded
+    def as_path(self) -> tuple[int, ...]:
+        """AS numbers in path order; an AS_SET `{a b}` is flattened into the sequence."""
+        return tuple(map(int, _DIGITS.findall(self.attributes.get("BGP.as_path", ""))))
+
+    @_decoded
+    def med(self) -> int | None:
+        return _int_or_none(self.attributes.get("BGP.med"))
+
+    @_decoded
+    def local_pref(self) -> int | None:
+        return _int_or_none(self.attributes.get("BGP.local_pref"))
+
+    @_decoded
+    def communities(self) -> tuple[tuple[int, int], ...]:
+        return tuple((int(x), int(y)) for x, y in _PAIR.findall(self.attributes.get("BGP.community", "")))
+
+    @_decoded
+    def large_communities(self) -> tuple[tuple[int, int, int], ...]:
+        text = self.attributes.get("BGP.large_community", "")
+        return tuple((int(x), int(y), int(z)) for x, y, z in _TRIPLE.findall(text))
+
+    @_decoded
+    def next_hop_attr(self) -> str | None:
+        return self.attributes.get("BGP.next_hop")
+
+    @_decoded
+    def krt_metric(self) -> int | None:
+        return _int_or_none(self.attributes.get("Kernel.metric"))
+
+    @_decoded
+    def krt_source(self) -> int | None:
+        """`Kernel.source`: the kernel rtm_protocol number (3 = boot)."""
+        return _int_or_none(self.attributes.get("Kernel.source"))
 
     def community_strings(self) -> list[str]:
         return [f"{a}:{b}" for a, b in self.communities]
@@ -373,148 +450,128 @@ _NEXTHOP = re.compile(r"^via (?P<gw>\S+) on (?P<iface>\S+)(?: weight (?P<weight>
 _PREF = re.compile(r"^\((?P<pref>\d+)")
 _PAIR = re.compile(r"\((\d+),\s*(\d+)\)")
 _TRIPLE = re.compile(r"\((\d+),\s*(\d+),\s*(\d+)\)")
-_DEST_WORDS = ("unreachable", "blackhole", "prohibited", "multipath")
+_DIGITS = re.compile(r"\d+")
+_DEST_WORDS = frozenset(("unreachable", "blackhole", "prohibited", "multipath"))
 
 
-@dataclass
-class _RouteBuilder:
-    prefix: str
-    best: bool
-    sync_error: bool
-    route_type: str
-    via: str | None
-    interface: str | None
-    protocol: str
-    since: str
-    from_address: str | None
-    info: str
-    preference: int
-    next_hops: list[NextHop] = field(default_factory=list)
-    type_line: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def build(self) -> Route:
-        a = self.attributes
-        if self.next_hops:  # multipath: the `\tvia ... weight N` lines
-            hops = tuple(self.next_hops)
-        elif self.via is not None or self.interface is not None:
-            hops = (NextHop(self.via, self.interface, None),)
-        else:  # unreachable / blackhole / prohibited
-            hops = ()
-        via, iface = (hops[0].via, hops[0].interface) if hops else (None, None)
-        # AS numbers in path order; an AS_SET `{a b}` is flattened into the sequence
-        as_path = tuple(int(t) for t in re.findall(r"\d+", a.get("BGP.as_path", "")))
-        # `Type: <source> <cast> <scope>`, e.g. "BGP unicast univ", "inherit unicast univ"
-        type_words = (self.type_line or "").split()
-        return Route(
-            prefix=self.prefix,
-            best=self.best,
-            route_type=self.route_type,
-            via=via,
-            interface=iface,
-            next_hops=hops,
-            protocol=self.protocol,
-            since=self.since,
-            preference=self.preference,
-            origin=a.get("BGP.origin"),
-            as_path=as_path,
-            med=_int_or_none(a.get("BGP.med")),
-            local_pref=_int_or_none(a.get("BGP.local_pref")),
-            communities=tuple((int(x), int(y)) for x, y in _PAIR.findall(a.get("BGP.community", ""))),
-            large_communities=tuple(
-                (int(x), int(y), int(z)) for x, y, z in _TRIPLE.findall(a.get("BGP.large_community", ""))
-            ),
-            next_hop_attr=a.get("BGP.next_hop"),
-            krt_metric=_int_or_none(a.get("Kernel.metric")),
-            source=type_words[0] if type_words else None,
-            krt_source=_int_or_none(a.get("Kernel.source")),
-            attributes=dict(a),
-            from_address=self.from_address,
-            sync_error=self.sync_error,
-            info=self.info,
-        )
+def _new_route(values: dict[str, Any]) -> Route:
+    """A Route from its field values without the frozen dataclass's __init__ (one setattr per
+    field through object.__setattr__ is most of what parsing a large table costs)."""
+    route = object.__new__(Route)
+    route.__dict__.update(values)
+    return route
 
 
-def _parse_route_line(prefix: str, rest: str) -> _RouteBuilder:
-    """Parse ``<dest> [<proto> <since>[ from <addr>]][ *|!]<info>`` (prefix already removed)."""
+def _next_hop(via: str | None, interface: str | None, weight: int | None = None) -> NextHop:
+    """A NextHop without the frozen dataclass's __init__ (see _new_route)."""
+    hop = object.__new__(NextHop)
+    hop.__dict__.update(via=via, interface=interface, weight=weight)
+    return hop
+
+
+def _route(prefix: str, rest: str, hops: list[NextHop], type_line: str | None, attrs: list[str]) -> Route:
+    """One Route from its line (``<dest> [<proto> <since>[ from <addr>]][ *|!]<info>``, prefix
+    removed), its multipath next hops, its `Type:` line and its attribute lines."""
     open_at = rest.find(" [")
     close_at = rest.find("]", open_at)
     if open_at < 0 or close_at < 0:
         raise ValueError(f"unparsable route line: {prefix} {rest!r}")
     dest = rest[:open_at].strip()
-    bracket = rest[open_at + 2 : close_at]
-    tail = rest[close_at + 1 :]
-    proto, _, since = bracket.partition(" ")
+    proto, _, since = rest[open_at + 2 : close_at].partition(" ")
     from_address = None
     if " from " in since:
         since, _, from_address = since.partition(" from ")
+    tail = rest[close_at + 1 :]
     best = sync_error = False
     if tail.startswith(" *"):
         best, tail = True, tail[2:]
     elif tail.startswith(" !"):
-        best, sync_error, tail = True, True, tail[2:]
+        best = sync_error = True
+        tail = tail[2:]
     info = tail.strip()
-    m = _PREF.match(info)
-    preference = int(m["pref"]) if m else 0
+    preference = 0
+    if info.startswith("("):
+        digits = info[1 : info.find(")")] if ")" in info else ""
+        if digits.isdigit():
+            preference = int(digits)
     via = iface = None
-    if (mv := _VIA.match(dest)) is not None:
-        route_type, via, iface = "unicast", mv["gw"], mv["iface"]
-    elif (md := _DEV.match(dest)) is not None:
-        route_type, iface = "device", md["iface"]
+    words = dest.split(" ")
+    if len(words) == 4 and words[0] == "via" and words[2] == "on":
+        route_type, via, iface = "unicast", words[1], words[3]
+    elif len(words) == 2 and words[0] == "dev":
+        route_type, iface = "device", words[1]
     elif dest in _DEST_WORDS:
         route_type = dest
     else:
         route_type = dest or "unknown"
-    return _RouteBuilder(
-        prefix=prefix,
-        best=best,
-        sync_error=sync_error,
-        route_type=route_type,
-        via=via,
-        interface=iface,
-        protocol=proto,
-        since=since.strip(),
-        from_address=from_address,
-        info=info,
-        preference=preference,
+    if hops:  # multipath: the `\tvia ... weight N` lines
+        next_hops = tuple(hops)
+        via, iface = next_hops[0].via, next_hops[0].interface
+    elif via is not None or iface is not None:
+        next_hops = (_next_hop(via, iface),)
+    else:  # unreachable / blackhole / prohibited
+        next_hops = ()
+    return _new_route(
+        {
+            "prefix": prefix,
+            "best": best,
+            "route_type": route_type,
+            "via": via,
+            "interface": iface,
+            "next_hops": next_hops,
+            "protocol": proto,
+            "since": since.strip(),
+            "preference": preference,
+            # `Type: <source> <cast> <scope>`, e.g. "BGP unicast univ", "inherit unicast univ"
+            "source": type_line.split(" ", 1)[0] if type_line else None,
+            "attribute_lines": tuple(attrs),
+            "from_address": from_address,
+            "sync_error": sync_error,
+            "info": info,
+        }
     )
 
 
-def _iter_routes(reply: Reply) -> Iterator[Route]:
-    current: _RouteBuilder | None = None
+def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
+    """Routes of a reply in one pass: a route is complete when the next route line (or the end)
+    comes; its `Type:` (1008) and attribute (1012) lines and multipath next hops fall in between."""
+    line: tuple[str, str] | None = None  # (prefix, rest) of the route being read
+    hops: list[NextHop] = []
+    type_line: str | None = None
+    attrs: list[str] = []
     prefix: str | None = None
     for code, text in reply:
         if code == ROUTE_LIST:
-            if text.startswith("\t"):  # "\tvia A on IF weight N": next hop of a multipath route
-                if current is None:
+            if text[:1] == "\t":  # "\tvia A on IF weight N": next hop of a multipath route
+                if line is None:
                     raise ValueError(f"next hop line before any route: {text!r}")
                 m = _NEXTHOP.match(text.strip())
                 if not m:
                     raise ValueError(f"unparsable next hop line: {text!r}")
                 w = m["weight"]
-                current.next_hops.append(NextHop(m["gw"], m["iface"], int(w) if w else None))
+                hops.append(_next_hop(m["gw"], m["iface"], int(w) if w else None))
                 continue
-            if current is not None:
-                yield current.build()
-                current = None
+            if line is not None:
+                yield _route(*line, hops, type_line, attrs)
+                hops, type_line, attrs = [], None, []
             if text[:1].isspace():  # another alternative for the same prefix
                 if prefix is None:
                     raise ValueError(f"route alternative without a prefix: {text!r}")
                 rest = text.strip()
             else:
                 prefix, _, rest = text.partition(" ")
-            current = _parse_route_line(prefix, rest.strip())
-        elif code == ROUTE_DETAILS and current is not None:
+            line = (prefix, rest.strip())
+        elif line is None:
+            continue
+        elif code == ROUTE_EXT_ATTRS:
+            attrs.append(text)
+        elif code == ROUTE_DETAILS:
             t = text.strip()
-            if t.startswith("Type:"):
-                current.type_line = t[len("Type:") :].strip()
-                current.attributes.setdefault("Type", current.type_line)
-        elif code == ROUTE_EXT_ATTRS and current is not None:
-            key, sep, value = text.strip().partition(":")
-            if sep:
-                current.attributes[key.strip()] = value.strip()
-    if current is not None:
-        yield current.build()
+            if t.startswith("Type:") and type_line is None:
+                type_line = t[5:].strip()
+                attrs.insert(0, t)
+    if line is not None:
+        yield _route(*line, hops, type_line, attrs)
 
 
 def parse_routes(reply: Reply) -> list[Route]:
@@ -524,7 +581,21 @@ def parse_routes(reply: Reply) -> list[Route]:
     yields an empty list; other errors raise BirdError.
     """
     _raise_on_error(reply, allow=(ROUTE_NOT_FOUND,))
-    return list(_iter_routes(reply))
+    with _no_gc():
+        return list(_iter_routes(reply))
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while a large reply becomes objects: they hold no
+    cycles, and the collector would otherwise walk them again and again as they are made."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------- client
