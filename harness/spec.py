@@ -15,11 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.calico import resources as cr
+from harness.names import LAB_NAME_PATTERN, NAME_PATTERN
 from harness.yamlsrc import shown
 
 # Names become parts of namespace names and Linux interface names (<= 15 characters).
-NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?$"
-LAB_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 ASN = cr.ASNumber
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.errors import LabNameError, UnsafePathError
 from harness.locking import file_lock, private_dir
-from harness.spec import LAB_NAME_PATTERN
+from harness.names import LAB_NAME_PATTERN
 
 NS_PREFIX = "kvlab."
 LAB_NAME_RULE = (
