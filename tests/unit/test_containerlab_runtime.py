@@ -30,17 +30,17 @@ from harness.canary.controller import Canary
 from harness.errors import LabError, PreflightError
 from harness.kernel import kernel_routes
 from harness.labfile import load_lab
-from harness.realstack import kube as k
-from harness.realstack import pins
-from harness.realstack import render as rr
-from harness.realstack.versions import DEFAULT, MATRIX
-from harness.runtime import containerlab as cl
+from harness.runtime.containerlab import kube as k
+from harness.runtime.containerlab import pins
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab.versions import DEFAULT, MATRIX
+from harness.runtime.containerlab import runtime as cl
 from harness.runtime import get_runtime
 from harness.runtime.base import LabContext, RuntimeOptions
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "realstack"
+DATA = REPO / "tests" / "data" / "containerlab"
 DEFAULT_LAB = REPO / "labs" / "default.yml"
 
 
@@ -219,7 +219,7 @@ def test_the_preflight_asks_for_every_pin_of_the_selected_stack(monkeypatch: pyt
 
 def test_the_containerlab_floor_is_the_first_release_embedding_the_stacks_kind() -> None:
     """containerlab creates the kind clusters with the kind library it embeds (go.mod, read
-    upstream: tests/data/realstack/upstream-pins.json)."""
+    upstream: tests/data/containerlab/upstream-pins.json)."""
     facts = json.loads((DATA / "upstream-pins.json").read_text())["containerlab"]["embedded_kind"]
     embedded = {tag: kind for tag, kind in facts.items() if tag.startswith("v")}
     kinds = {v.kind for v in MATRIX.values()}

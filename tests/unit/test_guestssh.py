@@ -1,4 +1,4 @@
-"""harness.realstack.guestssh and the guest SSH wiring: the relay (run locally against local TCP
+"""harness.runtime.containerlab.guestssh and the guest SSH wiring: the relay (run locally against local TCP
 servers), GuestShell against an in-process paramiko SSH server reached through that relay, the
 per-lab key and cloud-config the render writes, and how the containerlab runtime routes
 run()/popen() for VMs and containers (a manifest on disk; no Docker, no cluster)."""
@@ -24,11 +24,11 @@ from labfiles import lab_data, write_lab_data
 
 from harness.errors import LabError
 from harness.labfile import load_lab
-from harness.realstack import guestssh as gs
-from harness.realstack import kubevirt as kv
-from harness.realstack import render as rr
-from harness.realstack.versions import GUEST_USER
-from harness.runtime import containerlab as cl
+from harness.runtime.containerlab import guestssh as gs
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab.versions import GUEST_USER
+from harness.runtime.containerlab import runtime as cl
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LAB = REPO / "labs" / "default.yml"

@@ -1,5 +1,5 @@
-"""harness.realstack.kubevirt_migration: KubeVirt's VMIM + VMI JSON as a MigrationRecord (the netns
-runtime's format), from real-shaped objects in tests/data/realstack/."""
+"""harness.runtime.containerlab.migration: KubeVirt's VMIM + VMI JSON as a MigrationRecord (the netns
+runtime's format), from real-shaped objects in tests/data/containerlab/."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from harness.realstack import kubevirt_migration as km
+from harness.runtime.containerlab import migration as km
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "realstack"
+DATA = Path(__file__).resolve().parents[1] / "data" / "containerlab"
 NAMES = {"kv-control-plane": "r1-n1", "kv-worker": "r1-n2", "kv-worker2": "r2-n1", "kv-worker3": "r2-n2"}
 
 

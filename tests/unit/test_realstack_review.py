@@ -1,5 +1,5 @@
 """Issue 11: what a review of the containerlab runtime against upstream found, each on real-shaped
-objects (tests/data/realstack/*.json: the API server's JSON as upstream's code shapes it, with
+objects (tests/data/containerlab/*.json: the API server's JSON as upstream's code shapes it, with
 where that shape was read in each file's `_provenance`).
 
 - a VM's MAC is every pod's MAC (cni.projectcalico.org/hwAddr) and `up` checks it;
@@ -37,20 +37,20 @@ from harness.errors import LabError, WaitTimeout
 from harness.kernel import KernelRoute
 from harness.lab import Lab
 from harness.labfile import load_lab
-from harness.realstack import ipam
-from harness.realstack import kube as k
-from harness.realstack import kubevirt as kv
-from harness.realstack import render as rr
-from harness.realstack.kubevirt_migration import parse_time, record_from_kubevirt
-from harness.realstack.versions import MATRIX
-from harness.runtime import containerlab as cl
+from harness.runtime.containerlab import ipam
+from harness.runtime.containerlab import kube as k
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab.migration import parse_time, record_from_kubevirt
+from harness.runtime.containerlab.versions import MATRIX
+from harness.runtime.containerlab import runtime as cl
 from harness.runtime.base import LabContext
 from harness.state import LabState
 from harness.topology import resolve
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data" / "realstack"
+DATA = REPO / "tests" / "data" / "containerlab"
 DEFAULT_LAB = REPO / "labs" / "default.yml"
 KIND_NAMES = {"kv-control-plane": "r1-n1", "kv-worker": "r1-n2", "kv-worker2": "r2-n1", "kv-worker3": "r2-n2"}
 VM_MAC = "52:54:00:a1:b2:c3"
@@ -843,7 +843,7 @@ def test_kubevirt_never_waits_for_a_device_the_host_lacks(
 def test_up_renders_with_both_probes_and_the_preflight_says_why(
     runtime: cl.ContainerlabRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.realstack import images
+    from harness.runtime.containerlab import images
 
     monkeypatch.setattr(images, "build_tor_image", lambda progress: "kvlab/tor:test")
     runtime.probes = cl.Probes(kvm_usable=lambda: True, vhost_net_usable=lambda: False)

@@ -1,4 +1,4 @@
-"""harness.realstack.render: every lab rendered for containerlab, validated against the upstream
+"""harness.runtime.containerlab.render: every lab rendered for containerlab, validated against the upstream
 schemas (shared/schemas), BIRD's parser and the topology's own address plan."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import yaml
 from harness import cli
 from harness.errors import LabError
 from harness.labfile import load_lab
-from harness.realstack import kubevirt as kv
-from harness.realstack import render as rr
-from harness.realstack import schemas
-from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab import schemas
+from harness.runtime.containerlab.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.render.bird import check_config
 from harness.spec import LabSpec
 from harness.topology import resolve

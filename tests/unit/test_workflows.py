@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.realstack import matrix_cli
-from harness.realstack.versions import CONTAINERLAB, DEFAULT, MATRIX
+from harness.runtime.containerlab import matrix_cli
+from harness.runtime.containerlab.versions import CONTAINERLAB, DEFAULT, MATRIX
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -123,7 +123,7 @@ def test_every_nightly_lab_is_one_the_containerlab_runtime_builds(nightly: dict[
     """No job whose lab the runtime refuses before it creates anything: nested clusters
     (ContainerlabRuntime.up, until issue 17) or what render.plan_lab refuses."""
     from harness.labfile import load_lab
-    from harness.realstack.render import plan_lab
+    from harness.runtime.containerlab.render import plan_lab
     from harness.topology import resolve
 
     (job,) = nightly["jobs"].values()
@@ -220,7 +220,7 @@ def test_nightly_checks_every_pin_before_installing_anything(nightly: dict[str, 
     (job,) = nightly["jobs"].values()
     steps = job["steps"]
     assert steps[0]["uses"].startswith("actions/checkout@")
-    assert steps[1]["run"] == 'python3 -m harness.realstack.pins check "$STACK" --tools'
+    assert steps[1]["run"] == 'python3 -m harness.runtime.containerlab.pins check "$STACK" --tools'
     later = " ".join(s.get("run", "") for s in steps[2:])
     assert "curl" in later  # the installs come after it
     assert "make " in later  # and the deploy

@@ -8,7 +8,7 @@ bridge-bound VM), the Calico IPAM annotation that gives the pod the spec's IP, t
 twice (below), a preferred (not required) node affinity so the VM starts on its spec node and
 can still migrate, and
 cloud-init user data (`#cloud-config`) that authorizes the lab's SSH key for the guest user
-(harness.realstack.guestssh reaches the guest with it) and starts the TCP line-echo server the
+(harness.runtime.containerlab.guestssh reaches the guest with it) and starts the TCP line-echo server the
 canary (harness.canary) talks to.
 
 The MAC. KubeVirt's bridge binding gives the guest the interface's `macAddress` (else the pod
@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from harness.realstack.versions import GUEST_USER
+from harness.runtime.containerlab.versions import GUEST_USER
 from harness.topology import GUEST_PORT
 
 API_VERSION = "kubevirt.io/v1"

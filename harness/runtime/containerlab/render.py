@@ -28,7 +28,7 @@ writes into `out/`:
 - `ssh/id_rsa` (mode 0600) and `ssh/id_rsa.pub`: the lab's SSH key (RSA 3072, generated here, or
   the existing one when re-rendering into the same directory; `ssh_key=` gives one instead).
   Commands reach a guest over SSH through the lab's first external host
-  (harness.realstack.guestssh); its host key goes to `<run dir>/ssh/known_hosts`.
+  (harness.runtime.containerlab.guestssh); its host key goes to `<run dir>/ssh/known_hosts`.
 - `manifest.json` (what was rendered, for which versions, and the name mappings) and README.md.
 
 Nested clusters (`parent:` in the spec) are not kind clusters: they run inside KubeVirt VMs of
@@ -55,16 +55,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.calico import resources as cr
 from harness.errors import InputError, LabError, SpecIssue
-from harness.realstack import kubevirt as kv
-from harness.realstack import schemas
-from harness.realstack.versions import DEFAULT, GUEST_USER, StackVersions, tor_image
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import schemas
+from harness.runtime.containerlab.versions import DEFAULT, GUEST_USER, StackVersions, tor_image
 from harness.render.bird import check_config, render_router
 from harness.spec import FABRIC_RANGE, POOL_RANGES, WORKLOAD_PEERING_IPS, Cluster, LabSpec, cluster_resources
 from harness.state import lab_dir
 from harness.topology import RACK_BRIDGE, Topology, resolve
 from harness.yamlsrc import format_path
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "kind-configs"
+TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "kind-configs"
 MANIFEST_VERSION = 1
 LAB_RANGES = (FABRIC_RANGE, *POOL_RANGES)
 SERVICE_RANGE = ipaddress.IPv4Network("198.19.255.0/24")
@@ -76,7 +76,7 @@ POLICY_SETUP_TIMEOUT_S = 10
 BIRD_CONF = "/etc/bird/bird.conf"
 BIRD_RUN = "/run/bird"
 CALICO_RUN = "/var/run/calico"  # calico-node's hostPath: BIRD's control socket bird.ctl is in it
-HARNESS_DIR = Path(__file__).resolve().parents[1]  # this package, bound into the external hosts
+HARNESS_DIR = Path(__file__).resolve().parents[2]  # the harness package, bound into the external hosts
 HARNESS_PYTHONPATH = "/opt/kvlab"
 HARNESS_MOUNT = f"{HARNESS_PYTHONPATH}/harness"
 ROUTER_SYSCTLS = {

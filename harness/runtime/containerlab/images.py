@@ -34,7 +34,7 @@ from typing import Any
 from harness.errors import LabError, PreflightError
 from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
-from harness.realstack.dockerlab import docker_client
+from harness.runtime.containerlab.docker import docker_client
 
 __all__ = [
     "BASE_IMAGE",
@@ -52,7 +52,7 @@ __all__ = [
     "read_apt_sources",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOR_CONTEXT = REPO / "images" / "tor"
 TOR_REPOSITORY = "kvlab/tor"
 DEFAULT_BASE = "debian:bookworm-slim"

@@ -1,6 +1,6 @@
 """The real-stack runtime: containerlab + kind + Calico (tigera operator) + KubeVirt.
 
-`up` checks how the lab maps onto containerlab and kind (harness.realstack.render.plan_lab: bad
+`up` checks how the lab maps onto containerlab and kind (harness.runtime.containerlab.render.plan_lab: bad
 input, exit 2, before anything is created), renders it into `<run dir>/realstack/`, deploys it
 with containerlab (BIRD ToRs and external hosts from the kvlab/tor image, one `k8s-kind` cluster
 per spec cluster wired to its racks), then, per kind cluster and through the Kubernetes API:
@@ -21,12 +21,12 @@ Where things are, for a lab instance `<lab>` (run dir `<KVLAB_RUN_DIR or /run/kv
 - kubeconfigs `<run dir>/kube/<cluster>.kubeconfig` (from `kind get kubeconfig`);
 - `command()` is `docker exec -i`; external hosts have this `harness/` package bound at
   /opt/kvlab/harness, so `[sys.executable, "-m", "harness.canary.client", ...]` runs there as python3;
-- `run()` on a KubeVirt VM is SSH into the guest (harness.realstack.guestssh), relayed by the
+- `run()` on a KubeVirt VM is SSH into the guest (harness.runtime.containerlab.guestssh), relayed by the
   lab's first external host, with the lab's key (`<run dir>/realstack/ssh/id_rsa`) and host keys
   recorded in `<run dir>/ssh/known_hosts`; `popen()` on a VM is refused.
 
 Stack versions: the matrix entry named by the `stack` option (`kvlab up --stack NAME`; entries in
-harness.realstack.versions.MATRIX; default: versions.DEFAULT). A failed `up` writes this
+harness.runtime.containerlab.versions.MATRIX; default: versions.DEFAULT). A failed `up` writes this
 runtime's diagnostics to `$KVLAB_DIAG_DIR/<lab>-up-failed-<time>/` (default
 ./kvlab-diagnostics) before tearing down.
 Kind cluster names are global on a machine: one lab per spec cluster name at a time. Nested
@@ -61,10 +61,10 @@ from harness.errors import InvalidRequest, LabError, PreflightError, SpecError, 
 from harness.kernel import kernel_routes
 from harness.procs import signals_deferred
 from harness.progress import Progress
-from harness.realstack import kube as k
-from harness.realstack import kubevirt as kv
-from harness.realstack import pins
-from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
+from harness.runtime.containerlab import kube as k
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import pins
+from harness.runtime.containerlab.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.record import MigrationRecord
 from harness.runtime.base import LabContext, RenderReport, Runtime, RuntimeOptions
 from harness.state import LabState
@@ -313,7 +313,7 @@ def preflight_report(
         if not probes.importable(module):
             missing.append(f"the Python package '{module}' (in the venv: 'make venv', or pip install -e .)")
 
-    # Every pinned manifest and image answers (harness.realstack.pins): a version that was never
+    # Every pinned manifest and image answers (harness.runtime.containerlab.pins): a version that was never
     # published would otherwise fail the deploy halfway (a 404 on the operator manifest).
     missing.extend(pins.describe(pin, why) for pin, why in pins.check(pins.stack_pins(versions), probes.http))
 
@@ -506,10 +506,10 @@ class ContainerlabRuntime(Runtime):
         return super().workload_interface(vm, node)
 
     def node_blocks(self) -> dict[str, list[ipaddress.IPv4Network]]:
-        """Each node's blocks as its kind cluster's BlockAffinities say (harness.realstack.ipam:
+        """Each node's blocks as its kind cluster's BlockAffinities say (harness.runtime.containerlab.ipam:
         Calico picks them per hostname, not in node order); nested clusters' nodes (no kind
         cluster of their own) keep the topology's plan."""
-        from harness.realstack import ipam
+        from harness.runtime.containerlab import ipam
 
         out = super().node_blocks()
         manifest = self.manifest()
@@ -534,7 +534,7 @@ class ContainerlabRuntime(Runtime):
 
     def docker(self) -> Any:
         if self._docker_client is None:
-            from harness.realstack.dockerlab import docker_client
+            from harness.runtime.containerlab.docker import docker_client
 
             self._docker_client = docker_client()
         return self._docker_client
@@ -559,9 +559,9 @@ class ContainerlabRuntime(Runtime):
         return entity not in manifest.get("containers", {}) and entity in manifest.get("vms", {})
 
     def guest_shell(self, vm: str) -> Any:
-        """A harness.realstack.guestssh.GuestShell to KubeVirt VM `vm`: SSH relayed by the lab's
+        """A harness.runtime.containerlab.guestssh.GuestShell to KubeVirt VM `vm`: SSH relayed by the lab's
         first external host, with the lab's key, host key recorded in the run dir's known_hosts."""
-        from harness.realstack.guestssh import guest_shell
+        from harness.runtime.containerlab.guestssh import guest_shell
 
         manifest = self.manifest()
         assert manifest is not None
@@ -673,7 +673,7 @@ class ContainerlabRuntime(Runtime):
         topo = self.topo
         if topo.nested_vm:
             raise ContainerlabPreflightError(self.name, [nested_refusal(dict(topo.nested_vm))])
-        from harness.realstack.render import plan_lab
+        from harness.runtime.containerlab.render import plan_lab
 
         plan_lab(topo)  # RenderError (bad input) before anything exists
         self.preflight()
@@ -772,7 +772,7 @@ class ContainerlabRuntime(Runtime):
         """Everything the real stack is built from (containerlab topology, kind configs, Calico and
         KubeVirt resources, ToR BIRD configs, manifest) under `out_dir`, then checked against the
         upstream schemas and `bird -p`. Options: `stack`, `emulation`, `tor_image`."""
-        from harness.realstack.render import RenderError, render_containerlab, validate_rendered
+        from harness.runtime.containerlab.render import RenderError, render_containerlab, validate_rendered
 
         try:
             versions = get_versions(self.options.stack)
@@ -805,8 +805,8 @@ class ContainerlabRuntime(Runtime):
 
     # -- up, step by step ---------------------------------------------------------------------------
     def _render(self, topo: Topology) -> None:
-        from harness.realstack.images import build_tor_image
-        from harness.realstack.render import render_containerlab, validate_rendered
+        from harness.runtime.containerlab.images import build_tor_image
+        from harness.runtime.containerlab.render import render_containerlab, validate_rendered
 
         emulate = kv.needs_emulation(self.probes.kvm_usable(), self.probes.vhost_net_usable())
         image = build_tor_image(self.progress)  # reports its own steps (progress steps do not nest)
@@ -941,7 +941,7 @@ class ContainerlabRuntime(Runtime):
         """No pod holds a VM's address: the IPReservation is applied before Calico runs, so none
         should; a pod that got one anyway (a reservation Calico did not see) is deleted for its
         controller to recreate it with another address. A pod without a controller fails `up`."""
-        from harness.realstack.ipam import address_holders
+        from harness.runtime.containerlab.ipam import address_holders
 
         manifest = self.manifest()
         assert manifest is not None
@@ -1217,14 +1217,14 @@ class ContainerlabRuntime(Runtime):
     # -- migration ---------------------------------------------------------------------------------
     def migrate(self, vm: str, to: str, **kwargs: Any) -> MigrationRecord:
         """Live-migrate `vm` to spec node `to` with a VirtualMachineInstanceMigration; the record
-        has the netns runtime's format (harness.realstack.kubevirt_migration), with the routers'
+        has the netns runtime's format (harness.runtime.containerlab.migration), with the routers'
         view of the VM's /32 (RouteWatcher) merged in.
 
         `fail=REASON` aborts the migration (deletes the VMIM) once KubeVirt has scheduled the
         target; `watch=False` skips the route watcher; `announce` is ignored (QEMU announces the
         VM itself after a real migration).
         """
-        from harness.realstack.kubevirt_migration import record_from_kubevirt
+        from harness.runtime.containerlab.migration import record_from_kubevirt
 
         fail: str | None = kwargs.pop("fail", None)
         watch: bool = kwargs.pop("watch", True)
@@ -1322,7 +1322,7 @@ class ContainerlabRuntime(Runtime):
         self, kube: k.Kube, name: str, last: dict[str, Any], reason: str, note: Callable[..., None]
     ) -> None:
         """Delete the VMIM (KubeVirt aborts the migration) once its target pod is scheduled."""
-        from harness.realstack.kubevirt_migration import PHASES, phase_of
+        from harness.runtime.containerlab.migration import PHASES, phase_of
 
         scheduled = PHASES[PHASES.index("Scheduled") :]
 
@@ -1340,7 +1340,7 @@ class ContainerlabRuntime(Runtime):
     def _wait_target(self, kube: k.Kube, name: str, last: dict[str, Any], target: str) -> None:
         """Until KubeVirt has the migration's target pod ready (phase TargetReady or later): the
         part that schedules a pod and may pull images, with its own deadline."""
-        from harness.realstack.kubevirt_migration import PHASES, phase_of
+        from harness.runtime.containerlab.migration import PHASES, phase_of
 
         ready = PHASES[PHASES.index("TargetReady") :]
 
@@ -1366,7 +1366,7 @@ class ContainerlabRuntime(Runtime):
         seen, and `last["ended"]` the moment the harness saw it end: KubeVirt's own end time
         (migrationState.endTimestamp, a metav1.Time) has whole seconds, so an event in the last
         second of the migration would lie after it."""
-        from harness.realstack.kubevirt_migration import is_terminal, phase_of
+        from harness.runtime.containerlab.migration import is_terminal, phase_of
 
         def check() -> tuple[bool, str]:
             got = kube.get(kv.API_VERSION, "VirtualMachineInstanceMigration", name, kv.VM_NAMESPACE)

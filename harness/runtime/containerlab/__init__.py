@@ -1,0 +1,1 @@
+"""The containerlab runtime (the real stack): containerlab + kind + Calico + KubeVirt."""
