@@ -520,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--versions",
         dest="versions",
         metavar="NAME",
-        help="containerlab: an entry of the stack version matrix (harness.runtime.containerlab.versions.MATRIX)",
+        help="containerlab: an entry of the stack version matrix "
+        "(harness.runtime.containerlab.versions.MATRIX)",
     )
     rd.add_argument(
         "--emulation",

@@ -20,9 +20,15 @@ import pytest
 
 from harness.birdc import Route
 from harness.errors import LabError
-from harness.runtime.containerlab.docker import LABEL_LAB, DockerLab, docker_client, docker_lab, reap_stale_docker
-from harness.runtime.containerlab.images import build_tor_image
 from harness.render.bird import check_config
+from harness.runtime.containerlab.docker import (
+    LABEL_LAB,
+    DockerLab,
+    docker_client,
+    docker_lab,
+    reap_stale_docker,
+)
+from harness.runtime.containerlab.images import build_tor_image
 from harness.wait import eventually
 
 ASN = {"tor1": 65001, "tor2": 65002}

@@ -21,7 +21,13 @@ from pydantic import ValidationError as PydanticError
 
 from harness.calico import resources as cr
 from harness.generate import fabric_lab
-from harness.runtime.containerlab.schemas import REGEX_FORMATS, CrdValidator, calico_crd_dir, crd_errors, crd_schemas
+from harness.runtime.containerlab.schemas import (
+    REGEX_FORMATS,
+    CrdValidator,
+    calico_crd_dir,
+    crd_errors,
+    crd_schemas,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = calico_crd_dir()

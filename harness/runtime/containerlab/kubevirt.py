@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from harness.errors import LabError
 from harness.runtime.containerlab.versions import GUEST_USER
 from harness.topology import GUEST_PORT
 
@@ -305,6 +306,27 @@ def placement_problem(vmi: dict[str, Any] | None, kind_node: str, spec_node: str
         "VM's node affinity is only preferred (a required one would pin every migration target), and "
         f"the scheduler chose otherwise; see the events of its virt-launcher pod ({VMI_NAME_LABEL}={name})"
     )
+
+
+def vm_placed(kube: Any, vm: str, kind_node: str, spec_node: str) -> tuple[bool, str]:
+    """(VMI `vm` runs on `kind_node`, what it is at), asked of the cluster (a harness Kube)."""
+    vmi = kube.get(API_VERSION, "VirtualMachineInstance", vm, VM_NAMESPACE)
+    problem = placement_problem(vmi, kind_node, spec_node)
+    return problem is None, problem or f"VMI {vm} on {kind_node}"
+
+
+def check_vm(kube: Any, vm: str, kind_node: str, spec_node: str) -> None:
+    """The VMI runs on `kind_node`, and each of its launcher pods has the guest's MAC
+    (cni.projectcalico.org/hwAddr); LabError saying which and why otherwise."""
+    vmi = kube.get(API_VERSION, "VirtualMachineInstance", vm, VM_NAMESPACE)
+    problems = []
+    placement = placement_problem(vmi, kind_node, spec_node)
+    if placement is not None:
+        problems.append(placement)
+    pods = kube.list("v1", "Pod", VM_NAMESPACE, label_selector=launcher_selector(vm))
+    problems += pod_mac_problems(vmi, pods)
+    if problems:
+        raise LabError(f"VM {vm}: " + "; ".join(problems))
 
 
 def pod_mac_problems(vmi: dict[str, Any] | None, pods: list[dict[str, Any]]) -> list[str]:

@@ -28,6 +28,7 @@ answers (the preflight, and the nightly workflow's first step).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 # The ToR / external-host image, built from images/tor/Dockerfile by harness.runtime.containerlab.images
@@ -160,6 +161,12 @@ MATRIX: dict[str, StackVersions] = {
     )
 }
 DEFAULT = MATRIX["calico-3.32-kubevirt-1.8"]
+
+
+def minor_version(version: str) -> tuple[int, int] | None:
+    """'v1.8.4' (or '1.35') -> (1, 8); None for what is not a version ('main')."""
+    m = re.match(r"v?(\d+)\.(\d+)", version)
+    return (int(m[1]), int(m[2])) if m else None
 
 
 def get_versions(name: str | None) -> StackVersions:

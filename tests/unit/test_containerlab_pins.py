@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from harness.runtime.containerlab import pins
-from harness.runtime.containerlab.versions import CONTAINERLAB, DEFAULT, KIND_V0_31_K8S_1_35, MATRIX, TIGERA_OPERATOR
+from harness.runtime.containerlab.versions import (
+    CONTAINERLAB,
+    DEFAULT,
+    KIND_V0_31_K8S_1_35,
+    MATRIX,
+    TIGERA_OPERATOR,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "containerlab"
 UPSTREAM = json.loads((DATA / "upstream-pins.json").read_text())
