@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from harness.runtime.containerlab import docker as dockerlab
+from harness.runtime.containerlab import docker as dk
 from harness.runtime.containerlab.images import (
     KEYRING,
     AptSource,
@@ -169,11 +169,11 @@ def test_tor_context_has_a_dockerfile_with_the_documented_contract() -> None:
 
 def test_owner_gone() -> None:
     me = {
-        dockerlab.LABEL_HOST: socket.gethostname(),
-        dockerlab.LABEL_PID: str(os.getpid()),
-        dockerlab.LABEL_START: dockerlab._start_time(os.getpid()),
+        dk.LABEL_HOST: socket.gethostname(),
+        dk.LABEL_PID: str(os.getpid()),
+        dk.LABEL_START: dk._start_time(os.getpid()),
     }
-    assert not dockerlab._owner_gone(me)
-    assert dockerlab._owner_gone({**me, dockerlab.LABEL_START: "1"})  # the pid was reused
-    assert dockerlab._owner_gone({**me, dockerlab.LABEL_PID: "not-a-pid"})
-    assert not dockerlab._owner_gone({**me, dockerlab.LABEL_HOST: "elsewhere", dockerlab.LABEL_PID: "0"})
+    assert not dk._owner_gone(me)
+    assert dk._owner_gone({**me, dk.LABEL_START: "1"})  # the pid was reused
+    assert dk._owner_gone({**me, dk.LABEL_PID: "not-a-pid"})
+    assert not dk._owner_gone({**me, dk.LABEL_HOST: "elsewhere", dk.LABEL_PID: "0"})

@@ -188,8 +188,6 @@ def test_unknown_stack_versions_are_a_preflight_item() -> None:
     assert "--stack calico-9 is not a stack-versions entry" in missing[0]
     assert "calico-3.32-kubevirt-1.8" in missing[0]
     assert preflight_missing(full_machine(), stack="calico-3.31-kubevirt-1.5") == []
-    options = RuntimeOptions(stack="calico-3.31-kubevirt-1.5")
-    assert cl.ContainerlabRuntime("t", options=options).versions.name == "calico-3.31-kubevirt-1.5"
 
 
 def test_kubectl_out_of_skew_is_information_not_a_failure() -> None:

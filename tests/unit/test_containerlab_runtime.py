@@ -12,6 +12,8 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -30,8 +32,35 @@ from harness.runtime.containerlab import runtime as cl
 from harness.runtime.containerlab import topology_file as tf
 from harness.runtime.containerlab import validate as va
 from harness.runtime.containerlab.install import Installer
+from harness.state import LabState
 
 pytestmark = pytest.mark.usefixtures("run_root")  # tests/unit/conftest.py
+
+# -- the package --------------------------------------------------------------------------------
+
+
+def imported_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has imported after running `code`."""
+    res = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return set(res.stdout.split())
+
+
+def test_the_package_imports_nothing_and_the_runtime_only_what_it_needs() -> None:
+    """`import harness.runtime.containerlab` loads none of its parts; `get_runtime("containerlab")`
+    loads the runtime, but neither the clients (kubernetes, docker, paramiko), nor the renderer
+    and its validator (jinja2, jsonschema), which only `up` and `render` need."""
+    package = imported_after("import harness.runtime.containerlab")
+    assert {m for m in package if m.startswith("harness.runtime.containerlab.")} == set()
+    loaded = imported_after("from harness.runtime import get_runtime\nget_runtime('containerlab')")
+    assert "harness.runtime.containerlab.runtime" in loaded
+    heavy = {"kubernetes", "docker", "paramiko", "jinja2", "jsonschema", "regex"}
+    assert heavy & loaded == set()
+    parts = {m.rpartition(".")[2] for m in loaded if m.startswith("harness.runtime.containerlab.")}
+    assert not parts & {"render", "validate", "schemas", "kind", "images", "guestssh"}
+
 
 # -- names, sockets, command() ----------------------------------------------------------------------
 
@@ -119,8 +148,45 @@ def test_without_a_lab_there_is_no_container_and_not_healthy(run_root: Path) -> 
     assert rt.kind_clusters() == {}
 
 
-def test_healthy_needs_the_state_file(clab: cl.ContainerlabRuntime) -> None:
+class _Docker:
+    """A Docker client whose containers have the given status (default: running)."""
+
+    def __init__(self, status: dict[str, str]):
+        self.status = status
+        self.containers = self
+
+    def get(self, name: str) -> Any:
+        return SimpleNamespace(name=name, status=self.status.get(name, "running"))
+
+    def list(self, all: bool, filters: dict[str, str]) -> list[Any]:
+        return [self.get(name) for name in self.status if filters == {"label": "containerlab=tlab"}]
+
+
+class _Api:
+    def __init__(self, answers: bool):
+        self.answers = answers
+
+    def reachable(self) -> bool:
+        return self.answers
+
+
+def test_healthy_is_every_container_running_and_every_api_answering(clab: cl.ContainerlabRuntime) -> None:
     assert clab.healthy() is False  # rendered, but never brought up: no state.json
+    LabState(lab="tlab", spec_path="x", spec_digest="x", runtime="containerlab", session_id="s").save(
+        clab.run_dir
+    )
+    clab._docker_client = _Docker({})
+    clab._kubes["kv"] = _Api(True)  # type: ignore[assignment]
+    assert clab.healthy() is True
+    clab._docker_client = _Docker({"clab-tlab-tor2": "exited"})  # a container of the lab stopped
+    assert clab.healthy() is False
+    clab._docker_client = _Docker({"kv-worker3": "restarting"})  # a kind node
+    assert clab.healthy() is False
+    clab._docker_client = _Docker({"clab-tlab-stray": "exited"})  # labelled with the lab, not in the manifest
+    assert clab.healthy() is False
+    clab._docker_client = _Docker({})
+    clab._kubes["kv"] = _Api(False)  # the cluster's API does not answer
+    assert clab.healthy() is False
 
 
 def test_down_of_a_lab_that_is_not_there(run_root: Path) -> None:

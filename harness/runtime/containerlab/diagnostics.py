@@ -22,8 +22,13 @@ from harness.errors import LabError
 from harness.runtime.containerlab import kube as k
 from harness.runtime.containerlab import kubevirt as kv
 from harness.runtime.containerlab import tools
-from harness.runtime.containerlab.host import CALICO_NAMESPACE, CALICO_NODE_SELECTOR, NODE_BIRD_CFG, ClabHost
-from harness.runtime.containerlab.topology_file import ROUTER_BIRD_SOCKET
+from harness.runtime.containerlab.host import (
+    CALICO_NAMESPACE,
+    CALICO_NODE_SELECTOR,
+    NODE_BIRD_CFG,
+    ROUTER_BIRD_SOCKET,
+    ClabHost,
+)
 
 DIAG_ENV = "KVLAB_DIAG_DIR"  # where the diagnostics of a failed `up` go (default ./kvlab-diagnostics)
 CLUSTER_OBJECTS = (

@@ -11,7 +11,7 @@ connection. paramiko speaks SSH over that pipe (`sock=` a paramiko.ProxyCommand)
                     known_hosts=Path(".../ssh/known_hosts")) as shell:
         res = shell.run(["ip", "-j", "addr"], timeout=30)   # a CompletedProcess[str]
 
-The lab's key is rendered per lab (harness.runtime.containerlab.render.lab_ssh_key) and authorized by the
+The lab's key is rendered per lab (harness.runtime.containerlab.sshkey) and authorized by the
 VMs' cloud-init. A guest's host key is accepted on first contact and recorded in the lab-local
 known_hosts (the run directory's), never in ~/.ssh; neither ~/.ssh keys nor an agent are used.
 """

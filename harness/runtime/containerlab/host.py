@@ -24,6 +24,8 @@ RENDER_SUBDIR = "rendered"  # in the run dir: what the lab is built from (render
 DEPLOYED = "deployed.json"  # in the run dir: what this lab deployed (so `down` removes only that)
 CALICO_NAMESPACE = "calico-system"
 CALICO_NODE_SELECTOR = "k8s-app=calico-node"
+BIRD_RUN = "/run/bird"  # BIRD's socket directory in a router container (bound to the run dir)
+ROUTER_BIRD_SOCKET = f"{BIRD_RUN}/bird.ctl"
 NODE_BIRD_CFG = "/etc/calico/confd/config/bird.cfg"  # calico-node's rendered BIRD config
 
 

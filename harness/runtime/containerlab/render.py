@@ -153,7 +153,7 @@ def render_containerlab(
                     f"# BGP configuration, peers and filters of cluster '{cluster.name}' as the "
                     f"{CALICO_CRD_API} objects Calico\n# stores, applied right after the operator's CRDs "
                     "(before calico-node first starts): nodes peer with\n# their ToRs from the start, so "
-                    "pods in every rack reach the API server (render.BGP_CRD_KINDS).\n" + warning,
+                    "pods in every rack reach the API server (calico_docs.BGP_CRD_KINDS).\n" + warning,
                 )
                 entry["bgp"] = f"{base}/bgp.yaml"
             inst = installation(topo, cluster, items)

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.render.bird import render_router
+from harness.runtime.containerlab.host import BIRD_RUN
 from harness.runtime.containerlab.plan import LAB_RANGES, KindNode, kind_clusters, mgmt_network
 from harness.runtime.containerlab.versions import StackVersions
 from harness.spec import FABRIC_RANGE
 from harness.topology import RACK_BRIDGE, Topology
 
 BIRD_CONF = "/etc/bird/bird.conf"
-BIRD_RUN = "/run/bird"
-ROUTER_BIRD_SOCKET = f"{BIRD_RUN}/bird.ctl"  # in a router container
 HARNESS_DIR = Path(__file__).resolve().parents[2]  # the harness package, bound into the external hosts
 HARNESS_PYTHONPATH = "/opt/kvlab"
 HARNESS_MOUNT = f"{HARNESS_PYTHONPATH}/harness"
