@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ DATA = REPO / "tests" / "data" / "containerlab"
 DEFAULT_LAB = REPO / "labs" / "default.yml"
 KIND_NAMES = {"kv-control-plane": "r1-n1", "kv-worker": "r1-n2", "kv-worker2": "r2-n1", "kv-worker3": "r2-n2"}
 VM_MAC = "52:54:00:a1:b2:c3"
+NO_SCHEMAS = "upstream schemas not found in {} (the shared/ directory next to the repo)"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -125,3 +127,12 @@ class FakeCluster(k.Kube):
         self.done.append(("delete", kind, f"{namespace}/{name}"))
         self.pods = [p for p in self.pods if p["metadata"]["name"] != name]
         return True
+
+
+def yaml_docs(path: Path) -> list[Any]:
+    """The YAML documents of a rendered file."""
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def bird_missing() -> bool:
+    return shutil.which("bird") is None and shutil.which("bird", path="/usr/sbin:/sbin") is None

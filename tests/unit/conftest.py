@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clab_fakes import DEFAULT_LAB, full_machine
+from clab_fakes import DEFAULT_LAB, NO_SCHEMAS, full_machine
 
 from harness.labfile import load_lab
 from harness.runtime.base import LabContext
+from harness.runtime.containerlab import schemas
 from harness.runtime.containerlab.render import render_containerlab
 from harness.runtime.containerlab.runtime import ContainerlabRuntime
 from harness.runtime.containerlab.versions import DEFAULT
@@ -34,3 +35,10 @@ def clab(run_root: Path) -> ContainerlabRuntime:
         spec, runtime.render_dir, use_emulation=True, image="kvlab/tor:test", run_dir=runtime.run_dir
     )
     return runtime
+
+
+@pytest.fixture
+def need_schemas() -> None:
+    """Skips a test without the upstream schemas (shared/schemas, or KVLAB_SHARED)."""
+    if not schemas.schemas_available():
+        pytest.skip(NO_SCHEMAS.format(schemas.schema_dir()))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,10 @@ from clab_fakes import (
     DEFAULT_LAB,
     KIND_NAMES,
     REPO,
+    bird_missing,
     load,
     net,
+    yaml_docs,
 )
 
 from harness import cli
@@ -46,29 +47,12 @@ LABS = sorted((REPO / "labs").glob("*.yml"))
 LAB_IDS = [p.stem for p in LABS]
 
 
-NO_SCHEMAS = f"upstream schemas not found in {schemas.schema_dir()} (the shared/ directory next to the repo)"
-
-
-def _docs(path: Path) -> list[Any]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
 @pytest.fixture(params=LABS, ids=LAB_IDS)
 def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[LabSpec, rr.Rendered]:
     spec = load_lab(request.param)
     return spec, rr.render_containerlab(
         spec, tmp_path / "out", use_emulation=True, run_dir=Path("/run/kvlab/t")
     )
-
-
-@pytest.fixture
-def need_schemas() -> None:
-    if not schemas.schemas_available():
-        pytest.skip(NO_SCHEMAS)
-
-
-def _bird_missing() -> bool:
-    return shutil.which("bird") is None and shutil.which("bird", path="/usr/sbin:/sbin") is None
 
 
 @pytest.mark.usefixtures("need_schemas")
@@ -89,7 +73,7 @@ def test_rendered_files_pass_their_schemas(rendered: tuple[LabSpec, rr.Rendered]
 
 
 def test_bird_configs_parse(rendered: tuple[LabSpec, rr.Rendered]) -> None:
-    if _bird_missing():
+    if bird_missing():
         pytest.skip("BIRD is not installed (Debian package 'bird'): cannot run bird -p")
     spec, r = rendered
     confs = sorted((r.out / "bird").glob("*.conf"))
@@ -190,7 +174,7 @@ def test_installation(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     spec, r = rendered
     topo = resolve(spec)
     for cluster in pl.kind_clusters(spec):
-        inst, api = _docs(r.out / f"calico/{cluster.name}/installation.yaml")
+        inst, api = yaml_docs(r.out / f"calico/{cluster.name}/installation.yaml")
         assert (inst["apiVersion"], inst["kind"], api["kind"]) == (
             "operator.tigera.io/v1",
             "Installation",
@@ -215,10 +199,10 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
     for cluster in spec.clusters:
         items = cluster_resources(spec)[cluster.name]
         entry = r.manifest["clusters"][cluster.name]
-        docs = _docs(r.out / entry["resources"])
+        docs = yaml_docs(r.out / entry["resources"])
         if cluster.parent is None:
             assert not {d["kind"] for d in docs} & set(cd.BGP_CRD_KINDS)
-            early = _docs(r.out / entry["bgp"]) if "bgp" in entry else []
+            early = yaml_docs(r.out / entry["bgp"]) if "bgp" in entry else []
             assert {d["apiVersion"] for d in early} <= {"crd.projectcalico.org/v1"}
             assert [d["kind"] for d in early] == sorted(
                 (d["kind"] for d in early), key=cd.BGP_CRD_KINDS.index
@@ -237,7 +221,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
             assert conf["spec"]["asNumber"] == cluster.asn
     for cluster in spec.clusters:
         if cluster.parent is not None:
-            parent_docs = _docs(r.out / f"calico/{cluster.parent}/bgp.yaml")
+            parent_docs = yaml_docs(r.out / f"calico/{cluster.parent}/bgp.yaml")
             conf = next(d for d in parent_docs if d["kind"] == "BGPConfiguration")
             assert conf["spec"]["localWorkloadPeeringIPV4"] == "169.254.0.179"
             assert "run inside KubeVirt VMs" in (r.out / "README.md").read_text()
@@ -245,7 +229,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
 
 def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     spec, r = rendered
-    docs = {d["metadata"]["name"]: d for d in _docs(r.out / "kubevirt/vms.yaml")}
+    docs = {d["metadata"]["name"]: d for d in yaml_docs(r.out / "kubevirt/vms.yaml")}
     assert set(docs) == {v.name for v in spec.vms}
     for vm in spec.vms:
         tmpl = docs[vm.name]["spec"]["template"]
@@ -268,7 +252,7 @@ def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         user_data = volumes["cloudinitdisk"]["cloudInitNoCloud"]["userData"]
         assert user_data.startswith("#cloud-config\n")
         assert "7007" in user_data
-    kubevirt = _docs(r.out / "kubevirt/kubevirt.yaml")[0]
+    kubevirt = yaml_docs(r.out / "kubevirt/kubevirt.yaml")[0]
     assert kubevirt["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
 
 
@@ -487,12 +471,12 @@ def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> Non
     topo = resolve(spec)
     for cluster in spec.clusters:
         entry = r.manifest["clusters"][cluster.name]
-        assert "IPReservation" not in {d["kind"] for d in _docs(r.out / entry["resources"])}
+        assert "IPReservation" not in {d["kind"] for d in yaml_docs(r.out / entry["resources"])}
         ips = sorted(f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name)
         if not ips or cluster.parent is not None:
             assert "ip_reservation" not in entry
             continue
-        (res,) = _docs(r.out / entry["ip_reservation"])
+        (res,) = yaml_docs(r.out / entry["ip_reservation"])
         assert entry["ip_reservation"] == f"calico/{cluster.name}/ipreservation.yaml"
         assert res["apiVersion"] == "crd.projectcalico.org/v1"
         assert sorted(res["spec"]["reservedCIDRs"]) == ips
@@ -563,7 +547,7 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
             files = [entry[k] for k in ("bgp", "resources") if k in entry]
             if any(f"cluster '{name}'" in w for w in warnings):
                 assert all("# WARNING" in (r.out / f).read_text() for f in files)
-            for doc in (d for f in files for d in _docs(r.out / f)):
+            for doc in (d for f in files for d in yaml_docs(r.out / f)):
                 if doc["kind"] == "IPAMConfiguration":
                     assert "kubeVirtVMAddressPersistence" not in doc["spec"]
                 if doc["kind"] == "FelixConfiguration":

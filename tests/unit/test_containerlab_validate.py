@@ -4,15 +4,15 @@ naming file, field and reason."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from clab_fakes import (
     DEFAULT_LAB,
     REPO,
+    bird_missing,
+    yaml_docs,
 )
 
 from harness.labfile import load_lab
@@ -26,21 +26,6 @@ from harness.runtime.containerlab import validate as va
 from harness.runtime.containerlab.versions import MATRIX
 
 LABS = sorted((REPO / "labs").glob("*.yml"))
-NO_SCHEMAS = f"upstream schemas not found in {schemas.schema_dir()} (the shared/ directory next to the repo)"
-
-
-def _docs(path: Path) -> list[Any]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-@pytest.fixture
-def need_schemas() -> None:
-    if not schemas.schemas_available():
-        pytest.skip(NO_SCHEMAS)
-
-
-def _bird_missing() -> bool:
-    return shutil.which("bird") is None and shutil.which("bird", path="/usr/sbin:/sbin") is None
 
 
 @pytest.fixture
@@ -90,7 +75,7 @@ def test_structure_check_catches_bad_links_and_addresses(default_lab: rr.Rendere
 
 @pytest.mark.usefixtures("need_schemas")
 def test_validator_catches_a_broken_vm(default_lab: rr.Rendered) -> None:
-    vm = _docs(default_lab.out / "kubevirt/vms.yaml")[0]
+    vm = yaml_docs(default_lab.out / "kubevirt/vms.yaml")[0]
     vm["spec"]["runStrategy"] = 5
     vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["bridg"] = {}
     issues = schemas.kubevirt_errors(vm, "vms.yaml", (0,))
@@ -104,7 +89,7 @@ def test_validator_catches_a_broken_vm(default_lab: rr.Rendered) -> None:
 
 def test_vm_check_catches_a_missing_annotation(default_lab: rr.Rendered) -> None:
     path = default_lab.out / "kubevirt/vms.yaml"
-    vm = _docs(path)[0]
+    vm = yaml_docs(path)[0]
     del vm["spec"]["template"]["metadata"]["annotations"][kv.BRIDGE_MIGRATION_ANNOTATION]
     path.write_text(yaml.safe_dump(vm))
     issues = va.vm_errors(path, default_lab.manifest)
@@ -113,7 +98,7 @@ def test_vm_check_catches_a_missing_annotation(default_lab: rr.Rendered) -> None
 
 @pytest.mark.usefixtures("need_schemas")
 def test_validator_catches_a_broken_installation(default_lab: rr.Rendered) -> None:
-    inst = _docs(default_lab.out / "calico/kv/installation.yaml")[0]
+    inst = yaml_docs(default_lab.out / "calico/kv/installation.yaml")[0]
     inst["spec"]["calicoNetwork"]["ipPools"][0]["natOutgoing"] = "Never"
     inst["spec"]["calicoNetwork"]["bgpp"] = "Enabled"
     issues = schemas.installation_errors(inst, "installation.yaml")
@@ -126,7 +111,7 @@ def test_validator_catches_a_broken_installation(default_lab: rr.Rendered) -> No
 @pytest.mark.usefixtures("need_schemas")
 @pytest.mark.parametrize("api_version", ["crd.projectcalico.org/v1", "projectcalico.org/v3"])
 def test_validator_catches_a_broken_calico_resource(default_lab: rr.Rendered, api_version: str) -> None:
-    docs = _docs(default_lab.out / "calico/kv/bgp.yaml")
+    docs = yaml_docs(default_lab.out / "calico/kv/bgp.yaml")
     peer = next(d for d in docs if d["kind"] == "BGPPeer")
     peer["apiVersion"] = api_version  # the v1 CRD's or the v3 one's schema
     peer["spec"]["asNumber"] = "65001x"
@@ -163,7 +148,7 @@ def test_kind_check_rejects_unknown_fields(default_lab: rr.Rendered) -> None:
 
 
 @pytest.mark.skipif(
-    _bird_missing(), reason="BIRD is not installed (Debian package 'bird'): cannot run bird -p"
+    bird_missing(), reason="BIRD is not installed (Debian package 'bird'): cannot run bird -p"
 )
 def test_bird_check_catches_a_broken_config(default_lab: rr.Rendered) -> None:
     conf = default_lab.out / "bird/tor1.conf"
