@@ -73,7 +73,7 @@ clean: venv
 	rm -rf test-results kvlab-diagnostics .pytest_cache
 
 # One job of .github/workflows/nightly.yml, the same steps: make nightly LAB=default STACK=<entry>
-# (entries: python -m harness.realstack.matrix_cli names). Diagnostics and lab-down run whatever
+# (entries: python -m harness.runtime.containerlab.matrix_cli names). Diagnostics and lab-down run whatever
 # happened; the exit status is the first failure's. Results in $(NIGHTLY_OUT).
 NIGHTLY_OUT = test-results/nightly/$(LAB)-$(STACK)
 NIGHTLY_TESTS_default = tests/integration --ignore=tests/integration/test_nested_clusters.py

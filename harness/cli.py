@@ -310,8 +310,8 @@ def cmd_image(args: argparse.Namespace) -> int:
     from harness.runtime.netns.guestimage import ensure_image
 
     if args.which == "tor":
-        from harness.realstack.dockerlab import docker_client
-        from harness.realstack.images import build_tor_image
+        from harness.runtime.containerlab.docker import docker_client
+        from harness.runtime.containerlab.images import build_tor_image
 
         tag = build_tor_image(RichProgress(), base=args.base, force=args.force)
         size = docker_client().images.get(tag).attrs.get("Size", 0)
@@ -420,7 +420,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.realstack.versions import MATRIX
+    from harness.runtime.containerlab.versions import MATRIX
 
     p = _Parser(prog="kvlab", description="Calico + KubeVirt BGP lab harness")
     sub = p.add_subparsers(dest="command", required=True)
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stack",
         metavar="NAME",
         choices=list(MATRIX),
-        help="containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
+        help="containerlab: the stack versions, an entry of harness.runtime.containerlab.versions.MATRIX "
         "(default: versions.DEFAULT)",
     )
     up.set_defaults(func=cmd_up)
@@ -520,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--versions",
         dest="versions",
         metavar="NAME",
-        help="containerlab: an entry of the stack version matrix (harness.realstack.versions.MATRIX)",
+        help="containerlab: an entry of the stack version matrix "
+        "(harness.runtime.containerlab.versions.MATRIX)",
     )
     rd.add_argument(
         "--emulation",

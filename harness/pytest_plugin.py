@@ -35,9 +35,9 @@ from harness.errors import LabError, LabNameError, PreflightError
 from harness.instances import reap_stale
 from harness.lab import Lab
 from harness.labfile import load_lab, resolve_spec_path
-from harness.realstack.versions import MATRIX, get_versions
 from harness.runtime import RUNTIMES, get_runtime
 from harness.runtime.base import RuntimeOptions
+from harness.runtime.containerlab.versions import MATRIX, get_versions
 from harness.spec import LabSpec
 from harness.state import LabState, lab_dir
 
@@ -51,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         choices=list(MATRIX),
         metavar="NAME",
-        help="containerlab: the stack versions, an entry of harness.realstack.versions.MATRIX "
+        help="containerlab: the stack versions, an entry of harness.runtime.containerlab.versions.MATRIX "
         "(default: versions.DEFAULT)",
     )
     group.addoption("--keep-lab", action="store_true", help="leave labs this session brought up running")

@@ -30,7 +30,7 @@ def _docker_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (Docker daemon, debootstrap); run 'sudo make test'"
     from harness.errors import PreflightError
-    from harness.realstack.dockerlab import docker_client
+    from harness.runtime.containerlab.docker import docker_client
 
     try:
         docker_client(timeout=10)

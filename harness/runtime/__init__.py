@@ -18,7 +18,7 @@ def get_runtime(name: str) -> type[Runtime]:
 
         return NetnsRuntime
     if name == "containerlab":
-        from harness.runtime.containerlab import ContainerlabRuntime
+        from harness.runtime.containerlab.runtime import ContainerlabRuntime
 
         return ContainerlabRuntime
     raise ValueError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")

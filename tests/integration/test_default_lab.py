@@ -14,7 +14,7 @@ import pytest
 
 from harness import checks
 from harness.lab import Lab
-from harness.realstack.ipam import block_owner
+from harness.runtime.containerlab.ipam import block_owner
 from harness.tcpcheck import assert_reachable, echo_server
 from harness.topology import GUEST_PORT
 

@@ -20,9 +20,15 @@ import pytest
 
 from harness.birdc import Route
 from harness.errors import LabError
-from harness.realstack.dockerlab import LABEL_LAB, DockerLab, docker_client, docker_lab, reap_stale_docker
-from harness.realstack.images import build_tor_image
 from harness.render.bird import check_config
+from harness.runtime.containerlab.docker import (
+    LABEL_LAB,
+    DockerLab,
+    docker_client,
+    docker_lab,
+    reap_stale_docker,
+)
+from harness.runtime.containerlab.images import build_tor_image
 from harness.wait import eventually
 
 ASN = {"tor1": 65001, "tor2": 65002}
@@ -120,7 +126,7 @@ def test_two_tors_peer_over_docker(tor_image: str) -> None:
 
 _CHILD = """
 import sys
-from harness.realstack.dockerlab import docker_lab
+from harness.runtime.containerlab.docker import docker_lab
 with docker_lab(sys.argv[1], ["tor1"], lambda n, a: "router id %s;\\nprotocol device {}\\n" % a[n]) as lab:
     print(lab.name, lab["tor1"].run_dir, flush=True)
     sys.stdin.readline()  # held open until the parent signals us

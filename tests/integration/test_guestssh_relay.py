@@ -1,4 +1,4 @@
-"""The guest SSH relay (harness.realstack.guestssh) through a real container under plain Docker.
+"""The guest SSH relay (harness.runtime.containerlab.guestssh) through a real container under plain Docker.
 
 Two containers of the ToR image on an internal lab network: the second runs a TCP echo server
 on 2222 (standing in for a guest's sshd), the first carries the relay. From the host, which has
@@ -21,9 +21,9 @@ import paramiko
 import pytest
 
 from harness.errors import LabError
-from harness.realstack.dockerlab import DockerLab, docker_lab
-from harness.realstack.guestssh import GuestShell, RelayProxy
-from harness.realstack.images import build_tor_image
+from harness.runtime.containerlab.docker import DockerLab, docker_lab
+from harness.runtime.containerlab.guestssh import GuestShell, RelayProxy
+from harness.runtime.containerlab.images import build_tor_image
 from harness.wait import eventually
 
 ECHO_PORT = 2222

@@ -15,7 +15,7 @@ from labfiles import lab_data, write_lab_data
 
 from harness import checks
 from harness.lab import Lab
-from harness.realstack.ipam import block_owner
+from harness.runtime.containerlab.ipam import block_owner
 from harness.tcpcheck import assert_reachable
 from harness.topology import GUEST_PORT
 from harness.wait import eventually

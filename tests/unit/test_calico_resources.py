@@ -2,7 +2,7 @@
 
 The CRD schemas are upstream copies in shared/schemas/calico/v3-native/ (see its README).
 Some of their `pattern`s use Go RE2 / ECMA syntax (e.g. `^(?i)(Trace|...)?$`) that Python's
-`re` rejects, so the validator (harness.realstack.schemas) evaluates `pattern` (and the `regex`
+`re` rejects, so the validator (harness.runtime.containerlab.schemas) evaluates `pattern` (and the `regex`
 format used by the meta-schema) with the PyPI `regex` module.
 """
 
@@ -21,7 +21,13 @@ from pydantic import ValidationError as PydanticError
 
 from harness.calico import resources as cr
 from harness.generate import fabric_lab
-from harness.realstack.schemas import REGEX_FORMATS, CrdValidator, calico_crd_dir, crd_errors, crd_schemas
+from harness.runtime.containerlab.schemas import (
+    REGEX_FORMATS,
+    CrdValidator,
+    calico_crd_dir,
+    crd_errors,
+    crd_schemas,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = calico_crd_dir()

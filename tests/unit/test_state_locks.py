@@ -18,7 +18,7 @@ from harness.errors import LabError, UnsafePathError
 from harness.imagecache import cache_lock, ensure_cache_dir
 from harness.instances import reap_stale
 from harness.locking import LockBusy, file_lock, lock_held, private_dir
-from harness.realstack.images import build_tor_image
+from harness.runtime.containerlab.images import build_tor_image
 from harness.runtime.netns.guestimage import GuestImageError
 from harness.state import LabState, lab_lock, lock_path
 from harness.wait import eventually

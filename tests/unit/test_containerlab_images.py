@@ -1,4 +1,4 @@
-"""The pure parts of harness.realstack.images: apt sources, the mirror choice, the context hash."""
+"""The pure parts of harness.runtime.containerlab.images: apt sources, the mirror choice, the context hash."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 import socket
 from pathlib import Path
 
-from harness.realstack import dockerlab
-from harness.realstack.images import (
+from harness.runtime.containerlab import docker as dk
+from harness.runtime.containerlab.images import (
     KEYRING,
     AptSource,
     base_sources,
@@ -158,7 +158,7 @@ def test_context_hash_follows_names_and_contents(tmp_path: Path) -> None:
 
 
 def test_tor_context_has_a_dockerfile_with_the_documented_contract() -> None:
-    from harness.realstack.images import TOR_CONTEXT
+    from harness.runtime.containerlab.images import TOR_CONTEXT
 
     text = (TOR_CONTEXT / "Dockerfile").read_text()
     assert "ARG BASE=debian:bookworm-slim" in text
@@ -169,11 +169,11 @@ def test_tor_context_has_a_dockerfile_with_the_documented_contract() -> None:
 
 def test_owner_gone() -> None:
     me = {
-        dockerlab.LABEL_HOST: socket.gethostname(),
-        dockerlab.LABEL_PID: str(os.getpid()),
-        dockerlab.LABEL_START: dockerlab._start_time(os.getpid()),
+        dk.LABEL_HOST: socket.gethostname(),
+        dk.LABEL_PID: str(os.getpid()),
+        dk.LABEL_START: dk._start_time(os.getpid()),
     }
-    assert not dockerlab._owner_gone(me)
-    assert dockerlab._owner_gone({**me, dockerlab.LABEL_START: "1"})  # the pid was reused
-    assert dockerlab._owner_gone({**me, dockerlab.LABEL_PID: "not-a-pid"})
-    assert not dockerlab._owner_gone({**me, dockerlab.LABEL_HOST: "elsewhere", dockerlab.LABEL_PID: "0"})
+    assert not dk._owner_gone(me)
+    assert dk._owner_gone({**me, dk.LABEL_START: "1"})  # the pid was reused
+    assert dk._owner_gone({**me, dk.LABEL_PID: "not-a-pid"})
+    assert not dk._owner_gone({**me, dk.LABEL_HOST: "elsewhere", dk.LABEL_PID: "0"})

@@ -24,13 +24,14 @@ import datetime as _dt
 import json
 import os
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.errors import LabError
+from harness.progress import Progress
 
 FIELD_MANAGER = "kvlab"
 TIGERA_API = "operator.tigera.io/v1"
@@ -82,6 +83,34 @@ def load_documents(text: str) -> list[dict[str, Any]]:
         else:
             out.append(doc)
     return out
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (cloud-init scripts) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+_KEY_ORDER = ("apiVersion", "kind", "metadata", "spec")
+
+
+def _ordered(doc: Any) -> Any:
+    """Kubernetes documents with apiVersion, kind, metadata, spec first."""
+    if isinstance(doc, dict) and "apiVersion" in doc:
+        return {**{k: doc[k] for k in _KEY_ORDER if k in doc}, **doc}
+    return doc
+
+
+def dump_documents(docs: list[Any], header: str = "") -> str:
+    """A multi-document YAML manifest (what `load_documents` reads back), after `header`."""
+    body = yaml.dump_all(
+        [_ordered(d) for d in docs], Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return header + body
 
 
 def object_ref(doc: dict[str, Any]) -> str:
@@ -215,6 +244,31 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         return tuple(errors)
     errors += [ApiException, DynamicApiError, ResourceNotFoundError, urllib3.exceptions.HTTPError]
     return tuple(errors)
+
+
+def wait_until(
+    progress: Progress,
+    what: str,
+    check: Callable[[], tuple[bool, str]],
+    *,
+    timeout: float,
+    interval: float = 2.0,
+) -> None:
+    """Wait (deadline `timeout`) until `check` says done, as a progress step showing the state it
+    reports; API errors of a server still coming up are retried; the timeout names `what` and the
+    last observed state."""
+    from harness.wait import eventually
+
+    with progress.step(what, total=None) as step:
+
+        def attempt() -> bool:
+            done, state = check()
+            step.advance(0, detail=state[:90])
+            if not done:
+                raise AssertionError(state)
+            return True
+
+        eventually(attempt, timeout=timeout, interval=interval, what=what, transient=transient_errors())
 
 
 # -- the API -----------------------------------------------------------------------------------
@@ -373,10 +427,10 @@ class Kube:
                 except transient_errors() as e:
                     if permanent(e):
                         raise LabError(
-                            f"{what}: cluster {self.name} refused {object_ref(doc)}: {_short(e)}"
+                            f"{what}: cluster {self.name} refused {object_ref(doc)}: {short_error(e)}"
                         ) from None
                     failed.append(doc)
-                    last = f"{object_ref(doc)}: {type(e).__name__}: {_short(e)}"
+                    last = f"{object_ref(doc)}: {type(e).__name__}: {short_error(e)}"
             pending[:] = failed
             if failed:
                 self.refresh()
@@ -463,7 +517,7 @@ class Kube:
             raise LabError(f"cannot download {url}: {e}") from e
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
+def short_error(e: BaseException, limit: int = 300) -> str:
     """An API error in one line: the server's Status message if there is one."""
     body = getattr(e, "body", None) or getattr(e, "summary", None)
     text = body() if callable(body) else body

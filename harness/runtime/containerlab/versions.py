@@ -22,15 +22,16 @@ Every pin was checked against the upstream repositories (snapshots of 2026-08-21
   (kubernetes-sigs/kind v0.31.0, pkg/apis/config/defaults/image.go).
 - containerlab v0.79.0 exists and embeds kind v0.31.0 (srl-labs/containerlab go.mod); its
   release ships `containerlab_<version>_linux_amd64.deb` and `checksums.txt` (.goreleaser.yml).
-`harness.realstack.pins` lists every URL these pins make the stack fetch, and checks that each
+`harness.runtime.containerlab.pins` lists every URL these pins make the stack fetch, and checks that each
 answers (the preflight, and the nightly workflow's first step).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
-# The ToR / external-host image, built from images/tor/Dockerfile by harness.realstack.images
+# The ToR / external-host image, built from images/tor/Dockerfile by harness.runtime.containerlab.images
 # (Debian + BIRD 1.6 + iproute2 + python3; CMD runs BIRD in the foreground, config
 # /etc/bird/bird.conf, socket /run/bird/bird.ctl). Its tag is the build context's hash.
 TOR_IMAGE_REPO = "kvlab/tor"
@@ -41,7 +42,7 @@ CONTAINERLAB = "0.79.0"
 
 def tor_image() -> str:
     """`kvlab/tor:<hash of images/tor/>[:12]`, the tag `build_tor_image()` gives the image."""
-    from harness.realstack.images import TOR_CONTEXT, context_hash
+    from harness.runtime.containerlab.images import TOR_CONTEXT, context_hash
 
     if not TOR_CONTEXT.is_dir():
         return f"{TOR_IMAGE_REPO}:latest"
@@ -52,7 +53,7 @@ def tor_image() -> str:
 # NoCloud (the plain alpine-container-disk-demo is a live ISO without cloud-init). KubeVirt
 # publishes it with every release tag.
 GUEST_CONTAINER_DISK_REPO = "quay.io/kubevirt/alpine-with-test-tooling-container-disk"
-# The user harness.realstack.guestssh logs in as. Assumptions about that image (KubeVirt's own
+# The user harness.runtime.containerlab.guestssh logs in as. Assumptions about that image (KubeVirt's own
 # tests log in on its console as root; kubevirtci builds it from Alpine with cloud-init and
 # OpenSSH, sshd enabled at boot): sshd keeps OpenSSH's default `PermitRootLogin
 # prohibit-password`, so root may log in with a key, and root's account is not locked. The
@@ -133,7 +134,7 @@ KIND_V0_31_K8S_1_35 = (
 # entry uses an image of the kind v0.31.0 release. The v1.32 digest below is the one kind
 # v0.31.0's release notes list for v1.32.11, as copied in several public projects; the release
 # page itself was not at hand when it was pinned (kind's repository holds only its default image's
-# digest), so `harness.realstack.pins` asks Docker Hub for that digest before anything is deployed.
+# digest), so `harness.runtime.containerlab.pins` asks Docker Hub for that digest before anything is deployed.
 KIND_V0_31_K8S_1_32 = (
     "kindest/node:v1.32.11@sha256:5fc52d52a7b9574015299724bd68f183702956aa4a2116ae75a63cb574b35af8"
 )
@@ -160,6 +161,12 @@ MATRIX: dict[str, StackVersions] = {
     )
 }
 DEFAULT = MATRIX["calico-3.32-kubevirt-1.8"]
+
+
+def minor_version(version: str) -> tuple[int, int] | None:
+    """'v1.8.4' (or '1.35') -> (1, 8); None for what is not a version ('main')."""
+    m = re.match(r"v?(\d+)\.(\d+)", version)
+    return (int(m[1]), int(m[2])) if m else None
 
 
 def get_versions(name: str | None) -> StackVersions:

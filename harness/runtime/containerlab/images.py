@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 from harness.errors import LabError, PreflightError
 from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
-from harness.realstack.dockerlab import docker_client
+from harness.runtime.containerlab.docker import docker_client
 
 __all__ = [
     "BASE_IMAGE",
@@ -52,7 +52,7 @@ __all__ = [
     "read_apt_sources",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOR_CONTEXT = REPO / "images" / "tor"
 TOR_REPOSITORY = "kvlab/tor"
 DEFAULT_BASE = "debian:bookworm-slim"
@@ -101,7 +101,9 @@ _ONE_LINE = re.compile(
 
 
 def parse_one_line_sources(text: str) -> list[AptSource]:
-    """Parse `sources.list` format: `deb [opt=val ...] URI SUITE [COMPONENT...]`."""
+    """Parse `sources.list` format: `deb [opt=val ...] URI SUITE [COMPONENT...]`. Hand-written:
+    python-debian reads deb822 only, and the one parser of this format (python-apt's
+    aptsources) is not on PyPI; one regular expression does it."""
     out: list[AptSource] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
@@ -117,28 +119,20 @@ def parse_one_line_sources(text: str) -> list[AptSource]:
     return out
 
 
-def _deb822_stanzas(text: str) -> Iterator[dict[str, str]]:
-    fields: dict[str, str] = {}
-    key: str | None = None
-    for line in [*text.splitlines(), ""]:
-        if line.startswith("#"):
-            continue
-        if not line.strip():
-            if fields:
-                yield {k: v.strip() for k, v in fields.items()}
-            fields, key = {}, None
-        elif line[0] in " \t" and key is not None:  # folded continuation (" ." is an empty line)
-            fields[key] += "\n" + ("" if line.strip() == "." else line.strip())
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            key = name.strip().lower()
-            fields[key] = value.strip()
+def _unfold(value: str) -> str:
+    """A multi-line deb822 value as its lines (deb822(5): a continuation line's leading space is
+    not part of it, and " ." stands for an empty line)."""
+    return "\n".join("" if line.strip() == "." else line.strip() for line in value.strip().splitlines())
 
 
 def parse_deb822_sources(text: str) -> list[AptSource]:
-    """Parse `*.sources` (deb822) stanzas; `Enabled: no` stanzas are left out."""
+    """Parse `*.sources` (deb822) stanzas (python-debian's deb822 parser: comments anywhere,
+    field names in any case, folded values); `Enabled: no` stanzas are left out."""
+    from debian.deb822 import Deb822
+
     out: list[AptSource] = []
-    for st in _deb822_stanzas(text):
+    for paragraph in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False):
+        st = {key.lower(): _unfold(value) for key, value in paragraph.items()}
         if st.get("enabled", "yes").strip().lower() == "no" or "uris" not in st:
             continue
         known = {"types", "uris", "suites", "components", "enabled"}

@@ -11,7 +11,7 @@ connection. paramiko speaks SSH over that pipe (`sock=` a paramiko.ProxyCommand)
                     known_hosts=Path(".../ssh/known_hosts")) as shell:
         res = shell.run(["ip", "-j", "addr"], timeout=30)   # a CompletedProcess[str]
 
-The lab's key is rendered per lab (harness.realstack.render.lab_ssh_key) and authorized by the
+The lab's key is rendered per lab (harness.runtime.containerlab.sshkey) and authorized by the
 VMs' cloud-init. A guest's host key is accepted on first contact and recorded in the lab-local
 known_hosts (the run directory's), never in ~/.ssh; neither ~/.ssh keys nor an agent are used.
 """
@@ -295,7 +295,7 @@ class GuestShell:
 
 
 def guest_shell(manifest: dict[str, Any], render_dir: Path, vm: str) -> GuestShell:
-    """A GuestShell to lab VM `vm` from a rendered manifest (harness.realstack.render): through
+    """A GuestShell to lab VM `vm` from a rendered manifest (harness.runtime.containerlab.render): through
     the lab's first external host, as its guest user, with the lab's key and known_hosts."""
     vms = manifest.get("vms", {})
     if vm not in vms:

@@ -33,7 +33,7 @@ from jsonschema.exceptions import ValidationError
 from harness.errors import KvlabError, SpecIssue
 from harness.yamlsrc import format_path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def shared_dir() -> Path:

@@ -1,7 +1,7 @@
-"""harness.realstack.pins and the pins in harness.realstack.versions.
+"""harness.runtime.containerlab.pins and the pins in harness.runtime.containerlab.versions.
 
 The pins are checked against facts read from the upstream repositories (tags, the operator each
-Calico release installs, where images come from: tests/data/realstack/upstream-pins.json, with
+Calico release installs, where images come from: tests/data/containerlab/upstream-pins.json, with
 the commits they were read at). The check that each pinned URL answers runs against a simulated
 HTTP layer that behaves like the real services: a URL answering a ranged GET, a registry that
 challenges for an anonymous bearer token (Docker Hub's and quay.io's OCI distribution API) and
@@ -19,10 +19,16 @@ from typing import Any
 
 import pytest
 
-from harness.realstack import pins
-from harness.realstack.versions import CONTAINERLAB, DEFAULT, KIND_V0_31_K8S_1_35, MATRIX, TIGERA_OPERATOR
+from harness.runtime.containerlab import pins
+from harness.runtime.containerlab.versions import (
+    CONTAINERLAB,
+    DEFAULT,
+    KIND_V0_31_K8S_1_35,
+    MATRIX,
+    TIGERA_OPERATOR,
+)
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "realstack"
+DATA = Path(__file__).resolve().parents[1] / "data" / "containerlab"
 UPSTREAM = json.loads((DATA / "upstream-pins.json").read_text())
 
 
@@ -196,7 +202,7 @@ def test_a_tag_that_was_never_pushed_is_named() -> None:
     ]
     line = pins.describe(*failed[1])
     assert "quay.io/calico/node:v3.32.2" in line
-    assert "harness/realstack/versions.py" in line
+    assert "harness/runtime/containerlab/versions.py" in line
     assert "allow HTTPS to quay.io" in line
 
 

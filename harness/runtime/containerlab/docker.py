@@ -1,4 +1,6 @@
-"""Routers as plain Docker containers on an `--internal` Docker network (no containerlab).
+"""The Docker engine: its client, `docker exec` into a lab's containers, removing them, and
+routers as plain Docker containers on an `--internal` Docker network (no containerlab, for the
+Docker tests of the ToR image and the guest SSH relay).
 
     with docker_lab(image, ["tor1", "tor2"], render) as lab:
         lab["tor1"].bird().protocols()
@@ -20,6 +22,7 @@ import random
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,9 +41,13 @@ __all__ = [
     "DOCKER_LAB_RANGE",
     "DockerLab",
     "DockerRouter",
+    "container_argv",
     "docker_client",
+    "docker_exec_argv",
     "docker_lab",
     "reap_stale_docker",
+    "remove_containers",
+    "remove_network",
 ]
 
 DOCKER_LAB_RANGE = ipaddress.IPv4Network("198.18.248.0/22")
@@ -77,6 +84,40 @@ def docker_client(timeout: float = 120.0) -> docker.DockerClient:
             "docker", [f"a Docker daemon answering on {host} ({e}); {_FIX_DOCKER}"]
         ) from None
     return client
+
+
+def container_argv(argv: list[str]) -> list[str]:
+    """`argv` for a container: this interpreter (`sys.executable`) becomes the image's python3."""
+    if argv and argv[0] in (sys.executable, os.path.realpath(sys.executable)):
+        return ["python3", *argv[1:]]
+    return list(argv)
+
+
+def docker_exec_argv(container: str, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """`docker exec -i [-e K=V ...] <container> argv` (-i: stdin reaches the command, e.g. the
+    canary's `stop` line, and its end reaches it as EOF)."""
+    flags = [x for key, value in (env or {}).items() for x in ("-e", f"{key}={value}")]
+    return ["docker", "exec", "-i", *flags, container, *container_argv(argv)]
+
+
+def remove_containers(client: Any, label: str) -> None:
+    """Remove every container labelled `label` ('key=value'), running or not, with its anonymous
+    volumes; one already gone (or going) is no error."""
+    from docker.errors import APIError, NotFound
+
+    for c in client.containers.list(all=True, filters={"label": label}):
+        with contextlib.suppress(NotFound, APIError):
+            c.remove(force=True, v=True)
+
+
+def remove_network(client: Any, name: str) -> None:
+    """Remove the Docker network called exactly `name`, if there is one."""
+    from docker.errors import APIError, NotFound
+
+    for net in client.networks.list(names=[name]):
+        if net.name == name:
+            with contextlib.suppress(NotFound, APIError):
+                net.remove()
 
 
 @dataclass(frozen=True)
@@ -162,11 +203,8 @@ def _remove_lab(client: Any, lab: str, run_dir: str | None) -> None:
     """Remove the containers, network and temporary directory of one lab (idempotent)."""
     from docker.errors import NotFound
 
-    labels = {"label": f"{LABEL_LAB}={lab}"}
-    for container in client.containers.list(all=True, filters=labels):
-        with contextlib.suppress(NotFound):
-            container.remove(force=True)
-    for network in client.networks.list(filters=labels):
+    remove_containers(client, f"{LABEL_LAB}={lab}")
+    for network in client.networks.list(filters={"label": f"{LABEL_LAB}={lab}"}):
         with contextlib.suppress(NotFound):
             network.remove()
     _remove_dir(run_dir)
@@ -192,8 +230,6 @@ def reap_stale_docker(client: Any = None) -> list[str]:
     for lab, run_dir in labs.items():
         _remove_lab(client, lab, run_dir)
     return sorted(labs)
-
-
 
 
 def _create_network(client: Any, lab: str, labels: dict[str, str], tries: int = 8) -> tuple[Any, Any]:

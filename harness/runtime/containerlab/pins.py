@@ -1,7 +1,7 @@
 """Every URL the real stack's pinned versions make it fetch, and whether each one answers.
 
-    python -m harness.realstack.pins list  [STACK] [--tools]   # what, and its URL or image, a line each
-    python -m harness.realstack.pins check [STACK] [--tools]   # exit 2 naming each pin that does not answer
+    python -m harness.runtime.containerlab.pins list  [STACK] [--tools]   # what, and its URL or image
+    python -m harness.runtime.containerlab.pins check [STACK] [--tools]   # exit 2 naming each silent pin
 
 A pin answers when
 - a URL (release manifest, binary, checksum file) returns 200 or 206 to a GET of its first byte,
@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.realstack.versions import CONTAINERLAB, MATRIX, StackVersions, get_versions
+from harness.runtime.containerlab.versions import CONTAINERLAB, MATRIX, StackVersions, get_versions
 
 DOCKER_HUB = "registry-1.docker.io"
 TIMEOUT = 10.0
@@ -229,13 +229,15 @@ def describe(pin: Pin, why: str) -> str:
     host = urllib.parse.urlsplit(pin.url).hostname
     return (
         f"{pin.what} {pin.ref}: no answer ({why}); if that version was never published, fix the pin "
-        f"in harness/realstack/versions.py, else allow HTTPS to {host} (HTTPS_PROXY for this shell "
-        "and the Docker daemon)"
+        f"in harness/runtime/containerlab/versions.py, else allow HTTPS to {host} (HTTPS_PROXY for "
+        "this shell and the Docker daemon)"
     )
 
 
 def main(argv: list[str] | None = None, http: Http = urllib_http) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.realstack.pins", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m harness.runtime.containerlab.pins", description=__doc__.split("\n")[0]
+    )
     p.add_argument("command", choices=("list", "check"))
     p.add_argument("stack", nargs="?", default=None, help=f"a matrix entry ({', '.join(MATRIX)})")
     p.add_argument("--tools", action="store_true", help="the containerlab, kind and kubectl downloads too")

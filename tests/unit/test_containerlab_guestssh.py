@@ -1,4 +1,4 @@
-"""harness.realstack.guestssh and the guest SSH wiring: the relay (run locally against local TCP
+"""harness.runtime.containerlab.guestssh and the guest SSH wiring: the relay (run locally against local TCP
 servers), GuestShell against an in-process paramiko SSH server reached through that relay, the
 per-lab key and cloud-config the render writes, and how the containerlab runtime routes
 run()/popen() for VMs and containers (a manifest on disk; no Docker, no cluster)."""
@@ -24,11 +24,14 @@ from labfiles import lab_data, write_lab_data
 
 from harness.errors import LabError
 from harness.labfile import load_lab
-from harness.realstack import guestssh as gs
-from harness.realstack import kubevirt as kv
-from harness.realstack import render as rr
-from harness.realstack.versions import GUEST_USER
-from harness.runtime import containerlab as cl
+from harness.runtime.containerlab import guestssh as gs
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import plan as pl
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab import runtime as cl
+from harness.runtime.containerlab import sshkey as sk
+from harness.runtime.containerlab import validate as va
+from harness.runtime.containerlab.versions import GUEST_USER
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LAB = REPO / "labs" / "default.yml"
@@ -362,7 +365,7 @@ def test_the_render_writes_a_private_key_only_its_owner_reads(rendered: rr.Rende
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     loaded = paramiko.RSAKey.from_private_key_file(str(key))
-    assert loaded.get_bits() == rr.SSH_KEY_BITS
+    assert loaded.get_bits() == sk.SSH_KEY_BITS
     public = (rendered.out / "ssh" / "id_rsa.pub").read_text().split()
     assert public[:2] == ["ssh-rsa", loaded.get_base64()]
     assert public[2] == "kvlab-default"
@@ -395,29 +398,29 @@ def test_the_manifest_records_key_user_known_hosts_and_relay_host(
         "known_hosts": str(tmp_path / "run" / "ssh" / "known_hosts"),
         "via": "ext1",
     }
-    assert rr.private_key_path(rendered.out, m) == rendered.out / "ssh" / "id_rsa"
+    assert sk.private_key_path(rendered.out, m) == rendered.out / "ssh" / "id_rsa"
 
 
 def test_validation_checks_key_and_cloud_config(rendered: rr.Rendered) -> None:
-    report = rr.validate_rendered(rendered.out, bird=False)
+    report = va.validate_rendered(rendered.out, bird=False)
     assert report.issues == []
     assert any("the lab's SSH key" in c for c in report.checked)
     (rendered.out / "ssh" / "id_rsa").chmod(0o644)
     vms = rendered.out / "kubevirt" / "vms.yaml"
     vms.write_text(vms.read_text().replace("ssh-rsa ", "ssh-rsa AAAAchanged", 1))
-    messages = [i.message for i in rr.validate_rendered(rendered.out, bird=False).issues]
+    messages = [i.message for i in va.validate_rendered(rendered.out, bird=False).issues]
     assert any("must be 0600" in m for m in messages)
     assert "ssh_authorized_keys lacks the lab's public key" in messages
 
 
 def test_user_data_errors() -> None:
-    assert [i.message for i in rr.user_data_errors("f", "p", None, None)] == ["no cloud-init userData"]
+    assert [i.message for i in va.user_data_errors("f", "p", None, None)] == ["no cloud-init userData"]
     assert (
-        "does not start with '#cloud-config'" in rr.user_data_errors("f", "p", "#!/bin/sh\n", None)[0].message
+        "does not start with '#cloud-config'" in va.user_data_errors("f", "p", "#!/bin/sh\n", None)[0].message
     )
     big = "#cloud-config\nruncmd: [" + ", ".join(["x"] * 1200) + "]\n"
-    assert "KubeVirt refuses" in rr.user_data_errors("f", "p", big, None)[0].message
-    assert "not valid YAML" in rr.user_data_errors("f", "p", "#cloud-config\n: [\n", None)[0].message
+    assert "KubeVirt refuses" in va.user_data_errors("f", "p", big, None)[0].message
+    assert "not valid YAML" in va.user_data_errors("f", "p", "#cloud-config\n: [\n", None)[0].message
 
 
 def test_re_rendering_keeps_the_key_and_a_given_key_is_used_in_place(
@@ -436,9 +439,9 @@ def test_re_rendering_keeps_the_key_and_a_given_key_is_used_in_place(
     assert not (r.out / "ssh" / "id_rsa").exists()
     public = (r.out / "ssh" / "mine.pub").read_text().strip()
     assert yaml.safe_load(_user_data(r, "vm1"))["ssh_authorized_keys"] == [public]
-    assert rr.validate_rendered(r.out, bird=False).issues == []
+    assert va.validate_rendered(r.out, bird=False).issues == []
     (tmp_path / "junk").write_text("not a key")
-    with pytest.raises(rr.RenderError, match="cannot use it"):
+    with pytest.raises(pl.RenderError, match="cannot use it"):
         rr.render_containerlab(spec, tmp_path / "out3", use_emulation=True, ssh_key=tmp_path / "junk")
 
 

@@ -8,7 +8,7 @@ bridge-bound VM), the Calico IPAM annotation that gives the pod the spec's IP, t
 twice (below), a preferred (not required) node affinity so the VM starts on its spec node and
 can still migrate, and
 cloud-init user data (`#cloud-config`) that authorizes the lab's SSH key for the guest user
-(harness.realstack.guestssh reaches the guest with it) and starts the TCP line-echo server the
+(harness.runtime.containerlab.guestssh reaches the guest with it) and starts the TCP line-echo server the
 canary (harness.canary) talks to.
 
 The MAC. KubeVirt's bridge binding gives the guest the interface's `macAddress` (else the pod
@@ -39,7 +39,8 @@ from typing import Any
 
 import yaml
 
-from harness.realstack.versions import GUEST_USER
+from harness.errors import LabError
+from harness.runtime.containerlab.versions import GUEST_USER
 from harness.topology import GUEST_PORT
 
 API_VERSION = "kubevirt.io/v1"
@@ -305,6 +306,27 @@ def placement_problem(vmi: dict[str, Any] | None, kind_node: str, spec_node: str
         "VM's node affinity is only preferred (a required one would pin every migration target), and "
         f"the scheduler chose otherwise; see the events of its virt-launcher pod ({VMI_NAME_LABEL}={name})"
     )
+
+
+def vm_placed(kube: Any, vm: str, kind_node: str, spec_node: str) -> tuple[bool, str]:
+    """(VMI `vm` runs on `kind_node`, what it is at), asked of the cluster (a harness Kube)."""
+    vmi = kube.get(API_VERSION, "VirtualMachineInstance", vm, VM_NAMESPACE)
+    problem = placement_problem(vmi, kind_node, spec_node)
+    return problem is None, problem or f"VMI {vm} on {kind_node}"
+
+
+def check_vm(kube: Any, vm: str, kind_node: str, spec_node: str) -> None:
+    """The VMI runs on `kind_node`, and each of its launcher pods has the guest's MAC
+    (cni.projectcalico.org/hwAddr); LabError saying which and why otherwise."""
+    vmi = kube.get(API_VERSION, "VirtualMachineInstance", vm, VM_NAMESPACE)
+    problems = []
+    placement = placement_problem(vmi, kind_node, spec_node)
+    if placement is not None:
+        problems.append(placement)
+    pods = kube.list("v1", "Pod", VM_NAMESPACE, label_selector=launcher_selector(vm))
+    problems += pod_mac_problems(vmi, pods)
+    if problems:
+        raise LabError(f"VM {vm}: " + "; ".join(problems))
 
 
 def pod_mac_problems(vmi: dict[str, Any] | None, pods: list[dict[str, Any]]) -> list[str]:

@@ -1,11 +1,11 @@
-"""harness.realstack.render: every lab rendered for containerlab, validated against the upstream
-schemas (shared/schemas), BIRD's parser and the topology's own address plan."""
+"""harness.runtime.containerlab.render: every lab rendered for containerlab, validated against the
+upstream schemas (shared/schemas), BIRD's parser and the topology's own address plan; what each
+pinned Calico stores of what is written before it runs, and what a Calico 3.31 render leaves out."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +13,38 @@ from typing import Any
 
 import pytest
 import yaml
+from clab_fakes import (
+    DEFAULT_LAB,
+    KIND_NAMES,
+    REPO,
+    bird_missing,
+    load,
+    net,
+    yaml_docs,
+)
 
 from harness import cli
 from harness.errors import LabError
 from harness.labfile import load_lab
-from harness.realstack import kubevirt as kv
-from harness.realstack import render as rr
-from harness.realstack import schemas
-from harness.realstack.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.render.bird import check_config
+from harness.runtime.base import LabContext
+from harness.runtime.containerlab import calico_docs as cd
+from harness.runtime.containerlab import kind as kd
+from harness.runtime.containerlab import kube as k
+from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import plan as pl
+from harness.runtime.containerlab import render as rr
+from harness.runtime.containerlab import runtime as cl
+from harness.runtime.containerlab import schemas
+from harness.runtime.containerlab import topology_file as tf
+from harness.runtime.containerlab import validate as va
+from harness.runtime.containerlab.versions import DEFAULT, MATRIX, StackVersions, get_versions
 from harness.spec import LabSpec
 from harness.topology import resolve
 
-REPO = Path(__file__).resolve().parents[2]
 LABS = sorted((REPO / "labs").glob("*.yml"))
+
 LAB_IDS = [p.stem for p in LABS]
-NO_SCHEMAS = f"upstream schemas not found in {schemas.schema_dir()} (the shared/ directory next to the repo)"
-
-
-def _docs(path: Path) -> list[Any]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
 @pytest.fixture(params=LABS, ids=LAB_IDS)
@@ -43,23 +55,10 @@ def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[LabSpec, r
     )
 
 
-@pytest.fixture
-def need_schemas() -> None:
-    if not schemas.schemas_available():
-        pytest.skip(NO_SCHEMAS)
-
-
-def _bird_missing() -> bool:
-    return shutil.which("bird") is None and shutil.which("bird", path="/usr/sbin:/sbin") is None
-
-
-# -- every lab renders and validates ----------------------------------------------------------
-
-
 @pytest.mark.usefixtures("need_schemas")
 def test_rendered_files_pass_their_schemas(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     _, r = rendered
-    report = rr.validate_rendered(r.out, bird=False)
+    report = va.validate_rendered(r.out, bird=False)
     assert report.issues == []
     assert report.skipped == []
     checked = " ".join(report.checked)
@@ -74,7 +73,7 @@ def test_rendered_files_pass_their_schemas(rendered: tuple[LabSpec, rr.Rendered]
 
 
 def test_bird_configs_parse(rendered: tuple[LabSpec, rr.Rendered]) -> None:
-    if _bird_missing():
+    if bird_missing():
         pytest.skip("BIRD is not installed (Debian package 'bird'): cannot run bird -p")
     spec, r = rendered
     confs = sorted((r.out / "bird").glob("*.conf"))
@@ -91,8 +90,8 @@ def test_addresses_follow_the_topology_plan(rendered: tuple[LabSpec, rr.Rendered
     configured: dict[str, set[str]] = {}
     for name, node in nodes.items():
         for command in node.get("exec", []):
-            for value in rr._exec_addresses(command):
-                assert rr.in_lab_ranges(value), f"{name}: {command}"
+            for value in va._exec_addresses(command):
+                assert pl.in_lab_ranges(value), f"{name}: {command}"
             if command.startswith("ip addr add"):
                 configured.setdefault(name, set()).add(command.split()[3])
     names = r.manifest["kind_nodes"]
@@ -105,7 +104,7 @@ def test_addresses_follow_the_topology_plan(rendered: tuple[LabSpec, rr.Rendered
         for end in (link.a, link.b):
             expected.setdefault(end.entity, set()).add(str(end.address))
     assert configured == expected
-    assert rr.clab_structure_errors(doc, "t") == []
+    assert va.clab_structure_errors(doc, "t") == []
 
 
 def test_topology_nodes_and_links(rendered: tuple[LabSpec, rr.Rendered]) -> None:
@@ -124,14 +123,14 @@ def test_topology_nodes_and_links(rendered: tuple[LabSpec, rr.Rendered]) -> None
         assert 'interface "-eth0", "*";' in conf  # containerlab's management network stays out of BGP
     for host in spec.hosts:
         assert nodes[host.name]["kind"] == "linux"
-    for cluster in rr.kind_clusters(spec):
+    for cluster in pl.kind_clusters(spec):
         assert nodes[cluster.name] == {
             "kind": "k8s-kind",
             "image": DEFAULT.kind_node_image,
             "startup-config": f"kind/{cluster.name}.yaml",
             "extras": {"k8s_kind": {"deploy": {"wait": "0s"}}},  # the runtime waits, after Calico
         }
-        for kind_name in rr.kind_node_names(cluster.name, len(cluster.nodes)):
+        for kind_name in pl.kind_node_names(cluster.name, len(cluster.nodes)):
             assert nodes[kind_name]["kind"] == "ext-container"
     for cluster in spec.clusters:
         if cluster.parent is not None:
@@ -147,8 +146,8 @@ def test_kind_configs_match_the_topology(rendered: tuple[LabSpec, rr.Rendered]) 
     spec, r = rendered
     topo = resolve(spec)
     services = []
-    for cluster in rr.kind_clusters(spec):
-        config = rr.KindCluster.model_validate(
+    for cluster in pl.kind_clusters(spec):
+        config = kd.KindCluster.model_validate(
             yaml.safe_load((r.out / f"kind/{cluster.name}.yaml").read_text())
         )
         assert config.name == cluster.name
@@ -157,13 +156,13 @@ def test_kind_configs_match_the_topology(rendered: tuple[LabSpec, rr.Rendered]) 
         assert config.networking.podSubnet == str(cluster.pools[0])
         service = ipaddress.IPv4Network(config.networking.serviceSubnet)
         assert service.subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
-        assert not any(service.overlaps(net) for _, net in rr.topology_networks(topo))
+        assert not any(service.overlaps(net) for _, net in pl.topology_networks(topo))
         services.append(service)
         assert [n.role for n in config.nodes] == ["control-plane"] + ["worker"] * (len(cluster.nodes) - 1)
         for node, spec_node in zip(config.nodes, cluster.nodes, strict=True):
-            assert rr.kind_node_ip(node) == str(topo.node_address[spec_node.name].ip)
+            assert kd.kind_node_ip(node) == str(topo.node_address[spec_node.name].ip)
             assert node.labels["rack"] == spec_node.rack
-            assert node.labels[rr.NODE_LABEL] == spec_node.name
+            assert node.labels[pl.NODE_LABEL] == spec_node.name
             assert node.image == DEFAULT.kind_node_image
     assert len(set(services)) == len(services)
     for cluster in spec.clusters:
@@ -174,8 +173,8 @@ def test_kind_configs_match_the_topology(rendered: tuple[LabSpec, rr.Rendered]) 
 def test_installation(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     spec, r = rendered
     topo = resolve(spec)
-    for cluster in rr.kind_clusters(spec):
-        inst, api = _docs(r.out / f"calico/{cluster.name}/installation.yaml")
+    for cluster in pl.kind_clusters(spec):
+        inst, api = yaml_docs(r.out / f"calico/{cluster.name}/installation.yaml")
         assert (inst["apiVersion"], inst["kind"], api["kind"]) == (
             "operator.tigera.io/v1",
             "Installation",
@@ -200,13 +199,13 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
     for cluster in spec.clusters:
         items = cluster_resources(spec)[cluster.name]
         entry = r.manifest["clusters"][cluster.name]
-        docs = _docs(r.out / entry["resources"])
+        docs = yaml_docs(r.out / entry["resources"])
         if cluster.parent is None:
-            assert not {d["kind"] for d in docs} & set(rr.BGP_CRD_KINDS)
-            early = _docs(r.out / entry["bgp"]) if "bgp" in entry else []
+            assert not {d["kind"] for d in docs} & set(cd.BGP_CRD_KINDS)
+            early = yaml_docs(r.out / entry["bgp"]) if "bgp" in entry else []
             assert {d["apiVersion"] for d in early} <= {"crd.projectcalico.org/v1"}
             assert [d["kind"] for d in early] == sorted(
-                (d["kind"] for d in early), key=rr.BGP_CRD_KINDS.index
+                (d["kind"] for d in early), key=cd.BGP_CRD_KINDS.index
             )
             docs += early
         got = {(d["kind"], d["metadata"]["name"]) for d in docs}
@@ -216,13 +215,13 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
             assert set(r.manifest["clusters"][cluster.name]["ippools_in_installation"]) >= pools
             want = {k for k in want if k[0] != "IPPool"}
         assert want <= got
-        assert got - want <= {("BGPConfiguration", "default"), ("IPReservation", rr.IP_RESERVATION_NAME)}
+        assert got - want <= {("BGPConfiguration", "default"), ("IPReservation", cd.IP_RESERVATION_NAME)}
         conf = next((d for d in docs if d["kind"] == "BGPConfiguration"), None)
         if conf is not None:
             assert conf["spec"]["asNumber"] == cluster.asn
     for cluster in spec.clusters:
         if cluster.parent is not None:
-            parent_docs = _docs(r.out / f"calico/{cluster.parent}/bgp.yaml")
+            parent_docs = yaml_docs(r.out / f"calico/{cluster.parent}/bgp.yaml")
             conf = next(d for d in parent_docs if d["kind"] == "BGPConfiguration")
             assert conf["spec"]["localWorkloadPeeringIPV4"] == "169.254.0.179"
             assert "run inside KubeVirt VMs" in (r.out / "README.md").read_text()
@@ -230,7 +229,7 @@ def test_calico_resources_are_the_labs(rendered: tuple[LabSpec, rr.Rendered]) ->
 
 def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     spec, r = rendered
-    docs = {d["metadata"]["name"]: d for d in _docs(r.out / "kubevirt/vms.yaml")}
+    docs = {d["metadata"]["name"]: d for d in yaml_docs(r.out / "kubevirt/vms.yaml")}
     assert set(docs) == {v.name for v in spec.vms}
     for vm in spec.vms:
         tmpl = docs[vm.name]["spec"]["template"]
@@ -253,7 +252,7 @@ def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         user_data = volumes["cloudinitdisk"]["cloudInitNoCloud"]["userData"]
         assert user_data.startswith("#cloud-config\n")
         assert "7007" in user_data
-    kubevirt = _docs(r.out / "kubevirt/kubevirt.yaml")[0]
+    kubevirt = yaml_docs(r.out / "kubevirt/kubevirt.yaml")[0]
     assert kubevirt["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
 
 
@@ -269,162 +268,14 @@ def test_manifest(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     assert m["files"] == on_disk
     kind_nodes = {
         name: node.name
-        for c in rr.kind_clusters(spec)
-        for name, node in zip(rr.kind_node_names(c.name, len(c.nodes)), c.nodes, strict=True)
+        for c in pl.kind_clusters(spec)
+        for name, node in zip(pl.kind_node_names(c.name, len(c.nodes)), c.nodes, strict=True)
     }
     assert m["kind_nodes"] == kind_nodes
     for router in spec.routers:
         assert m["containers"][router.name] == f"clab-{spec.name}-{router.name}"
         assert m["bird_sockets"][router.name] == f"/run/kvlab/t/{router.name}/bird.ctl"
     assert m["use_emulation"] is True
-
-
-# -- the validators catch broken files ----------------------------------------------------------
-
-
-@pytest.fixture
-def default_lab(tmp_path: Path) -> rr.Rendered:
-    return rr.render_containerlab(
-        load_lab(REPO / "labs" / "default.yml"), tmp_path / "out", use_emulation=False
-    )
-
-
-@pytest.mark.usefixtures("need_schemas")
-def test_validator_catches_a_bad_node_kind(default_lab: rr.Rendered) -> None:
-    doc = yaml.safe_load(default_lab.topology_file.read_text())
-    doc["topology"]["nodes"]["tor1"]["kind"] = "bird-router"
-    doc["topology"]["nodes"]["tor2"]["bogus"] = True
-    issues = rr.clab_schema_errors(doc, "default.clab.yml")
-    assert [(i.file, i.path) for i in issues] == [
-        ("default.clab.yml", "topology.nodes.tor1.kind"),
-        ("default.clab.yml", "topology.nodes.tor2"),
-    ]
-    assert "'bird-router' is not one of" in issues[0].message
-    assert "'bogus' was unexpected" in issues[1].message
-
-
-@pytest.mark.usefixtures("need_schemas")
-def test_validation_of_a_broken_file_on_disk_names_file_and_field(default_lab: rr.Rendered) -> None:
-    doc = yaml.safe_load(default_lab.topology_file.read_text())
-    doc["topology"]["nodes"]["ext1"]["kind"] = "vm"
-    default_lab.topology_file.write_text(yaml.safe_dump(doc))
-    report = rr.validate_rendered(default_lab.out, bird=False)
-    assert [(i.file, i.path) for i in report.issues] == [
-        (str(default_lab.topology_file), "topology.nodes.ext1.kind")
-    ]
-
-
-def test_structure_check_catches_bad_links_and_addresses(default_lab: rr.Rendered) -> None:
-    doc = yaml.safe_load(default_lab.topology_file.read_text())
-    doc["topology"]["links"][0]["endpoints"] = ["tor1:eth1", "nowhere:eth1"]
-    doc["topology"]["links"][1]["endpoints"][1] = "kv-worker:eth0"
-    doc["topology"]["nodes"]["ext1"]["exec"].append("ip route add 10.0.0.0/8 via 198.19.0.4")
-    issues = rr.clab_structure_errors(doc, "t.clab.yml")
-    assert {(i.path, i.message.split(":")[0].split(" is")[0]) for i in issues} == {
-        ("topology.links[0].endpoints[1]", "link endpoint 'nowhere"),
-        ("topology.links[1].endpoints[1]", "interface 'eth0' must be eth1, eth2, ... (eth0"),
-        (f"topology.nodes.ext1.exec[{len(doc['topology']['nodes']['ext1']['exec']) - 1}]", "10.0.0.0/8"),
-    }
-
-
-@pytest.mark.usefixtures("need_schemas")
-def test_validator_catches_a_broken_vm(default_lab: rr.Rendered) -> None:
-    vm = _docs(default_lab.out / "kubevirt/vms.yaml")[0]
-    vm["spec"]["runStrategy"] = 5
-    vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0]["bridg"] = {}
-    issues = schemas.kubevirt_errors(vm, "vms.yaml", (0,))
-    assert [(i.file, i.path) for i in issues] == [
-        ("vms.yaml", "[0].spec.runStrategy"),
-        ("vms.yaml", "[0].spec.template.spec.domain.devices.interfaces[0].bridg"),
-    ]
-    assert "is not of type 'string'" in issues[0].message
-    assert "unknown field 'bridg'" in issues[1].message
-
-
-def test_vm_check_catches_a_missing_annotation(default_lab: rr.Rendered) -> None:
-    path = default_lab.out / "kubevirt/vms.yaml"
-    vm = _docs(path)[0]
-    del vm["spec"]["template"]["metadata"]["annotations"][kv.BRIDGE_MIGRATION_ANNOTATION]
-    path.write_text(yaml.safe_dump(vm))
-    issues = rr.vm_errors(path, default_lab.manifest)
-    assert [i.path for i in issues] == ["[0].spec.template.metadata.annotations"]
-
-
-@pytest.mark.usefixtures("need_schemas")
-def test_validator_catches_a_broken_installation(default_lab: rr.Rendered) -> None:
-    inst = _docs(default_lab.out / "calico/kv/installation.yaml")[0]
-    inst["spec"]["calicoNetwork"]["ipPools"][0]["natOutgoing"] = "Never"
-    inst["spec"]["calicoNetwork"]["bgpp"] = "Enabled"
-    issues = schemas.installation_errors(inst, "installation.yaml")
-    assert {i.path for i in issues} == {
-        "spec.calicoNetwork.ipPools[0].natOutgoing",
-        "spec.calicoNetwork.bgpp",
-    }
-
-
-@pytest.mark.usefixtures("need_schemas")
-@pytest.mark.parametrize("api_version", ["crd.projectcalico.org/v1", "projectcalico.org/v3"])
-def test_validator_catches_a_broken_calico_resource(default_lab: rr.Rendered, api_version: str) -> None:
-    docs = _docs(default_lab.out / "calico/kv/bgp.yaml")
-    peer = next(d for d in docs if d["kind"] == "BGPPeer")
-    peer["apiVersion"] = api_version  # the v1 CRD's or the v3 one's schema
-    peer["spec"]["asNumber"] = "65001x"
-    peer["spec"]["peerIp"] = "198.18.1.1"
-    issues = schemas.calico_errors(peer, "bgp.yaml", (1,))
-    assert {i.path for i in issues} == {"[1].spec.asNumber", "[1].spec.peerIp"}
-    peer["apiVersion"] = "projectcalico.org/v1"
-    (issue,) = schemas.calico_errors(peer, "bgp.yaml", (1,))
-    assert (issue.path, issue.message) == (
-        "[1].apiVersion",
-        "'projectcalico.org/v1' is not a Calico API (projectcalico.org/v3 or crd.projectcalico.org/v1)",
-    )
-
-
-def test_kind_check_catches_a_wrong_node_ip(default_lab: rr.Rendered) -> None:
-    path = default_lab.out / "kind/kv.yaml"
-    path.write_text(path.read_text().replace('node-ip: "198.18.1.12"', 'node-ip: "198.18.1.99"'))
-    topo_doc = yaml.safe_load(default_lab.topology_file.read_text())
-    issues = rr.kind_errors(path, topo_doc, default_lab.manifest["clusters"]["kv"])
-    assert [(i.path, i.message) for i in issues] == [
-        (
-            "nodes[1].kubeadmConfigPatches",
-            "node-ip 198.18.1.99 of kv-worker is not the address containerlab gives it (198.18.1.12)",
-        )
-    ]
-
-
-def test_kind_check_rejects_unknown_fields(default_lab: rr.Rendered) -> None:
-    path = default_lab.out / "kind/kv.yaml"
-    path.write_text(path.read_text().replace("  disableDefaultCNI: true", "  disableDefaultCni: true"))
-    topo_doc = yaml.safe_load(default_lab.topology_file.read_text())
-    issues = rr.kind_errors(path, topo_doc, default_lab.manifest["clusters"]["kv"])
-    assert "networking.disableDefaultCni" in [i.path for i in issues]
-
-
-@pytest.mark.skipif(
-    _bird_missing(), reason="BIRD is not installed (Debian package 'bird'): cannot run bird -p"
-)
-def test_bird_check_catches_a_broken_config(default_lab: rr.Rendered) -> None:
-    conf = default_lab.out / "bird/tor1.conf"
-    conf.write_text(conf.read_text().replace("router id", "router idd"))
-    report = rr.validate_rendered(default_lab.out)
-    assert [i.file for i in report.issues] == [str(conf)]
-    assert "line 2" in report.issues[0].message
-
-
-def test_without_schemas_only_the_schema_checks_are_skipped(
-    default_lab: rr.Rendered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KVLAB_SHARED", str(tmp_path / "nowhere"))
-    report = rr.validate_rendered(default_lab.out, bird=False)
-    assert report.ok
-    assert len(report.skipped) == 1
-    assert "KVLAB_SHARED" in report.skipped[0]
-    assert any("links and addresses" in c for c in report.checked)
-    assert not any("schema" in c for c in report.checked)
-
-
-# -- pieces -------------------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("need_schemas")
@@ -476,16 +327,16 @@ def test_versions_matrix() -> None:
 
 
 def test_kind_node_names() -> None:
-    assert rr.kind_node_names("kv", 4) == ["kv-control-plane", "kv-worker", "kv-worker2", "kv-worker3"]
-    assert rr.kind_node_names("x", 1) == ["x-control-plane"]
+    assert pl.kind_node_names("kv", 4) == ["kv-control-plane", "kv-worker", "kv-worker2", "kv-worker3"]
+    assert pl.kind_node_names("x", 1) == ["x-control-plane"]
 
 
 def test_hostname_selectors_are_mapped_to_kind_names() -> None:
     names = {"r1-n1": "kv-control-plane"}
-    assert rr._map_selector("kubernetes.io/hostname == 'r1-n1'", names) == (
+    assert cd._map_selector("kubernetes.io/hostname == 'r1-n1'", names) == (
         "kubernetes.io/hostname == 'kv-control-plane'"
     )
-    assert rr._map_selector("rack == 'r1-n1'", names) == "rack == 'r1-n1'"
+    assert cd._map_selector("rack == 'r1-n1'", names) == "rack == 'r1-n1'"
 
 
 def _lab(**extra: Any) -> LabSpec:
@@ -504,10 +355,10 @@ def _lab(**extra: Any) -> LabSpec:
 
 def test_service_subnet_clash_is_refused() -> None:
     ok = _lab(links=[{"endpoints": ["tor1", "spine"]}])
-    assert rr.service_subnets(resolve(ok)) == {"kv": ipaddress.IPv4Network("198.19.255.0/24")}
+    assert pl.service_subnets(resolve(ok)) == {"kv": ipaddress.IPv4Network("198.19.255.0/24")}
     clash = _lab(links=[{"endpoints": ["tor1", "spine"], "subnet": "198.19.255.8/31"}])
-    with pytest.raises(rr.RenderError, match=r"198.19.255.0/24 of cluster 'kv' overlaps link tor1-spine"):
-        rr.service_subnets(resolve(clash))
+    with pytest.raises(pl.RenderError, match=r"198.19.255.0/24 of cluster 'kv' overlaps link tor1-spine"):
+        pl.service_subnets(resolve(clash))
 
 
 def test_unknown_fields_walker() -> None:
@@ -522,9 +373,6 @@ def test_unknown_fields_walker() -> None:
     }
     doc = {"ports": [{"name": "a", "nmae": "b"}], "labels": {"x": "y"}, "free": {"any": 1}, "extra": 1}
     assert schemas.unknown_fields(doc, schema) == [("ports", 0, "nmae"), ("extra",)]
-
-
-# -- the CLI ------------------------------------------------------------------------------------
 
 
 def test_cli_renders_and_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -578,21 +426,18 @@ def test_cli_render_check_config_error_is_reported(
     def reject(text: str, bird: str = "bird") -> None:
         raise LabError("BIRD rejects the rendered config: line 1, column 1: syntax error")
 
-    monkeypatch.setattr(rr, "check_config", reject)
+    monkeypatch.setattr(va, "check_config", reject)
     rc = cli.main(["render", "single-rack", "--runtime", "containerlab", "--out", str(tmp_path)])
     assert rc == 2
     assert f"invalid: {tmp_path / 'bird/tor1.conf'}: BIRD rejects" in capsys.readouterr().err
-
-
-# -- review fixes: control-plane taint, fabric route, kind wait, IP reservation, older Calico ---
 
 
 def test_kind_control_plane_is_untainted(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     """kind keeps the control-plane taint in multi-node clusters; virt-handler does not tolerate
     it, and the first spec node (a VM's node in the default lab) is the control plane."""
     spec, r = rendered
-    for cluster in rr.kind_clusters(spec):
-        config = rr.KindCluster.model_validate(
+    for cluster in pl.kind_clusters(spec):
+        config = kd.KindCluster.model_validate(
             yaml.safe_load((r.out / f"kind/{cluster.name}.yaml").read_text())
         )
         for node in config.nodes:
@@ -619,32 +464,6 @@ def test_kind_nodes_route_the_fabric_via_their_tor(rendered: tuple[LabSpec, rr.R
         assert f"ip route add 198.18.0.0/15 via {tor_ip} dev {dev}" in execs
 
 
-def test_k8s_kind_extras_are_exempt_from_the_schema_but_checked(default_lab: rr.Rendered) -> None:
-    doc = yaml.safe_load(default_lab.topology_file.read_text())
-    assert doc["topology"]["nodes"]["kv"]["extras"] == {"k8s_kind": {"deploy": {"wait": "0s"}}}
-    assert rr.kind_extras_errors(doc, "t") == []
-    if schemas.schemas_available():
-        assert rr.clab_schema_errors(doc, "t") == []
-        # the upstream schema itself does not know extras.k8s_kind: hence the exemption
-        assert [i.path for i in schemas.clab_errors(doc, "t")] == ["topology.nodes.kv.extras"]
-    assert rr.validate_rendered(default_lab.out, bird=False).ok
-    doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["deploy"]["wait"] = "soon"
-    doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["bogus"] = 1
-    doc["topology"]["nodes"]["tor1"]["extras"] = {"k8s_kind": {}}
-    issues = rr.kind_extras_errors(doc, "t")
-    assert sorted(i.path for i in issues) == [
-        "topology.nodes.kv.extras.k8s_kind",
-        "topology.nodes.tor1.extras.k8s_kind",
-    ]
-    del doc["topology"]["nodes"]["kv"]["extras"]["k8s_kind"]["bogus"]
-    del doc["topology"]["nodes"]["tor1"]["extras"]
-    (issue,) = rr.kind_extras_errors(doc, "t")
-    assert issue.path == "topology.nodes.kv.extras.k8s_kind.deploy.wait"
-    default_lab.topology_file.write_text(yaml.safe_dump(doc))
-    report = rr.validate_rendered(default_lab.out, bird=False)
-    assert [i.path for i in report.issues] == ["topology.nodes.kv.extras.k8s_kind.deploy.wait"]
-
-
 def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> None:
     """In a file of their own, as the CRD object Calico reads (applied before Calico runs), not
     among the resources applied through Calico's API server once Calico runs."""
@@ -652,37 +471,18 @@ def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> Non
     topo = resolve(spec)
     for cluster in spec.clusters:
         entry = r.manifest["clusters"][cluster.name]
-        assert "IPReservation" not in {d["kind"] for d in _docs(r.out / entry["resources"])}
+        assert "IPReservation" not in {d["kind"] for d in yaml_docs(r.out / entry["resources"])}
         ips = sorted(f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name)
         if not ips or cluster.parent is not None:
             assert "ip_reservation" not in entry
             continue
-        (res,) = _docs(r.out / entry["ip_reservation"])
+        (res,) = yaml_docs(r.out / entry["ip_reservation"])
         assert entry["ip_reservation"] == f"calico/{cluster.name}/ipreservation.yaml"
         assert res["apiVersion"] == "crd.projectcalico.org/v1"
         assert sorted(res["spec"]["reservedCIDRs"]) == ips
-        assert rr.ip_reservation_errors(res, entry["pools"], "t") == []
-    report = rr.validate_rendered(r.out, bird=False)
+        assert va.ip_reservation_errors(res, entry["pools"], "t") == []
+    report = va.validate_rendered(r.out, bird=False)
     assert any("IPReservation" in c and "not checked against a CRD" in c for c in report.checked)
-
-
-def test_ip_reservation_check_catches_bad_shapes() -> None:
-    pools = ["203.0.113.0/24"]
-    good = rr.ip_reservation(["203.0.113.10/32"])
-    assert rr.ip_reservation_errors(good, pools, "t") == []
-    bad = rr.ip_reservation(["198.51.100.1/32", "203.0.113.300/32"])
-    bad["kind"] = "IPReserve"
-    bad["metadata"]["name"] = "Bad_Name"
-    bad["spec"]["extra"] = 1
-    assert sorted(i.path for i in rr.ip_reservation_errors(bad, pools, "t", (3,))) == [
-        "[3].kind",
-        "[3].metadata.name",
-        "[3].spec",
-        "[3].spec.reservedCIDRs[0]",
-        "[3].spec.reservedCIDRs[1]",
-    ]
-    empty = rr.ip_reservation([])
-    assert [i.path for i in rr.ip_reservation_errors(empty, pools, "t")] == ["spec.reservedCIDRs"]
 
 
 def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> None:
@@ -717,7 +517,7 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
             "spec": {"kubeVirtVMAddressPersistence": "Enabled", "strictAffinity": False},
         },
     ]
-    dropped = rr.drop_pre_3_32_fields(docs)
+    dropped = cd.drop_pre_3_32_fields(docs)
     assert sorted(dropped) == [
         "BGPFilter/f spec.exportV4[0] (the whole rule: it matches on priority, which Calico before "
         "v3.32.0 lacks)",
@@ -737,7 +537,7 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
         r = rr.render_containerlab(
             spec, tmp_path / spec.name, versions=old, use_emulation=True, run_dir=Path("/run/kvlab/t")
         )
-        report = rr.validate_rendered(r.out, bird=False)
+        report = va.validate_rendered(r.out, bird=False)
         warnings = [n for n in r.manifest["notes"] if n.startswith("WARNING:")]
         assert report.warnings == warnings
         for w in warnings:
@@ -747,7 +547,7 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
             files = [entry[k] for k in ("bgp", "resources") if k in entry]
             if any(f"cluster '{name}'" in w for w in warnings):
                 assert all("# WARNING" in (r.out / f).read_text() for f in files)
-            for doc in (d for f in files for d in _docs(r.out / f)):
+            for doc in (d for f in files for d in yaml_docs(r.out / f)):
                 if doc["kind"] == "IPAMConfiguration":
                     assert "kubeVirtVMAddressPersistence" not in doc["spec"]
                 if doc["kind"] == "FelixConfiguration":
@@ -756,3 +556,221 @@ def test_older_calico_drops_the_3_32_fields_with_a_warning(tmp_path: Path) -> No
                     for rules in doc["spec"].values():
                         for rule in rules:
                             assert not {"peerType", "priority", "communities", "operations"} & set(rule)
+
+
+# -- a VM's MAC, older Calico, BGP before Calico, pod subnets, routing ------------------------------
+
+
+def test_the_vm_template_gives_every_pod_the_guests_mac(clab: cl.ContainerlabRuntime) -> None:
+    (vm,) = k.load_documents((clab.render_dir / "kubevirt" / "vms.yaml").read_text())
+    template = vm["spec"]["template"]
+    (iface,) = template["spec"]["domain"]["devices"]["interfaces"]
+    mac = resolve(load_lab(DEFAULT_LAB).model_copy(update={"name": "tlab"})).workload("vm1").mac
+    assert iface["macAddress"] == mac
+    assert template["metadata"]["annotations"][kv.CALICO_MAC_ANNOTATION] == mac
+    assert "bridge" in iface
+
+
+def test_every_field_calico_3_32_introduced_is_dropped_for_3_31() -> None:
+    new = load("calico-v3-fields-new-in-3.32.0.json")
+    dropped = {kind: {p.rsplit(".", 1)[1] for p in paths} for kind, paths in cd.PRE_3_32_DROPPED.items()}
+    for kind, fields in new["spec"].items():
+        assert set(fields) <= dropped.get(kind, set()), (kind, set(fields) - dropped.get(kind, set()))
+    assert set(new["bgpfilter_rule"]) == dropped["BGPFilter"]
+    # the nested ones go with their parents
+    assert set(new["bgpfilter_nested"]) <= dropped["BGPFilter"]
+
+
+def test_the_3_31_render_of_the_default_lab_keeps_nothing_3_32_only(tmp_path: Path) -> None:
+    old = MATRIX["calico-3.31-kubevirt-1.5"]
+    r = rr.render_containerlab(load_lab(DEFAULT_LAB), tmp_path, versions=old, use_emulation=True)
+    new = load("calico-v3-fields-new-in-3.32.0.json")
+    for doc in k.load_documents((tmp_path / "calico" / "kv" / "resources.yaml").read_text()):
+        assert not set(new["spec"].get(doc["kind"], [])) & set(doc["spec"]), doc
+    ipam_config = next(d for d in k.load_documents((tmp_path / "calico/kv/resources.yaml").read_text())
+                       if d["kind"] == "IPAMConfiguration")  # fmt: skip
+    assert ipam_config["spec"] == {"strictAffinity": False}
+    assert any("autoAllocateBlocks" in n for n in r.manifest["notes"])
+
+
+CRD_V1 = load("calico-crd-v1-bgp.json")  # what each pinned Calico's operator-crds.yaml serves
+
+
+CALICO_3_31 = MATRIX["calico-3.31-kubevirt-1.5"]
+
+
+def field_paths(obj: Any, prefix: str = "") -> set[str]:
+    """Every field path of an object, as the CRD summaries spell them ('exportV4[].action')."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out |= {path, *field_paths(value, path)}
+    elif isinstance(obj, list):
+        for item in obj:
+            out |= field_paths(item, prefix + "[]")
+    return out
+
+
+def rendered_docs(out: Path, entry: dict[str, Any], *keys: str) -> list[dict[str, Any]]:
+    return [d for key in keys if key in entry for d in k.load_documents((out / entry[key]).read_text())]
+
+
+@pytest.mark.parametrize("stack", list(MATRIX))
+def test_each_pinned_calico_stores_every_field_written_before_it_runs(stack: str, tmp_path: Path) -> None:
+    """The operator-crds.yaml `up` applies first (per pinned Calico) serves BGPConfiguration,
+    BGPPeer, BGPFilter and IPReservation as cluster-scoped crd.projectcalico.org/v1 CRDs, and every
+    field of every lab's v1 objects is in that version's schema: the API server prunes an unknown
+    field of a structural CRD without a word."""
+    versions = MATRIX[stack]
+    assert versions.operator_crds_url.endswith(f"/{versions.calico}/manifests/operator-crds.yaml")
+    crds = CRD_V1["crds"][versions.calico]
+    for kind in (*cd.BGP_CRD_KINDS, "IPReservation"):
+        assert (crds[kind]["group"], crds[kind]["scope"]) == ("crd.projectcalico.org", "Cluster")
+        assert [v["name"] for v in crds[kind]["versions"] if v["served"]] == ["v1"]
+    seen = set()
+    for path in LABS:
+        r = rr.render_containerlab(
+            load_lab(path), tmp_path / path.stem, versions=versions, use_emulation=True
+        )
+        for entry in r.manifest["clusters"].values():
+            for doc in rendered_docs(r.out, entry, "bgp", "ip_reservation"):
+                assert doc["apiVersion"] == cd.CALICO_CRD_API
+                unknown = field_paths(doc["spec"]) - set(crds[doc["kind"]]["spec_paths"])
+                assert not unknown, (path.stem, doc["kind"], doc["metadata"]["name"], unknown)
+                seen.add(doc["kind"])
+    assert seen == {*cd.BGP_CRD_KINDS, "IPReservation"}  # the nested lab's filters match on cidr
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[p.stem for p in LABS])
+def test_no_3_31_filter_rule_matches_more_than_the_labs(lab: Path, tmp_path: Path) -> None:
+    """Calico 3.31.7's confd turns a rule without conditions into a bare `accept;`/`reject;` ahead of
+    its own filter (filterStatement): a rule matching on a field 3.32.0 added is left out whole, a
+    filter left without rules goes with the peers' references to it; rules that lose only their
+    operations keep match and action."""
+    from harness.spec import cluster_resources
+
+    conditions = set(CRD_V1["bgpfilter_statement"]["v3.31.7"]["condition_fields"])
+    matches_3_32 = set(load("calico-v3-fields-new-in-3.32.0.json")["bgpfilter_rule"]) - {"operations"}
+    assert matches_3_32 == set(cd.BGPFILTER_MATCHES_SINCE_3_32)
+    spec = load_lab(lab)
+    r = rr.render_containerlab(spec, tmp_path, versions=CALICO_3_31, use_emulation=True)
+    for cluster in spec.clusters:
+        docs = rendered_docs(r.out, r.manifest["clusters"][cluster.name], "bgp", "resources")
+        got = {d["metadata"]["name"]: d for d in docs if d["kind"] == "BGPFilter"}
+        for res in cluster_resources(spec)[cluster.name]:
+            if res.kind != "BGPFilter":
+                continue
+            want = cd.calico_document(res)["spec"]
+            for key in cd.BGPFILTER_RULE_LISTS:
+                kept = [rule for rule in want.get(key, []) if not set(rule) & matches_3_32]
+                rules = got[res.metadata.name]["spec"].get(key, []) if res.metadata.name in got else []
+                assert rules == [{f: v for f, v in rule.items() if f != "operations"} for rule in kept]
+                for before, after in zip(kept, rules, strict=True):  # bare only where the lab's is
+                    assert bool(set(after) & conditions) == bool(set(before) & (conditions | matches_3_32))
+        for peer in (d for d in docs if d["kind"] == "BGPPeer"):
+            assert set(peer["spec"].get("filters", [])) <= set(got), peer
+
+
+def test_the_3_31_default_lab_exports_what_calico_3_31_exports_by_default(tmp_path: Path) -> None:
+    """The reviewer's case: the default lab's export rule {Accept, peerType eBGP, priority 512} was
+    rendered as a bare {Accept} (every route in the node's BIRD table to the ToRs)."""
+    r = rr.render_containerlab(load_lab(DEFAULT_LAB), tmp_path, versions=CALICO_3_31, use_emulation=True)
+    early = k.load_documents((tmp_path / "calico/kv/bgp.yaml").read_text())
+    assert [d["kind"] for d in early] == ["BGPConfiguration", "BGPPeer", "BGPPeer"]
+    assert all("filters" not in d["spec"] for d in early)
+    (warning,) = [n for n in r.manifest["notes"] if n.startswith("WARNING:")]
+    assert (
+        "BGPFilter/kubevirt-live-migration spec.exportV4[0] (the whole rule: it matches on peerType"
+        in warning
+    )
+    assert "BGPPeer/rack-r1-tor spec.filters: kubevirt-live-migration" in warning
+
+
+def _operator_accepts(platform_cidr: str, pool: str) -> bool:
+    """tigera/operator v1.42.3 pkg/controller/ippool/defaults.go cidrWithinCidr: the pool's network
+    address in the platform CIDR and the pool no larger than it."""
+    c, p = net(platform_cidr), net(pool)
+    return p.network_address in c and p.prefixlen >= c.prefixlen
+
+
+def _lab_with_pools(tmp_path: Path, pools: list[str]) -> Path:
+    from labfiles import lab_data, write_lab_data
+
+    data = lab_data("default")
+    (cluster,) = data["clusters"]
+    cluster["pools"] = pools
+    cluster["resources"] = [r for r in cluster["resources"] if r["kind"] != "IPPool"]
+    return write_lab_data(data, tmp_path / "pools.yml")
+
+
+def test_the_pod_subnet_covers_every_pool_of_the_cluster(tmp_path: Path) -> None:
+    lab = _lab_with_pools(tmp_path, ["203.0.113.0/25", "203.0.113.128/25"])
+    r = rr.render_containerlab(load_lab(lab), tmp_path / "out", use_emulation=True)
+    kind_cfg = yaml.safe_load((tmp_path / "out/kind/kv.yaml").read_text())
+    assert (
+        kind_cfg["networking"]["podSubnet"] == r.manifest["clusters"]["kv"]["pod_subnet"] == "203.0.113.0/24"
+    )
+    (inst, _) = k.load_documents((tmp_path / "out/calico/kv/installation.yaml").read_text())
+    pools = [p["cidr"] for p in inst["spec"]["calicoNetwork"]["ipPools"]]
+    assert pools == ["203.0.113.0/25", "203.0.113.128/25"]
+    assert all(_operator_accepts("203.0.113.0/24", p) for p in pools)
+    assert not _operator_accepts("203.0.113.0/25", "203.0.113.128/25")  # what the first pool alone gave
+    config = tmp_path / "out/kind/kv.yaml"
+    config.write_text(config.read_text().replace("podSubnet: 203.0.113.0/24", "podSubnet: 203.0.113.0/25"))
+    (issue,) = [i for i in va.validate_rendered(tmp_path / "out", bird=False).issues]
+    assert issue.path == "networking.podSubnet"
+    assert "203.0.113.128/25" in issue.message
+
+
+def test_pools_no_pod_subnet_can_cover_are_bad_input(tmp_path: Path, run_root: Path) -> None:
+    lab = _lab_with_pools(tmp_path, ["203.0.113.0/24", "198.51.100.0/24"])
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "render", lab, "--runtime", "containerlab", "--out", out],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert (
+        f"{lab}: clusters[0].pools: the pools of cluster 'kv' (203.0.113.0/24, 198.51.100.0/24)" in res.stderr
+    )
+    assert not out.exists()  # nothing written
+    clab = cl.ContainerlabRuntime("tpools", context=LabContext.of(load_lab(lab)))
+    with pytest.raises(pl.RenderError):
+        clab.up(None)  # type: ignore[arg-type]
+    assert not run_root.exists()  # refused before the preflight and before anything exists
+
+
+def test_routers_drop_what_they_cannot_route_and_never_announce_it(clab: cl.ContainerlabRuntime) -> None:
+    topo = k.load_documents((clab.render_dir / "tlab.clab.yml").read_text())[0]
+    nodes = topo["topology"]["nodes"]
+    routers = ["spine1", "tor1", "tor2"]
+    for router in routers:
+        assert nodes[router]["exec"][-1] == tf.ROUTER_DEFAULT_ROUTE == "ip route replace unreachable default"
+        conf = (clab.render_dir / "bird" / f"{router}.conf").read_text()
+        kernel = conf[conf.index("protocol kernel") :].split("}", 1)[0]
+        assert "import none;" in kernel  # the unreachable default never reaches BGP
+    assert tf.ROUTER_DEFAULT_ROUTE not in nodes["ext1"]["exec"]  # a host routes the lab via its router
+    nodes["tor2"]["exec"].remove(tf.ROUTER_DEFAULT_ROUTE)
+    (issue,) = va.routing_errors(topo, "t.clab.yml", routers)
+    assert issue.path == "topology.nodes.tor2.exec"
+    assert "leave the lab" in issue.message
+
+
+def test_kind_nodes_filter_reverse_paths_loosely_on_both_sides(clab: cl.ContainerlabRuntime) -> None:
+    import shlex
+
+    topo = k.load_documents((clab.render_dir / "tlab.clab.yml").read_text())[0]
+    nodes = topo["topology"]["nodes"]
+    for name in KIND_NAMES:
+        execs = nodes[name]["exec"]
+        for dev in ("eth0", "eth1"):  # kind's network (requests out), the fabric (replies in)
+            command = tf.loose_rp_filter(dev)
+            assert command in execs
+            assert shlex.split(command) == ["bash", "-c", f"echo 2 > /proc/sys/net/ipv4/conf/{dev}/rp_filter"]
+            assert "$" not in command  # containerlab would expand it
+    assert va.routing_errors(topo, "t.clab.yml", ["spine1", "tor1", "tor2"]) == []
+    nodes["kv-worker3"]["exec"].remove(tf.loose_rp_filter("eth1"))
+    (issue,) = va.routing_errors(topo, "t.clab.yml", ["spine1", "tor1", "tor2"])
+    assert issue.path == "topology.nodes.kv-worker3.exec"
+    assert "loose on eth1" in issue.message

@@ -1,8 +1,8 @@
-"""The version matrix (harness.realstack.versions) for shell scripts.
+"""The version matrix (harness.runtime.containerlab.versions) for shell scripts.
 
-    python -m harness.realstack.matrix_cli names            # one entry name a line
-    python -m harness.realstack.matrix_cli field NAME kind  # v0.31.0 (any StackVersions field)
-    python -m harness.realstack.matrix_cli table            # the README's markdown table
+    python -m harness.runtime.containerlab.matrix_cli names            # one entry name a line
+    python -m harness.runtime.containerlab.matrix_cli field NAME kind  # v0.31.0 (any StackVersions field)
+    python -m harness.runtime.containerlab.matrix_cli table            # the README's markdown table
 
 Standard library only: the nightly workflow runs it with the system Python before the venv exists.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.realstack.versions import DEFAULT, MATRIX, get_versions
+from harness.runtime.containerlab.versions import DEFAULT, MATRIX, get_versions
 
 
 def table() -> str:
@@ -30,7 +30,7 @@ def table() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m harness.realstack.matrix_cli", description=__doc__.split("\n")[0]
+        prog="python -m harness.runtime.containerlab.matrix_cli", description=__doc__.split("\n")[0]
     )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("names", help="every entry name, one a line")
