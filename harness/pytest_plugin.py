@@ -47,6 +47,7 @@ from harness.state import LabState, lab_dir
 from harness.timeline import draw_pending
 
 TIMELINES = pytest.StashKey[Path]()  # where this session's labs record their migrations
+TIMELINE_LINES = pytest.StashKey[list[str]]()  # what drawing them at the end has to say
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -322,13 +323,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     started = time.monotonic()
     drawn, failed = draw_pending(directory)
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and (drawn or failed):
-        reporter.write_line(
-            f"kvlab: drew {len(drawn)} migration timeline(s) in {directory} "
-            f"({time.monotonic() - started:.1f} s, after the tests)"
-        )
-        for line in failed:
-            reporter.write_line(f"kvlab: could not draw the timeline of {line}", red=True)
+    lines = [f"could not draw the timeline of {line}" for line in failed]
+    if drawn or failed:
+        took = f"{time.monotonic() - started:.1f} s, after the tests"
+        lines.insert(0, f"drew {len(drawn)} migration timeline(s) in {directory} ({took})")
+    session.config.stash[TIMELINE_LINES] = lines
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """What drawing the timelines had to say, in the session summary."""
+    for i, line in enumerate(config.stash.get(TIMELINE_LINES, [])):
+        terminalreporter.write_line(f"kvlab: {line}", red=i > 0)
