@@ -569,6 +569,20 @@ def test_qmp_client_says_so_when_qemu_hangs_up_during_a_wait(tmp_path: Path) -> 
     t.join(timeout=5)
 
 
+def test_a_qmp_client_can_connect_again_after_closing(tmp_path: Path) -> None:
+    path = tmp_path / "qmp.sock"
+    qmp = QMPClient(path, timeout=5)
+    for _ in range(2):
+        path.unlink(missing_ok=True)
+        hang_up = threading.Event()
+        t = serve_once(path, hang_up)
+        with qmp:
+            hang_up.set()
+            with pytest.raises(QemuError, match="closed the QMP connection"):
+                qmp.wait_event("RESUME", timeout=10)
+        t.join(timeout=5)
+
+
 def test_qmp_client_reports_a_qemu_that_hangs_up_right_after_greeting(tmp_path: Path) -> None:
     t = serve_once(tmp_path / "qmp.sock")
     qmp = QMPClient(tmp_path / "qmp.sock", timeout=5)

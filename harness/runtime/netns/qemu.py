@@ -224,7 +224,7 @@ class QMPClient:
         self.greeting: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._qmp: qmp.QMPClient | None = None
-        self._recorder = _Recorder(self.events)
+        self._recorder = _Recorder(self.events)  # anew for each connection: asyncio binds it to a loop
 
     # connection
     def connect(self) -> QMPClient:
@@ -233,6 +233,7 @@ class QMPClient:
         if self._qmp is not None:
             raise QemuError(f"QMP client for {self.path} is already connected")
         self._loop, self._qmp = asyncio.new_event_loop(), qmp.QMPClient(self.path.name)
+        self._recorder = _Recorder(self.events)
         self._qmp.register_listener(self._recorder)
         try:
             self._call(lambda c: c.connect(str(self.path)), self.timeout, "the QMP greeting")
