@@ -90,7 +90,9 @@ class Lab:
         self.owner_pid = owner_pid
         self.keep = keep
         self.reused = False
-        self.artifacts_dir: Path | None = None  # where migrate() writes its timelines, if set
+        # where migrate() writes its records, if set; whoever set it draws their timelines
+        # (`harness.timeline.draw_pending`), so drawing never counts in a migration's time
+        self.artifacts_dir: Path | None = None
         # What the harness found and did on the way that a user should hear about (a settled
         # migration, a rebuilt lab), a line each; the CLI prints them, the library never does.
         self.notes: list[str] = []
@@ -291,8 +293,8 @@ class Lab:
             verdict = canary_verdict(report)
             if verdict and record.status == "completed":
                 record.status, record.reason = "failed", f"canary: {verdict}"
-        if self.artifacts_dir is not None:
-            self.write_timeline(record, self.artifacts_dir)
+        if self.artifacts_dir is not None:  # the record only: drawing it is not the migration's time
+            self.write_timeline(record, self.artifacts_dir, draw=False)
         return record
 
     def workload_interface(self, vm: str, node: str | None = None) -> str:
@@ -317,13 +319,16 @@ class Lab:
                 moved.append(w.vm)
         return moved
 
-    def write_timeline(self, record: MigrationRecord, directory: str | Path) -> tuple[Path, Path]:
-        """The migration record as `<stem>.json` and a drawn `<stem>.png` timeline in `directory`."""
+    def write_timeline(
+        self, record: MigrationRecord, directory: str | Path, *, draw: bool = True
+    ) -> tuple[Path, Path]:
+        """The migration record as `<stem>.json` and a drawn `<stem>.png` timeline in `directory`
+        (`draw=False`: the record only; `harness.timeline.draw_pending` draws it later)."""
         from harness.timeline import write_artifacts  # matplotlib: only when drawing
 
         stamp = time.strftime("%H%M%S", time.localtime(record.started))
         stem = f"{self.name}-{record.vm}-{record.source}-to-{record.target}-{stamp}"
-        return write_artifacts(record.to_json(), Path(directory), stem)
+        return write_artifacts(record.to_json(), Path(directory), stem, draw=draw)
 
     def canary(self, src: str, dst: str, **kwargs: Any) -> Canary:
         """A TCP canary (context manager) from host `src` to a VM, or to the test pod of a nested

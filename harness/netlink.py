@@ -115,6 +115,17 @@ def add_bridge(ns: str, ifname: str) -> None:
         ip.link("set", index=_index(ip, ifname), state="up")
 
 
+def add_tap(ns: str, ifname: str) -> None:
+    """A persistent tap device in a namespace, down, no packet info: what `ip tuntap add mode tap`
+    makes, for a QEMU to attach to.
+
+    pyroute2 makes a tap with ioctls on /dev/net/tun, which act in the calling thread's
+    namespace (not the netlink socket's): the whole call runs inside the namespace.
+    """
+    with inside(ns), IPRoute() as ip:
+        ip.link("add", ifname=ifname, kind="tuntap", mode="tap", ifr={"no_pi": 1})
+
+
 def enslave(ns: str, ifname: str, bridge: str) -> None:
     with ipr(ns) as ip:
         ip.link("set", index=_index(ip, ifname), master=_index(ip, bridge))

@@ -19,11 +19,15 @@ whose live_migration is False (Calico < 3.32) it is skipped, saying why. Marker
 A runtime that cannot run on this machine (PreflightError) fails the tests that need a lab;
 under `--runtime containerlab` outside CI it skips them instead, with what is missing.
 On a failing test that used a lab, a diagnostics bundle is written and named in the report.
+Every migration a test makes is recorded as JSON in test-results/timelines/ at once; its PNG
+timeline is drawn at the end of the session, so that drawing (seconds under load) never counts
+in a test's timings. A record that cannot be drawn fails the session, naming the record.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +44,10 @@ from harness.runtime.base import RuntimeOptions
 from harness.runtime.containerlab.versions import MATRIX, get_versions
 from harness.spec import LabSpec
 from harness.state import LabState, lab_dir
+from harness.timeline import draw_pending
+
+TIMELINES = pytest.StashKey[Path]()  # where this session's labs record their migrations
+TIMELINE_LINES = pytest.StashKey[list[str]]()  # what drawing them at the end has to say
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -208,6 +216,7 @@ class LabFactory:
         if not private:
             self.cache[key] = lab
         lab.artifacts_dir = self.config.rootpath / "test-results" / "timelines"  # next to the test results
+        self.config.stash[TIMELINES] = lab.artifacts_dir
         return lab
 
     def release(self, lab: Lab) -> None:
@@ -304,3 +313,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             )
             continue
         report.sections.append(("kvlab diagnostics", f"lab '{lab.name}': {path}"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Draw the timelines of the migrations this session's tests recorded, now that no test is
+    timing anything; a record that cannot be drawn fails the session."""
+    directory = session.config.stash.get(TIMELINES, None)
+    if directory is None or not directory.is_dir():
+        return
+    started = time.monotonic()
+    drawn, failed = draw_pending(directory)
+    lines = [f"could not draw the timeline of {line}" for line in failed]
+    if drawn or failed:
+        took = f"{time.monotonic() - started:.1f} s, after the tests"
+        lines.insert(0, f"drew {len(drawn)} migration timeline(s) in {directory} ({took})")
+    session.config.stash[TIMELINE_LINES] = lines
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """What drawing the timelines had to say, in the session summary."""
+    for i, line in enumerate(config.stash.get(TIMELINE_LINES, [])):
+        terminalreporter.write_line(f"kvlab: {line}", red=i > 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,41 @@ def _canary_summary(c: dict[str, Any]) -> tuple[str, bool]:
     return "  ·  ".join(parts).replace(":  ·  ", ": ", 1), ok
 
 
+@dataclass
+class Drawing:
+    """A drawn timeline: the figure, its axes, the lanes top to bottom (lane i is at y = i), and
+    `x(ms)`, where a moment lies on the axes (0..1) once idle stretches are cut out.
+
+    Artists carry what they show as their gid: `phase:<name>`, `state:<state>` (an agent's state
+    bar), `route:<via>` (a router's best path), `precopy`, `pause` (STOP -> RESUME), `canary`,
+    `canary-gap`, `cut`."""
+
+    figure: Any
+    ax: Any
+    lanes: list[str]
+    x: Callable[[float], float]
+
+    def artists(self, gid: str) -> list[Any]:
+        """The axes' artists whose gid is `gid`."""
+        return [a for a in self.ax.get_children() if a.get_gid() == gid]
+
+
 def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None) -> Path:
     """Draw `record` (a `MigrationRecord.to_json()` dict, or the record itself) to a PNG at `path`."""
+    import matplotlib.pyplot as plt
+
+    drawing = draw_record(record, title=title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        drawing.figure.savefig(path, dpi=DPI, format="png")
+    finally:
+        plt.close(drawing.figure)
+    return path
+
+
+def draw_record(record: dict[str, Any], *, title: str | None = None) -> Drawing:
+    """The timeline of `record` drawn on a new matplotlib figure (Agg; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,7 +210,6 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
 
     if hasattr(record, "to_json"):
         record = record.to_json()
-    path = Path(path)
     t0 = record.get("started")
     events = []
     for e in record.get("events", []):
@@ -231,10 +264,13 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
     half: dict[int, float] = {}  # lanes with bars taller than BAR_H: their half height
     legend: dict[str, Any] = {}
 
-    def bar(lane: int, a: float, b: float, color: str, *, h: float = BAR_H, z: float = 2, **kw: Any) -> None:
+    def bar(
+        lane: int, a: float, b: float, color: str, gid: str, *, h: float = BAR_H, z: float = 2, **kw: Any
+    ) -> None:
         xa, xb = X(a), X(b) if b <= axis.hi else x_end
         style = {"facecolor": "none", "lw": 0} if "hatch" in kw else {"color": color, "lw": 0}
-        ax.fill_between([xa, max(xb, xa + 0.0015)], lane - h / 2, lane + h / 2, zorder=z, **style, **kw)
+        xs = [xa, max(xb, xa + 0.0015)]
+        ax.fill_between(xs, lane - h / 2, lane + h / 2, zorder=z, gid=gid, **style, **kw)
 
     def mark(lane: int, ms: float, marker: str, color: str, size: float = 7, z: float = 5) -> None:
         ax.plot([X(ms)], [lane], marker=marker, color=color, ms=size, mec="white", mew=0.8, zorder=z, ls="")
@@ -244,7 +280,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
     for i, e in enumerate(phases):
         lane = lane_of[e["source"]]
         if i + 1 < len(phases):
-            bar(lane, e["ms"], phases[i + 1]["ms"], PHASE_COLORS[i % 2])
+            bar(lane, e["ms"], phases[i + 1]["ms"], PHASE_COLORS[i % 2], f"phase:{e['phase']}")
         color = GAP_COLOR if e["phase"] == "failed" else "#1f3b5c"
         mark(lane, e["ms"], "D", color, 6)
         text = e["phase"] + (f" ({e['reason']})" if e.get("reason") else "")
@@ -268,7 +304,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
                 end = rel(record["convergence_until"])
             else:
                 end = math.inf
-            bar(lane, e["ms"], end, color)
+            bar(lane, e["ms"], end, color, f"state:{state}")
             if state in STATE_COLORS:
                 legend.setdefault(f"agent {state}", Patch(color=STATE_COLORS[state]))
             mark(lane, e["ms"], "o", STATE_COLORS.get(state, "#666666"), 7)
@@ -309,14 +345,14 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
             via = e.get("best_via")
             end = routes[i + 1]["ms"] if i + 1 < len(routes) else math.inf
             if via is None:
-                bar(lane, e["ms"], end, NO_ROUTE)
+                bar(lane, e["ms"], end, NO_ROUTE, "route:none")
                 mark(lane, e["ms"], "s", GAP_COLOR, 6)
                 labels.append(_Label(lane, e["ms"], "no route", GAP_COLOR, bold=True))
                 continue
             color = via_color.setdefault(via, VIA_COLORS[len(via_color) % len(VIA_COLORS)])
-            bar(lane, e["ms"], end, color)
+            bar(lane, e["ms"], end, color, f"route:{via}")
             if e.get("communities"):
-                bar(lane, e["ms"], end, "none", hatch="////", edgecolor="#00000060", z=2.5)
+                bar(lane, e["ms"], end, "none", "community", hatch="////", edgecolor="#00000060", z=2.5)
             mark(lane, e["ms"], "s", "#2b4d6e", 6)
             text = f"via {via}"
             if e.get("best_protocol"):
@@ -346,7 +382,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
             None,
         )
         if active and done:
-            bar(lane, active["ms"], done["ms"], PRECOPY_COLOR)
+            bar(lane, active["ms"], done["ms"], PRECOPY_COLOR, "precopy")
             legend.setdefault("QEMU precopy", Patch(color=PRECOPY_COLOR))
         for e in mine:
             ev = e.get("event", "?")
@@ -387,7 +423,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
         ) or next((e for e in qmp if e.get("event") == "RESUME" and e["ms"] >= stop["ms"]), None)
     if stop and resume:
         xa, xb = X(stop["ms"]), X(resume["ms"])
-        ax.axvspan(xa, xb, color=PAUSE_COLOR, alpha=0.10, lw=0, zorder=1)
+        ax.axvspan(xa, xb, color=PAUSE_COLOR, alpha=0.10, lw=0, zorder=1, gid="pause")
         for xx in (xa, xb):
             ax.axvline(xx, color=PAUSE_COLOR, lw=0.8, ls=(0, (3, 3)), alpha=0.6, zorder=1)
         paused = resume["ms"] - stop["ms"]
@@ -414,13 +450,21 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
         if a is not None or b is not None:
             xa = X(a) if a is not None else 0.0
             xb = X(b) if b is not None and b <= axis.hi else x_end
-            ax.plot([xa, xb], [lane, lane], color=CANARY_COLOR, lw=2, zorder=2, solid_capstyle="butt")
+            ax.plot(
+                [xa, xb],
+                [lane, lane],
+                color=CANARY_COLOR,
+                lw=2,
+                zorder=2,
+                solid_capstyle="butt",
+                gid="canary",
+            )
             legend["canary echoing"] = Line2D([], [], color=CANARY_COLOR, lw=2)
         for e in events:
             if e["kind"] == "canary-gap":
                 end = rel(e.get("end"))
                 end = end if end is not None else e["ms"] + float(e.get("gap_ms") or 0)
-                bar(lane, e["ms"], end, GAP_COLOR, h=GAP_H, z=3)
+                bar(lane, e["ms"], end, GAP_COLOR, "canary-gap", h=GAP_H, z=3)
                 half[lane] = GAP_H / 2
                 text = f"gap {float(e.get('gap_ms') or end - e['ms']):.1f} ms"
                 text += " (open)" if e.get("open") else ""
@@ -441,7 +485,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
 
     # -- cuts in the time axis, ticks per segment
     for xa, xb, ma, mb in axis.cuts:
-        ax.axvspan(xa, xb, facecolor="white", hatch="///", edgecolor="#c0c4c8", lw=0, zorder=4)
+        ax.axvspan(xa, xb, facecolor="white", hatch="///", edgecolor="#c0c4c8", lw=0, zorder=4, gid="cut")
         ax.annotate(
             f"\u2026{mb - ma:,.0f} ms\u2026",
             ((xa + xb) / 2, 0),
@@ -522,10 +566,7 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
             frameon=False,
             bbox_to_anchor=(0.5 * (left + right), 0.0),
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    plt.close(fig)
-    return path
+    return Drawing(fig, ax, lanes, X)
 
 
 def _place_labels(
@@ -600,13 +641,35 @@ def _place_labels(
             )
 
 
-def write_artifacts(record: dict[str, Any], directory: Path, stem: str) -> tuple[Path, Path]:
-    """Write `record` as `<stem>.json` and its timeline as `<stem>.png` in `directory`."""
+def write_artifacts(
+    record: dict[str, Any], directory: Path, stem: str, *, draw: bool = True
+) -> tuple[Path, Path]:
+    """Write `record` as `<stem>.json` and its timeline as `<stem>.png` in `directory`.
+
+    `draw=False` writes the record only (milliseconds, where drawing takes seconds under load):
+    `draw_pending(directory)` draws its PNG later, off the timed path. Returns both paths."""
     if hasattr(record, "to_json"):
         record = record.to_json()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    json_path = directory / f"{stem}.json"
+    json_path, png_path = directory / f"{stem}.json", directory / f"{stem}.png"
     json_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    png_path = plot_record(record, directory / f"{stem}.png")
+    if draw:
+        plot_record(record, png_path)
     return json_path, png_path
+
+
+def draw_pending(directory: Path) -> tuple[list[Path], list[str]]:
+    """Draw `<stem>.png` for every `<stem>.json` record in `directory` whose PNG is missing or
+    older than the record. Returns the PNGs drawn and, a line each, the records that could not be."""
+    drawn: list[Path] = []
+    failed: list[str] = []
+    for json_path in sorted(Path(directory).glob("*.json")):
+        png_path = json_path.with_suffix(".png")
+        if png_path.exists() and png_path.stat().st_mtime >= json_path.stat().st_mtime:
+            continue
+        try:
+            drawn.append(plot_record(json.loads(json_path.read_text()), png_path))
+        except Exception as e:  # one broken record must not keep the others from being drawn
+            failed.append(f"{json_path}: {type(e).__name__}: {e}")
+    return drawn, failed

@@ -14,6 +14,7 @@ import stat
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from harness.runtime.netns.guestimage import (
     parse_builtin,
     render_init,
 )
-from harness.runtime.netns.qemu import GuestSpec, QMPClient, QMPError, qemu_argv
+from harness.runtime.netns.qemu import GuestSpec, QemuError, QMPClient, QMPError, qemu_argv
 
 # -- synthetic ELF64 objects ------------------------------------------------------------------
 
@@ -304,6 +305,17 @@ def test_parse_apt_show_and_the_kernel_package() -> None:
     assert kernel_package(unsigned) == ("linux-image-6.1.0-9-amd64-unsigned", "1")
     with pytest.raises(GuestImageError, match="depends on no linux-image"):
         kernel_package({"Package": "linux-image-amd64", "Version": "1", "Depends": "initramfs-tools"})
+    # alternatives, and a version that is not pinned with '=': the stanza's own version
+    depends = "kmod, linux-image-6.1.0-9-amd64 (>= 6.1)"
+    loose = {"Package": "linux-image-amd64", "Version": "2", "Depends": depends}
+    assert kernel_package(loose) == ("linux-image-6.1.0-9-amd64", "2")
+
+
+def test_parse_apt_show_takes_the_first_stanza_and_any_field_case() -> None:
+    text = APT_SHOW + "\npackage: busybox-static\nversion: 9\n"
+    assert parse_apt_show(text)["busybox-static"]["Version"] == "1:1.35.0-4+deb12u1+b1"
+    assert parse_apt_show("package: x\nversion: 1\n")["x"]["Version"] == "1"
+    assert parse_apt_show("") == {}
 
 
 def test_cache_key_covers_packages_init_and_modules() -> None:
@@ -435,6 +447,15 @@ def test_guest_spec_rejects_long_tap_names_and_odd_macs() -> None:
 # -- QMP against a fake server ----------------------------------------------------------------------------
 
 
+# what QEMU 7.2 sends on connecting (`package` is the distribution's build, e.g. Debian's)
+GREETING = {
+    "QMP": {
+        "version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "Debian 1:7.2+dfsg-7"},
+        "capabilities": ["oob"],
+    }
+}
+
+
 @pytest.fixture
 def fake_qmp(tmp_path: Path) -> Iterator[tuple[Path, list[dict]]]:
     """A QMP server that greets, answers commands (with events interleaved) and records requests."""
@@ -448,14 +469,24 @@ def fake_qmp(tmp_path: Path) -> Iterator[tuple[Path, list[dict]]]:
         ts = {"seconds": secs, "microseconds": usecs}
         return json.dumps({"event": name, "data": {}, "timestamp": ts}).encode() + b"\n"
 
+    def requests(conn: socket.socket) -> Iterator[dict]:
+        """The JSON objects the client sends (QMP needs no newline between them)."""
+        decoder, buf = json.JSONDecoder(), ""
+        while chunk := conn.recv(4096):
+            buf += chunk.decode()
+            while buf.strip():
+                try:
+                    obj, end = decoder.raw_decode(buf.lstrip())
+                except json.JSONDecodeError:
+                    break  # the rest of it is still on its way
+                buf = buf.lstrip()[end:]
+                yield obj
+
     def serve() -> None:
         conn, _ = server.accept()
-        with conn, conn.makefile("rb") as rf:
-            conn.sendall(
-                b'{"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": []}}\n'
-            )
-            for line in rf:
-                req = json.loads(line)
+        with conn:
+            conn.sendall(json.dumps(GREETING).encode() + b"\n")
+            for req in requests(conn):
                 seen.append(req)
                 cmd, rid = req["execute"], req.get("id")
                 if cmd == "query-status":
@@ -498,4 +529,81 @@ def test_qmp_client_negotiates_executes_and_records_events(fake_qmp: tuple[Path,
         with pytest.raises(QMPError, match="CommandNotFound") as err:
             qmp.execute("boom")
         assert err.value.error_class == "CommandNotFound"
-        assert len({r["id"] for r in seen}) == len(seen)  # every command has its own id
+        assert len({r["id"] for r in seen[1:]}) == len(seen) - 1  # every command has its own id
+
+
+def serve_once(path: Path, hang_up: threading.Event | None = None) -> threading.Thread:
+    """A QMP server that greets, accepts the capabilities negotiation and hangs up (at once, or
+    when `hang_up` is set): a QEMU that exits."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(json.dumps(GREETING).encode() + b"\n")
+                conn.recv(4096)  # qmp_capabilities
+                conn.sendall(b'{"return": {}}\n')
+                if hang_up is not None:
+                    hang_up.wait(timeout=10)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def test_qmp_client_says_so_when_qemu_hangs_up_during_a_wait(tmp_path: Path) -> None:
+    """A QEMU that exits while kvlab waits for its RESUME is reported at once, not at the timeout."""
+    hang_up = threading.Event()
+    t = serve_once(tmp_path / "qmp.sock", hang_up)
+    with QMPClient(tmp_path / "qmp.sock", timeout=5) as qmp:
+        started = time.monotonic()
+        hang_up.set()
+        with pytest.raises(QemuError, match="closed the QMP connection"):
+            qmp.wait_event("RESUME", timeout=30)
+        assert time.monotonic() - started < 5
+        with pytest.raises(QemuError, match="closed the QMP connection"):
+            qmp.execute("query-status")
+    t.join(timeout=5)
+
+
+def test_a_qmp_client_can_connect_again_after_closing(tmp_path: Path) -> None:
+    path = tmp_path / "qmp.sock"
+    qmp = QMPClient(path, timeout=5)
+    for _ in range(2):
+        path.unlink(missing_ok=True)
+        hang_up = threading.Event()
+        t = serve_once(path, hang_up)
+        with qmp:
+            hang_up.set()
+            with pytest.raises(QemuError, match="closed the QMP connection"):
+                qmp.wait_event("RESUME", timeout=10)
+        t.join(timeout=5)
+
+
+def test_qmp_client_reports_a_qemu_that_hangs_up_right_after_greeting(tmp_path: Path) -> None:
+    t = serve_once(tmp_path / "qmp.sock")
+    qmp = QMPClient(tmp_path / "qmp.sock", timeout=5)
+    with pytest.raises(QemuError, match="closed the QMP connection"):
+        qmp.connect().execute("query-status")  # at connect() or at the first command: a race
+    qmp.close()
+    t.join(timeout=5)
+
+
+def test_qmp_client_connect_has_a_deadline_and_no_socket_is_an_oserror(tmp_path: Path) -> None:
+    """Nobody listening: OSError (QemuGuest.start retries it). Listening but never greeting (a
+    stopped QEMU): QemuError after the client's timeout, not a hang."""
+    with pytest.raises(FileNotFoundError):
+        QMPClient(tmp_path / "none.sock", timeout=1).connect()
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        started = time.monotonic()
+        client = QMPClient(path, timeout=0.5)
+        with pytest.raises(QemuError, match="timed out waiting for the QMP greeting"):
+            client.connect()
+        assert 0.4 < time.monotonic() - started < 3
+        client.close()  # idempotent after a failed connect

@@ -57,6 +57,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from debian.deb822 import Packages, PkgRelation
+
 from harness.errors import LabError
 from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.progress import NullProgress, Progress
@@ -353,29 +355,24 @@ def initramfs_entries(busybox: bytes, init: str, modules: Mapping[str, bytes]) -
 # -- apt: which packages, which versions ----------------------------------------------------------
 
 
-def parse_apt_show(text: str) -> dict[str, dict[str, str]]:
-    """`apt-cache show --no-all-versions A B` -> {package: {field: value}} (first stanza per package)."""
-    result: dict[str, dict[str, str]] = {}
-    for stanza in re.split(r"\n\s*\n", text.strip()):
-        fields: dict[str, str] = {}
-        key = None
-        for line in stanza.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                fields[key] += "\n" + line.strip()
-            elif ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if "Package" in fields:
-            result.setdefault(fields["Package"], fields)
+def parse_apt_show(text: str) -> dict[str, Packages]:
+    """`apt-cache show --no-all-versions A B` -> {package: its stanza} (the first per package),
+    read by python-debian's deb822 parser (continuation lines, case-insensitive field names)."""
+    result: dict[str, Packages] = {}
+    for stanza in Packages.iter_paragraphs(text, use_apt_pkg=False):
+        if "Package" in stanza:
+            result.setdefault(stanza["Package"], stanza)
     return result
 
 
 def kernel_package(meta: Mapping[str, str]) -> tuple[str, str]:
-    """The (package, version) a linux-image-amd64 stanza depends on."""
-    for alternative in meta.get("Depends", "").replace("|", ",").split(","):
-        m = re.match(r"\s*(linux-image-[^\s(]+)\s*(?:\(\s*=\s*([^)\s]+)\s*\))?", alternative)
-        if m:
-            return m.group(1), m.group(2) or meta.get("Version", "")
+    """The (package, version) a linux-image-amd64 stanza depends on: the version its `Depends`
+    pins with `=`, else the stanza's own."""
+    for alternatives in PkgRelation.parse_relations(meta.get("Depends", "")):
+        for rel in alternatives:
+            if rel["name"].startswith("linux-image-"):
+                op, version = rel["version"] or ("", "")
+                return rel["name"], version if op == "=" else meta.get("Version", "")
     raise GuestImageError(
         f"{meta.get('Package', KERNEL_METAPACKAGE)} {meta.get('Version', '?')} depends on no linux-image "
         f"package (Depends: {meta.get('Depends', '')!r})"

@@ -21,24 +21,28 @@ Choices (see lab-mechanics.md, "QEMU live migration"):
 Each QemuGuest owns a run directory: `serial.log`, `qemu.log` (QEMU's stdout/stderr),
 `qmp.sock`, `qemu.pid`. A migration's source and target need different directories.
 
-The QMP client is synchronous and not thread-safe (pyroute2's namespaced sockets fork, so
-kvlab avoids threads). Events are read whenever the client reads the socket; each keeps
-QEMU's own timestamp (wall clock, microseconds), which is what pause measurements should
-use (STOP on the source, RESUME on the target), plus the monotonic time it was read.
+The QMP client is QEMU's own `qemu.qmp` behind a synchronous face (see QMPClient for why the
+face is ours); one call at a time, no threads (kvlab avoids them). Events are taken in while a
+call runs; each keeps QEMU's own timestamp (wall clock, microseconds), which is what pause
+measurements should use (STOP on the source, RESUME on the target), plus the monotonic time
+it was read.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import time
-from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pyroute2 import NetlinkError
+from qemu import qmp
 
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
@@ -50,6 +54,9 @@ QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
 IFNAMSIZ = 15
 UNIX_PATH_MAX = 107
+CLOSE_TIMEOUT = 2.0  # seconds for a QMP hang-up (QEMU may be stopped or gone)
+EVENT_SLICE = 0.5  # seconds wait_event waits for QEMU's next event before looking again
+T = TypeVar("T")
 
 
 class QemuError(LabError):
@@ -92,14 +99,10 @@ def create_tap(namespace: str, ifname: str, *, mac: str | None = None) -> None:
     check_ifname(ifname)
     if not netlink.namespace_exists(namespace):
         raise QemuError(f"network namespace '{namespace}' does not exist")
-    res = subprocess.run(
-        ["ip", "netns", "exec", namespace, "ip", "tuntap", "add", "dev", ifname, "mode", "tap"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        raise QemuError(f"cannot create tap {ifname} in {namespace}: {res.stderr.strip()}")
+    try:
+        netlink.add_tap(namespace, ifname)
+    except (OSError, NetlinkError) as e:
+        raise QemuError(f"cannot create tap {ifname} in {namespace}: {e}") from None
     netlink.link_up(namespace, ifname, mac=mac)
 
 
@@ -185,51 +188,83 @@ class QMPEvent:
     name: str
     data: dict[str, Any]
     timestamp: float  # QEMU's clock: seconds since the epoch, microsecond resolution
-    received: float  # time.monotonic() when this client read it
+    received: float  # time.monotonic() when this client took it in
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
+def _event(msg: Mapping[str, Any]) -> QMPEvent:
+    """A QMP event message as kvlab keeps it."""
+    ts = msg.get("timestamp", {})
+    return QMPEvent(
+        name=msg["event"],
+        data=dict(msg.get("data", {})),
+        timestamp=ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6,
+        received=time.monotonic(),
+        raw=dict(msg),
+    )
+
+
 class QMPClient:
-    """JSON over QEMU's QMP unix socket: greeting, capabilities negotiation, commands, events."""
+    """QEMU's QMP through QEMU's own client library (`qemu.qmp`), called synchronously.
+
+    qemu.qmp does the protocol: greeting, capabilities negotiation, command ids, error replies,
+    events. What is ours is this synchronous face, because qemu.qmp's own synchronous wrapper
+    (`qemu.qmp.legacy`, kept for QEMU's in-tree scripts) does not serve a crash-safe migration:
+    its connect() has no deadline (a QEMU that accepts the socket but never greets, e.g. a
+    stopped one, would hang kvlab), waiting for an event does not notice a QEMU that exits (the
+    wait runs into its timeout instead), and it installs its event loop as the thread's. Here
+    each client runs qemu.qmp's asyncio client on an event loop of its own, one call at a time
+    (no threads), every call with a deadline.
+    """
 
     def __init__(self, path: Path, *, timeout: float = 10.0):
         self.path = Path(path)
         self.timeout = timeout
         self.events: list[QMPEvent] = []
         self.greeting: dict[str, Any] = {}
-        self._sock: socket.socket | None = None
-        self._buf = b""
-        self._replies: deque[dict[str, Any]] = deque()
-        self._next_id = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._qmp: qmp.QMPClient | None = None
+        self._recorder = _Recorder(self.events)  # anew for each connection: asyncio binds it to a loop
 
     # connection
     def connect(self) -> QMPClient:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """Connect and negotiate. OSError while nobody listens on the socket (not there yet,
+        refused); QemuError when QEMU does not greet in time or hangs up."""
+        if self._qmp is not None:
+            raise QemuError(f"QMP client for {self.path} is already connected")
+        self._loop, self._qmp = asyncio.new_event_loop(), qmp.QMPClient(self.path.name)
+        self._recorder = _Recorder(self.events)
+        self._qmp.register_listener(self._recorder)
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self.path))
-        except OSError:
-            sock.close()
-            raise
-        self._sock, self._buf = sock, b""
-        self._replies.clear()
-        try:
-            self.greeting = self._read(time.monotonic() + self.timeout)
-            if "QMP" not in self.greeting:
-                raise QemuError(f"{self.path} did not greet like QMP: {self.greeting!r}")
-            self.execute("qmp_capabilities")
+            self._call(lambda c: c.connect(str(self.path)), self.timeout, "the QMP greeting")
+        except AssertionError:  # qemu.qmp asserts it is still connected when connect() ends
+            self.close()
+            raise QemuError(f"QEMU closed the QMP connection {self.path} (did it exit?)") from None
         except BaseException:
             self.close()
             raise
+        greeting = self._qmp.greeting
+        if greeting is not None:
+            version, caps = greeting.QMP.version, greeting.QMP.capabilities
+            self.greeting = {"QMP": {"version": dict(version), "capabilities": list(caps)}}
         return self
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Hang up and release the event loop. Idempotent; never raises (QEMU may be gone)."""
+        client, loop = self._qmp, self._loop
+        self._qmp = self._loop = None
+        if loop is None:
+            return
+        try:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(asyncio.wait_for(client.disconnect(), CLOSE_TIMEOUT))
+            loop.run_until_complete(_cancel_all())
+        finally:
+            loop.close()
 
     def __enter__(self) -> QMPClient:
-        return self.connect() if self._sock is None else self
+        return self.connect() if self._qmp is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -238,94 +273,108 @@ class QMPClient:
     def execute(
         self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> Any:
-        """Run one command and return its `return` value; QMPError if QEMU reports an error."""
-        if self._sock is None:
-            raise QemuError(f"QMP client for {self.path} is not connected")
-        self._next_id += 1
-        msg_id = f"kvlab-{self._next_id}"
-        msg: dict[str, Any] = {"execute": command, "id": msg_id}
-        if arguments:
-            msg["arguments"] = arguments
+        """Run one command and return its `return` value; QMPError if QEMU reports an error,
+        QemuError if it does not answer within `timeout` (default: the client's) or hangs up."""
         try:
-            self._sock.sendall(json.dumps(msg).encode() + b"\n")
-        except OSError as e:
-            raise QemuError(f"QMP {command}: cannot send to {self.path}: {e}") from None
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            reply = self._read(deadline, what=f"the reply to QMP {command}")
-            if reply.get("id") != msg_id:
-                continue  # events are recorded by _read
-            if "error" in reply:
-                raise QMPError(command, reply["error"])
-            return reply.get("return")
+            return self._call(
+                lambda c: c.execute(command, arguments),
+                self.timeout if timeout is None else timeout,
+                f"the reply to QMP {command}",
+            )
+        except qmp.ExecuteError as e:
+            raise QMPError(command, dict(e.received.get("error", {}))) from None
 
     def status(self) -> str:
         """'running', 'paused', 'inmigrate', 'postmigrate', ..."""
         return self.execute("query-status")["status"]
 
     # events
-    def poll(self, timeout: float = 0.0) -> list[QMPEvent]:
-        """Read whatever QEMU has sent, waiting at most `timeout` s for the first bytes; the new events."""
+    def poll(self) -> list[QMPEvent]:
+        """The events QEMU has sent until now (one round trip: QEMU sends every event it emitted
+        before a command's reply ahead of that reply); returns the new ones."""
         before = len(self.events)
-        if self._recv(timeout):
-            while self._recv(0.0):
-                pass
+        self.execute("query-status")
         return self.events[before:]
 
     def wait_event(self, name: str, *, timeout: float = 30.0, since: int = 0) -> QMPEvent:
-        """The first event called `name` among events[since:], reading until it arrives."""
+        """The first event called `name` among events[since:], waiting for QEMU's next events
+        until it arrives; WaitTimeout after `timeout` s, QemuError if QEMU hangs up first."""
+        deadline = time.monotonic() + timeout
 
         def arrived() -> QMPEvent | None:
-            for ev in self.events[since:]:
-                if ev.name == name:
-                    return ev
-            self.poll(0.05)
-            return None
+            found = next((ev for ev in self.events[since:] if ev.name == name), None)
+            if found is None:
+                wait = min(EVENT_SLICE, max(deadline - time.monotonic(), 0.0))
+                self._call(lambda c: _next_event(c, self._recorder, wait), None, f"QMP event {name}")
+            return found
 
         return eventually(arrived, timeout=timeout, interval=0.0, what=f"QMP event {name} from {self.path}")
 
-    # wire: bytes -> newline-delimited JSON; events go to self.events, everything else to _replies
-    def _recv(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for bytes from QEMU; False if none came."""
-        if self._sock is None:
+    # qemu.qmp's coroutines, run on this client's loop
+    def _call(self, step: Callable[[qmp.QMPClient], Awaitable[T]], timeout: float | None, what: str) -> T:
+        """Run `step(client)` within `timeout` s (None: its own), its errors as kvlab's."""
+        client, loop = self._qmp, self._loop
+        if client is None or loop is None:
             raise QemuError(f"QMP client for {self.path} is not connected")
-        self._sock.settimeout(max(timeout, 0.0))
         try:
-            chunk = self._sock.recv(65536)
-        except (TimeoutError, BlockingIOError):
-            return False
-        if not chunk:
-            raise QemuError(f"QEMU closed the QMP connection {self.path} (did it exit?)")
-        self._buf += chunk
-        while b"\n" in self._buf:
-            line, _, self._buf = self._buf.partition(b"\n")
-            if line.strip():
-                self._dispatch(json.loads(line))
-        return True
+            return loop.run_until_complete(_within(step(client), timeout))
+        except TimeoutError:
+            raise QemuError(f"timed out waiting for {what} on {self.path}") from None
+        except qmp.ConnectError as e:
+            if isinstance(e.exc, OSError):  # nobody listens (yet): the caller may try again
+                raise e.exc from None
+            raise QemuError(f"{self.path}: {e}") from None
+        except (qmp.ExecInterruptedError, qmp.StateError, EOFError):
+            raise QemuError(f"QEMU closed the QMP connection {self.path} (did it exit?)") from None
+        except qmp.ExecuteError:
+            raise
+        except qmp.QMPError as e:
+            raise QemuError(f"{what} on {self.path}: {e}") from None
+        finally:
+            client.events.clear()  # qemu.qmp's default queue: ours is `self.events`
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        if "event" not in msg:
-            self._replies.append(msg)
-            return
-        ts = msg.get("timestamp", {})
-        self.events.append(
-            QMPEvent(
-                name=msg["event"],
-                data=msg.get("data", {}),
-                timestamp=ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6,
-                received=time.monotonic(),
-                raw=msg,
-            )
-        )
 
-    def _read(self, deadline: float, *, what: str = "a QMP message") -> dict[str, Any]:
-        """The next message that is not an event."""
-        while not self._replies:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise QemuError(f"timed out waiting for {what} on {self.path}")
-            self._recv(remaining)
-        return self._replies.popleft()
+class _Recorder(qmp.EventListener):
+    """A connection's events as its reader takes them in: appended to `sink` (QEMU's timestamp,
+    the time read), and `heard` set for whoever waits for the next one."""
+
+    def __init__(self, sink: list[QMPEvent]) -> None:
+        super().__init__()
+        self.sink = sink
+        self.heard = asyncio.Event()
+
+    async def put(self, event: qmp.Message) -> None:
+        self.sink.append(_event(event))
+        self.heard.set()
+
+
+async def _within(step: Awaitable[T], timeout: float | None) -> T:
+    async with asyncio.timeout(timeout):
+        return await step
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task of the running loop (a hang-up that did not finish) and reap them."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _next_event(client: qmp.QMPClient, recorder: _Recorder, timeout: float) -> None:
+    """Wait up to `timeout` s for QEMU's next event; StateError once QEMU has hung up."""
+    if client.runstate == qmp.Runstate.RUNNING:
+        recorder.heard.clear()
+        heard = asyncio.ensure_future(recorder.heard.wait())
+        changed = asyncio.ensure_future(client.runstate_changed())
+        try:
+            await asyncio.wait((heard, changed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            heard.cancel()
+            changed.cancel()
+            await asyncio.gather(heard, changed, return_exceptions=True)
+    if client.runstate != qmp.Runstate.RUNNING:
+        raise qmp.StateError("QEMU hung up", client.runstate, qmp.Runstate.RUNNING)
 
 
 # -- the guest --------------------------------------------------------------------------------
