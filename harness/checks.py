@@ -319,6 +319,18 @@ def ended_via(
     return last
 
 
+def target_preferred(lab: Lab, record: MigrationRecord, router: str, target: str) -> None:
+    """Whenever `router` held more than one route for the VM while it migrated (the target's
+    and the source's, which announces its /32 until it learns the target's or its pod goes),
+    its best led to `target`: it never kept traffic on the source (split brain). A ToR that
+    prefers the tagged route makes the source withdraw at once; one that does not keeps both."""
+    hop = hop_toward(lab, router, target)
+    wrong = [v for v in route_views(record, router) if v["paths"] > 1 and v["best_via"] != hop]
+    assert not wrong, f"{router} preferred another route to {target}'s ({hop}): " + "; ".join(
+        f"at {v['ms']} ms best via {v['best_via']} of {v['paths']}" for v in wrong
+    )
+
+
 def moved_once(lab: Lab, record: MigrationRecord, router: str, source: str, target: str) -> list[str | None]:
     """`router`'s best route for the VM went from toward `source` straight to toward `target`:
     never none in between, never back (repeats of one view collapsed)."""

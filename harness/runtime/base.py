@@ -93,6 +93,11 @@ class ProbeRoute:
         """The other end of the veth pair made when the device does not exist."""
         return f"{self.dev}p"
 
+    @property
+    def selector(self) -> tuple[str, ...]:
+        """The route as `ip route` names it: prefix, device, metric."""
+        return (self.prefix, "dev", self.dev, "metric", str(self.metric))
+
 
 @dataclass
 class RenderReport:
@@ -231,7 +236,7 @@ class Runtime(abc.ABC):
     def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]:
         """Kernel routes of an entity."""
 
-    def ip(self, entity: str, *args: str) -> str:
+    def run_ip(self, entity: str, *args: str) -> str:
         """`ip ARGS` inside an entity (iproute2, present in a netns namespace and a kind node
         alike); its output, or LabError naming the command and what it said."""
         res = self.run(entity, ["ip", *args])
@@ -251,19 +256,18 @@ class Runtime(abc.ABC):
         if held:
             found = ", ".join(f"dev {r.dev} metric {r.metric} proto {r.protocol}" for r in held)
             raise LabError(f"{node} already routes {route.prefix} ({found}): pick another probe prefix")
-        links = {link.get("ifname") for link in json.loads(self.ip(node, "-j", "link", "show") or "[]")}
+        links = {link.get("ifname") for link in json.loads(self.run_ip(node, "-j", "link", "show") or "[]")}
         made = route.dev not in links
         if made:
-            self.ip(node, "link", "add", route.dev, "type", "veth", "peer", "name", route.peer)
+            self.run_ip(node, "link", "add", route.dev, "type", "veth", "peer", "name", route.peer)
         try:
             if made:
-                self.ip(node, "link", "set", route.peer, "up")
-                self.ip(node, "link", "set", route.dev, "up")
-            metric = str(route.metric)
-            self.ip(node, "route", "add", route.prefix, "dev", route.dev, "metric", metric, "proto", "boot")
+                self.run_ip(node, "link", "set", route.peer, "up")
+                self.run_ip(node, "link", "set", route.dev, "up")
+            self.run_ip(node, "route", "add", *route.selector, "proto", "boot")
         except LabError:
             if made:
-                self.ip(node, "link", "del", route.dev)
+                self.run_ip(node, "link", "del", route.dev)
             raise
         return made
 
@@ -271,9 +275,9 @@ class Runtime(abc.ABC):
         """Undo `add_probe_route`: the route, or with `device=True` the device it made (its
         routes go with it)."""
         if device:
-            self.ip(node, "link", "del", route.dev)
+            self.run_ip(node, "link", "del", route.dev)
         else:
-            self.ip(node, "route", "del", route.prefix, "dev", route.dev, "metric", str(route.metric))
+            self.run_ip(node, "route", "del", *route.selector)
 
     @abc.abstractmethod
     def netns_path(self, entity: str) -> str | None:

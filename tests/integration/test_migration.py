@@ -48,6 +48,7 @@ def test_across_racks_priority_follows_the_vm_then_reverts(migration_lab: Lab) -
     # toward rack 2, tagged.
     checks.never_ecmp(record)
     for router in ROUTERS:
+        checks.target_preferred(lab, record, router, target)
         checks.ended_via(lab, record, router, target, community=TAG)
     # 3. Elevated for the convergence time: the target's /32 at 512, the fabric prefers it,
     # other nodes install it at 512 via their ToR (community -> setPriority 512).
@@ -92,6 +93,7 @@ def test_within_rack_the_tor_prefers_the_target_over_the_lingering_source(migrat
     assert record.status == "completed", record.reason
     checks.never_ecmp(record)
     checks.moved_once(lab, record, "tor2", source, target)
+    checks.target_preferred(lab, record, "tor2", target)  # never the lingering source (split brain)
     checks.ended_via(lab, record, "tor2", target, community=TAG)
     # The former source learns the target's route and forwards vm1's traffic there.
     eventually(

@@ -108,6 +108,14 @@ def test_without_the_tor_community_preference_the_split_brain_is_detected(  # ty
     with pytest.raises(AssertionError, match="ends at r2-n1, not r2-n2"):
         checks.delivered_to(lab, "ext1", lab.vm("vm1").ip, "r2-n2")
     m.complete()
+    # The scenario tests' check of the record (tests/integration/test_migration.py) sees it too:
+    # a whole migration to r2-n2 (the higher router ID) shows tor2 keeping the source.
+    lab.migrate("vm1", "r2-n1")
+    record = lab.migrate("vm1", "r2-n2")
+    with pytest.raises(
+        AssertionError, match=r"tor2 preferred another route to r2-n2's .* best via 198\.18\.2\.11"
+    ):
+        checks.target_preferred(lab, record, "tor2", "r2-n2")
     kvlab_labs.release(lab)
 
 
