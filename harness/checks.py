@@ -238,18 +238,23 @@ def neighbour_mac(lab: Lab, node: str, ip: str) -> str:
     return str(entries[0]["lladdr"]).lower()
 
 
+ROUTE_TYPES = frozenset({"unicast", "blackhole", "unreachable", "prohibit", "throw", "local", "broadcast"})
+
+
 def routes_in(lab: Lab, entity: str) -> dict[str, dict[str, str]]:
-    """`entity`'s IPv4 routes as `ip route` prints them (iproute2 or busybox: a guest's too),
-    prefix -> {"via", "dev", ...} from the words after it ("default" is 0.0.0.0/0)."""
+    """`entity`'s IPv4 routes (main table) as `ip route` prints them (iproute2 or busybox: a
+    guest's too), prefix -> {"type", "via", "dev", ...}: the key-value words after the prefix
+    ("default" is 0.0.0.0/0)."""
     res = lab.run(entity, ["ip", "-4", "route", "show"])
     assert res.returncode == 0, f"{entity}: ip route failed: {res.stderr.strip()}"
     out: dict[str, dict[str, str]] = {}
     for line in res.stdout.splitlines():
         words = line.split()
+        kind = words.pop(0) if words and words[0] in ROUTE_TYPES else "unicast"
         if not words:
             continue
         prefix = "0.0.0.0/0" if words[0] == "default" else str(ipaddress.IPv4Network(words[0]))
-        out[prefix] = dict(zip(words[1::2], words[2::2], strict=False))
+        out[prefix] = {"type": kind, **dict(zip(words[1::2], words[2::2], strict=False))}
     return out
 
 
