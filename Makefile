@@ -15,7 +15,7 @@ BENCH_MIGRATIONS ?= 10
 
 help:
 	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns|containerlab, STACK=...)"
-	@echo "make test        lint + unit tests + netns integration tests on real BIRD"
+	@echo "make test        lint + unit tests + scenario and netns tests on real BIRD (+ Docker tests)"
 	@echo "make lab-down    tear the lab down (and reap leftovers of crashed runs)"
 	@echo "make bench       lab-up and QEMU live-migration benchmarks"
 	@echo "make nightly     one nightly job: containerlab lab-up, tests, diagnostics, lab-down (LAB=, STACK=)"
@@ -57,8 +57,9 @@ lint: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
+# The scenario tests (on netns here), the netns runtime's own tests, the Docker ones.
 integration: setup
-	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/integration tests/netns tests/containerlab $(PYTEST_ARGS)
 
 test: setup lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -1,20 +1,25 @@
 """Assertions about routing that scenario tests (ours and users') are built from.
 
-Each check looks at real state (birdc, kernel) and raises AssertionError with what it found,
-else returns something truthy, so `eventually(lambda: check(...), ...)` waits for it. They work
-for any runtime through `Lab`.
+Each check looks at real state (birdc, kernel) or at a migration's record and raises
+AssertionError with what it found, else returns something truthy, so
+`eventually(lambda: check(...), ...)` waits for it. They work for any runtime through `Lab`
+and the record every runtime's migration driver produces (`harness.record`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from harness.birdc import Route
 from harness.kernel import KernelRoute
+from harness.wait import eventually
 
 if TYPE_CHECKING:
     from harness.lab import Lab
+    from harness.record import MigrationRecord
 
 
 def describe(routes: list[Route]) -> str:
@@ -91,6 +96,55 @@ def no_route(lab: Lab, router: str, prefix: str) -> bool:
     return True
 
 
+def steady_vm_route(lab: Lab, vm: str, node: str, routers: tuple[str, ...], *, community: str) -> bool:
+    """`vm` runs on `node` outside any migration's convergence time. When its address lies in a
+    block of `node` (`lab.node_blocks()`), no router of `routers` has its /32 (it is aggregated
+    into the block); else (the real stack's IPAM may lend an address from another node's block)
+    each has one best /32 toward `node`, from its AS, without the elevated `community`. Returns
+    whether the address lies in `node`'s block."""
+    ip = ipaddress.IPv4Address(str(lab.topo.workload(vm).ip))
+    prefix = f"{ip}/32"
+    inside = any(ip in block for block in lab.node_blocks().get(node, []))
+    for router in routers:
+        if inside:
+            no_route(lab, router, prefix)
+            continue
+        best = best_via_node(lab, router, prefix, node, without_community=community)
+        assert best.as_path[-1:] == (lab.topo.node_asn[node],), f"{router}: {describe([best])}"
+    return inside
+
+
+def elevated_toward(
+    lab: Lab, vm: str, source: str, target: str, *, community: str, timeout: float = 5.0
+) -> None:
+    """`vm` runs on `target` at the elevated priority (Live, or TimeWait for the convergence
+    time): `target` routes its /32 to the VM's interface at the elevated metric; every ToR and
+    spine holds one best route toward `target` tagged `community` (preference 200 at the
+    target's own ToR); every node but `source` and `target` installs the /32 via its ToR at the
+    elevated metric (the community's import rule)."""
+    prefix = f"{lab.topo.workload(vm).ip}/32"
+    elevated = lab.priorities(target).elevated
+    kernel_route(lab, target, prefix, metric=elevated, dev=lab.workload_interface(vm, target))
+    _, tn = lab.spec.node(target)
+    for router in (r.name for r in lab.spec.routers if r.role in ("tor", "spine")):
+        best = eventually(
+            lambda r=router: best_via_node(lab, r, prefix, target, community=community),
+            timeout=timeout,
+            what=f"{router} to prefer {target}'s tagged /32",
+        )
+        if tn.rack is not None and lab.spec.rack(tn.rack).tor == router:
+            assert best.preference == 200, f"{router}: {describe([best])}"
+    for cluster_node in (n for _, n in lab.spec.all_nodes() if n.name not in (source, target) and n.rack):
+        tor = lab.spec.rack(cluster_node.rack).tor
+        eventually(
+            lambda n=cluster_node.name, t=tor: kernel_route(
+                lab, n, prefix, metric=elevated, gateway=str(lab.topo.tor_address[t].ip)
+            ),
+            timeout=timeout,
+            what=f"{cluster_node.name} to install {vm}'s /32 at metric {elevated}",
+        )
+
+
 def kernel_metrics(lab: Lab, entity: str, prefix: str) -> list[KernelRoute]:
     return lab.runtime.kernel_routes(entity, prefix)
 
@@ -132,8 +186,6 @@ def _owner_of(lab: Lab, ip: str) -> str | None:
 
 def lookup(lab: Lab, entity: str, ip: str) -> KernelRoute | None:
     """The kernel route `entity` uses for `ip`: longest prefix, then lowest metric."""
-    import ipaddress
-
     addr = ipaddress.ip_address(ip)
     best: tuple[int, int, KernelRoute] | None = None
     for r in lab.runtime.kernel_routes(entity):
@@ -184,3 +236,113 @@ def neighbour_mac(lab: Lab, node: str, ip: str) -> str:
     entries = [n for n in json.loads(res.stdout or "[]") if n.get("dst") == ip and n.get("lladdr")]
     assert entries, f"{node} has no neighbour entry with a MAC for {ip}: {res.stdout.strip() or 'none'}"
     return str(entries[0]["lladdr"]).lower()
+
+
+ROUTE_TYPES = frozenset({"unicast", "blackhole", "unreachable", "prohibit", "throw", "local", "broadcast"})
+
+
+def routes_in(lab: Lab, entity: str) -> dict[str, dict[str, str]]:
+    """`entity`'s IPv4 routes (main table) as `ip route` prints them (iproute2 or busybox: a
+    guest's too), prefix -> {"type", "via", "dev", ...}: the key-value words after the prefix
+    ("default" is 0.0.0.0/0)."""
+    res = lab.run(entity, ["ip", "-4", "route", "show"])
+    assert res.returncode == 0, f"{entity}: ip route failed: {res.stderr.strip()}"
+    out: dict[str, dict[str, str]] = {}
+    for line in res.stdout.splitlines():
+        words = line.split()
+        kind = words.pop(0) if words and words[0] in ROUTE_TYPES else "unicast"
+        if not words:
+            continue
+        prefix = "0.0.0.0/0" if words[0] == "default" else str(ipaddress.IPv4Network(words[0]))
+        out[prefix] = {"type": kind, **dict(zip(words[1::2], words[2::2], strict=False))}
+    return out
+
+
+def link_address(lab: Lab, entity: str, peer: str) -> str:
+    """`entity`'s address on its point-to-point link to `peer` (router links and host links)."""
+    for link in lab.topo.links + lab.topo.host_links:
+        ends = {link.a.entity: link.a, link.b.entity: link.b}
+        if set(ends) == {entity, peer}:
+            return str(ends[entity].address.ip)
+    raise AssertionError(f"no link between {entity} and {peer}")
+
+
+def hop_toward(lab: Lab, router: str, node: str) -> str:
+    """The next hop `router` forwards to on the way to `node`: the node itself on its own ToR,
+    else the neighbour on the shortest path of router links to that ToR."""
+    if (hop := next_hop_toward(lab, router, node)) is not None:
+        return hop
+    _, n = lab.spec.node(node)
+    assert n.rack is not None, f"{node} is in no rack"
+    tor = lab.spec.rack(n.rack).tor
+    first: dict[str, str | None] = {router: None}
+    todo = deque([router])
+    while todo:
+        here = todo.popleft()
+        if here == tor:
+            hop_entity = first[here]
+            assert hop_entity is not None
+            return link_address(lab, hop_entity, router)
+        for link in lab.topo.links:
+            for a, b in ((link.a.entity, link.b.entity), (link.b.entity, link.a.entity)):
+                if a == here and b not in first:
+                    first[b] = first[here] or b
+                    todo.append(b)
+    raise AssertionError(f"no path of router links from {router} to {tor} ({node}'s ToR)")
+
+
+# ---- a migration's record: what the routers held while it ran --------------------------------
+
+
+def route_views(record: MigrationRecord, router: str) -> list[dict[str, Any]]:
+    """`router`'s views of the migrated VM's /32 in the record (events of `bird:<router>`: best
+    next hop, its communities, ECMP, paths), in time order; AssertionError if there are none."""
+    events = record.to_json()["events"]
+    views = [e for e in events if e["source"] == f"bird:{router}" and e["kind"] == "route"]
+    assert views, f"the record of {record.vm}'s migration has no view of {router}"
+    return views
+
+
+def never_ecmp(record: MigrationRecord) -> None:
+    """No router split the VM's /32 across next hops at any moment of the migration."""
+    split = [e for e in record.to_json()["events"] if e["kind"] == "route" and e.get("ecmp")]
+    assert not split, "ECMP while migrating: " + "; ".join(
+        f"{e['source']} at {e['ms']} ms via {e['best_via']}" for e in split
+    )
+
+
+def ended_via(
+    lab: Lab, record: MigrationRecord, router: str, node: str, *, community: str | None = None
+) -> dict[str, Any]:
+    """By the end of the migration `router`'s best route for the VM led to `node` (next hop
+    `hop_toward`), tagged with `community` if given."""
+    last = route_views(record, router)[-1]
+    hop = hop_toward(lab, router, node)
+    assert last["best_via"] == hop, f"{router} ended via {last['best_via']}, expected {hop} toward {node}"
+    if community is not None:
+        assert community in last["communities"], f"{router} ended without {community}: {last}"
+    return last
+
+
+def target_preferred(lab: Lab, record: MigrationRecord, router: str, target: str) -> None:
+    """Whenever `router` held more than one route for the VM while it migrated (the target's
+    and the source's, which announces its /32 until it learns the target's or its pod goes),
+    its best led to `target`: it never kept traffic on the source (split brain). A ToR that
+    prefers the tagged route makes the source withdraw at once; one that does not keeps both."""
+    hop = hop_toward(lab, router, target)
+    wrong = [v for v in route_views(record, router) if v["paths"] > 1 and v["best_via"] != hop]
+    assert not wrong, f"{router} preferred another route to {target}'s ({hop}): " + "; ".join(
+        f"at {v['ms']} ms best via {v['best_via']} of {v['paths']}" for v in wrong
+    )
+
+
+def moved_once(lab: Lab, record: MigrationRecord, router: str, source: str, target: str) -> list[str | None]:
+    """`router`'s best route for the VM went from toward `source` straight to toward `target`:
+    never none in between, never back (repeats of one view collapsed)."""
+    hops: list[str | None] = []
+    for view in route_views(record, router):
+        if not hops or hops[-1] != view["best_via"]:
+            hops.append(view["best_via"])
+    expected = [hop_toward(lab, router, source), hop_toward(lab, router, target)]
+    assert hops == expected, f"{router}'s best next hops while migrating: {hops}, expected {expected}"
+    return hops

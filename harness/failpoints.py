@@ -8,7 +8,7 @@ and kill the migration's target QEMU when it reaches `migrate.complete.begin`. A
 `kill-target` (SIGKILL the process the caller names as `target_pid`, e.g. a migration's target
 QEMU). `@SECONDS` delays the action (the operation goes on meanwhile). Unset, a fail point
 costs one dictionary lookup. The names a module offers are listed in its docstring; the crash
-tests (tests/integration/test_crash_safety.py) strike at each of them.
+tests (tests/netns/test_crash_safety.py) strike at each of them.
 """
 
 from __future__ import annotations

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from harness.progress import NullProgress, Progress
 from harness.record import MigrationRecord
 from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
-from harness.runtime.base import LabContext, Runtime, RuntimeOptions
+from harness.runtime.base import LabContext, ProbeRoute, Runtime, RuntimeOptions
 from harness.speakers import BirdSpeaker, Session
 from harness.spec import LabSpec, cluster_resources
 from harness.state import LabState, check_lab_name, lab_dir, lab_lock
@@ -243,6 +245,24 @@ class Lab:
         if entity not in self.topo.entities:
             raise KeyError(f"no entity '{entity}' in lab '{self.name}'")
         return self.runtime.popen(entity, argv, **kwargs)
+
+    @contextlib.contextmanager
+    def add_test_route(
+        self, node: str, prefix: str, *, dev: str = "kvt0", metric: int = 1024
+    ) -> Iterator[ProbeRoute]:
+        """For the block: a Felix-style kernel route for `prefix` on `node` (device `dev`, made
+        as a veth pair if the node lacks it; `metric` 1024 normal, 512 elevated), for the node's
+        BIRD to export as calico-node would; on leaving, what it added goes again (the device
+        too, if it made it). Through `ip` inside the node: the same on every runtime.
+        InvalidRequest for an unknown node or a bad prefix, device or metric."""
+        if node not in self.topo.node_address:
+            raise InvalidRequest(f"no node '{node}' in lab '{self.name}'")
+        route = ProbeRoute(prefix, dev, metric)
+        made = self.runtime.add_probe_route(node, route)
+        try:
+            yield route
+        finally:
+            self.runtime.remove_probe_route(node, route, device=made)
 
     # -- VMs and migration ---------------------------------------------------------------
     def vm(self, name: str) -> VM:

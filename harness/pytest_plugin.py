@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import pytest
 
 from harness.diagnostics import collect
-from harness.errors import LabError, LabNameError, PreflightError
+from harness.errors import KvlabError, LabError, LabNameError, PreflightError
 from harness.instances import reap_stale
 from harness.lab import Lab
 from harness.labfile import load_lab, resolve_spec_path
@@ -186,7 +186,7 @@ class LabFactory:
     def __call__(self, spec_or_path: str | Path | LabSpec, *, private: bool = False) -> Lab:
         spec = _resolve(spec_or_path)
         key = spec.source
-        if private and not get_runtime(self.runtime).parallel_instances:
+        if private and self._shares(spec):
             # One instance per machine (containerlab: kind cluster names are machine-wide): the
             # test gets the shared lab, with every VM back on its spec node.
             lab = self(spec, private=False)
@@ -218,6 +218,18 @@ class LabFactory:
         lab.artifacts_dir = self.config.rootpath / "test-results" / "timelines"  # next to the test results
         self.config.stash[TIMELINES] = lab.artifacts_dir
         return lab
+
+    def _shares(self, spec: LabSpec) -> bool:
+        """Whether a private request for `spec` gets the shared instance instead: on a runtime
+        without parallel instances, for the session's lab (--lab) and any spec already up. Another
+        spec (a scenario's own lab) gets a private instance, released like one elsewhere."""
+        if get_runtime(self.runtime).parallel_instances:
+            return False
+        try:
+            session = str(resolve_spec_path(self.config.getoption("--lab")).resolve())
+        except KvlabError:
+            session = None
+        return spec.source in (session, *self.cache) or _running_same(spec, self.runtime) is not None
 
     def release(self, lab: Lab) -> None:
         """Tear down a private lab this session brought up (others: nothing to do)."""

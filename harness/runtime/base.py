@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import abc
 import ipaddress
+import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.calico import felix
-from harness.errors import LabError
+from harness.errors import InvalidRequest, LabError
 from harness.progress import NullProgress, Progress
-from harness.spec import LabSpec, cluster_resources
+from harness.spec import FABRIC_RANGE, POOL_RANGES, LabSpec, cluster_resources
 from harness.state import LabState, lab_dir, lab_lock
 from harness.topology import Topology, Workload, resolve
 
@@ -52,6 +54,49 @@ class RuntimeOptions:
     stack: str | None = None
     emulation: bool | None = None
     tor_image: str | None = None
+
+
+PROBE_DEVICE = re.compile(r"^[a-z][a-z0-9]{0,12}$")
+"""A probe route's device: a short interface name (its veth peer adds a 'p': <= 14 characters)."""
+METRIC_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class ProbeRoute:
+    """A kernel route a test programs on a node the way Felix programs a workload's: `prefix`
+    (inside the lab's address plan) on device `dev` at `metric`, protocol boot, main table.
+    Validated on construction (InvalidRequest): its values end up on an `ip` command line."""
+
+    prefix: str
+    dev: str = "kvt0"
+    metric: int = 1024
+
+    def __post_init__(self) -> None:
+        try:
+            net = ipaddress.IPv4Network(self.prefix)
+        except (ValueError, TypeError) as e:
+            raise InvalidRequest(f"probe route: prefix {self.prefix!r} is no IPv4 network: {e}") from None
+        if not any(net.subnet_of(r) for r in (FABRIC_RANGE, *POOL_RANGES)):
+            ranges = ", ".join(map(str, (FABRIC_RANGE, *POOL_RANGES)))
+            raise InvalidRequest(f"probe route: {net} is outside the lab's address plan ({ranges})")
+        object.__setattr__(self, "prefix", str(net))
+        if not isinstance(self.dev, str) or not PROBE_DEVICE.fullmatch(self.dev):
+            raise InvalidRequest(
+                f"probe route: device {self.dev!r} must be a lowercase letter and up to 12 letters or digits"
+            )
+        metric = self.metric
+        if isinstance(metric, bool) or not isinstance(metric, int) or not 0 < metric <= METRIC_MAX:
+            raise InvalidRequest(f"probe route: metric {metric!r} must be an integer from 1 to {METRIC_MAX}")
+
+    @property
+    def peer(self) -> str:
+        """The other end of the veth pair made when the device does not exist."""
+        return f"{self.dev}p"
+
+    @property
+    def selector(self) -> tuple[str, ...]:
+        """The route as `ip route` names it: prefix, device, metric."""
+        return (self.prefix, "dev", self.dev, "metric", str(self.metric))
 
 
 @dataclass
@@ -190,6 +235,49 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]:
         """Kernel routes of an entity."""
+
+    def run_ip(self, entity: str, *args: str) -> str:
+        """`ip ARGS` inside an entity (iproute2, present in a netns namespace and a kind node
+        alike); its output, or LabError naming the command and what it said."""
+        res = self.run(entity, ["ip", *args])
+        if res.returncode != 0:
+            raise LabError(f"{entity}: 'ip {' '.join(args)}' failed: {(res.stderr or res.stdout).strip()}")
+        return res.stdout
+
+    def add_probe_route(self, node: str, route: ProbeRoute) -> bool:
+        """Program `route` in `node`'s kernel as Felix would (a device of its own, a metric),
+        for BIRD to pick up. The device is made (a veth pair `dev`/`dev`p inside the node, both
+        up: no `dummy` module needed) unless it exists. Returns whether it was made, for
+        `remove_probe_route`. LabError when the node already routes that prefix itself (a pod
+        of the real stack may own the address): the probe would not say what it claims."""
+        if node not in self.topo.node_address:
+            raise InvalidRequest(f"no node '{node}' in lab '{self.lab}' for a probe route")
+        held = [r for r in self.kernel_routes(node, route.prefix) if r.protocol != "bird"]
+        if held:
+            found = ", ".join(f"dev {r.dev} metric {r.metric} proto {r.protocol}" for r in held)
+            raise LabError(f"{node} already routes {route.prefix} ({found}): pick another probe prefix")
+        links = {link.get("ifname") for link in json.loads(self.run_ip(node, "-j", "link", "show") or "[]")}
+        made = route.dev not in links
+        if made:
+            self.run_ip(node, "link", "add", route.dev, "type", "veth", "peer", "name", route.peer)
+        try:
+            if made:
+                self.run_ip(node, "link", "set", route.peer, "up")
+                self.run_ip(node, "link", "set", route.dev, "up")
+            self.run_ip(node, "route", "add", *route.selector, "proto", "boot")
+        except LabError:
+            if made:
+                self.run_ip(node, "link", "del", route.dev)
+            raise
+        return made
+
+    def remove_probe_route(self, node: str, route: ProbeRoute, *, device: bool) -> None:
+        """Undo `add_probe_route`: the route, or with `device=True` the device it made (its
+        routes go with it)."""
+        if device:
+            self.run_ip(node, "link", "del", route.dev)
+        else:
+            self.run_ip(node, "route", "del", *route.selector)
 
     @abc.abstractmethod
     def netns_path(self, entity: str) -> str | None:

@@ -1,9 +1,9 @@
 """The default lab on real BIRD: sessions, fabric routes, aggregation, workload wiring, data plane.
 
-Scenario tests: they run on every runtime (`--runtime`); the two that reach into a mock VM's
-namespace are `netns_only`. Which block each node owns comes from `lab.node_blocks()`: the
-topology's plan on netns, Calico's BlockAffinities on the real stack (where IPAM does not hand
-out blocks in node order)."""
+Scenario tests: they run on every runtime (`--runtime`); the one that runs this machine's
+Python inside the VM is `netns_only`. Which block each node owns comes from `lab.node_blocks()`:
+the topology's plan on netns, Calico's BlockAffinities on the real stack (where IPAM does not
+hand out blocks in node order)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import pytest
 
 from harness import checks
 from harness.lab import Lab
-from harness.runtime.containerlab.ipam import block_owner
 from harness.tcpcheck import assert_reachable, echo_server
 from harness.topology import GUEST_PORT
 
-MOCK_VM = "reaches into a mock VM's namespace (the netns runtime's 'mock' VM backend)"
+MOCK_VM = (
+    "runs this machine's Python client inside the VM: a mock VM (the netns runtime's namespace "
+    "backend) has it, a KubeVirt guest does not"
+)
 
 RACK1 = ("r1-n1", "r1-n2")
 RACK2 = ("r2-n1", "r2-n2")
@@ -86,7 +88,7 @@ def test_spine_sees_both_racks_blocks_via_their_tor(lab: Lab) -> None:
             best = spine.best_route(block)
             assert best is not None, f"spine1 has no route for {block}"
             assert best.as_path == (tor_as, 64512)
-            assert best.via == _address_on_link(lab, tor, "spine1")
+            assert best.via == checks.link_address(lab, tor, "spine1")
 
 
 def test_vm_is_announced_only_inside_its_nodes_block(lab: Lab) -> None:
@@ -94,16 +96,9 @@ def test_vm_is_announced_only_inside_its_nodes_block(lab: Lab) -> None:
     lies in the node's own block. When it lies in another node's block (Calico lends addresses
     across blocks; on the real stack which block a node owns is Calico's choice), the node
     announces it as a /32 from the start, at normal priority."""
-    owner = block_owner(lab.node_blocks(), "203.0.113.10")
-    if owner == "r1-n1":
-        for router in ("tor1", "tor2", "spine1"):
-            assert lab.router(router).routes("203.0.113.10/32") == []
+    if checks.steady_vm_route(lab, "vm1", "r1-n1", ("tor1", "tor2", "spine1"), community="65000:100"):
         for node in ("r1-n2", "r2-n1"):
             assert lab.node(node).routes("203.0.113.10/32") == []
-        return
-    for router in ("tor1", "tor2", "spine1"):
-        best = checks.best_via_node(lab, router, "203.0.113.10/32", "r1-n1", without_community="65000:100")
-        assert best.as_path[-1] == 64512, f"{router}: {checks.describe([best])}"
 
 
 def test_node_kernel_tables(lab: Lab) -> None:
@@ -136,11 +131,12 @@ def test_workload_interface_is_calico_style(lab: Lab) -> None:
     assert proxy.stdout.strip() == "1"
 
 
-@pytest.mark.netns_only(MOCK_VM)
-def test_mock_vm_routes_through_the_workload_gateway(mock_lab: Lab) -> None:
-    vm_routes = {r.prefix: r for r in mock_lab.runtime.kernel_routes("vm1")}
-    assert vm_routes["0.0.0.0/0"].gateway == "169.254.1.1"
-    assert vm_routes["169.254.1.1/32"].dev == "eth0"
+def test_vm_routes_through_the_workload_gateway(guest_lab: Lab) -> None:
+    """Inside the guest: the default route via Calico's workload gateway 169.254.1.1, reached
+    on-link through the guest's interface."""
+    vm_routes = checks.routes_in(guest_lab, "vm1")
+    assert vm_routes["0.0.0.0/0"].get("via") == "169.254.1.1", vm_routes
+    assert vm_routes["169.254.1.1/32"].get("dev") == "eth0", vm_routes
 
 
 def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
@@ -148,11 +144,11 @@ def test_external_host_reaches_vm_over_the_fabric(lab: Lab) -> None:
     assert_reachable(lab, "ext1", "203.0.113.10", GUEST_PORT)
 
 
-@pytest.mark.netns_only(MOCK_VM + " to run a client there")
-def test_vm_reaches_an_external_host(mock_lab: Lab) -> None:
+@pytest.mark.netns_only(MOCK_VM)
+def test_vm_reaches_an_external_host(guest_lab: Lab) -> None:
     """From inside a (mock) VM's namespace out to the external host: the workload gateway works."""
-    with echo_server(mock_lab, "ext1", port=7100):
-        assert_reachable(mock_lab, "vm1", str(mock_lab.topo.host_link("ext1").b.address.ip), 7100)
+    with echo_server(guest_lab, "ext1", port=7100):
+        assert_reachable(guest_lab, "vm1", str(guest_lab.topo.host_link("ext1").b.address.ip), 7100)
 
 
 def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
@@ -162,15 +158,6 @@ def test_lab_addresses_stay_in_lab_ranges(lab: Lab) -> None:
     for link in lab.topo.links + lab.topo.host_links:
         assert link.a.address.ip in fabric
         assert link.b.address.ip in fabric
-
-
-def _address_on_link(lab: Lab, entity: str, peer: str) -> str:
-    """`entity`'s address on its point-to-point link to `peer`."""
-    for link in lab.topo.links:
-        ends = {link.a.entity: link.a, link.b.entity: link.b}
-        if set(ends) == {entity, peer}:
-            return str(ends[entity].address.ip)
-    raise AssertionError(f"no link between {entity} and {peer}")
 
 
 def _ip_json(lab: Lab, entity: str, *args: str) -> list[dict]:

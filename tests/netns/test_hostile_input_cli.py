@@ -27,6 +27,9 @@ from labfiles import resources
 
 from harness.lab import Lab
 
+pytestmark = pytest.mark.netns_only(
+    "runs `kvlab up` of the netns runtime and checks it left no namespace, process or file"
+)
 REPO = Path(__file__).resolve().parents[2]
 KVLAB = [sys.executable, "-m", "harness.cli"]
 LAB = "lab/default.yml"
