@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from harness.realstack.ipam import block_owner
 
 from harness import checks
 from harness.birdc import Route
@@ -37,7 +38,6 @@ from harness.errors import InvalidRequest, LabError
 from harness.generate import fabric_lab
 from harness.kernel import KernelRoute
 from harness.lab import Lab
-from harness.realstack.ipam import block_owner
 from harness.wait import eventually
 
 pytestmark = pytest.mark.calico_3_32(
