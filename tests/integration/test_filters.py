@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from harness.realstack.ipam import block_owner
+from harness.runtime.containerlab.ipam import block_owner
 
 from harness import checks
 from harness.birdc import Route
