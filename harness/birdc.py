@@ -444,10 +444,7 @@ def parse_protocols(reply: Reply) -> list[Protocol]:
 
 # --------------------------------------------------------------------------- routes
 
-_VIA = re.compile(r"^via (?P<gw>\S+) on (?P<iface>\S+)$")
-_DEV = re.compile(r"^dev (?P<iface>\S+)$")
 _NEXTHOP = re.compile(r"^via (?P<gw>\S+) on (?P<iface>\S+)(?: weight (?P<weight>\d+))?")
-_PREF = re.compile(r"^\((?P<pref>\d+)")
 _PAIR = re.compile(r"\((\d+),\s*(\d+)\)")
 _TRIPLE = re.compile(r"\((\d+),\s*(\d+),\s*(\d+)\)")
 _DIGITS = re.compile(r"\d+")
@@ -490,10 +487,12 @@ def _route(prefix: str, rest: str, hops: list[NextHop], type_line: str | None, a
         tail = tail[2:]
     info = tail.strip()
     preference = 0
-    if info.startswith("("):
-        digits = info[1 : info.find(")")] if ")" in info else ""
-        if digits.isdigit():
-            preference = int(digits)
+    if info.startswith("("):  # "(100)", or "(100/0)" with the IGP metric
+        end = 1
+        while end < len(info) and info[end].isdigit():
+            end += 1
+        if end > 1:
+            preference = int(info[1:end])
     via = iface = None
     words = dest.split(" ")
     if len(words) == 4 and words[0] == "via" and words[2] == "on":

@@ -663,3 +663,19 @@ def test_client_against_real_bird(bird_pair: dict[str, Path | str]) -> None:
         with pytest.raises(BirdError) as ei:
             a.command("show route 203.0.113.0/33")
         assert ei.value.code == 9001
+
+
+def test_preference_is_read_with_or_without_the_igp_metric() -> None:
+    """BIRD prints `(pref)` or, for routes with an IGP metric, `(pref/metric)`: the preference is
+    the number before the slash (routes a node learned over BGP read `(200/0)`)."""
+    reply = parse_reply_lines(
+        [
+            "1007-203.0.113.70/32   via 198.18.1.11 on br-rack [bgp_r1_n1 07:42:11] * (200/0) [AS64512i]",
+            "1008-\tType: BGP unicast univ",
+            "1007-203.0.113.71/32   via 198.18.1.11 on br-rack [bgp_r1_n1 07:42:11] * (100) [AS64512i]",
+            "1008-\tType: BGP unicast univ",
+            "1007-203.0.113.72/32   blackhole [static1 2026-12-02 07:42:11] * (200/-) ",
+            "0000 ",
+        ]
+    )
+    assert [r.preference for r in parse_routes(reply)] == [200, 100, 200]

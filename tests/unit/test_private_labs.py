@@ -28,6 +28,7 @@ class _Config:
         }
         self.options.update(options)
         self.rootpath = REPO
+        self.stash: dict[Any, Any] = {}  # pytest.Stash's mapping interface
 
     def getoption(self, name: str) -> Any:
         return self.options[name]
