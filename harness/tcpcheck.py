@@ -70,8 +70,14 @@ def client_argv(
 def tcp_roundtrip(
     lab: Runner, entity: str, ip: str, port: int = GUEST_PORT, *, payload: str = "kvlab", timeout: float = 2.0
 ) -> str:
-    """Connect from `entity` to ip:port, send `payload`, return what came back."""
-    res = lab.run(entity, client_argv(ip, port, payload=payload, timeout=timeout), timeout=timeout + 5)
+    """Connect from `entity` to ip:port, send `payload`, return what came back (AssertionError
+    when there is no answer, so `eventually` retries it)."""
+    try:
+        res = lab.run(entity, client_argv(ip, port, payload=payload, timeout=timeout), timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"TCP {entity} -> {ip}:{port}: the client did not finish in {timeout + 5:g} s"
+        ) from None
     if res.returncode != 0:
         raise AssertionError(f"TCP {entity} -> {ip}:{port} failed: {res.stderr.strip().splitlines()[-1:]}")
     return res.stdout.strip()

@@ -223,7 +223,7 @@ class Canary:
             got = tcp_roundtrip(
                 self.runtime, self.src, self.dst_ip, self.port, payload=payload, timeout=self.fresh_timeout
             )
-        except (AssertionError, subprocess.TimeoutExpired) as e:
+        except AssertionError as e:  # no answer (tcp_roundtrip turns a stuck client into this too)
             return False, str(e)
         return (True, None) if got == payload else (False, f"echoed {got!r}, sent {payload!r}")
 

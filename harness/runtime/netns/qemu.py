@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import shutil
 import subprocess
@@ -49,6 +50,10 @@ from harness.errors import LabError, WaitTimeout
 from harness.runtime.netns.guestimage import READY_MARKER, GuestImage, kernel_cmdline
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
+
+# qemu.qmp logs a refused or vanished socket at ERROR level; here that is an answer (the QEMU is
+# gone), which the callers report themselves.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
