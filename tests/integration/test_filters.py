@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from harness.runtime.containerlab.ipam import block_owner
 
 from harness import checks
 from harness.birdc import Route
@@ -38,6 +37,7 @@ from harness.errors import InvalidRequest, LabError
 from harness.generate import fabric_lab
 from harness.kernel import KernelRoute
 from harness.lab import Lab
+from harness.runtime.containerlab.ipam import block_owner
 from harness.wait import eventually
 
 pytestmark = pytest.mark.calico_3_32(
