@@ -11,18 +11,21 @@ from harness.calico import resources as cr
 from harness.calico.selector import SelectorError, compile_selector
 from harness.errors import SpecIssue
 from harness.spec import (
+    DOC6_RANGE,
+    FABRIC6_RESERVED,
     FABRIC_RANGE,
     FIRST_NODE_HOST,
     P2P_RANGE,
     POOL_RANGES,
     RACK_RANGE,
     ROUTER_ID_RANGE,
+    WORKLOAD_PEERING6_RANGE,
     WORKLOAD_PEERING_IPS,
     Cluster,
     LabSpec,
     Router,
 )
-from harness.topology import rack_subnets
+from harness.topology import rack_subnets, six
 from harness.yamlsrc import SourceMap, format_path
 
 
@@ -105,6 +108,8 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
                 f"{len(c.nodes)} nodes (each node needs its own block)",
             )
 
+    _check_pools6(spec, bad)
+
     # Nodes: rack placement, addresses, eBGP to the ToR.
     for ci, c in enumerate(spec.clusters):
         for ni, n in enumerate(c.nodes):
@@ -139,6 +144,7 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
 
     # VMs: on an existing node, IP inside that node's cluster pools, unique.
     vm_ips: dict[ipaddress.IPv4Address, int] = {}
+    vm_ips6: dict[ipaddress.IPv6Address, int] = {}
     for vi, vm in enumerate(spec.vms):
         try:
             cluster, _ = spec.node(vm.node)
@@ -155,12 +161,61 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
         if vm.ip in vm_ips:
             bad(("vms", vi, "ip"), f"{vm.ip} is already vms[{vm_ips[vm.ip]}]'s address")
         vm_ips[vm.ip] = vi
+        if vm.ip6 is not None:
+            if not cluster.pools6:
+                bad(("vms", vi, "ip6"), f"cluster '{cluster.name}' has no IPv6 pools (pools6) for {vm.ip6}")
+            elif not any(vm.ip6 in p for p in cluster.pools6):
+                bad(
+                    ("vms", vi, "ip6"),
+                    f"{vm.ip6} is not in cluster '{cluster.name}' IPv6 pools "
+                    f"({', '.join(map(str, cluster.pools6))})",
+                )
+            if vm.ip6 in vm_ips6:
+                bad(("vms", vi, "ip6"), f"{vm.ip6} is already vms[{vm_ips6[vm.ip6]}]'s address")
+            vm_ips6[vm.ip6] = vi
 
     _check_nested(spec, bad)
     _check_address_plan(spec, bad)
     issues += _check_resources(spec, resources)
     issues += _check_workload_peering(spec, smap, resources)
     return issues
+
+
+def _check_pools6(spec: LabSpec, bad: Any) -> None:
+    """IPv6 pools: inside the documentation range 2001:db8::/32, out of the fabric's /64, no
+    overlap, room for a block per node; nested clusters stay IPv4."""
+    pools6: list[tuple[ipaddress.IPv6Network, tuple]] = []
+    for ci, c in enumerate(spec.clusters):
+        if c.pools6 and c.parent is not None:
+            bad(
+                ("clusters", ci, "pools6"),
+                f"nested cluster '{c.name}' has IPv6 pools: IPv6 workload peering "
+                "(localWorkloadPeeringIPV6) is not emulated yet, nested clusters are IPv4 only",
+            )
+        for pi, pool in enumerate(c.pools6):
+            path = ("clusters", ci, "pools6", pi)
+            if pool.is_link_local:
+                bad(path, f"pool {pool} is link-local: IPv6 pools come from {DOC6_RANGE}")
+            elif not pool.subnet_of(DOC6_RANGE):
+                bad(path, f"pool {pool} is outside the lab's IPv6 pool range {DOC6_RANGE}")
+            elif pool.overlaps(FABRIC6_RESERVED):
+                bad(path, f"pool {pool} overlaps {FABRIC6_RESERVED}, where the lab numbers its IPv6 fabric")
+            for other, opath in pools6:
+                if pool.overlaps(other):
+                    bad(path, f"pool {pool} overlaps {other} ({_fmt(opath)})")
+            pools6.append((pool, path))
+            if c.block_size6 < pool.prefixlen:
+                bad(
+                    ("clusters", ci, "block_size6"), f"block size /{c.block_size6} is larger than pool {pool}"
+                )
+        if c.pools6:
+            blocks = sum(2 ** min(32, max(0, c.block_size6 - p.prefixlen)) for p in c.pools6)
+            if blocks < len(c.nodes):
+                bad(
+                    ("clusters", ci, "block_size6"),
+                    f"the IPv6 pools hold only {blocks} block{'s' if blocks != 1 else ''} of "
+                    f"/{c.block_size6} for {len(c.nodes)} nodes (each node needs its own block)",
+                )
 
 
 def _check_nested(spec: LabSpec, bad: Any) -> None:
@@ -478,17 +533,25 @@ def _check_bgp_configuration(res: cr.BGPConfiguration, cluster: Cluster, bad: An
             f"{ip} is outside the lab's address plan: workload peering uses "
             f"{', '.join(map(str, WORKLOAD_PEERING_IPS))}",
         )
+    ip6 = res.spec.localWorkloadPeeringIPV6
+    if ip6 is not None and ipaddress.IPv6Address(ip6) not in WORKLOAD_PEERING6_RANGE:
+        bad(
+            ("spec", "localWorkloadPeeringIPV6"),
+            f"{ip6} is outside the lab's address plan: IPv6 workload peering uses the ULA "
+            f"{WORKLOAD_PEERING6_RANGE} (the seeds' fdc9:9723:09bc::1)",
+        )
 
 
 def _check_ip_pool(res: cr.IPPool, cluster: Cluster, bad: Any) -> None:
     net = ipaddress.ip_network(res.spec.cidr, strict=False)
-    if net not in cluster.pools:
-        bad(("spec", "cidr"), f"IPPool {net} is not one of the cluster's pools")
-    if res.spec.blockSize is not None and res.spec.blockSize != cluster.block_size:
+    v4 = net.version == 4
+    if net not in (cluster.pools if v4 else cluster.pools6):
+        bad(("spec", "cidr"), f"IPPool {net} is not one of the cluster's {'pools' if v4 else 'pools6'}")
+    size, field = (cluster.block_size, "block_size") if v4 else (cluster.block_size6, "block_size6")
+    if res.spec.blockSize is not None and res.spec.blockSize != size:
         bad(
             ("spec", "blockSize"),
-            f"blockSize {res.spec.blockSize} disagrees with cluster '{cluster.name}' "
-            f"block_size {cluster.block_size}",
+            f"blockSize {res.spec.blockSize} disagrees with cluster '{cluster.name}' {field} {size}",
         )
 
 
@@ -496,7 +559,7 @@ def _check_bgp_peer(
     res: cr.BGPPeer,
     cluster: Cluster,
     filters: set[str],
-    router_ips: dict[ipaddress.IPv4Address, Router],
+    router_ips: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, Router],
     bad: Any,
 ) -> None:
     spec = res.spec
@@ -507,7 +570,14 @@ def _check_bgp_peer(
         bad(("spec", "node"), f"no node '{spec.node}' in cluster '{cluster.name}'")
     if spec.peerIP is None:
         return
-    ip = ipaddress.IPv4Address(spec.peerIP)  # validated by the model: IPv4, no port
+    ip = ipaddress.ip_address(spec.peerIP)  # validated by the model: an address, no port
+    if ip.version == 6 and not cluster.pools6:
+        bad(
+            ("spec", "peerIP"),
+            f"{ip} is IPv6, but cluster '{cluster.name}' has no IPv6 pools (pools6): "
+            "a single-stack lab's nodes peer over IPv4",
+        )
+        return
     router = router_ips.get(ip)
     if router is None and ip not in WORKLOAD_PEERING_IPS:
         known = ", ".join(sorted(map(str, router_ips))) or "none"
@@ -522,14 +592,18 @@ def _check_bgp_peer(
         )
 
 
-def _declared_router_ips(spec: LabSpec) -> dict[ipaddress.IPv4Address, Router]:
-    """ToR addresses on rack segments (first address of the subnet), as the addressing plan derives them."""
-    out = {}
+def _declared_router_ips(spec: LabSpec) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, Router]:
+    """ToR addresses on rack segments (first address of the subnet, and its IPv6 twin in a
+    dual-stack lab), as the addressing plan derives them."""
+    out: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, Router] = {}
     subnets = rack_subnets(spec)
     for rack in spec.racks:
         net = subnets.get(rack.name)
         if net is not None and any(r.name == rack.tor for r in spec.routers):
-            out[next(net.hosts())] = spec.router(rack.tor)
+            first = next(net.hosts())
+            out[first] = spec.router(rack.tor)
+            if spec.dual_stack:
+                out[six(ipaddress.IPv4Interface(f"{first}/{net.prefixlen}")).ip] = spec.router(rack.tor)
     return out
 
 

@@ -43,6 +43,16 @@ RACK_RANGE = ipaddress.IPv4Network("198.18.0.0/16")
 P2P_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 ROUTER_ID_RANGE = ipaddress.IPv4Network("198.18.0.0/24")
 FIRST_NODE_HOST = 11
+# IPv6 (dual-stack labs): documentation addresses only. Every fabric address (rack segments,
+# links, router-side host links) is its IPv4 twin embedded in the last 32 bits of
+# FABRIC6_PREFIX (RFC 6052's layout: 198.18.1.1 -> 2001:db8::198.18.1.1 = 2001:db8::c612:101);
+# pools come from the rest of 2001:db8::/32; the workload peering address from the seeds' ULA.
+DOC6_RANGE = ipaddress.IPv6Network("2001:db8::/32")
+FABRIC6_PREFIX = ipaddress.IPv6Network("2001:db8::/96")
+FABRIC6_RESERVED = ipaddress.IPv6Network("2001:db8::/64")  # pools stay out of the fabric's /64
+POOL6_RANGES = (DOC6_RANGE,)
+WORKLOAD_PEERING6_RANGE = ipaddress.IPv6Network("fdc9:9723:9bc::/48")
+BLOCK6_DEFAULT = 122  # Calico's default IPv6 block size
 
 
 class _Model(BaseModel):
@@ -118,6 +128,10 @@ class Cluster(_Model):
     asn: ASN = 64512
     pools: list[ipaddress.IPv4Network] = Field(min_length=1)
     block_size: int = Field(default=26, ge=20, le=32)
+    pools6: list[ipaddress.IPv6Network] = Field(
+        default_factory=list, description="IPv6 pools (dual stack: the lab's fabric gets IPv6 too)"
+    )
+    block_size6: int = Field(default=BLOCK6_DEFAULT, ge=116, le=128)
     nodes: list[Node] = Field(min_length=1)
     resources: str | list[dict[str, Any]] = Field(
         default_factory=list, description="Calico v3 resources: a YAML file (relative to the lab) or a list"
@@ -149,6 +163,7 @@ class VM(_Model):
     name: Name
     node: Name
     ip: ipaddress.IPv4Address
+    ip6: ipaddress.IPv6Address | None = Field(default=None, description="dual stack: the VM's IPv6 address")
     cluster: Name | None = None
     mac: str | None = Field(default=None, pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
     labels: cr.Labels = Field(default_factory=dict)
@@ -210,6 +225,16 @@ class LabFile(_Model):
         if not v.isprintable():
             raise ValueError("a description is one line of printable text (no control characters)")
         return v
+
+    @property
+    def dual_stack(self) -> bool:
+        """Whether the lab runs IPv6 beside IPv4: some cluster has an IPv6 pool."""
+        return any(c.pools6 for c in self.clusters)
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families the lab routes: (4,) or (4, 6)."""
+        return (4, 6) if self.dual_stack else (4,)
 
     # -- lookups -----------------------------------------------------------------------
     def router(self, name: str) -> Router:

@@ -7,6 +7,11 @@ Addressing plan (all inside 198.18.0.0/15, see lab-mechanics.md):
   takes the first host address, nodes take .11, .12, ... in spec order unless they set `ip`;
 - router-router and host-router links: /31s from 198.19.0.0/16 in spec order unless set;
 - router IDs of BIRD routers: 198.18.0.<n> (not configured on any interface).
+
+Dual-stack labs (a cluster with `pools6`) number IPv6 the same way: every fabric address has an
+IPv6 twin, its IPv4 address embedded in 2001:db8::/96 (`six()`: 198.18.1.1/24 ->
+2001:db8::c612:101/120); VMs give their own `ip6`; each node's v6 block is the N-th
+`block_size6` block of the cluster's `pools6`. Router IDs stay IPv4 (bird6 needs one too).
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from harness.spec import FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec
+from harness.spec import FABRIC6_PREFIX, FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec
 
 IPv4 = ipaddress.IPv4Address
+IPv6 = ipaddress.IPv6Address
 Net = ipaddress.IPv4Network
+Net6 = ipaddress.IPv6Network
 
 GUEST_PORT = 7007  # every VM serves a TCP echo here (mock guest, QEMU guest, KubeVirt guest): probes use it
 WORKLOAD_GATEWAY = IPv4("169.254.1.1")
@@ -37,6 +44,13 @@ def rack_subnets(spec: LabSpec) -> dict[str, Net]:
         if n.network_address.packed[2] >= 1 and n not in taken and not any(n.overlaps(t) for t in taken)
     )
     return {r.name: r.subnet if r.subnet is not None else next(free) for r in spec.racks}
+
+
+def six(iface: ipaddress.IPv4Interface) -> ipaddress.IPv6Interface:
+    """The IPv6 twin of a fabric address: the IPv4 address embedded in the last 32 bits of
+    2001:db8::/96, the prefix length grown by 96 (a /24 segment is a /120, a /31 link a /127)."""
+    ip = FABRIC6_PREFIX.network_address + int(iface.ip)
+    return ipaddress.IPv6Interface(f"{ip}/{96 + iface.network.prefixlen}")
 
 
 def workload_ifname(vm: str) -> str:
@@ -62,6 +76,7 @@ class Endpoint:
     entity: str
     ifname: str
     address: ipaddress.IPv4Interface
+    address6: ipaddress.IPv6Interface | None = None  # dual stack: six(address)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class RackPort:
     node: str
     tor_port: str  # interface name in the ToR namespace, enslaved to the rack bridge
     node_address: ipaddress.IPv4Interface
+    node_address6: ipaddress.IPv6Interface | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,11 @@ class Workload:
     mac: str
     host_ifname: str
     backend: str = "mock"  # "mock" (a namespace) or "qemu" (a QEMU guest on its node's tap)
+    ip6: IPv6 | None = None  # dual stack: the VM's IPv6 address
+
+    def address(self, family: int) -> IPv4 | IPv6 | None:
+        """The VM's address of a family (None: it has none)."""
+        return self.ip if family == 4 else self.ip6
 
 
 @dataclass(frozen=True)
@@ -104,9 +125,9 @@ class RouterNeighbor:
 
     protocol: str
     peer: str  # entity name
-    address: IPv4
+    address: IPv4 | IPv6
     asn: int
-    local_address: IPv4
+    local_address: IPv4 | IPv6
     kind: str  # "node" | "router"
 
 
@@ -125,6 +146,17 @@ class Topology:
     workloads: list[Workload] = field(default_factory=list)
     nested_vm: dict[str, str] = field(default_factory=dict)  # nested node -> the parent VM it runs in
     nested_pod: dict[str, IPv4] = field(default_factory=dict)  # nested node -> its test pod's IP
+    tor_address6: dict[str, ipaddress.IPv6Interface] = field(default_factory=dict)  # dual stack
+    node_address6: dict[str, ipaddress.IPv6Interface] = field(default_factory=dict)
+    node_blocks6: dict[str, list[Net6]] = field(default_factory=dict)
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.spec.dual_stack
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        return self.spec.families
 
     def with_pods(self, pods: dict[str, list[str]]) -> Topology:
         """This topology with each VM's pod on the nodes in `pods` (VM -> nodes; a migrating VM
@@ -160,35 +192,50 @@ class Topology:
         """The labels of a VM's workload endpoint, as a BGPPeer's localWorkloadSelector sees them."""
         return dict(self.spec.vm(vm).labels)
 
-    def router_neighbors(self, router: str) -> list[RouterNeighbor]:
-        """The BGP sessions a router's BIRD runs: its rack's nodes (ToR) and linked routers."""
+    def router_neighbors(self, router: str, family: int = 4) -> list[RouterNeighbor]:
+        """The BGP sessions a router's BIRD (family 4) or bird6 (family 6) runs: its rack's
+        nodes (ToR) and linked routers. Same protocol names in both daemons."""
         out: list[RouterNeighbor] = []
+        if family == 6 and not self.dual_stack:
+            return out
         for port in self.rack_ports:
             if port.tor == router:
+                node_addr = port.node_address if family == 4 else port.node_address6
+                tor_addr = self.tor_address[router] if family == 4 else self.tor_address6[router]
+                assert node_addr is not None
                 out.append(
                     RouterNeighbor(
                         protocol=f"bgp_{bird_name(port.node)}",
                         peer=port.node,
-                        address=port.node_address.ip,
+                        address=node_addr.ip,
                         asn=self.node_asn[port.node],
-                        local_address=self.tor_address[router].ip,
+                        local_address=tor_addr.ip,
                         kind="node",
                     )
                 )
         for link in self.links:
             for mine, other in ((link.a, link.b), (link.b, link.a)):
                 if mine.entity == router:
+                    theirs = other.address if family == 4 else other.address6
+                    ours = mine.address if family == 4 else mine.address6
+                    assert theirs is not None
+                    assert ours is not None
                     out.append(
                         RouterNeighbor(
                             protocol=f"bgp_{bird_name(other.entity)}",
                             peer=other.entity,
-                            address=other.address.ip,
+                            address=theirs.ip,
                             asn=self.spec.router(other.entity).asn,
-                            local_address=mine.address.ip,
+                            local_address=ours.ip,
                             kind="router",
                         )
                     )
         return out
+
+    def node_ip(self, node: str, family: int = 4) -> IPv4 | IPv6 | None:
+        """A node's address of a family (None: none of that family)."""
+        addr = self.node_address.get(node) if family == 4 else self.node_address6.get(node)
+        return addr.ip if addr is not None else None
 
     def host_link(self, host: str) -> P2PLink:
         return next(link for link in self.host_links if link.b.entity == host)
@@ -196,8 +243,8 @@ class Topology:
     def workload(self, vm: str) -> Workload:
         return next(w for w in self.workloads if w.vm == vm)
 
-    def block_owner(self, ip: IPv4) -> str | None:
-        for node, blocks in self.node_blocks.items():
+    def block_owner(self, ip: IPv4 | IPv6) -> str | None:
+        for node, blocks in (self.node_blocks if ip.version == 4 else self.node_blocks6).items():
             if any(ip in b for b in blocks):
                 return node
         return None
@@ -210,6 +257,8 @@ def resolve(spec: LabSpec) -> Topology:
     for rack in spec.racks:
         net = topo.rack_subnet[rack.name]
         topo.tor_address[rack.tor] = ipaddress.IPv4Interface(f"{next(net.hosts())}/{net.prefixlen}")
+        if spec.dual_stack:
+            topo.tor_address6[rack.tor] = six(topo.tor_address[rack.tor])
 
     for cluster, node in spec.all_nodes():
         topo.node_asn[node.name] = node.asn or cluster.asn
@@ -227,7 +276,10 @@ def resolve(spec: LabSpec) -> Topology:
                 used.add(ip)
             addr = ipaddress.IPv4Interface(f"{ip}/{net.prefixlen}")
             topo.node_address[node.name] = addr
-            topo.rack_ports.append(RackPort(rack.name, rack.tor, node.name, node.name, addr))
+            addr6 = six(addr) if spec.dual_stack else None
+            if addr6 is not None:
+                topo.node_address6[node.name] = addr6
+            topo.rack_ports.append(RackPort(rack.name, rack.tor, node.name, node.name, addr, addr6))
 
     # Nested cluster nodes are VMs of their parent cluster: the VM's IP is the node IP (/32,
     # the VM's only interface; its default route goes via the parent node's 169.254.1.1).
@@ -244,16 +296,16 @@ def resolve(spec: LabSpec) -> Topology:
         hosts = [net.network_address, net.network_address + 1] if net.prefixlen == 31 else list(net.hosts())
         topo.links.append(
             P2PLink(
-                Endpoint(a, b, ipaddress.IPv4Interface(f"{hosts[0]}/{net.prefixlen}")),
-                Endpoint(b, a, ipaddress.IPv4Interface(f"{hosts[1]}/{net.prefixlen}")),
+                _endpoint(spec, a, b, ipaddress.IPv4Interface(f"{hosts[0]}/{net.prefixlen}")),
+                _endpoint(spec, b, a, ipaddress.IPv4Interface(f"{hosts[1]}/{net.prefixlen}")),
             )
         )
     for host in spec.hosts:
         net = next(free)
         topo.host_links.append(
             P2PLink(
-                Endpoint(host.router, host.name, ipaddress.IPv4Interface(f"{net.network_address}/31")),
-                Endpoint(host.name, UPLINK, ipaddress.IPv4Interface(f"{net.network_address + 1}/31")),
+                _endpoint(spec, host.router, host.name, ipaddress.IPv4Interface(f"{net.network_address}/31")),
+                _endpoint(spec, host.name, UPLINK, ipaddress.IPv4Interface(f"{net.network_address + 1}/31")),
             )
         )
 
@@ -267,6 +319,9 @@ def resolve(spec: LabSpec) -> Topology:
         blocks = [b for pool in cluster.pools for b in pool.subnets(new_prefix=cluster.block_size)]
         for node, block in zip(cluster.nodes, blocks, strict=False):
             topo.node_blocks[node.name] = [block]
+        blocks6 = [b for pool in cluster.pools6 for b in pool.subnets(new_prefix=cluster.block_size6)]
+        for node, block6 in zip(cluster.nodes, blocks6, strict=False):
+            topo.node_blocks6[node.name] = [block6]
 
     # One pod per nested node: the first address of its block, where a canary can reach it
     # through the nested cluster's pool route.
@@ -285,6 +340,11 @@ def resolve(spec: LabSpec) -> Topology:
                 mac=vm.mac or vm_mac(spec.name, vm.name),
                 host_ifname=workload_ifname(vm.name),
                 backend=vm.backend,
+                ip6=vm.ip6,
             )
         )
     return topo
+
+
+def _endpoint(spec: LabSpec, entity: str, ifname: str, address: ipaddress.IPv4Interface) -> Endpoint:
+    return Endpoint(entity, ifname, address, six(address) if spec.dual_stack else None)

@@ -184,6 +184,7 @@ def from_topology(topo: Topology, cluster: str, resources: Iterable[Any]) -> Clu
         n.name: CalicoNode(
             name=n.name,
             ipv4=topo.node_address[n.name],
+            ipv6=topo.node_address6.get(n.name),
             asn=topo.node_asn[n.name],
             labels=topo.node_labels(n.name),
         )
@@ -198,14 +199,20 @@ def from_topology(topo: Topology, cluster: str, resources: Iterable[Any]) -> Clu
             {
                 "apiVersion": cr.API_VERSION,
                 "kind": "IPPool",
-                "metadata": {"name": f"pool-{str(p).replace('.', '-').replace('/', '-')}"},
-                "spec": {"cidr": str(p), "blockSize": spec.block_size},
+                "metadata": {"name": f"pool-{str(p).replace('.', '-').replace(':', '-').replace('/', '-')}"},
+                "spec": {"cidr": str(p), "blockSize": size},
             }
         )
-        for p in spec.pools
+        for p, size in [
+            *((p, spec.block_size) for p in spec.pools),
+            *((p, spec.block_size6) for p in spec.pools6),
+        ]
         if str(p) not in declared
     ]
-    blocks = {n: tuple(BlockAffinity(b) for b in topo.node_blocks.get(n, [])) for n in nodes}
+    blocks = {
+        n: tuple(BlockAffinity(b) for b in [*topo.node_blocks.get(n, []), *topo.node_blocks6.get(n, [])])
+        for n in nodes
+    }
     workloads: dict[str, list[LocalWorkload]] = {n: [] for n in nodes}
     for peer in items:
         if isinstance(peer, cr.BGPPeer) and peer.spec.localWorkloadSelector is not None:

@@ -162,11 +162,12 @@ class NodeBirdConfig:
 
 
 def node_bird_config(
-    topo: Topology, node: str, resources: list[Any], log_file: str | None = None
+    topo: Topology, node: str, resources: list[Any], log_file: str | None = None, family: int = 4
 ) -> NodeBirdConfig:
-    """A lab node's (IPv4) BIRD configuration from its cluster's Calico resources."""
+    """A lab node's BIRD (family 4) or bird6 (family 6) configuration from its cluster's
+    Calico resources."""
     cluster, _ = topo.spec.node(node)
-    return node_config(cc.from_topology(topo, cluster.name, resources), node, 4, log_file)
+    return node_config(cc.from_topology(topo, cluster.name, resources), node, family, log_file)
 
 
 def bgp_configuration(resources: list[Any]) -> cr.BGPConfigurationSpec:

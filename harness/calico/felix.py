@@ -8,8 +8,9 @@ from harness.calico import resources as cr
 from harness.calico.livemigration import Priorities
 
 
-def priorities(resources: list[Any]) -> Priorities:
-    """Route priorities and convergence time from the `default` FelixConfiguration, else Calico defaults."""
+def priorities(resources: list[Any], family: int = 4) -> Priorities:
+    """Route priorities of a family (ipv4*/ipv6*RoutePriority) and the convergence time from the
+    `default` FelixConfiguration, else Calico defaults (1024 / 512 for both families)."""
     spec = next(
         (r.spec for r in resources if isinstance(r, cr.FelixConfiguration) and r.metadata.name == "default"),
         cr.FelixConfigurationSpec(),
@@ -21,7 +22,9 @@ def priorities(resources: list[Any]) -> Priorities:
         else default.convergence
     )
     return Priorities(
-        normal=spec.ipv4NormalRoutePriority or default.normal,
-        elevated=spec.ipv4ElevatedRoutePriority or default.elevated,
+        normal=(spec.ipv4NormalRoutePriority if family == 4 else spec.ipv6NormalRoutePriority)
+        or default.normal,
+        elevated=(spec.ipv4ElevatedRoutePriority if family == 4 else spec.ipv6ElevatedRoutePriority)
+        or default.elevated,
         convergence=convergence,
     )

@@ -479,8 +479,8 @@ class BGPPeerSpec(_Strict):
     @field_validator("peerIP")
     @classmethod
     def _peer_ip(cls, v: str | None, info: ValidationInfo) -> str | None:
-        """An IPv4 address: the emulated nodes run IPv4 only and peer on port 179. In the
-        CALICO_API context also an IPv6 address and `<ip>:<port>` / `[<ipv6>]:<port>`."""
+        """An IPv4 or IPv6 address (a lab checks the family against its pools); the emulated
+        nodes peer on port 179. In the CALICO_API context also `<ip>:<port>` / `[<ipv6>]:<port>`."""
         if v is None:
             return v
         try:
@@ -493,9 +493,7 @@ class BGPPeerSpec(_Strict):
             raise ValueError(
                 f"peerIP {shown(v)} has a port: peering on another port than 179 is not emulated"
             )
-        if ip.version != 4:
-            raise ValueError(f"peerIP {v} is IPv6: the emulated nodes peer over IPv4 only")
-        return v
+        return str(ip)
 
     def model_post_init(self, _: Any) -> None:
         if self.localWorkloadSelector is not None:
@@ -519,7 +517,7 @@ def accepts(parse: Callable[[str], Any], text: str) -> bool:
 
 
 def _is_ip(text: str) -> bool:
-    return accepts(ipaddress.ip_address, text)
+    return "%" not in text and accepts(ipaddress.ip_address, text)
 
 
 def _ip_text(value: str) -> str:
@@ -534,7 +532,9 @@ IPText = Annotated[str, Field(max_length=64), AfterValidator(_ip_text)]
 
 def split_peer_ip(value: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int | None]:
     """A BGPPeer peerIP as (address, port or None): '10.0.0.1', '10.0.0.1:166', '2001::1',
-    '[2001::1]:166'. Raises ValueError."""
+    '[2001::1]:166'; never a scoped IPv6 address ('fe80::1%eth0'). Raises ValueError."""
+    if "%" in value:
+        raise ValueError(f"{shown(value)} is not an IP address (a scope is no part of one)")
     try:
         return ipaddress.ip_address(value), None
     except ValueError:

@@ -145,22 +145,26 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def render_router(topo: Topology, name: str, log_file: str | None = None) -> str:
+def render_router(topo: Topology, name: str, log_file: str | None = None, family: int = 4) -> str:
+    """A router's BIRD (family 4) or bird6 (family 6) config."""
     router = topo.spec.router(name)
     template = _env().get_template(router.template or ROLE_TEMPLATES[router.role])
     return template.render(
         router=router,
+        family=family,
         router_id=topo.router_id[name],
-        neighbors=topo.router_neighbors(name),
+        neighbors=topo.router_neighbors(name, family),
         community=parse_community(router.elevated_community),
         ecmp=False,
         log_file=log_file,
     )
 
 
-def render_node(topo: Topology, node: str, resources: list[Any], log_file: str | None = None) -> str:
-    """A lab node's BIRD config (IPv4), from its cluster's Calico resources."""
-    return render_node_config(confd.node_bird_config(topo, node, resources, log_file))
+def render_node(
+    topo: Topology, node: str, resources: list[Any], log_file: str | None = None, family: int = 4
+) -> str:
+    """A lab node's BIRD (family 4) or bird6 (family 6) config, from its cluster's Calico resources."""
+    return render_node_config(confd.node_bird_config(topo, node, resources, log_file, family))
 
 
 def render_calico_node(cluster: Cluster, node: str, family: int = 4, log_file: str | None = None) -> str:
@@ -204,16 +208,34 @@ def check_config(text: str, bird: str = "bird") -> None:
         raise LabError(f"BIRD rejects the rendered config: {message}")
 
 
+BIRD6_SUFFIX = "/bird6"
+"""`rendered_configs` labels a bird6 config `<entity>/bird6`."""
+
+
+def daemon_of(label: str) -> str:
+    """The BIRD daemon that reads a config of `rendered_configs` (by its label)."""
+    return "bird6" if label.endswith(BIRD6_SUFFIX) else "bird"
+
+
 def rendered_configs(spec: LabSpec) -> list[tuple[str, tuple[str | int, ...], str]]:
     """(entity, its path in the lab file, config) of every router and node, nested ones
-    included, as the netns runtime renders them (logging to stderr)."""
+    included, as the netns runtime renders them (logging to stderr); in a dual-stack lab also
+    each one's bird6 config, labelled `<entity>/bird6`."""
     topo = resolve(spec)
     resources = cluster_resources(spec)
-    out = [(r.name, ("routers", i), render_router(topo, r.name)) for i, r in enumerate(spec.routers)]
-    for ci, cluster in enumerate(spec.clusters):
-        for ni, node in enumerate(cluster.nodes):
-            text = render_node(topo, node.name, resources.get(cluster.name, []))
-            out.append((node.name, ("clusters", ci, "nodes", ni), text))
+    out = []
+    for family in spec.families:
+        suffix = "" if family == 4 else BIRD6_SUFFIX
+        out += [
+            (r.name + suffix, ("routers", i), render_router(topo, r.name, family=family))
+            for i, r in enumerate(spec.routers)
+        ]
+        for ci, cluster in enumerate(spec.clusters):
+            for ni, node in enumerate(cluster.nodes):
+                if family == 6 and node.name in topo.nested_vm:
+                    continue  # nested clusters are IPv4 only
+                text = render_node(topo, node.name, resources.get(cluster.name, []), family=family)
+                out.append((node.name + suffix, ("clusters", ci, "nodes", ni), text))
     return out
 
 
@@ -226,10 +248,12 @@ def check_rendered(
     """Parse every BIRD config of a lab (`configs`, else rendered here) with `bird -p`,
     concurrently; returns how many passed. Raises SpecError naming each router or node BIRD
     refuses and why, LabError when BIRD is not installed. Creates nothing."""
-    exe = bird_executable(bird)
+    exe = {"bird": bird_executable(bird)}
     configs = rendered_configs(spec) if configs is None else configs
+    if any(daemon_of(label) == "bird6" for label, _, _ in configs):
+        exe["bird6"] = bird_executable("bird6")
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(configs)))) as pool:
-        errors = list(pool.map(lambda c: parse_error(c[2], exe), configs))
+        errors = list(pool.map(lambda c: parse_error(c[2], exe[daemon_of(c[0])]), configs))
     issues = [
         SpecIssue(spec.source, format_path(path), f"BIRD rejects the config rendered for '{entity}': {error}")
         for (entity, path, _), error in zip(configs, errors, strict=True)
@@ -256,6 +280,7 @@ __all__ = [
     "bird_executable",
     "check_config",
     "check_rendered",
+    "daemon_of",
     "parse_error",
     "render_calico_node",
     "render_node",

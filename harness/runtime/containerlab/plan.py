@@ -198,6 +198,11 @@ class Plan:
 def plan_lab(topo: Topology) -> Plan:
     """Every check that needs no file: kind nodes wired to racks, service and pod subnets, unique
     containerlab names. RenderError (bad input) on the first problem; nothing is created."""
+    if topo.dual_stack:
+        raise RenderError(
+            "dual stack (clusters with pools6) is not rendered for containerlab yet: kind's "
+            "ipFamily dual, Calico IPv6 pools and dual-stack KubeVirt VMs are missing; use the netns runtime"
+        )
     kind_nodes = plan_kind_nodes(topo)
     plan = Plan(kind_nodes, service_subnets(topo), pod_subnets(topo.spec))
     _check_names(topo.spec, kind_nodes)

@@ -265,7 +265,7 @@ class NetnsRuntime(Runtime):
         (out_dir / "bird").mkdir(parents=True, exist_ok=True)
         files = []
         for entity, _, text in configs:
-            path = out_dir / "bird" / f"{entity}.conf"
+            path = out_dir / "bird" / f"{entity.replace('/', '.')}.conf"
             path.write_text(text)
             files.append(path)
         return RenderReport(
