@@ -164,10 +164,11 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
         pools = {c["name"]: ", ".join(c["pools"]) for c in status["clusters"]}
         for n in status["nodes"]:
             if n["rack"] == rack.name:
-                nb = rb.add(f"node [bold]{n['name']}[/] AS{n['asn']} {n['ip']} ({n['cluster']})")
+                ip6 = f" {n['ip6']}" if "ip6" in n else ""
+                nb = rb.add(f"node [bold]{n['name']}[/] AS{n['asn']} {n['ip']}{ip6} ({n['cluster']})")
                 for vm in status["vms"]:
                     if vm["node"] == n["name"]:
-                        vb = nb.add(f"vm {vm['name']} {vm['ip']}")
+                        vb = nb.add(f"vm {vm['name']} {vm['ip']}" + (f" {vm['ip6']}" if "ip6" in vm else ""))
                         if vm["name"] in nested:
                             nn = nested[vm["name"]]
                             vb.add(
@@ -176,24 +177,33 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
                             )
     console.print(tree)
     table = Table(title="BGP sessions")
-    for col in ("router", "name", "peer", "state"):
+    for col in ("router", "family", "name", "peer", "state"):
         table.add_column(col)
     for s in status["sessions"]:
         style = "green" if s["state"] == "Established" else "red"
-        table.add_row(s["router"], s["name"], s["peer"] or "", f"[{style}]{s['state']}[/]")
+        family = "IPv4" if s.get("family", 4) == 4 else "IPv6"
+        table.add_row(s["router"], family, s["name"], s["peer"] or "", f"[{style}]{s['state']}[/]")
     console.print(table)
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
     prefix = None
+    family = args.family
     if args.prefix is not None:
+        if "%" in args.prefix:
+            raise UsageError("PREFIX: not an IP prefix (a scope is no part of one)")
         try:
-            prefix = str(ipaddress.IPv4Network(args.prefix))
+            net = ipaddress.ip_network(args.prefix)
         except ValueError as e:
-            raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
+            raise UsageError(
+                f"PREFIX: not an IP prefix like 203.0.113.0/26 or 2001:db8:203:113::/122: {e}"
+            ) from None
+        if family is not None and net.version != family:
+            raise UsageError(f"PREFIX: {net} is IPv{net.version}, but --family {family} was given")
+        family, prefix = net.version, str(net)
     lab = attach(args.lab)
     try:
-        speaker = lab.speaker(args.router)
+        speaker = lab.speaker(args.router, family or 4)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
     routes = speaker.routes(prefix)
@@ -202,7 +212,8 @@ def cmd_routes(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{args.router}: {prefix or 'all routes'}")
+    daemon = "" if speaker.family == 4 else " (bird6)"
+    table = Table(title=f"{args.router}{daemon}: {prefix or 'all routes'}")
     for col in (
         "prefix",
         "best",
@@ -456,7 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rt = sub.add_parser("routes", help="BIRD routes of a router or node")
     rt.add_argument("router")
-    rt.add_argument("prefix", nargs="?", help="exact prefix, e.g. 203.0.113.0/26")
+    rt.add_argument("prefix", nargs="?", help="exact prefix, e.g. 203.0.113.0/26 or 2001:db8:203:113::/122")
+    rt.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        default=None,
+        help="4: BIRD's routes (default), 6: bird6's (dual-stack labs); a PREFIX implies its family",
+    )
     rt.add_argument("--lab")
     rt.add_argument("--json", action="store_true")
     rt.set_defaults(func=cmd_routes)

@@ -62,6 +62,14 @@ class KernelRoute:
         }
 
 
+def address_family(prefix: str | None, family: int | None = None) -> int:
+    """The socket family (AF_INET/AF_INET6) of a probe: `family` (4 or 6) if given, else the
+    prefix's, else IPv4."""
+    if family is None:
+        family = 6 if prefix is not None and ":" in prefix else 4
+    return socket.AF_INET6 if family == 6 else socket.AF_INET
+
+
 def _normalize_prefix(prefix: str, family: int) -> str:
     if prefix == "default":
         return "0.0.0.0/0" if family == socket.AF_INET else "::/0"

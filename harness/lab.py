@@ -213,26 +213,37 @@ class Lab:
         return not self.runtime.problems()
 
     # -- entities ----------------------------------------------------------------------
-    def router(self, name: str) -> BirdSpeaker:
+    def _family(self, name: str, family: int) -> int:
+        """`family` checked against the lab: 6 only in a dual-stack lab (KeyError otherwise)."""
+        if family not in self.spec.families or (family == 6 and name in self.topo.nested_vm):
+            raise KeyError(f"'{name}' of lab '{self.name}' runs no BIRD for IPv{family}")
+        return family
+
+    def router(self, name: str, family: int = 4) -> BirdSpeaker:
+        """A router's BIRD (family 4) or bird6 (family 6, dual-stack labs)."""
         if name not in {r.name for r in self.spec.routers}:
             raise KeyError(f"no router '{name}' in lab '{self.name}'")
-        return BirdSpeaker(self.runtime, name)
+        return BirdSpeaker(self.runtime, name, self._family(name, family))
 
-    def node(self, name: str) -> BirdSpeaker:
+    def node(self, name: str, family: int = 4) -> BirdSpeaker:
         if name not in self.topo.node_address:
             raise KeyError(f"no node '{name}' in lab '{self.name}'")
-        return BirdSpeaker(self.runtime, name)
+        return BirdSpeaker(self.runtime, name, self._family(name, family))
 
-    def speaker(self, name: str) -> BirdSpeaker:
+    def speaker(self, name: str, family: int = 4) -> BirdSpeaker:
         """A router or a node by name."""
         kind = self.topo.entities.get(name)
         if kind not in ("router", "node"):
             raise KeyError(f"'{name}' is no router or node of lab '{self.name}'")
-        return BirdSpeaker(self.runtime, name)
+        return BirdSpeaker(self.runtime, name, self._family(name, family))
 
     def speakers(self) -> list[BirdSpeaker]:
+        """Every BIRD of the lab: each router's and node's, then (dual stack) each one's bird6."""
         return [
-            BirdSpeaker(self.runtime, e) for e, k in self.topo.entities.items() if k in ("router", "node")
+            BirdSpeaker(self.runtime, e, family)
+            for family in self.spec.families
+            for e, k in self.topo.entities.items()
+            if k in ("router", "node") and not (family == 6 and e in self.topo.nested_vm)
         ]
 
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0):  # type: ignore[no-untyped-def]
@@ -369,7 +380,8 @@ class Lab:
             try:
                 out += s.sessions()
             except BirdUnavailable as e:
-                out.append(Session(s.name, "<bird>", None, "Down", str(e)))
+                daemon = "<bird>" if s.family == 4 else "<bird6>"
+                out.append(Session(s.name, daemon, None, "Down", str(e), s.family))
         return out
 
     def wait_established(self, timeout: float | None = None) -> list[Session]:
@@ -382,7 +394,7 @@ class Lab:
             down = [s for s in sessions if not s.established]
             if down or len(sessions) < expected:
                 detail = "; ".join(
-                    f"{s.router}/{s.name} (peer {s.peer}): {s.state}"
+                    f"{s.router}/{s.name}{'' if s.family == 4 else ' (bird6)'} (peer {s.peer}): {s.state}"
                     + (f", {s.last_error}" if s.last_error else "")
                     for s in down
                 )
@@ -401,8 +413,12 @@ class Lab:
         return result
 
     def sessions_expected(self) -> list[str]:
+        """Every router session, `router:protocol` (bird6's `router:protocol/6`)."""
         return [
-            f"{r.name}:{n.protocol}" for r in self.spec.routers for n in self.topo.router_neighbors(r.name)
+            f"{r.name}:{n.protocol}{'' if family == 4 else '/6'}"
+            for family in self.spec.families
+            for r in self.spec.routers
+            for n in self.topo.router_neighbors(r.name, family)
         ]
 
     # -- reporting ---------------------------------------------------------------------
@@ -414,7 +430,13 @@ class Lab:
             "spec": self.spec.source,
             "routers": [{"name": r.name, "asn": r.asn, "role": r.role} for r in self.spec.routers],
             "clusters": [
-                {"name": c.name, "asn": c.asn, "pools": [str(p) for p in c.pools], "parent": c.parent}
+                {
+                    "name": c.name,
+                    "asn": c.asn,
+                    "pools": [str(p) for p in c.pools],
+                    **({"pools6": [str(p) for p in c.pools6]} if c.pools6 else {}),
+                    "parent": c.parent,
+                }
                 for c in self.spec.clusters
             ],
             "nodes": [
@@ -424,16 +446,27 @@ class Lab:
                     "rack": n.rack,
                     "asn": self.topo.node_asn[n.name],
                     "ip": str(self.topo.node_address[n.name].ip),
+                    **({"ip6": str(ip6)} if (ip6 := self.topo.node_ip(n.name, 6)) else {}),
                     **({"vm": self.topo.nested_vm[n.name]} if n.name in self.topo.nested_vm else {}),
                 }
                 for c, n in self.spec.all_nodes()
             ],
             "vms": [
-                {"name": w.vm, "ip": str(w.ip), "node": self.vm_location(w.vm)["node"]}
+                {
+                    "name": w.vm,
+                    "ip": str(w.ip),
+                    **({"ip6": str(w.ip6)} if w.ip6 else {}),
+                    "node": self.vm_location(w.vm)["node"],
+                }
                 for w in self.topo.workloads
             ],
             "hosts": [
-                {"name": h.name, "ip": str(self.topo.host_link(h.name).b.address.ip)} for h in self.spec.hosts
+                {
+                    "name": h.name,
+                    "ip": str(self.topo.host_link(h.name).b.address.ip),
+                    **({"ip6": str(a6.ip)} if (a6 := self.topo.host_link(h.name).b.address6) else {}),
+                }
+                for h in self.spec.hosts
             ],
             "sessions": [s.to_json() for s in self.sessions()],
         }

@@ -156,7 +156,7 @@ def link_delete(ns: str, ifname: str) -> None:
             ip.link("del", index=found[0])
 
 
-def add_address(ns: str, ifname: str, address: ipaddress.IPv4Interface) -> None:
+def add_address(ns: str, ifname: str, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
     with ipr(ns) as ip:
         try:
             ip.addr(

@@ -18,9 +18,11 @@ class Probed(Interface):
 
     lab: str
 
-    def bird_socket(self, entity: str) -> Path: ...
+    def bird_socket(self, entity: str, family: int = 4) -> Path: ...
 
-    def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]: ...
+    def kernel_routes(
+        self, entity: str, prefix: str | None = None, family: int | None = None
+    ) -> list[KernelRoute]: ...
 
     def netns_path(self, entity: str) -> str | None: ...
 
@@ -34,24 +36,33 @@ class Session:
     peer: str | None
     state: str
     last_error: str | None = None
+    family: int = 4  # 4: BIRD's session, 6: bird6's
 
     @property
     def established(self) -> bool:
         return self.state == "Established"
 
     def to_json(self) -> dict[str, Any]:
-        return {"router": self.router, "name": self.name, "peer": self.peer, "state": self.state}
+        return {
+            "router": self.router,
+            "name": self.name,
+            "peer": self.peer,
+            "state": self.state,
+            "family": self.family,
+        }
 
 
 class BirdSpeaker:
-    """A router or node: something with a BIRD daemon and a kernel routing table."""
+    """A router or node: something with a BIRD daemon (family 4: `bird`, 6: `bird6`) and a
+    kernel routing table (of that family)."""
 
-    def __init__(self, runtime: Probed, name: str):
+    def __init__(self, runtime: Probed, name: str, family: int = 4):
         self.runtime = runtime
         self.name = name
+        self.family = family
 
     def client(self) -> BirdClient:
-        return BirdClient(self.runtime.bird_socket(self.name))
+        return BirdClient(self.runtime.bird_socket(self.name, self.family))
 
     def protocols(self) -> list[Protocol]:
         with self.client() as c:
@@ -59,7 +70,14 @@ class BirdSpeaker:
 
     def sessions(self) -> list[Session]:
         return [
-            Session(self.name, p.name, p.neighbor_address, p.bgp_state or p.info or p.state, p.last_error)
+            Session(
+                self.name,
+                p.name,
+                p.neighbor_address,
+                p.bgp_state or p.info or p.state,
+                p.last_error,
+                self.family,
+            )
             for p in self.protocols()
             if p.proto == "BGP"
         ]
@@ -73,11 +91,12 @@ class BirdSpeaker:
         return next((r for r in self.routes(prefix) if r.best), None)
 
     def kernel_routes(self, prefix: str | None = None) -> list[KernelRoute]:
-        return self.runtime.kernel_routes(self.name, prefix)
+        return self.runtime.kernel_routes(self.name, prefix, self.family)
 
     def birdc(self, command: str) -> list[tuple[int, str]]:
         with self.client() as c:
             return c.command(command)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} of lab {self.runtime.lab}>"
+        six = " (bird6)" if self.family == 6 else ""
+        return f"<{type(self).__name__} {self.name}{six} of lab {self.runtime.lab}>"

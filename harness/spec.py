@@ -283,4 +283,3 @@ class LabSpec(LabFile):
 def cluster_resources(spec: LabSpec) -> dict[str, list[Any]]:
     """The validated Calico resources of each cluster."""
     return {name: list(items) for name, items in spec.calico.items()}
-

@@ -161,9 +161,7 @@ class Topology:
     def with_pods(self, pods: dict[str, list[str]]) -> Topology:
         """This topology with each VM's pod on the nodes in `pods` (VM -> nodes; a migrating VM
         has a pod on its source and its target), as calico-node on each node sees workloads."""
-        moved = [
-            replace(w, node=node) for w in self.workloads for node in pods.get(w.vm, [w.node])
-        ]
+        moved = [replace(w, node=node) for w in self.workloads for node in pods.get(w.vm, [w.node])]
         return replace(self, workloads=moved)
 
     @property

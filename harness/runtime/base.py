@@ -211,12 +211,12 @@ class Runtime(abc.ABC):
 
     # -- probes ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def bird_socket(self, entity: str) -> Path:
-        """The BIRD control socket of a router or node."""
+    def bird_socket(self, entity: str, family: int = 4) -> Path:
+        """The control socket of a router's or node's BIRD (family 4) or bird6 (family 6)."""
 
     @abc.abstractmethod
-    def bird_files(self, entity: str) -> dict[str, Path]:
-        """BIRD's config and log of an entity (for diagnostics)."""
+    def bird_files(self, entity: str, family: int = 4) -> dict[str, Path]:
+        """BIRD's (family 6: bird6's) config and log of an entity (for diagnostics)."""
 
     @abc.abstractmethod
     def command(self, entity: str, argv: list[str]) -> list[str]:
@@ -233,8 +233,10 @@ class Runtime(abc.ABC):
         return subprocess.Popen(self.command(entity, argv), text=True, **kwargs)
 
     @abc.abstractmethod
-    def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]:
-        """Kernel routes of an entity."""
+    def kernel_routes(
+        self, entity: str, prefix: str | None = None, family: int | None = None
+    ) -> list[KernelRoute]:
+        """Kernel routes of an entity, of `family` (None: the prefix's family, else IPv4)."""
 
     def run_ip(self, entity: str, *args: str) -> str:
         """`ip ARGS` inside an entity (iproute2, present in a netns namespace and a kind node

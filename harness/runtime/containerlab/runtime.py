@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InvalidRequest, LabError, PreflightError, SpecError, SpecIssue
-from harness.kernel import kernel_routes
+from harness.kernel import address_family, kernel_routes
 from harness.procs import signals_deferred
 from harness.progress import Progress
 from harness.record import MigrationRecord
@@ -191,7 +191,9 @@ class ContainerlabRuntime(Runtime):
         return self._docker_client
 
     # -- Runtime interface: probes ----------------------------------------------------------------
-    def bird_socket(self, entity: str) -> Path:
+    def bird_socket(self, entity: str, family: int = 4) -> Path:
+        if family != 4:
+            raise LabError("the containerlab runtime runs no bird6 (dual stack is not rendered for it yet)")
         manifest = self.manifest(required=False) or {}
         for key in ("bird_sockets", "calico_sockets"):
             if entity in manifest.get(key, {}):
@@ -259,14 +261,14 @@ class ContainerlabRuntime(Runtime):
             self._pids[name] = pid
         return f"/proc/{pid}/ns/net"
 
-    def kernel_routes(self, entity: str, prefix: str | None = None) -> list:
+    def kernel_routes(self, entity: str, prefix: str | None = None, family: int | None = None) -> list:
         if os.geteuid() != 0:
             raise LabError(
                 "reading a container's kernel routes needs root (setns into its network namespace)"
             )
-        return kernel_routes(self._container_netns(entity), prefix)
+        return kernel_routes(self._container_netns(entity), prefix, family=address_family(prefix, family))
 
-    def bird_files(self, entity: str) -> dict[str, Path]:
+    def bird_files(self, entity: str, family: int = 4) -> dict[str, Path]:
         """Routers: the rendered config, and BIRD's output (the container's log) fetched now.
         Nodes: calico-node's rendered bird.cfg and its log, fetched now into the run dir.
         Never raises: what cannot be fetched is missing, and said so in `fetch_errors`."""

@@ -31,7 +31,7 @@ from harness import netlink, procs
 from harness.birdc import BirdClient
 from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
-from harness.kernel import KernelRoute, kernel_routes
+from harness.kernel import KernelRoute, address_family, kernel_routes
 from harness.record import MigrationRecord
 from harness.render.bird import check_rendered, render_node, render_router, rendered_configs
 from harness.runtime.base import RenderReport, Runtime
@@ -52,6 +52,12 @@ BASE_SYSCTLS = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
+# Dual stack: every namespace skips duplicate address detection (lab addresses are unique by
+# construction; DAD would keep each new address "tentative", unusable, for a second or more);
+# routers and nodes forward IPv6 too.
+V6_SYSCTLS = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
+V6_FORWARDING = {"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.default.forwarding": "1"}
+DAEMONS = {4: "bird", 6: "bird6"}
 
 
 def find_binary(name: str) -> str | None:
@@ -93,20 +99,22 @@ class NetnsRuntime(Runtime):
     def entity_dir(self, entity: str) -> Path:
         return self.run_dir / entity
 
-    def bird_socket(self, entity: str) -> Path:
-        return self.entity_dir(entity) / "bird.ctl"
+    def bird_socket(self, entity: str, family: int = 4) -> Path:
+        return self.entity_dir(entity) / f"{DAEMONS[family]}.ctl"
 
-    def bird_files(self, entity: str) -> dict[str, Path]:
-        d = self.entity_dir(entity)
-        return {"config": d / "bird.conf", "log": d / "bird.log", "pid": d / "bird.pid"}
+    def bird_files(self, entity: str, family: int = 4) -> dict[str, Path]:
+        d, name = self.entity_dir(entity), DAEMONS[family]
+        return {"config": d / f"{name}.conf", "log": d / f"{name}.log", "pid": d / f"{name}.pid"}
 
     def command(self, entity: str, argv: list[str]) -> list[str]:
         if not netlink.namespace_exists(self.ns(entity)):
             raise LabError(f"'{entity}' has no namespace in lab '{self.lab}' (is the lab up?)")
         return ["ip", "netns", "exec", self.ns(entity), *argv]
 
-    def kernel_routes(self, entity: str, prefix: str | None = None) -> list[KernelRoute]:
-        return kernel_routes(self.ns(entity), prefix)
+    def kernel_routes(
+        self, entity: str, prefix: str | None = None, family: int | None = None
+    ) -> list[KernelRoute]:
+        return kernel_routes(self.ns(entity), prefix, family=address_family(prefix, family))
 
     def netns_path(self, entity: str) -> str | None:
         return self.ns(entity)
@@ -118,6 +126,8 @@ class NetnsRuntime(Runtime):
             missing.append("root privileges (network namespaces and veth pairs need CAP_NET_ADMIN)")
         if find_binary("bird") is None:
             missing.append("BIRD 1.6 daemon 'bird' (Debian package 'bird'; 'make setup' installs it)")
+        if self.spec.dual_stack and find_binary("bird6") is None:
+            missing.append("BIRD 1.6 IPv6 daemon 'bird6' (Debian package 'bird') for this dual-stack lab")
         if find_binary("ip") is None:
             missing.append("'ip' from iproute2 (Debian package 'iproute2')")
         if missing:
@@ -158,7 +168,9 @@ class NetnsRuntime(Runtime):
         for entity, kind in state.entities.items():
             if not netlink.namespace_exists(self.ns(entity)):
                 return False
-            if kind in ("router", "node") and not self._pid_alive(entity, "bird"):
+            if kind in ("router", "node") and not all(
+                self._pid_alive(entity, DAEMONS[f]) for f in self._families(entity)
+            ):
                 return False
             if kind == "node" and entity not in self.hosted and not self._pid_alive(entity, "agent"):
                 return False
@@ -288,8 +300,10 @@ class NetnsRuntime(Runtime):
                 if netlink.namespace_exists(ns):
                     raise LabError(f"namespace {ns} already exists (a leftover? run 'kvlab down {self.lab}')")
                 netlink.create_namespace(ns)
+                if topo.dual_stack:
+                    netlink.set_sysctls(ns, V6_SYSCTLS)
                 if kind in ("router", "node"):
-                    netlink.set_sysctls(ns, BASE_SYSCTLS)
+                    netlink.set_sysctls(ns, BASE_SYSCTLS | (V6_FORWARDING if topo.dual_stack else {}))
                 step.advance(detail=entity)
 
     def _wire_racks(self, topo: Topology) -> None:
@@ -297,16 +311,22 @@ class NetnsRuntime(Runtime):
             for tor, addr in topo.tor_address.items():
                 netlink.add_bridge(self.ns(tor), RACK_BRIDGE)
                 netlink.add_address(self.ns(tor), RACK_BRIDGE, addr)
+                if tor in topo.tor_address6:
+                    netlink.add_address(self.ns(tor), RACK_BRIDGE, topo.tor_address6[tor])
             for port in topo.rack_ports:
                 tor_ns, node_ns = self.ns(port.tor), self.ns(port.node)
                 netlink.add_veth(tor_ns, port.tor_port, node_ns, UPLINK)
                 netlink.enslave(tor_ns, port.tor_port, RACK_BRIDGE)
                 netlink.link_up(tor_ns, port.tor_port)
                 netlink.add_address(node_ns, UPLINK, port.node_address)
+                if port.node_address6 is not None:
+                    netlink.add_address(node_ns, UPLINK, port.node_address6)
                 netlink.link_up(node_ns, UPLINK)
                 # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
                 # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
                 netlink.add_route(node_ns, "0.0.0.0/0", gateway=str(topo.tor_address[port.tor].ip))
+                if port.tor in topo.tor_address6:
+                    netlink.add_route(node_ns, "::/0", gateway=str(topo.tor_address6[port.tor].ip))
                 step.advance(detail=port.node)
 
     def _wire_links(self, topo: Topology) -> None:
@@ -317,10 +337,14 @@ class NetnsRuntime(Runtime):
                 netlink.add_veth(a_ns, link.a.ifname, b_ns, link.b.ifname)
                 for ns, end in ((a_ns, link.a), (b_ns, link.b)):
                     netlink.add_address(ns, end.ifname, end.address)
+                    if end.address6 is not None:
+                        netlink.add_address(ns, end.ifname, end.address6)
                     netlink.link_up(ns, end.ifname)
                 step.advance(detail=f"{link.a.entity}-{link.b.entity}")
             for link in topo.host_links:  # external hosts route everything via their router
                 netlink.add_route(self.ns(link.b.entity), "0.0.0.0/0", gateway=str(link.a.address.ip))
+                if link.a.address6 is not None:
+                    netlink.add_route(self.ns(link.b.entity), "::/0", gateway=str(link.a.address6.ip))
 
     def _attach_workloads(self, topo: Topology) -> None:
         with self.progress.step("VM endpoints", total=len(topo.workloads)) as step:
@@ -566,13 +590,16 @@ class NetnsRuntime(Runtime):
         calico-node's confd does when workload endpoints come and go (workload peering)."""
         for node in nodes:
             cluster, _ = topo.spec.node(node)
-            files = self.bird_files(node)
-            text = render_node(topo, node, resources.get(cluster.name, []), str(files["log"]))
-            if files["config"].read_text() == text:
-                continue
-            files["config"].write_text(text)
-            with BirdClient(self.bird_socket(node)) as bird:
-                bird.configure()
+            for family in self._families(node):
+                files = self.bird_files(node, family)
+                text = render_node(
+                    topo, node, resources.get(cluster.name, []), str(files["log"]), family=family
+                )
+                if files["config"].read_text() == text:
+                    continue
+                files["config"].write_text(text)
+                with BirdClient(self.bird_socket(node, family)) as bird:
+                    bird.configure()
 
     def _start_guests(self, topo: Topology) -> None:
         qemu = [w for w in topo.workloads if w.backend == "qemu"]
@@ -592,36 +619,43 @@ class NetnsRuntime(Runtime):
                 )
                 step.advance(detail=w.vm)
 
+    def _families(self, entity: str) -> tuple[int, ...]:
+        """The BIRD daemons an entity runs: bird (4), and bird6 (6) in a dual-stack lab (nested
+        nodes stay IPv4)."""
+        return (4,) if entity in self.topo.nested_vm else self.topo.families
+
     def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
-        birds = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
+        entities = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
+        birds = [(e, f) for e in entities for f in self._families(e)]
         with self.progress.step("BIRD daemons", total=len(birds)) as step:
-            for entity in birds:
-                files = self.bird_files(entity)
+            for entity, family in birds:
+                files = self.bird_files(entity, family)
                 files["config"].parent.mkdir(parents=True, exist_ok=True)
                 log = str(files["log"])
                 if topo.entities[entity] == "router":
-                    text = render_router(topo, entity, log)
+                    text = render_router(topo, entity, log, family=family)
                 else:
                     cluster, _ = topo.spec.node(entity)
-                    text = render_node(topo, entity, resources.get(cluster.name, []), log)
+                    text = render_node(topo, entity, resources.get(cluster.name, []), log, family=family)
                 files["config"].write_text(text)
-                self._start_bird(entity)
-                step.advance(detail=entity)
+                self._start_bird(entity, family)
+                step.advance(detail=entity if family == 4 else f"{entity} (bird6)")
 
-    def _start_bird(self, entity: str) -> None:
-        files = self.bird_files(entity)
+    def _start_bird(self, entity: str, family: int = 4) -> None:
+        files = self.bird_files(entity, family)
+        daemon = DAEMONS[family]
         argv = [
-            find_binary("bird") or "bird",
+            find_binary(daemon) or daemon,
             "-c",
             str(files["config"]),
             "-s",
-            str(self.bird_socket(entity)),
+            str(self.bird_socket(entity, family)),
             "-P",
             str(files["pid"]),
         ]
         res = self.run(entity, argv)
         if res.returncode != 0:
-            raise LabError(f"BIRD of '{entity}' did not start: {(res.stderr or res.stdout).strip()}")
+            raise LabError(f"{daemon} of '{entity}' did not start: {(res.stderr or res.stdout).strip()}")
 
     def _pid_alive(self, entity: str, name: str) -> bool:
         try:
