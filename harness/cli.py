@@ -248,7 +248,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     lab = attach(args.lab)
     try:
-        record = lab.migrate(args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary)
+        record = lab.migrate(
+            args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary, family=args.family
+        )
     except MigrationFailed as e:
         record = e.record
     except CanaryError as e:  # the canary could not run: the migration did not start
@@ -281,7 +283,8 @@ def print_timeline(rec: dict[str, Any]) -> None:
         if e["kind"] == "phase":
             what = f"[bold]{e['phase']}[/]"
         elif e["kind"] == "state":
-            what = f"{e['state']} ({e['reason']}), route metric {e['metric']}"
+            six = " [IPv6]" if e.get("family") == 6 else ""
+            what = f"{e['state']}{six} ({e['reason']}), route metric {e['metric']}"
         elif e["kind"] == "route" and "op" in e:
             what = f"kernel route {e['op']} {e['prefix']} metric {e['metric']}"
         elif e["kind"] == "route":
@@ -303,13 +306,13 @@ def print_timeline(rec: dict[str, Any]) -> None:
             what = e["kind"]
         table.add_row(f"{e['ms']:.1f}", bar, e["source"], what)
     _console().print(table)
-    c = rec.get("canary")
-    if c:
+    canaries = rec.get("canaries") or ({"4": rec["canary"]} if rec.get("canary") else {})
+    for family, c in canaries.items():
         verdict = (
             "ok" if c["resets"] == 0 and c["lost"] == 0 and c["same_connection"] else "[red]DISRUPTED[/]"
         )
         _console().print(
-            f"canary {verdict}: sent {c['sent']}, echoed {c['echoed']}, lost {c['lost']}, "
+            f"canary (IPv{family}) {verdict}: sent {c['sent']}, echoed {c['echoed']}, lost {c['lost']}, "
             f"resets {c['resets']}, same connection {c['same_connection']}, "
             f"max gap {c['max_gap_ms']:.0f} ms, "
             f"fresh connection {'ok' if c.get('fresh_connection_ok') else 'FAILED'}"
@@ -494,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mg.add_argument(
         "--canary", metavar="HOST", help="run a TCP canary from this external host through the migration"
+    )
+    mg.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        default=None,
+        help="the canary's address family (default: one canary per family the VM has, at once)",
     )
     mg.add_argument(
         "--artifacts", metavar="DIR", help="also write the record as JSON and a PNG timeline here"

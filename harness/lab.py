@@ -296,13 +296,18 @@ class Lab:
         """Felix route priorities and convergence time of a node's cluster."""
         return self.runtime.priorities(node)
 
-    def migrate(self, vm: str, to: str, *, canary: str | None = None, **kwargs: Any) -> MigrationRecord:
+    def migrate(
+        self, vm: str, to: str, *, canary: str | None = None, family: int | None = None, **kwargs: Any
+    ) -> MigrationRecord:
         """Live-migrate a VM to node `to`; returns the record (harness.record.MigrationRecord).
 
         With `canary="ext1"`, a TCP canary from that host to the VM runs through the migration
         and its report and gaps become part of the record; a canary that lost messages, saw a
         reset or a new connection, or still waits for echoes at the end makes the migration
         "failed" (the VM did move: the claim "its TCP sessions survive" did not hold).
+        `family` picks the canary's address family (4 or 6); by default a VM with an IPv6
+        address gets one canary per family at once (`record.canaries`, keyed "4" and "6";
+        `record.canary` is the first one's report).
         Raises InvalidRequest for an unknown VM, node or host, and MigrationFailed (with the
         record) when the migration broke and was rolled back.
         """
@@ -312,18 +317,24 @@ class Lab:
             raise InvalidRequest(f"no node '{to}' in lab '{self.name}'")
         if canary is not None and canary not in {h.name for h in self.spec.hosts}:
             raise InvalidRequest(f"no external host '{canary}' in lab '{self.name}' for the canary")
+        families = self._canary_families(vm, family)
         self.reconcile()
         if canary is None:
             record = self.runtime.migrate(vm, to, **kwargs)
         else:
-            with self.canary(canary, vm) as probe:
+            with contextlib.ExitStack() as stack:
+                probes = {f: stack.enter_context(self.canary(canary, vm, family=f)) for f in families}
                 record = self.runtime.migrate(vm, to, **kwargs)
-                report = probe.stop()
-            merge_into(record, report)
-            record.canary = report.to_json()
-            verdict = canary_verdict(report)
-            if verdict and record.status == "completed":
-                record.status, record.reason = "failed", f"canary: {verdict}"
+                reports = {f: p.stop() for f, p in probes.items()}
+            for f, report in reports.items():
+                merge_into(record, report)
+                verdict = canary_verdict(report)
+                if verdict and record.status == "completed":
+                    six = " (IPv6)" if f == 6 else ""
+                    record.status, record.reason = "failed", f"canary{six}: {verdict}"
+            record.canary = reports[families[0]].to_json()
+            if len(families) > 1 or families != (4,):
+                record.canaries = {str(f): r.to_json() for f, r in reports.items()}
         if self.artifacts_dir is not None:  # the record only: drawing it is not the migration's time
             self.write_timeline(record, self.artifacts_dir, draw=False)
         return record
@@ -361,12 +372,30 @@ class Lab:
         stem = f"{self.name}-{record.vm}-{record.source}-to-{record.target}-{stamp}"
         return write_artifacts(record.to_json(), Path(directory), stem, draw=draw)
 
-    def canary(self, src: str, dst: str, **kwargs: Any) -> Canary:
-        """A TCP canary (context manager) from host `src` to a VM, or to the test pod of a nested
-        cluster's node (through the nested pool), named by `dst` (see harness.canary)."""
+    def _canary_families(self, vm: str, family: int | None) -> tuple[int, ...]:
+        """The families a migration's canary runs over: `family`, or every family the VM has."""
+        has6 = self.topo.workload(vm).ip6 is not None
+        if family is None:
+            return (4, 6) if has6 else (4,)
+        if family not in (4, 6):
+            raise InvalidRequest(f"family {family!r}: 4 or 6")
+        if family == 6 and not has6:
+            raise InvalidRequest(f"{vm} has no IPv6 address (ip6) for an IPv6 canary")
+        return (family,)
+
+    def canary(self, src: str, dst: str, *, family: int = 4, **kwargs: Any) -> Canary:
+        """A TCP canary (context manager) from host `src` to a VM (over IPv4, or IPv6 with
+        `family=6`), or to the test pod of a nested cluster's node (through the nested pool),
+        named by `dst` (see harness.canary)."""
         if src not in {h.name for h in self.spec.hosts}:
             raise InvalidRequest(f"no external host '{src}' in lab '{self.name}' for the canary")
-        if dst in self.topo.nested_pod:
+        if family == 6:
+            if dst not in {w.vm for w in self.topo.workloads} or self.topo.workload(dst).ip6 is None:
+                raise InvalidRequest(
+                    f"no VM '{dst}' with an IPv6 address in lab '{self.name}' for the canary"
+                )
+            ip = str(self.topo.workload(dst).ip6)
+        elif dst in self.topo.nested_pod:
             ip = str(self.topo.nested_pod[dst])
         elif dst in {w.vm for w in self.topo.workloads}:
             ip = str(self.topo.workload(dst).ip)

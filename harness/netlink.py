@@ -221,12 +221,13 @@ def add_permanent_neighbour(ns: str, ifname: str, ip_addr: str, mac: str) -> Non
         ip.neigh("replace", dst=ip_addr, lladdr=mac, ifindex=_index(ip, ifname), state="permanent")
 
 
-def neighbours(ns: str, ifname: str) -> list[tuple[str, str]]:
-    """(ip, mac) of the resolved IPv4 neighbour entries on an interface."""
+def neighbours(ns: str, ifname: str, family: int = 4) -> list[tuple[str, str]]:
+    """(ip, mac) of the resolved neighbour entries (family 4: ARP, 6: NDP) on an interface."""
     with ipr(ns) as ip:
         idx = _index(ip, ifname)
         out = []
-        for n in ip.neigh("dump", ifindex=idx, family=socket.AF_INET):
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        for n in ip.neigh("dump", ifindex=idx, family=af):
             dst, mac = n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")
             if dst and mac and n["state"] not in (0x20, 0x01):  # not FAILED / INCOMPLETE
                 out.append((dst, mac))

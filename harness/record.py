@@ -24,6 +24,8 @@ class MigrationRecord:
     convergence_until: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     canary: dict[str, Any] | None = None  # the TCP canary's report, when one ran
+    ip6: str | None = None  # dual stack: the VM's IPv6 address (its /128's events carry family 6)
+    canaries: dict[str, Any] | None = None  # dual stack: each family's canary report ("4", "6")
 
     def phase(self, name: str, **fields: Any) -> None:
         self.events.append({"t": time.time(), "source": "harness", "kind": "phase", "phase": name, **fields})
@@ -49,6 +51,8 @@ class MigrationRecord:
                 {**e, "ms": round((e["t"] - t0) * 1000, 1)} for e in sorted(self.events, key=lambda e: e["t"])
             ],
             **({"canary": self.canary} if self.canary is not None else {}),
+            **({"ip6": self.ip6} if self.ip6 is not None else {}),
+            **({"canaries": self.canaries} if self.canaries is not None else {}),
         }
 
 

@@ -12,7 +12,7 @@ from pyroute2 import IPRoute
 
 from harness import netlink
 from harness.birdc import BirdClient, BirdError
-from harness.kernel import routes_from
+from harness.kernel import address_family, routes_from
 from harness.speakers import Probed
 from harness.wait import eventually
 
@@ -22,6 +22,7 @@ class RouteWatcher:
 
     def __init__(self, runtime: Probed, routers: list[str], prefix: str, interval: float = 0.005):
         self.runtime, self.routers, self.prefix, self.interval = runtime, routers, prefix, interval
+        self.family = 6 if ":" in prefix else 4  # an IPv6 prefix is bird6's and the kernel's IPv6 table
         self.events: list[dict[str, Any]] = []
         self.cycles = 0
         self._sockets: dict[str, IPRoute] = {}
@@ -45,7 +46,7 @@ class RouteWatcher:
                 return None
             with netlink.inside(path):
                 sock = self._sockets[router] = IPRoute()
-        routes = routes_from(sock, self.prefix, devices=False)
+        routes = routes_from(sock, self.prefix, family=address_family(self.prefix), devices=False)
         return min(routes, key=lambda r: r.metric).gateway if routes else None
 
     def sync(self, cycles: int = 2, timeout: float = 5.0) -> None:
@@ -59,7 +60,7 @@ class RouteWatcher:
         )
 
     def _run(self) -> None:
-        clients = {r: BirdClient(self.runtime.bird_socket(r)) for r in self.routers}
+        clients = {r: BirdClient(self.runtime.bird_socket(r, self.family)) for r in self.routers}
         last: dict[str, Any] = {}
         try:
             while not self._stop.is_set():
@@ -86,6 +87,7 @@ class RouteWatcher:
                                 "kind": "route",
                                 "router": router,
                                 "prefix": self.prefix,
+                                "family": self.family,
                                 **view,
                             }
                         )

@@ -31,6 +31,9 @@ Net6 = ipaddress.IPv6Network
 GUEST_PORT = 7007  # every VM serves a TCP echo here (mock guest, QEMU guest, KubeVirt guest): probes use it
 WORKLOAD_GATEWAY = IPv4("169.254.1.1")
 WORKLOAD_HOST_MAC = "ee:ee:ee:ee:ee:ee"
+WORKLOAD_GATEWAY6 = ipaddress.IPv6Address("fe80::ecee:eeff:feee:eeee")
+"""A workload's IPv6 gateway: the link-local (EUI-64) address of the host side's MAC
+ee:ee:ee:ee:ee:ee, the same on every node, so a migrated guest's neighbour entry stays right."""
 UPLINK = "eth0"
 RACK_BRIDGE = "br-rack"
 

@@ -68,3 +68,35 @@ def test_v6_priorities_of_the_dual_stack_resources(dual: object) -> None:
 
     pr = felix.priorities(dual.resources("kv"), family=6)  # type: ignore[attr-defined]
     assert (pr.normal, pr.elevated) == (1024, 512)
+
+
+# -- the node agent's IPv6 trigger -------------------------------------------------------
+
+
+def test_unsolicited_neighbour_advertisement_is_the_v6_trigger() -> None:
+    """The mock guest's NA (checksummed, Override set, Solicited clear) is what the agent takes
+    as the IPv6 announcement; a solicited one, another target, or another MAC is not."""
+    import socket
+
+    from harness.runtime.netns import mockguest
+    from harness.runtime.netns.agent import TRIGGERS, classify_frame
+
+    mac, ip4, ip6 = "52:54:00:12:34:56", "203.0.113.10", "2001:db8:203:113::10"
+    hw, a4, a6 = (
+        bytes.fromhex(mac.replace(":", "")),
+        socket.inet_aton(ip4),
+        socket.inet_pton(socket.AF_INET6, ip6),
+    )
+    na = mockguest.na_frame(mac, ip6)
+    assert classify_frame(na, hw, a4, a6) == "NA"
+    icmp = na[54:]
+    pseudo = na[22:38] + na[38:54] + len(icmp).to_bytes(4, "big") + b"\0\0\0" + bytes([58])
+    assert mockguest._checksum(pseudo + icmp) == 0  # a valid ICMPv6 checksum sums to 0xffff
+    solicited = na[:58] + bytes([na[58] | 0x40]) + na[59:]
+    assert classify_frame(solicited, hw, a4, a6) is None
+    other = mockguest.na_frame(mac, "2001:db8:203:113::11")
+    assert classify_frame(other, hw, a4, a6) is None
+    assert classify_frame(na, bytes.fromhex("525400000000"), a4, a6) is None
+    assert classify_frame(na, hw, a4, None) is None  # a VM without IPv6 ignores it
+    assert classify_frame(mockguest.garp_frame(mac, ip4), hw, a4, a6) == "GARP"
+    assert TRIGGERS == {"RARP": (4, 6), "GARP": (4,), "NA": (6,)}

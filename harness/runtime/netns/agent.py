@@ -1,16 +1,19 @@
 """The node agent: plays Felix's part for live migration on one node of the netns runtime.
 
 It runs inside the node's namespace (`python -m harness.runtime.netns.agent --config FILE`), owns the /32
-routes of the VMs on its node, watches each VM's host-side interface for RARP and GARP from
-the VM with a raw socket, and drives one `livemigration.VMRoute` state machine per VM. For a
+(and, dual stack, /128) routes of the VMs on its node, watches each VM's host-side interface
+with a raw socket for what the VM announces, and drives one `livemigration.VMRoute` state
+machine per VM IP: RARP (QEMU's, no address in it) activates every IP of the VM, a GARP its
+IPv4 address, an unsolicited neighbour advertisement (ICMPv6 type 136, Solicited flag clear,
+target = the VM's IPv6 address) its IPv6 address. IPv6 routes use the ipv6 priorities. For a
 workload a localWorkloadSelector BGPPeer selects (`peering_ip` set), it provisions the
 cluster's localWorkloadPeeringIPV4 as a /32 on the host side of the workload's interface.
 The harness talks to it over a UNIX socket, one JSON request per connection:
 
     {"op": "ping"} | {"op": "status"}
     {"op": "add", "vm", "ip", "mac", "ifname", "running_here": bool,   # a VM pod on this node
-     "peering_ip": str | None}
-    {"op": "target", "vm", "ip", "mac", "ifname", "peering_ip"}        # migration target pod created
+     "peering_ip": str | None, "ip6": str | None}
+    {"op": "target", "vm", "ip", "mac", "ifname", "peering_ip", "ip6"} # migration target pod created
     {"op": "source", "vm"}                                             # this node is a migration source
     {"op": "ended", "vm", "succeeded": bool}                           # the migration finished
     {"op": "remove", "vm"}                                             # the VM's pod left this node
@@ -43,13 +46,18 @@ from harness.calico.livemigration import Priorities, Transition, VMRoute
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
 ETH_P_RARP = 0x8035
+ETH_P_IPV6 = 0x86DD
+ICMPV6 = 58
+ND_NEIGHBOR_ADVERT = 136
+NA_FLAG_SOLICITED = 0x40
 RTPROT_BOOT = 3
 SCOPE_LINK = 253  # a workload route is on-link, like `ip route add IP dev caliX` (and can be a gateway)
 IDLE_POLL = 0.25  # how often to retry opening a capture on an interface that is not there yet
 
 
-def classify_frame(frame: bytes, vm_mac: bytes, vm_ip: bytes) -> str | None:
-    """'RARP' or 'GARP' when `frame` is an announcement from the VM, else None."""
+def classify_frame(frame: bytes, vm_mac: bytes, vm_ip: bytes, vm_ip6: bytes | None = None) -> str | None:
+    """'RARP', 'GARP' or 'NA' (an unsolicited neighbour advertisement for the VM's IPv6
+    address) when `frame` is an announcement from the VM, else None."""
     if len(frame) < 42 or frame[6:12] != vm_mac:
         return None
     ethertype = struct.unpack("!H", frame[12:14])[0]
@@ -57,7 +65,35 @@ def classify_frame(frame: bytes, vm_mac: bytes, vm_ip: bytes) -> str | None:
         return "RARP"
     if ethertype == ETH_P_ARP and frame[28:32] == vm_ip:  # ARP sender IP is the VM's own IP
         return "GARP"
+    if (
+        ethertype == ETH_P_IPV6
+        and vm_ip6 is not None
+        and len(frame) >= 78
+        and frame[20] == ICMPV6  # IPv6 next header (no extension headers: an NA has none)
+        and frame[54] == ND_NEIGHBOR_ADVERT
+        and not frame[58] & NA_FLAG_SOLICITED
+        and frame[62:78] == vm_ip6  # the target address
+    ):
+        return "NA"
     return None
+
+
+TRIGGERS = {"RARP": (4, 6), "GARP": (4,), "NA": (6,)}
+"""Which families' state machines an announcement activates."""
+
+
+@dataclass
+class FamilyRoute:
+    """One IP of a VM: its state machine and the route installed for it."""
+
+    family: int
+    ip: str
+    fsm: VMRoute
+    installed_metric: int | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.ip}/{32 if self.family == 4 else 128}"
 
 
 @dataclass
@@ -71,16 +107,24 @@ class Workload:
     installed_metric: int | None = None
     peering_ip: str | None = None  # localWorkloadPeeringIPV4 to provision on `ifname`
     peering_done: bool = False
+    v6: FamilyRoute | None = None  # dual stack: the VM's IPv6 address
 
     @property
     def prefix(self) -> str:
         return f"{self.ip}/32"
+
+    def machines(self) -> list[VMRoute]:
+        return [self.fsm] + ([self.v6.fsm] if self.v6 else [])
+
+    def in_target(self) -> bool:
+        return any(m.state.value == "Target" for m in self.machines())
 
 
 @dataclass
 class Agent:
     node: str
     priorities: Priorities
+    priorities6: Priorities = field(default_factory=Priorities)
     workloads: dict[str, Workload] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     netlink: IPRoute | None = None  # one socket for the agent's life (it runs inside the node namespace)
@@ -91,22 +135,32 @@ class Agent:
             self.netlink = IPRoute()
         return self.netlink
 
-    def _route(self, op: str, w: Workload, metric: int) -> None:
+    def _route(self, op: str, w: Workload, metric: int, prefix: str | None = None, family: int = 4) -> None:
         ip = self._ipr()
+        dst = prefix or w.prefix
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
         try:
             if op == "add":
                 idx = ip.link_lookup(ifname=w.ifname)
                 if not idx:
                     raise RuntimeError(f"interface {w.ifname} of {w.vm} is missing")
                 ip.route(
-                    "replace", dst=w.prefix, oif=idx[0], priority=metric, proto=RTPROT_BOOT, scope=SCOPE_LINK
+                    "replace",
+                    dst=dst,
+                    family=af,
+                    oif=idx[0],
+                    priority=metric,
+                    proto=RTPROT_BOOT,
+                    scope=SCOPE_LINK if family == 4 else 0,  # IPv6 routes have no link scope
                 )
+            elif family == 4:
+                ip.route("del", dst=dst, priority=metric, scope=SCOPE_LINK)
             else:
-                ip.route("del", dst=w.prefix, priority=metric, scope=SCOPE_LINK)
+                ip.route("del", dst=dst, family=af, priority=metric)
         except NetlinkError as e:
             if e.code not in (errno.ESRCH, errno.ENOENT):
                 raise
-        self.log(w.vm, "route", op=op, prefix=w.prefix, metric=metric)
+        self.log(w.vm, "route", op=op, prefix=dst, metric=metric, family=family)
 
     def provision_peering(self, w: Workload) -> None:
         """The workload peering IP as a /32 on the workload's host-side interface (once it exists)."""
@@ -125,28 +179,41 @@ class Agent:
         self.log(w.vm, "peering-ip", ifname=w.ifname, address=f"{w.peering_ip}/32")
 
     def program(self, w: Workload) -> None:
-        """Make the kernel match the state machine: add the new route first, then drop the old."""
+        """Make the kernel match the state machines: add the new route first, then drop the old."""
         want = w.fsm.metric
-        if want == w.installed_metric:
-            return
-        old = w.installed_metric
-        if want is not None:
-            self._route("add", w, want)
-        w.installed_metric = want
-        if old is not None:
-            self._route("del", w, old)
+        if want != w.installed_metric:
+            old = w.installed_metric
+            if want is not None:
+                self._route("add", w, want)
+            w.installed_metric = want
+            if old is not None:
+                self._route("del", w, old)
+        r = w.v6
+        if r is not None and r.fsm.metric != r.installed_metric:
+            old, want = r.installed_metric, r.fsm.metric
+            if want is not None:
+                self._route("add", w, want, r.prefix, 6)
+            r.installed_metric = want
+            if old is not None:
+                self._route("del", w, old, r.prefix, 6)
 
     # -- events ------------------------------------------------------------------------
     def log(self, vm: str, kind: str, **fields: Any) -> None:
         self.events.append({"t": time.time(), "node": self.node, "vm": vm, "kind": kind, **fields})
 
-    def apply(self, w: Workload, t: Transition | None) -> None:
+    def apply(self, w: Workload, t: Transition | None, family: int = 4) -> None:
         if t is None:
             return
-        self.log(w.vm, "state", state=t.state.value, reason=t.reason, metric=t.metric)
+        self.log(w.vm, "state", state=t.state.value, reason=t.reason, metric=t.metric, family=family)
         self.program(w)
         if t.state.value == "Target":
             self._open_capture(w)
+
+    def apply_all(self, w: Workload, step: Any) -> None:
+        """Feed one input to every family's machine: `step(fsm)` returns its transition."""
+        self.apply(w, step(w.fsm), 4)
+        if w.v6 is not None:
+            self.apply(w, step(w.v6.fsm), 6)
 
     def _open_capture(self, w: Workload) -> None:
         if w.capture is not None:
@@ -171,11 +238,17 @@ class Agent:
         try:
             while True:
                 frame = w.capture.recv(2048)
-                kind = classify_frame(frame, bytes.fromhex(w.mac.replace(":", "")), socket.inet_aton(w.ip))
+                ip6 = socket.inet_pton(socket.AF_INET6, w.v6.ip) if w.v6 else None
+                mac = bytes.fromhex(w.mac.replace(":", ""))
+                kind = classify_frame(frame, mac, socket.inet_aton(w.ip), ip6)
                 if kind:
                     self.log(w.vm, "seen", what=kind)
-                    self.apply(w, w.fsm.activity(time.monotonic(), kind))
-                    if w.fsm.state.value != "Target":
+                    now = time.monotonic()
+                    if 4 in TRIGGERS[kind]:
+                        self.apply(w, w.fsm.activity(now, kind), 4)
+                    if 6 in TRIGGERS[kind] and w.v6 is not None:
+                        self.apply(w, w.v6.fsm.activity(now, kind), 6)
+                    if not w.in_target():
                         self._close_capture(w)
                         return
         except BlockingIOError:
@@ -201,6 +274,11 @@ class Agent:
                         "ip": w.ip,
                         "ifname": w.ifname,
                         "peering_ip": w.peering_ip if w.peering_done else None,
+                        **(
+                            {"ip6": w.v6.ip, "state6": w.v6.fsm.state.value, "metric6": w.v6.installed_metric}
+                            if w.v6
+                            else {}
+                        ),
                     }
                     for vm, w in self.workloads.items()
                 },
@@ -217,28 +295,31 @@ class Agent:
                 VMRoute(req["vm"], self.priorities),
                 peering_ip=req.get("peering_ip"),
             )
+            if req.get("ip6"):
+                w.v6 = FamilyRoute(6, str(req["ip6"]), VMRoute(req["vm"], self.priorities6))
             if old is not None:
                 w.installed_metric = old.installed_metric
+                if w.v6 is not None and old.v6 is not None and old.v6.ip == w.v6.ip:
+                    w.v6.installed_metric = old.v6.installed_metric
             self.workloads[w.vm] = w
-            t = (
-                w.fsm.start(now, running_here=bool(req.get("running_here")))
-                if op == "add"
-                else w.fsm.target_created(now)
+            running = bool(req.get("running_here"))
+            self.apply_all(
+                w, lambda m: m.start(now, running_here=running) if op == "add" else m.target_created(now)
             )
-            self.apply(w, t)
             self.provision_peering(w)
             return {"ok": True, "state": w.fsm.state.value}
         w = self.workloads.get(req.get("vm", ""))
         if w is None:
             return {"ok": False, "error": f"no workload {req.get('vm')!r} on {self.node}"}
         if op == "source":
-            self.apply(w, w.fsm.became_source(now))
+            self.apply_all(w, lambda m: m.became_source(now))
         elif op == "ended":
-            self.apply(w, w.fsm.migration_ended(now, succeeded=bool(req.get("succeeded"))))
+            ok = bool(req.get("succeeded"))
+            self.apply_all(w, lambda m: m.migration_ended(now, succeeded=ok))
             self._close_capture(w)
         elif op == "remove":
             self._close_capture(w)
-            self.apply(w, w.fsm.removed(now))
+            self.apply_all(w, lambda m: m.removed(now))
             del self.workloads[w.vm]
         else:
             return {"ok": False, "error": f"unknown op {op!r}"}
@@ -249,23 +330,25 @@ class Agent:
         now = time.monotonic()
         wait = IDLE_POLL * 4
         for w in list(self.workloads.values()):
-            self.apply(w, w.fsm.tick(now))
+            self.apply_all(w, lambda m: m.tick(now))
             if w.peering_ip is not None and not w.peering_done:
                 self.provision_peering(w)
                 wait = min(wait, IDLE_POLL)
-            if w.fsm.state.value == "Target" and w.capture is None:
+            if w.in_target() and w.capture is None:
                 self._open_capture(w)
                 wait = min(wait, IDLE_POLL)
-            if w.fsm.deadline is not None:
-                wait = min(wait, max(0.0, w.fsm.deadline - now))
+            for m in w.machines():
+                if m.deadline is not None:
+                    wait = min(wait, max(0.0, m.deadline - now))
         return wait
 
 
 def serve(config: dict[str, Any]) -> None:
-    pr = config.get("priorities", {})
+    pr, pr6 = config.get("priorities", {}), config.get("priorities6", {})
     agent = Agent(
         config["node"],
         Priorities(pr.get("normal", 1024), pr.get("elevated", 512), float(pr.get("convergence", 30.0))),
+        Priorities(pr6.get("normal", 1024), pr6.get("elevated", 512), float(pr.get("convergence", 30.0))),
     )
     for w in config.get("workloads", []):
         agent.handle({"op": "add", **w})

@@ -71,7 +71,7 @@ class MigrationHost(Probed, Protocol):
     def reboot_guest(self, w: Workload, node: str, guest: str | None) -> None: ...
     def migration_release_source(self, w: Workload, source: str, old_if: str, guest: str | None) -> None: ...
     def migration_abort(self, w: Workload, target: str, new_if: str, guest: str | None) -> None: ...
-    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str) -> None: ...
+    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str, *, ip6: Any = None) -> None: ...
     def refresh_birds(self, topo: Topology, resources: dict[str, list[Any]], nodes: list[str]) -> None: ...
     def vm_location(self, vm: str) -> dict[str, Any]: ...
     def set_vm_location(self, vm: str, node: str, ifname: str, guest: str | None = None) -> None: ...
@@ -120,6 +120,8 @@ class Migration:
         self.source_if, self.target_if = journal.source_if, journal.target_if
         self.target_ip = str(rt.topo.node_address[journal.target].ip)
         self.record = MigrationRecord(vm, str(self.workload.ip), self.source, self.target)
+        if self.workload.ip6 is not None:
+            self.record.ip6 = str(self.workload.ip6)
         self._lock: contextlib.ExitStack | None = None
 
     @classmethod
@@ -193,10 +195,10 @@ class Migration:
             timeout=self.rt.spec.timers.migration,
         )
         eventually(
-            lambda: self._state(self.target) in ("Live", "TimeWait"),
+            lambda: self._live(self.target),
             timeout=10,
             interval=0.01,
-            what=f"{self.target}'s agent to see {self.vm} activate",
+            what=f"{self.target}'s agent to see {self.vm} activate (every address family)",
         )
         failpoints.hit("migrate.activate.live", target_pid=self._target_pid)
 
@@ -250,11 +252,12 @@ class Migration:
         self._quietly(lambda: rt.agent(self.target).call("remove", vm=self.vm))
         rt.migration_abort(w, self.target, self.target_if, self.journal.target_guest)
         if w.backend == "mock" and not rt.guest_running(w, self.source, None, self.source_if):
-            rt.plug_guest(self.vm, self.source_if, w.ip, w.mac)
+            rt.plug_guest(self.vm, self.source_if, w.ip, w.mac, ip6=w.ip6)
         rt.agent(self.source).call(
             "add",
             vm=self.vm,
             ip=str(w.ip),
+            ip6=str(w.ip6) if w.ip6 else None,
             mac=w.mac,
             ifname=w.host_ifname,
             running_here=True,
@@ -294,32 +297,39 @@ class Migration:
         (carrying the record) unless recovery found the VM on the target and finished the
         migration; an interrupt is re-raised."""
         routers = [r.name for r in self.rt.spec.routers] if watch else []
-        with RouteWatcher(self.rt, routers, f"{self.workload.ip}/32") as watcher:
-            try:
-                self.prepare()
-                if fail:
-                    self.fail(fail)
-                else:
-                    self.activate(announce)
-                    self.complete()
-                    self.follow_nested()
-            except BaseException as e:
-                cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                outcome = self.recover(cause) if self._lock is not None else "rolled back"
-                self.record.ended = self.record.ended or time.time()
-                if outcome == "completed":
-                    self.record.status, self.record.reason = "completed", f"finished after {cause}"
-                else:
-                    self.record.status, self.record.reason = "failed", f"{cause} ({outcome})"
-                if not isinstance(e, Exception):  # Ctrl-C, SIGTERM, exit: settled, then on its way
-                    raise
-                if outcome != "completed":
-                    raise MigrationFailed(self.record) from e
-            finally:
+        prefixes = [f"{self.workload.ip}/32"] + ([f"{self.workload.ip6}/128"] if self.workload.ip6 else [])
+        with contextlib.ExitStack() as watching:
+            watchers = [watching.enter_context(RouteWatcher(self.rt, routers, p)) for p in prefixes]
+            self._run_phases(watchers, fail, announce)
+        return self.record
+
+    def _run_phases(self, watchers: list[RouteWatcher], fail: str | None, announce: str) -> None:
+        """`run`'s body, the routers watched for the VM's /32 (and /128) by `watchers`."""
+        try:
+            self.prepare()
+            if fail:
+                self.fail(fail)
+            else:
+                self.activate(announce)
+                self.complete()
+                self.follow_nested()
+        except BaseException as e:
+            cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            outcome = self.recover(cause) if self._lock is not None else "rolled back"
+            self.record.ended = self.record.ended or time.time()
+            if outcome == "completed":
+                self.record.status, self.record.reason = "completed", f"finished after {cause}"
+            else:
+                self.record.status, self.record.reason = "failed", f"{cause} ({outcome})"
+            if not isinstance(e, Exception):  # Ctrl-C, SIGTERM, exit: settled, then on its way
+                raise
+            if outcome != "completed":
+                raise MigrationFailed(self.record) from e
+        finally:
+            for watcher in watchers:
                 watcher.sync()
                 self.record.events = sorted(self.record.events + watcher.events, key=lambda e: e["t"])
                 watcher.events = []
-        return self.record
 
     # -- helpers ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -343,6 +353,7 @@ class Migration:
             "target",
             vm=self.vm,
             ip=str(w.ip),
+            ip6=str(w.ip6) if w.ip6 else None,
             mac=w.mac,
             ifname=w.host_ifname,
             peering_ip=self._peering_ip(self.target, {self.vm: self.target}),
@@ -427,3 +438,9 @@ class Migration:
 
     def _state(self, node: str) -> str | None:
         return self.rt.agent(node).call("status")["workloads"].get(self.vm, {}).get("state")
+
+    def _live(self, node: str) -> bool:
+        """Whether `node`'s agent has the VM active (Live or TimeWait) for every family it has."""
+        w = self.rt.agent(node).call("status")["workloads"].get(self.vm, {})
+        active = ("Live", "TimeWait")
+        return w.get("state") in active and ("state6" not in w or w["state6"] in active)

@@ -41,7 +41,15 @@ from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
 from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
-from harness.topology import GUEST_PORT, RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, WORKLOAD_HOST_MAC, Topology
+from harness.topology import (
+    GUEST_PORT,
+    RACK_BRIDGE,
+    UPLINK,
+    WORKLOAD_GATEWAY,
+    WORKLOAD_GATEWAY6,
+    WORKLOAD_HOST_MAC,
+    Topology,
+)
 from harness.wait import eventually
 
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
@@ -352,7 +360,7 @@ class NetnsRuntime(Runtime):
                 if w.backend == "qemu":
                     self.qemu.plug(w, w.node)
                 else:
-                    self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname)
+                    self.attach_workload(w.vm, w.node, w.ip, w.mac, w.host_ifname, ip6=w.ip6)
                 step.advance(detail=w.vm)
 
     @property
@@ -362,7 +370,7 @@ class NetnsRuntime(Runtime):
         return self._qemu
 
     def attach_workload(
-        self, vm: str, node: str, ip: Any, mac: str, host_if: str, vm_if: str = UPLINK
+        self, vm: str, node: str, ip: Any, mac: str, host_if: str, vm_if: str = UPLINK, *, ip6: Any = None
     ) -> None:
         """Plug a VM endpoint namespace into a node the way Calico's CNI plugs a pod.
 
@@ -371,24 +379,34 @@ class NetnsRuntime(Runtime):
         node_ns, vm_ns = self.ns(node), self.ns(vm)
         netlink.add_veth(node_ns, host_if, vm_ns, vm_if)
         netlink.link_up(node_ns, host_if, mac=WORKLOAD_HOST_MAC)
-        self.plug_guest(vm, vm_if, ip, mac)
-        self._host_side(node, host_if, ip, mac)
+        self.plug_guest(vm, vm_if, ip, mac, ip6=ip6)
+        self._host_side(node, host_if, ip, mac, ip6=ip6)
 
-    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str) -> None:
-        """Guest side: the VM's MAC and /32 on `vm_if`, gateway 169.254.1.1 on-link through it."""
+    def plug_guest(self, vm: str, vm_if: str, ip: Any, mac: str, *, ip6: Any = None) -> None:
+        """Guest side: the VM's MAC and /32 on `vm_if`, gateway 169.254.1.1 on-link through it;
+        dual stack: its /128 too, default route via the host side's link-local address (the same
+        on every node: it derives from the MAC ee:ee:ee:ee:ee:ee)."""
         vm_ns = self.ns(vm)
         netlink.link_up(vm_ns, vm_if, mac=mac)
         netlink.add_address(vm_ns, vm_if, _host_iface(ip))
         netlink.add_route(vm_ns, f"{WORKLOAD_GATEWAY}/32", dev=vm_if)
         netlink.add_route(vm_ns, "0.0.0.0/0", gateway=str(WORKLOAD_GATEWAY), dev=vm_if, onlink=True)
+        if ip6 is not None:
+            netlink.add_address(vm_ns, vm_if, _host_iface(ip6))
+            netlink.add_route(vm_ns, "::/0", gateway=str(WORKLOAD_GATEWAY6), dev=vm_if)
 
-    def _host_side(self, node: str, host_if: str, ip: Any, mac: str) -> None:
+    def _host_side(self, node: str, host_if: str, ip: Any, mac: str, *, ip6: Any = None) -> None:
         node_ns = self.ns(node)
-        netlink.set_sysctls(
-            node_ns,
-            {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"},
-        )
+        sysctls = {f"net.ipv4.conf.{host_if}.proxy_arp": "1", f"net.ipv4.neigh.{host_if}.proxy_delay": "0"}
+        if ip6 is not None:  # Felix: proxy NDP on the host side of an IPv6 workload
+            sysctls |= {
+                f"net.ipv6.conf.{host_if}.proxy_ndp": "1",
+                f"net.ipv6.neigh.{host_if}.proxy_delay": "0",
+            }
+        netlink.set_sysctls(node_ns, sysctls)
         netlink.add_permanent_neighbour(node_ns, host_if, str(ip), mac)
+        if ip6 is not None:
+            netlink.add_permanent_neighbour(node_ns, host_if, str(ip6), mac)
 
     def workload_interface(self, vm: str, node: str) -> str:
         return self.topo.workload(vm).host_ifname  # the same name on every node, as the CNI names it
@@ -417,7 +435,7 @@ class NetnsRuntime(Runtime):
             assert guest is not None
             self.qemu.start_target(w, target, target_ip, guest)
         else:
-            self.prepare_target(w.vm, target, w.ip, w.mac, w.host_ifname, new_if)
+            self.prepare_target(w.vm, target, w.ip, w.mac, w.host_ifname, new_if, ip6=w.ip6)
 
     def migration_cutover(
         self, w: Any, journal: Any, target_ip: str, *, rarp: bool = False, timeout: float = 60.0
@@ -431,7 +449,7 @@ class NetnsRuntime(Runtime):
                 target_ip,
                 timeout=timeout,
             )
-        self.activate_guest(w.vm, journal.source_if, journal.target_if, w.ip, w.mac, rarp=rarp)
+        self.activate_guest(w.vm, journal.source_if, journal.target_if, w.ip, w.mac, rarp=rarp, ip6=w.ip6)
         return []
 
     def guest_running(self, w: Any, node: str, guest: str | None, vm_if: str) -> bool:
@@ -484,14 +502,16 @@ class NetnsRuntime(Runtime):
             return False
 
     # -- migration primitives (mock VMs) -------------------------------------------------
-    def prepare_target(self, vm: str, target: str, ip: Any, mac: str, host_if: str, vm_if: str) -> None:
+    def prepare_target(
+        self, vm: str, target: str, ip: Any, mac: str, host_if: str, vm_if: str, *, ip6: Any = None
+    ) -> None:
         """The target pod's interface: a new veth target<->VM, guest side still down."""
         netlink.add_veth(self.ns(target), host_if, self.ns(vm), vm_if)
         netlink.link_up(self.ns(target), host_if, mac=WORKLOAD_HOST_MAC)
-        self._host_side(target, host_if, ip, mac)
+        self._host_side(target, host_if, ip, mac, ip6=ip6)
 
     def activate_guest(
-        self, vm: str, old_if: str, new_if: str, ip: Any, mac: str, *, rarp: bool = False
+        self, vm: str, old_if: str, new_if: str, ip: Any, mac: str, *, rarp: bool = False, ip6: Any = None
     ) -> None:
         """The VM resumes behind the target: same guest, same ARP cache, traffic through `new_if`.
 
@@ -502,16 +522,23 @@ class NetnsRuntime(Runtime):
         cache: list[tuple[str, str]] = []
         with contextlib.suppress(LookupError):
             cache = netlink.neighbours(vm_ns, old_if)
+            if ip6 is not None:
+                cache += netlink.neighbours(vm_ns, old_if, family=6)
             netlink.link_down(vm_ns, old_if)
-        self.plug_guest(vm, new_if, ip, mac)
+        self.plug_guest(vm, new_if, ip, mac, ip6=ip6)
         for addr, lladdr in cache:
             netlink.set_neighbour(vm_ns, new_if, addr, lladdr)
-        frame = mockguest.rarp_frame(mac) if rarp else mockguest.garp_frame(mac, str(ip))
+        # RARP (QEMU's) announces the NIC, both families; a guest's own GARP announces its
+        # IPv4 address, its unsolicited neighbour advertisement its IPv6 address.
+        frames = [mockguest.rarp_frame(mac) if rarp else mockguest.garp_frame(mac, str(ip))]
+        if ip6 is not None and not rarp:
+            frames.append(mockguest.na_frame(mac, str(ip6)))
         with netlink.inside(vm_ns):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         with sock:
             sock.bind((new_if, 0))
-            sock.send(frame.ljust(60, b"\x00"))
+            for frame in frames:
+                sock.send(frame.ljust(60, b"\x00"))
 
     def detach_guest(self, vm: str, vm_if: str) -> None:
         """Remove one of the VM's interfaces (and with it the node-side end of that veth)."""
@@ -539,6 +566,7 @@ class NetnsRuntime(Runtime):
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
                 pr = felix.priorities(resources.get(cluster.name, []))
+                pr6 = felix.priorities(resources.get(cluster.name, []), family=6)
                 config = {
                     "node": node.name,
                     "socket": str(self.entity_dir(node.name) / "agent.ctl"),
@@ -547,6 +575,7 @@ class NetnsRuntime(Runtime):
                         "elevated": pr.elevated,
                         "convergence": pr.convergence,
                     },
+                    "priorities6": {"normal": pr6.normal, "elevated": pr6.elevated},
                     "workloads": [
                         {
                             "vm": w.vm,
@@ -554,6 +583,7 @@ class NetnsRuntime(Runtime):
                             "mac": w.mac,
                             "ifname": w.host_ifname,
                             "running_here": True,
+                            "ip6": str(w.ip6) if w.ip6 else None,
                             "peering_ip": confd.peering_ip_on(
                                 topo, node.name, resources.get(cluster.name, []), str(w.ip)
                             ),
@@ -686,6 +716,7 @@ def _echo_answers(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def _host_iface(ip: Any) -> Any:
+    """A VM's address as an interface address: /32, or /128 for IPv6."""
     import ipaddress
 
-    return ipaddress.IPv4Interface(f"{ip}/32")
+    return ipaddress.ip_interface(f"{ip}/{32 if ipaddress.ip_address(str(ip)).version == 4 else 128}")

@@ -110,7 +110,7 @@ class QemuVMs:
             exists = bool(ip.link_lookup(ifname=w.host_ifname))
         if not exists:
             create_tap(self.rt.ns(node), w.host_ifname, mac="ee:ee:ee:ee:ee:ee")
-        self.rt._host_side(node, w.host_ifname, w.ip, w.mac)
+        self.rt._host_side(node, w.host_ifname, w.ip, w.mac, ip6=w.ip6)
 
     def boot(self, w: Any, node: str, instance: str) -> float:
         """Start the VM on `node` (plugged) as `instance`, wait for its TCP server; seconds to ready."""
