@@ -17,11 +17,17 @@ The guest's /init is configured by kernel command-line parameters (see `kernel_c
     kvlab.port=7007         TCP echo server port                                 (default 7007)
     kvlab.name=vm1          hostname, shown in every log line                    (default kvlab-vm)
     kvlab.gw=169.254.1.1    on-link default gateway (Calico's)                   (default 169.254.1.1)
+    kvlab.ip6=2001:db8::a   dual stack: the VM's IPv6 address, a /128 on eth0    (default: none)
+    kvlab.gw6=fe80::...     its IPv6 gateway: the host side's link-local address (default
+                            fe80::ecee:eeff:feee:eeee, from the MAC ee:ee:ee:ee:ee:ee)
 
 It loads the modules, configures eth0 Calico-style (IP/32, route to the gateway on the
-device, default route via it on-link), sends two gratuitous ARPs (`arping -U`), runs a
+device, default route via it on-link; with kvlab.ip6 also its /128 without duplicate address
+detection and the IPv6 default route via the host side's link-local address, with
+`ndisc_notify` on), sends two gratuitous ARPs (`arping -U`), runs a
 TCP echo server (`nc -ll -e cat`: one forked `cat` per connection, so a long-lived
-connection keeps echoing while new ones are accepted) and logs `kvlab-guest` lines to the
+connection keeps echoing while new ones are accepted; busybox listens on both families) and
+logs `kvlab-guest` lines to the
 serial console (ttyS0); `READY_MARKER` is printed once the server listens. A fatal error
 powers the guest off, so QEMU (started with -no-reboot) exits instead of hanging.
 
@@ -42,6 +48,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import lzma
 import os
@@ -68,6 +75,7 @@ KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 NIC_MODULES = ("virtio_pci", "virtio_net")  # what the guest needs; dependencies are resolved
 DEFAULT_GATEWAY = "169.254.1.1"
+DEFAULT_GATEWAY6 = "fe80::ecee:eeff:feee:eeee"  # topology.WORKLOAD_GATEWAY6
 READY_MARKER = "kvlab-guest: ready"
 FORMAT_VERSION = "1"  # bump when the image layout changes in a way the key would not notice
 
@@ -96,14 +104,20 @@ class GuestImage:
         return self.kernel.stat().st_size + self.initrd.stat().st_size
 
 
-def kernel_cmdline(ip: str, *, port: int = GUEST_PORT, name: str = "kvlab-vm", extra: str = "") -> str:
-    """The -append string for a guest with address `ip`, echoing on `port`."""
+def kernel_cmdline(
+    ip: str, *, port: int = GUEST_PORT, name: str = "kvlab-vm", extra: str = "", ip6: str | None = None
+) -> str:
+    """The -append string for a guest with address `ip` (and `ip6`), echoing on `port`."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name):
         raise ValueError(f"guest name {name!r} must be 1-63 characters of [A-Za-z0-9_.-]")
+    ip = str(ipaddress.IPv4Address(ip))  # ValueError for anything else: it lands on a command line
+    six = f" kvlab.ip6={ipaddress.IPv6Address(ip6)}" if ip6 is not None and "%" not in ip6 else ""
+    if ip6 is not None and not six:
+        raise ValueError(f"guest IPv6 address {ip6!r} has a scope")
     base = (
         "console=ttyS0 panic=-1 loglevel=4 "  # panic=-1: reboot (and with -no-reboot, QEMU exits)
         "i8042.noaux i8042.nokbd i8042.nopnp no_timer_check tsc=reliable "  # skip slow probes under TCG
-        f"kvlab.ip={ip} kvlab.port={port} kvlab.name={name}"
+        f"kvlab.ip={ip} kvlab.port={port} kvlab.name={name}{six}"
     )
     return f"{base} {extra}".strip()
 
@@ -118,10 +132,12 @@ export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-IP= PORT=@PORT@ NAME=kvlab-vm GW=@GW@
+IP= PORT=@PORT@ NAME=kvlab-vm GW=@GW@ IP6= GW6=@GW6@
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     kvlab.ip=*) IP="${arg#kvlab.ip=}" ;;
+    kvlab.ip6=*) IP6="${arg#kvlab.ip6=}" ;;
+    kvlab.gw6=*) GW6="${arg#kvlab.gw6=}" ;;
     kvlab.port=*) PORT="${arg#kvlab.port=}" ;;
     kvlab.name=*) NAME="${arg#kvlab.name=}" ;;
     kvlab.gw=*) GW="${arg#kvlab.gw=}" ;;
@@ -141,12 +157,24 @@ while [ ! -e /sys/class/net/eth0 ]; do
   usleep 20000
 done
 ip link set lo up
+if [ -n "$IP6" ]; then
+  # no DAD (the address is the VM's by IPAM); unsolicited neighbour advertisements on changes
+  for c in all default eth0; do
+    echo 0 > "/proc/sys/net/ipv6/conf/$c/accept_dad"
+    echo 1 > "/proc/sys/net/ipv6/conf/$c/ndisc_notify"
+  done
+fi
 ip link set eth0 up || fatal "eth0 does not come up"
 ip addr add "$IP/32" dev eth0 || fatal "cannot add $IP/32"
 ip route add "$GW" dev eth0 || fatal "cannot add route to $GW"
 ip route add default via "$GW" dev eth0 onlink 2>/dev/null || ip route add default via "$GW" dev eth0 \
   || fatal "cannot add default route via $GW"
 log "eth0 $(cat /sys/class/net/eth0/address) $IP/32 via $GW"
+if [ -n "$IP6" ]; then
+  ip -6 addr add "$IP6/128" dev eth0 || fatal "cannot add $IP6/128"
+  ip -6 route add default via "$GW6" dev eth0 || fatal "cannot add IPv6 default route via $GW6"
+  log "eth0 $IP6/128 via $GW6"
+fi
 arping -U -c 2 -I eth0 "$IP" >/dev/null 2>&1 &
 ( while :; do nc -ll -p "$PORT" -e cat; log "echo server exited ($?), restarting"; usleep 200000; done ) &
 n=0
@@ -159,9 +187,20 @@ while :; do sleep 3600; done
 """
 
 
-def render_init(modules: Iterable[str], *, port: int = GUEST_PORT, gateway: str = DEFAULT_GATEWAY) -> str:
+def render_init(
+    modules: Iterable[str],
+    *,
+    port: int = GUEST_PORT,
+    gateway: str = DEFAULT_GATEWAY,
+    gateway6: str = DEFAULT_GATEWAY6,
+) -> str:
     mods = " ".join(modules)
-    return _INIT_TEMPLATE.replace("@MODULES@", mods).replace("@PORT@", str(port)).replace("@GW@", gateway)
+    return (
+        _INIT_TEMPLATE.replace("@MODULES@", mods)
+        .replace("@PORT@", str(port))
+        .replace("@GW6@", gateway6)
+        .replace("@GW@", gateway)
+    )
 
 
 # -- kernel modules: .modinfo, modules.builtin, load order -------------------------------------
@@ -625,7 +664,14 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                 "builtin_skipped": sorted(set(NIC_MODULES) & builtin),
                 "kernel": "vmlinuz",
                 "initrd": "initrd.gz",
-                "cmdline_params": ["kvlab.ip", "kvlab.port", "kvlab.name", "kvlab.gw"],
+                "cmdline_params": [
+                    "kvlab.ip",
+                    "kvlab.port",
+                    "kvlab.name",
+                    "kvlab.gw",
+                    "kvlab.ip6",
+                    "kvlab.gw6",
+                ],
                 "built_at": time.time(),
                 "build_seconds": round(time.monotonic() - started, 2),
             }

@@ -131,6 +131,7 @@ class GuestSpec:
     memory_mb: int = 128
     accel: str = "tcg"
     append: str = ""  # extra kernel command-line parameters
+    ip6: str | None = None  # dual stack: the VM's IPv6 address
 
     def __post_init__(self) -> None:
         check_ifname(self.tap)
@@ -172,7 +173,7 @@ def qemu_argv(
         "-initrd",
         str(image.initrd),
         "-append",
-        kernel_cmdline(spec.ip, port=spec.port, name=spec.name, extra=spec.append),
+        kernel_cmdline(spec.ip, port=spec.port, name=spec.name, extra=spec.append, ip6=spec.ip6),
         "-netdev",
         f"tap,id=net0,ifname={spec.tap},script=no,downscript=no",
         "-device",

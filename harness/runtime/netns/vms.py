@@ -78,7 +78,14 @@ class QemuVMs:
         return self.rt.entity_dir(vm) / instance
 
     def spec(self, w: Any) -> GuestSpec:
-        return GuestSpec(name=w.vm, ip=str(w.ip), mac=w.mac, tap=w.host_ifname, port=GUEST_PORT)
+        return GuestSpec(
+            name=w.vm,
+            ip=str(w.ip),
+            mac=w.mac,
+            tap=w.host_ifname,
+            port=GUEST_PORT,
+            ip6=str(w.ip6) if w.ip6 else None,
+        )
 
     def qmp(self, vm: str, instance: str, timeout: float = 10.0) -> QMPClient:
         return QMPClient(self.run_dir(vm, instance) / "qmp.sock", timeout=timeout).connect()
