@@ -33,21 +33,26 @@ def describe(routes: list[Route]) -> str:
     )
 
 
+def family_of(prefix: str) -> int:
+    """4 or 6: the address family of a prefix or address (which BIRD, bird or bird6, holds it)."""
+    return 6 if ":" in prefix else 4
+
+
 def single_best(lab: Lab, router: str, prefix: str) -> Route:
     """The router has exactly one best route for `prefix`, with a single next hop (no ECMP)."""
-    routes = lab.speaker(router).routes(prefix)
+    routes = lab.speaker(router, family_of(prefix)).routes(prefix)
     best = [r for r in routes if r.best]
     assert len(best) == 1, f"{router} {prefix}: expected exactly one best route, has {describe(routes)}"
     assert len(best[0].next_hops) == 1, f"{router} {prefix}: ECMP split across {describe(routes)}"
     return best[0]
 
 
-def next_hop_toward(lab: Lab, router: str, node: str) -> str | None:
+def next_hop_toward(lab: Lab, router: str, node: str, family: int = 4) -> str | None:
     """The address `router` uses as next hop toward `node` (the node itself on its own rack's ToR)."""
     _, n = lab.spec.node(node)
     rack = lab.spec.rack(n.rack) if n.rack else None
     if rack is not None and rack.tor == router:
-        return str(lab.topo.node_address[node].ip)
+        return str(lab.topo.node_ip(node, family))
     return None
 
 
@@ -66,7 +71,7 @@ def best_via_node(
     from the node's AS path side (the path ends with the node's AS and passes its rack's ToR).
     """
     best = single_best(lab, router, prefix)
-    hop = next_hop_toward(lab, router, node)
+    hop = next_hop_toward(lab, router, node, family_of(prefix))
     if hop is not None:
         assert best.via == hop, f"{router} {prefix}: best via {best.via}, expected {node} ({hop})"
     else:
@@ -91,7 +96,7 @@ def best_via_node(
 
 def no_route(lab: Lab, router: str, prefix: str) -> bool:
     """The router has no route at all for `prefix` (True, so it can be awaited with `eventually`)."""
-    routes = lab.speaker(router).routes(prefix)
+    routes = lab.speaker(router, family_of(prefix)).routes(prefix)
     assert not routes, f"{router} {prefix}: expected no route, has {describe(routes)}"
     return True
 
@@ -115,15 +120,16 @@ def steady_vm_route(lab: Lab, vm: str, node: str, routers: tuple[str, ...], *, c
 
 
 def elevated_toward(
-    lab: Lab, vm: str, source: str, target: str, *, community: str, timeout: float = 5.0
+    lab: Lab, vm: str, source: str, target: str, *, community: str, timeout: float = 5.0, family: int = 4
 ) -> None:
     """`vm` runs on `target` at the elevated priority (Live, or TimeWait for the convergence
-    time): `target` routes its /32 to the VM's interface at the elevated metric; every ToR and
-    spine holds one best route toward `target` tagged `community` (preference 200 at the
-    target's own ToR); every node but `source` and `target` installs the /32 via its ToR at the
-    elevated metric (the community's import rule)."""
-    prefix = f"{lab.topo.workload(vm).ip}/32"
-    elevated = lab.priorities(target).elevated
+    time): `target` routes its /32 (family 6: its /128) to the VM's interface at the elevated
+    metric; every ToR and spine holds one best route toward `target` tagged `community`
+    (preference 200 at the target's own ToR); every node but `source` and `target` installs the
+    route via its ToR at the elevated metric (the community's import rule)."""
+    w = lab.topo.workload(vm)
+    prefix = f"{w.ip}/32" if family == 4 else f"{w.ip6}/128"
+    elevated = lab.priorities(target, family).elevated
     kernel_route(lab, target, prefix, metric=elevated, dev=lab.workload_interface(vm, target))
     _, tn = lab.spec.node(target)
     for router in (r.name for r in lab.spec.routers if r.role in ("tor", "spine")):
@@ -138,7 +144,11 @@ def elevated_toward(
         tor = lab.spec.rack(cluster_node.rack).tor
         eventually(
             lambda n=cluster_node.name, t=tor: kernel_route(
-                lab, n, prefix, metric=elevated, gateway=str(lab.topo.tor_address[t].ip)
+                lab,
+                n,
+                prefix,
+                metric=elevated,
+                gateway=str((lab.topo.tor_address if family == 4 else lab.topo.tor_address6)[t].ip),
             ),
             timeout=timeout,
             what=f"{cluster_node.name} to install {vm}'s /32 at metric {elevated}",
@@ -258,19 +268,21 @@ def routes_in(lab: Lab, entity: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def link_address(lab: Lab, entity: str, peer: str) -> str:
+def link_address(lab: Lab, entity: str, peer: str, family: int = 4) -> str:
     """`entity`'s address on its point-to-point link to `peer` (router links and host links)."""
     for link in lab.topo.links + lab.topo.host_links:
         ends = {link.a.entity: link.a, link.b.entity: link.b}
         if set(ends) == {entity, peer}:
-            return str(ends[entity].address.ip)
+            addr = ends[entity].address if family == 4 else ends[entity].address6
+            assert addr is not None, f"the link {entity}-{peer} has no IPv{family} address"
+            return str(addr.ip)
     raise AssertionError(f"no link between {entity} and {peer}")
 
 
-def hop_toward(lab: Lab, router: str, node: str) -> str:
+def hop_toward(lab: Lab, router: str, node: str, family: int = 4) -> str:
     """The next hop `router` forwards to on the way to `node`: the node itself on its own ToR,
     else the neighbour on the shortest path of router links to that ToR."""
-    if (hop := next_hop_toward(lab, router, node)) is not None:
+    if (hop := next_hop_toward(lab, router, node, family)) is not None:
         return hop
     _, n = lab.spec.node(node)
     assert n.rack is not None, f"{node} is in no rack"
@@ -282,7 +294,7 @@ def hop_toward(lab: Lab, router: str, node: str) -> str:
         if here == tor:
             hop_entity = first[here]
             assert hop_entity is not None
-            return link_address(lab, hop_entity, router)
+            return link_address(lab, hop_entity, router, family)
         for link in lab.topo.links:
             for a, b in ((link.a.entity, link.b.entity), (link.b.entity, link.a.entity)):
                 if a == here and b not in first:
@@ -294,12 +306,17 @@ def hop_toward(lab: Lab, router: str, node: str) -> str:
 # ---- a migration's record: what the routers held while it ran --------------------------------
 
 
-def route_views(record: MigrationRecord, router: str) -> list[dict[str, Any]]:
-    """`router`'s views of the migrated VM's /32 in the record (events of `bird:<router>`: best
-    next hop, its communities, ECMP, paths), in time order; AssertionError if there are none."""
+def route_views(record: MigrationRecord, router: str, family: int = 4) -> list[dict[str, Any]]:
+    """`router`'s views of the migrated VM's /32 (family 6: its /128) in the record (events of
+    `bird:<router>`: best next hop, its communities, ECMP, paths), in time order; AssertionError
+    if there are none."""
     events = record.to_json()["events"]
-    views = [e for e in events if e["source"] == f"bird:{router}" and e["kind"] == "route"]
-    assert views, f"the record of {record.vm}'s migration has no view of {router}"
+    views = [
+        e
+        for e in events
+        if e["source"] == f"bird:{router}" and e["kind"] == "route" and e.get("family", 4) == family
+    ]
+    assert views, f"the record of {record.vm}'s migration has no IPv{family} view of {router}"
     return views
 
 
@@ -312,25 +329,31 @@ def never_ecmp(record: MigrationRecord) -> None:
 
 
 def ended_via(
-    lab: Lab, record: MigrationRecord, router: str, node: str, *, community: str | None = None
+    lab: Lab,
+    record: MigrationRecord,
+    router: str,
+    node: str,
+    *,
+    community: str | None = None,
+    family: int = 4,
 ) -> dict[str, Any]:
     """By the end of the migration `router`'s best route for the VM led to `node` (next hop
     `hop_toward`), tagged with `community` if given."""
-    last = route_views(record, router)[-1]
-    hop = hop_toward(lab, router, node)
+    last = route_views(record, router, family)[-1]
+    hop = hop_toward(lab, router, node, family)
     assert last["best_via"] == hop, f"{router} ended via {last['best_via']}, expected {hop} toward {node}"
     if community is not None:
         assert community in last["communities"], f"{router} ended without {community}: {last}"
     return last
 
 
-def target_preferred(lab: Lab, record: MigrationRecord, router: str, target: str) -> None:
+def target_preferred(lab: Lab, record: MigrationRecord, router: str, target: str, family: int = 4) -> None:
     """Whenever `router` held more than one route for the VM while it migrated (the target's
     and the source's, which announces its /32 until it learns the target's or its pod goes),
     its best led to `target`: it never kept traffic on the source (split brain). A ToR that
     prefers the tagged route makes the source withdraw at once; one that does not keeps both."""
-    hop = hop_toward(lab, router, target)
-    wrong = [v for v in route_views(record, router) if v["paths"] > 1 and v["best_via"] != hop]
+    hop = hop_toward(lab, router, target, family)
+    wrong = [v for v in route_views(record, router, family) if v["paths"] > 1 and v["best_via"] != hop]
     assert not wrong, f"{router} preferred another route to {target}'s ({hop}): " + "; ".join(
         f"at {v['ms']} ms best via {v['best_via']} of {v['paths']}" for v in wrong
     )

@@ -292,9 +292,9 @@ class Lab:
         running in a live process is left alone."""
         return self.runtime.reconcile()
 
-    def priorities(self, node: str) -> Any:
-        """Felix route priorities and convergence time of a node's cluster."""
-        return self.runtime.priorities(node)
+    def priorities(self, node: str, family: int = 4) -> Any:
+        """Felix route priorities (IPv4's, or IPv6's) and convergence time of a node's cluster."""
+        return self.runtime.priorities(node, family)
 
     def migrate(
         self, vm: str, to: str, *, canary: str | None = None, family: int | None = None, **kwargs: Any

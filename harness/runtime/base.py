@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from harness.calico import felix
 from harness.errors import InvalidRequest, LabError
 from harness.progress import NullProgress, Progress
-from harness.spec import FABRIC_RANGE, POOL_RANGES, LabSpec, cluster_resources
+from harness.spec import DOC6_RANGE, FABRIC_RANGE, POOL_RANGES, LabSpec, cluster_resources
 from harness.state import LabState, lab_dir, lab_lock
 from harness.topology import Topology, Workload, resolve
 
@@ -73,11 +73,14 @@ class ProbeRoute:
 
     def __post_init__(self) -> None:
         try:
-            net = ipaddress.IPv4Network(self.prefix)
+            if not isinstance(self.prefix, str) or "%" in self.prefix:
+                raise ValueError("not a prefix")
+            net = ipaddress.ip_network(self.prefix)
         except (ValueError, TypeError) as e:
-            raise InvalidRequest(f"probe route: prefix {self.prefix!r} is no IPv4 network: {e}") from None
-        if not any(net.subnet_of(r) for r in (FABRIC_RANGE, *POOL_RANGES)):
-            ranges = ", ".join(map(str, (FABRIC_RANGE, *POOL_RANGES)))
+            raise InvalidRequest(f"probe route: prefix {self.prefix!r} is no IP network: {e}") from None
+        allowed = (FABRIC_RANGE, *POOL_RANGES) if net.version == 4 else (DOC6_RANGE,)
+        if not any(net.subnet_of(r) for r in allowed):  # type: ignore[arg-type]
+            ranges = ", ".join(map(str, allowed))
             raise InvalidRequest(f"probe route: {net} is outside the lab's address plan ({ranges})")
         object.__setattr__(self, "prefix", str(net))
         if not isinstance(self.dev, str) or not PROBE_DEVICE.fullmatch(self.dev):
@@ -316,10 +319,10 @@ class Runtime(abc.ABC):
             pods[vm].append(node)
         return self.topo.with_pods(pods)
 
-    def priorities(self, node: str) -> Priorities:
-        """Felix route priorities and convergence time of a node's cluster."""
+    def priorities(self, node: str, family: int = 4) -> Priorities:
+        """Felix route priorities (of IPv4 or IPv6 routes) and convergence time of a node's cluster."""
         cluster, _ = self.spec.node(node)
-        return felix.priorities(self.context.resources.get(cluster.name, []))
+        return felix.priorities(self.context.resources.get(cluster.name, []), family)
 
     def node_blocks(self) -> dict[str, list[ipaddress.IPv4Network]]:
         """Each node's affine IPAM blocks as its cluster assigned them. By default (the netns
