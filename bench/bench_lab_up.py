@@ -1,12 +1,15 @@
 """Benchmark: time from `Lab.up()` to every BGP session Established, per phase.
 
-Labs: labs/default.yml (9 namespaces, 7 BIRDs) and a generated 8-rack x 4-node fabric
+Labs: labs/default.yml (9 namespaces, 7 BIRDs), labs/dual-stack.yml (the same with bird6
+beside every BIRD: 14 daemons, twice the sessions) and a generated 8-rack x 4-node fabric
 (43 namespaces, 41 BIRDs). Each run brings the lab up under a fresh name, records when
 each phase (namespaces, links, BIRD start, convergence) ended, and tears it down.
-Prints min / median / max per phase and writes bench/results/lab_up.json.
+Prints min / median / max per phase and writes bench/results/lab_up.json; with both default
+and dual-stack measured, also the dual-stack/IPv4 ratio of the median totals (issue 14 asks
+for at most 1.5; `--max-dual-ratio` makes a larger one exit 1).
 
     make bench                      # 5 runs each
-    .venv/bin/python bench/bench_lab_up.py --runs 3 --labs default
+    .venv/bin/python bench/bench_lab_up.py --runs 3 --labs default dual-stack
 """
 
 from __future__ import annotations
@@ -77,16 +80,24 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--labs", nargs="*", default=["default", "fabric-8x4"])
+    ap.add_argument("--labs", nargs="*", default=["default", "dual-stack", "fabric-8x4"])
+    ap.add_argument("--max-dual-ratio", type=float, default=None, help="exit 1 above this dual/v4 ratio")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kvlab-bench-"))
     paths = {
         "default": REPO / "labs" / "default.yml",
+        "dual-stack": REPO / "labs" / "dual-stack.yml",
         "fabric-8x4": write_lab(fabric_lab(8, 4), tmp / "fabric-8x4.yml"),
     }
-    results = {}
+    results: dict[str, dict] = {}
+    # default and dual-stack alternate run by run, so machine load hits both alike
+    order = [n for n in args.labs if n in ("default", "dual-stack")]
+    paired = {n: [] for n in order} if len(order) == 2 else {}
+    for _ in range(args.runs if paired else 0):
+        for name in order:
+            paired[name].append(run_once(paths[name]))
     for name in args.labs:
-        runs = [run_once(paths[name]) for _ in range(args.runs)]
+        runs = paired.get(name) or [run_once(paths[name]) for _ in range(args.runs)]
         results[name] = {"runs": runs, "summary": summarize(runs), "sessions": runs[0]["sessions"]}
         print(
             f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
@@ -95,10 +106,20 @@ def main() -> int:
         print(f"  {'phase':<28}{'min':>8}{'median':>9}{'max':>8}")
         for phase, s in results[name]["summary"].items():
             print(f"  {phase:<28}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
+    ratio = None
+    if "default" in results and "dual-stack" in results:
+        v4 = results["default"]["summary"]["total"]["median"]
+        dual = results["dual-stack"]["summary"]["total"]["median"]
+        ratio = dual / v4
+        results["dual_stack_ratio"] = {"total_median_v4": v4, "total_median_dual": dual, "ratio": ratio}
+        print(f"\ndual-stack / IPv4 lab-up (median totals): {dual:.2f} s / {v4:.2f} s = {ratio:.2f}")
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "lab_up.json").write_text(json.dumps(results, indent=2))
     print(f"\nwritten: {out / 'lab_up.json'}")
+    if ratio is not None and args.max_dual_ratio is not None and ratio > args.max_dual_ratio:
+        print(f"dual-stack lab-up ratio {ratio:.2f} is above {args.max_dual_ratio}", file=sys.stderr)
+        return 1
     return 0
 
 
