@@ -346,7 +346,7 @@ def test_cli_errors_against_a_running_lab(small_lab_file: Path) -> None:
     with Lab.from_file(small_lab_file, name=name) as lab:
         cases = [
             (["routes", "nosuch", "--lab", name], 2, "'nosuch' is no router or node of lab"),
-            (["routes", "tor1", "not-a-prefix", "--lab", name], 2, "PREFIX: not an IPv4 prefix"),
+            (["routes", "tor1", "not-a-prefix", "--lab", name], 2, "PREFIX: not an IP prefix"),
             (["routes", "tor1", "198.18.1.0/24", "--lab", name, "--json"], 0, ""),
             (["status", name, "--json"], 0, ""),
         ]
