@@ -44,7 +44,12 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         """The status contract's session; bird6's sessions add `"family": 6` (IPv4 is implied)."""
-        out: dict[str, Any] = {"router": self.router, "name": self.name, "peer": self.peer, "state": self.state}
+        out: dict[str, Any] = {
+            "router": self.router,
+            "name": self.name,
+            "peer": self.peer,
+            "state": self.state,
+        }
         if self.family != 4:
             out["family"] = self.family
         return out
