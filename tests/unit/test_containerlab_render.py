@@ -43,7 +43,7 @@ from harness.spec import LabSpec
 from harness.topology import resolve
 
 DUAL_STACK_LAB = REPO / "labs" / "dual-stack.yml"
-LABS = sorted(p for p in (REPO / "labs").glob("*.yml") if p != DUAL_STACK_LAB)  # see the test below
+LABS = sorted((REPO / "labs").glob("*.yml"))
 
 LAB_IDS = [p.stem for p in LABS]
 
@@ -78,9 +78,10 @@ def test_bird_configs_parse(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         pytest.skip("BIRD is not installed (Debian package 'bird'): cannot run bird -p")
     spec, r = rendered
     confs = sorted((r.out / "bird").glob("*.conf"))
-    assert [c.stem for c in confs] == sorted(x.name for x in spec.routers)
+    want = [x.name for x in spec.routers] + [f"{x.name}.bird6" for x in spec.routers if spec.dual_stack]
+    assert sorted(c.stem for c in confs) == sorted(want)
     for conf in confs:
-        check_config(conf.read_text())
+        check_config(conf.read_text(), "bird6" if conf.stem.endswith(".bird6") else "bird")
 
 
 def test_addresses_follow_the_topology_plan(rendered: tuple[LabSpec, rr.Rendered]) -> None:
@@ -99,11 +100,17 @@ def test_addresses_follow_the_topology_plan(rendered: tuple[LabSpec, rr.Rendered
     expected: dict[str, set[str]] = {}
     for kind_name, node in names.items():
         expected.setdefault(kind_name, set()).add(str(topo.node_address[node]))
+        if node in topo.node_address6:  # dual stack: the IPv6 twin too
+            expected[kind_name].add(str(topo.node_address6[node]))
     for tor, addr in topo.tor_address.items():
         expected.setdefault(tor, set()).add(str(addr))
+        if tor in topo.tor_address6:
+            expected[tor].add(str(topo.tor_address6[tor]))
     for link in topo.links + topo.host_links:
         for end in (link.a, link.b):
             expected.setdefault(end.entity, set()).add(str(end.address))
+            if end.address6 is not None:
+                expected[end.entity].add(str(end.address6))
     assert configured == expected
     assert va.clab_structure_errors(doc, "t") == []
 
@@ -154,14 +161,16 @@ def test_kind_configs_match_the_topology(rendered: tuple[LabSpec, rr.Rendered]) 
         assert config.name == cluster.name
         assert config.networking.disableDefaultCNI is True
         assert config.networking.kubeProxyMode == "iptables"
-        assert config.networking.podSubnet == str(cluster.pools[0])
-        service = ipaddress.IPv4Network(config.networking.serviceSubnet)
+        six = f",{cluster.pools6[0]}" if cluster.pools6 else ""
+        assert config.networking.podSubnet == f"{cluster.pools[0]}{six}"
+        service = ipaddress.IPv4Network(config.networking.serviceSubnet.split(",")[0])
         assert service.subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
         assert not any(service.overlaps(net) for _, net in pl.topology_networks(topo))
         services.append(service)
         assert [n.role for n in config.nodes] == ["control-plane"] + ["worker"] * (len(cluster.nodes) - 1)
         for node, spec_node in zip(config.nodes, cluster.nodes, strict=True):
-            assert kd.kind_node_ip(node) == str(topo.node_address[spec_node.name].ip)
+            six = f",{topo.node_ip(spec_node.name, 6)}" if cluster.pools6 else ""
+            assert kd.kind_node_ip(node) == f"{topo.node_address[spec_node.name].ip}{six}"
             assert node.labels["rack"] == spec_node.rack
             assert node.labels[pl.NODE_LABEL] == spec_node.name
             assert node.image == DEFAULT.kind_node_image
@@ -184,9 +193,14 @@ def test_installation(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         net = inst["spec"]["calicoNetwork"]
         assert net["bgp"] == "Enabled"
         assert net["linuxPolicySetupTimeoutSeconds"] > 0
-        assert [p["cidr"] for p in net["ipPools"]] == [str(p) for p in cluster.pools]
+        assert [p["cidr"] for p in net["ipPools"]] == [str(p) for p in (*cluster.pools, *cluster.pools6)]
         for pool in net["ipPools"]:
-            assert (pool["encapsulation"], pool["natOutgoing"], pool["blockSize"]) == ("None", "Disabled", 26)
+            size = 26 if "." in pool["cidr"] else 122
+            assert (pool["encapsulation"], pool["natOutgoing"], pool["blockSize"]) == (
+                "None",
+                "Disabled",
+                size,
+            )
         racks = sorted({n.rack for n in cluster.nodes})
         assert net["nodeAddressAutodetectionV4"] == {"cidrs": [str(topo.rack_subnet[x]) for x in racks]}
 
@@ -236,7 +250,7 @@ def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
         tmpl = docs[vm.name]["spec"]["template"]
         ann = tmpl["metadata"]["annotations"]
         assert ann[kv.BRIDGE_MIGRATION_ANNOTATION] == ""
-        assert json.loads(ann[kv.CALICO_IP_ANNOTATION]) == [str(vm.ip)]
+        assert json.loads(ann[kv.CALICO_IP_ANNOTATION]) == [str(vm.ip), *([str(vm.ip6)] if vm.ip6 else [])]
         assert tmpl["metadata"]["labels"].items() >= vm.labels.items()
         iface = tmpl["spec"]["domain"]["devices"]["interfaces"][0]
         assert iface["bridge"] == {}
@@ -474,6 +488,7 @@ def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> Non
         entry = r.manifest["clusters"][cluster.name]
         assert "IPReservation" not in {d["kind"] for d in yaml_docs(r.out / entry["resources"])}
         ips = sorted(f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name)
+        ips = sorted(ips + [f"{w.ip6}/128" for w in topo.workloads if w.cluster == cluster.name and w.ip6])
         if not ips or cluster.parent is not None:
             assert "ip_reservation" not in entry
             continue
@@ -481,7 +496,7 @@ def test_vm_addresses_are_reserved(rendered: tuple[LabSpec, rr.Rendered]) -> Non
         assert entry["ip_reservation"] == f"calico/{cluster.name}/ipreservation.yaml"
         assert res["apiVersion"] == "crd.projectcalico.org/v1"
         assert sorted(res["spec"]["reservedCIDRs"]) == ips
-        assert va.ip_reservation_errors(res, entry["pools"], "t") == []
+        assert va.ip_reservation_errors(res, [*entry["pools"], *entry.get("pools6", [])], "t") == []
     report = va.validate_rendered(r.out, bird=False)
     assert any("IPReservation" in c and "not checked against a CRD" in c for c in report.checked)
 
@@ -777,8 +792,52 @@ def test_kind_nodes_filter_reverse_paths_loosely_on_both_sides(clab: cl.Containe
     assert "loose on eth1" in issue.message
 
 
-def test_a_dual_stack_lab_is_refused_not_rendered_half(tmp_path: Path) -> None:
-    """containerlab has no dual-stack rendering yet: the lab is refused, nothing is written."""
-    with pytest.raises(pl.RenderError, match="dual stack"):
-        rr.render_containerlab(load_lab(DUAL_STACK_LAB), tmp_path / "out", use_emulation=True)
-    assert not (tmp_path / "out").exists()
+def test_a_dual_stack_lab_renders_both_families(tmp_path: Path) -> None:
+    """labs/dual-stack.yml on containerlab: kind dual-stack (both pod and service subnets, each
+    kubelet on both addresses), the operator's IPv6 pool and autodetection on the rack twins,
+    both VM addresses reserved and asked for, bird6 beside BIRD on every router with its own
+    config and socket, IPv6 on every fabric link; the whole directory validates."""
+    spec = load_lab(DUAL_STACK_LAB)
+    r = rr.render_containerlab(spec, tmp_path / "out", use_emulation=True, run_dir=Path("/run/kvlab/t"))
+    kind = yaml.safe_load((r.out / "kind/kv.yaml").read_text())
+    assert kind["networking"]["ipFamily"] == "dual"
+    assert kind["networking"]["podSubnet"] == "203.0.113.0/24,2001:db8:203:113::/120"
+    assert kind["networking"]["serviceSubnet"].split(",")[1] == str(pl.SERVICE6_RANGE)
+    assert 'node-ip: "198.18.2.11,2001:db8::c612:20b"' in (r.out / "kind/kv.yaml").read_text()
+    inst = yaml_docs(r.out / "calico/kv/installation.yaml")[0]["spec"]["calicoNetwork"]
+    assert {p["cidr"]: p["blockSize"] for p in inst["ipPools"]} == {
+        "203.0.113.0/24": 26,
+        "2001:db8:203:113::/120": 122,
+    }
+    assert inst["nodeAddressAutodetectionV6"] == {
+        "cidrs": ["2001:db8::c612:100/120", "2001:db8::c612:200/120"]
+    }
+    reserved = yaml_docs(r.out / "calico/kv/ipreservation.yaml")[0]["spec"]["reservedCIDRs"]
+    assert reserved == ["203.0.113.10/32", "2001:db8:203:113::10/128"]
+    vm = yaml_docs(r.out / "kubevirt/vms.yaml")[0]["spec"]["template"]
+    assert json.loads(vm["metadata"]["annotations"][kv.CALICO_IP_ANNOTATION]) == [
+        "203.0.113.10",
+        "2001:db8:203:113::10",
+    ]
+    user_data = vm["spec"]["volumes"][1]["cloudInitNoCloud"]["userData"]
+    assert "2001:db8:203:113::10/128" in user_data
+    assert "fe80::ecee:eeff:feee:eeee" in user_data
+    assert len(user_data.encode()) <= kv.USER_DATA_MAX
+    topo_doc = yaml.safe_load((r.out / "dual-stack.clab.yml").read_text())
+    tor1 = topo_doc["topology"]["nodes"]["tor1"]
+    assert "bird/tor1.bird6.conf:/etc/bird/bird6.conf:ro" in tor1["binds"]
+    assert tf.BIRD6_START in tor1["exec"]
+    assert "ip addr add 2001:db8::c612:101/120 dev br-rack" in tor1["exec"]
+    assert tor1["sysctls"]["net.ipv6.conf.all.forwarding"] == 1
+    assert r.manifest["bird6_sockets"]["tor1"] == "/run/kvlab/t/tor1/bird6.ctl"
+    assert r.manifest["calico6_sockets"]["r1-n1"] == "/run/kvlab/t/r1-n1/calico/bird6.ctl"
+    assert (r.out / "bird/tor1.bird6.conf").read_text().count("neighbor 2001:db8::") == 3
+    report = va.validate_rendered(r.out)
+    assert report.ok, report.issues
+
+
+def test_a_v4_lab_renders_no_ipv6(tmp_path: Path) -> None:
+    r = rr.render_containerlab(load_lab(REPO / "labs" / "default.yml"), tmp_path / "out", use_emulation=True)
+    assert "ipFamily" not in yaml.safe_load((r.out / "kind/kv.yaml").read_text())["networking"]
+    assert "bird6_sockets" not in r.manifest
+    assert not any(f.endswith(".bird6.conf") for f in r.manifest["files"])

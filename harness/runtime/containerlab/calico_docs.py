@@ -19,7 +19,7 @@ from harness.calico import resources as cr
 from harness.runtime.containerlab import schemas
 from harness.runtime.containerlab.kubevirt import HOSTNAME_LABEL
 from harness.spec import Cluster
-from harness.topology import Topology
+from harness.topology import Topology, six
 
 DEFAULT_AS = 64512
 POLICY_SETUP_TIMEOUT_S = 10
@@ -33,8 +33,8 @@ _ENCAPSULATION = {
 }
 
 
-def _pool_name(pool: ipaddress.IPv4Network) -> str:
-    return "kvlab-" + str(pool).replace(".", "-").replace("/", "-")
+def _pool_name(pool: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return "kvlab-" + str(pool).replace(".", "-").replace(":", "-").replace("/", "-").strip("-")
 
 
 def installation_pools(cluster: Cluster, resources: list[Any]) -> list[dict[str, Any]]:
@@ -44,12 +44,14 @@ def installation_pools(cluster: Cluster, resources: list[Any]) -> list[dict[str,
     declared = {
         ipaddress.ip_network(r.spec.cidr, strict=False): r for r in resources if isinstance(r, cr.IPPool)
     }
-    for pool in cluster.pools:
+    pools = [(p, cluster.block_size) for p in cluster.pools]
+    pools += [(p, cluster.block_size6) for p in cluster.pools6]
+    for pool, block_size in pools:
         res = declared.get(pool)
         entry: dict[str, Any] = {
             "name": res.metadata.name if res else _pool_name(pool),
             "cidr": str(pool),
-            "blockSize": (res.spec.blockSize if res and res.spec.blockSize else cluster.block_size),
+            "blockSize": (res.spec.blockSize if res and res.spec.blockSize else block_size),
             "encapsulation": "None",
             "natOutgoing": "Disabled",
         }
@@ -72,18 +74,20 @@ def installation(topo: Topology, cluster: Cluster, resources: list[Any]) -> dict
     autodetected on the rack segments (not the kind docker network)."""
     racks = sorted({n.rack for n in cluster.nodes if n.rack is not None})
     cidrs = [str(topo.rack_subnet[r]) for r in racks]
+    network: dict[str, Any] = {
+        "bgp": "Enabled",
+        "ipPools": installation_pools(cluster, resources),
+        "nodeAddressAutodetectionV4": {"cidrs": cidrs},
+    }
+    if cluster.pools6:  # dual stack: each node's IPv6 address is the twin on its rack segment
+        cidrs6 = [str(six(ipaddress.IPv4Interface(topo.rack_subnet[r])).network) for r in racks]
+        network["nodeAddressAutodetectionV6"] = {"cidrs": cidrs6}
+    network["linuxPolicySetupTimeoutSeconds"] = POLICY_SETUP_TIMEOUT_S
     return {
         "apiVersion": "operator.tigera.io/v1",
         "kind": "Installation",
         "metadata": {"name": "default"},
-        "spec": {
-            "calicoNetwork": {
-                "bgp": "Enabled",
-                "ipPools": installation_pools(cluster, resources),
-                "nodeAddressAutodetectionV4": {"cidrs": cidrs},
-                "linuxPolicySetupTimeoutSeconds": POLICY_SETUP_TIMEOUT_S,
-            },
-        },
+        "spec": {"calicoNetwork": network},
     }
 
 

@@ -49,10 +49,13 @@ def kind_config(
     versions: StackVersions,
     service_subnet: Any,
     run_dir: Path | None = None,
+    service_subnet6: Any = None,
 ) -> str:
     """A kind v1alpha4 Cluster config for a kind cluster of the lab. With `run_dir`, each node
-    mounts `<run dir>/<spec node>/calico` at /var/run/calico (calico-node's BIRD socket)."""
-    text = _kind_template(topo, cluster, nodes, versions, service_subnet)
+    mounts `<run dir>/<spec node>/calico` at /var/run/calico (calico-node's BIRD socket). A
+    cluster with `pools6` is dual-stack (`ipFamily: dual`, IPv4 and IPv6 pod and service
+    subnets, each node's kubelet on both its addresses)."""
+    text = _kind_template(topo, cluster, nodes, versions, service_subnet, service_subnet6)
     if run_dir is None:
         return text
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
@@ -65,9 +68,15 @@ def kind_config(
 
 
 def _kind_template(
-    topo: Topology, cluster: Cluster, nodes: list[KindNode], versions: StackVersions, service_subnet: Any
+    topo: Topology,
+    cluster: Cluster,
+    nodes: list[KindNode],
+    versions: StackVersions,
+    service_subnet: Any,
+    service_subnet6: Any = None,
 ) -> str:
     pods = covering_network(list(cluster.pools))  # pod_subnets() refused a cover leaving the pool ranges
+    pods6 = covering_network(list(cluster.pools6)) if cluster.pools6 else None
     return (
         _env()
         .get_template("cluster.yaml.j2")
@@ -79,6 +88,9 @@ def _kind_template(
             pod_subnet=str(pods),
             service_subnet=str(service_subnet),
             node_cidr_mask_size=max(cluster.block_size, pods.prefixlen),
+            pod_subnet6=str(pods6) if pods6 else "",
+            service_subnet6=str(service_subnet6) if service_subnet6 and pods6 else "",
+            node_cidr_mask_size6=max(cluster.block_size6, pods6.prefixlen) if pods6 else 0,
         )
     )
 
@@ -127,7 +139,7 @@ class KindCluster(_Kind):
 
 
 def kind_node_ip(node: KindClusterNode) -> str | None:
-    """The kubelet node-ip a kind node's kubeadm patches set, if any."""
+    """The kubelet node-ip a kind node's kubeadm patches set, if any ('v4,v6' when dual-stack)."""
     for patch in node.kubeadmConfigPatches:
         doc = yaml.safe_load(patch) or {}
         ip = doc.get("nodeRegistration", {}).get("kubeletExtraArgs", {}).get("node-ip")

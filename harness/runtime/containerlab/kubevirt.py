@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -41,7 +42,7 @@ import yaml
 
 from harness.errors import LabError
 from harness.runtime.containerlab.versions import GUEST_USER
-from harness.topology import GUEST_PORT
+from harness.topology import GUEST_PORT, WORKLOAD_GATEWAY6
 
 API_VERSION = "kubevirt.io/v1"
 NAMESPACE = "kubevirt"  # where virt-operator and the KubeVirt CR live
@@ -147,13 +148,19 @@ _CloudConfigDumper.add_representer(
 )
 
 
-def guest_user_data(port: int = GUEST_PORT, ssh_authorized_keys: Sequence[str] = ()) -> str:
+def guest_user_data(
+    port: int = GUEST_PORT, ssh_authorized_keys: Sequence[str] = (), ip6: str | None = None
+) -> str:
     """cloud-init user data (`#cloud-config`): the lab's SSH public keys authorized for the guest
     user (versions.GUEST_USER), and the canary's TCP line-echo server started on `port`.
 
     The keys go to the image's default user and, with `disable_root: false`, unprefixed to root
     (cloud-init otherwise prefixes root's keys with a command that refuses the login). The echo
     server is python3 when the guest has it, else busybox nc (one `cat` per connection).
+    With `ip6` (dual stack) the guest also configures its IPv6 address: KubeVirt's bridge binding
+    hands the guest its IPv4 address over DHCP only, so cloud-init adds the pod's IPv6 address
+    (a /128) and the default route via the host side's link-local fe80::ecee:eeff:feee:eeee
+    (Calico's, from the MAC ee:ee:ee:ee:ee:ee) to the guest's first NIC.
     """
     start = (
         f"if command -v python3 >/dev/null 2>&1; then nohup python3 {ECHO_SCRIPT} >/dev/null 2>&1 & "
@@ -167,6 +174,14 @@ def guest_user_data(port: int = GUEST_PORT, ssh_authorized_keys: Sequence[str] =
         {"path": ECHO_SCRIPT, "permissions": "0755", "content": _PY_ECHO.replace("{port}", str(port))}
     ]
     doc["runcmd"] = [start]  # a string: cloud-init runs it with sh
+    if ip6 is not None:
+        addr = ipaddress.IPv6Address(ip6)  # ValueError for anything else: it lands in a shell command
+        nic = "$(ls /sys/class/net | grep -v '^lo$' | head -n 1)"
+        doc["runcmd"].insert(
+            0,
+            f'nic={nic}; ip -6 addr add {addr}/128 dev "$nic"; '
+            f'ip -6 route add default via {WORKLOAD_GATEWAY6} dev "$nic"',
+        )
     header = (
         "#cloud-config\n"
         f"# kvlab: SSH key of the lab for {GUEST_USER} (commands reach the guest over SSH through an\n"
@@ -188,15 +203,18 @@ def virtual_machine(
     port: int = GUEST_PORT,
     namespace: str = VM_NAMESPACE,
     ssh_authorized_keys: Sequence[str] = (),
+    ip6: str | None = None,
 ) -> dict[str, Any]:
-    """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`;
+    """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`
+    (dual stack: with `ip6` too, Calico's ipAddrs annotation asks for both addresses);
     its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER.
     A `mac` is the guest's and, through the hwAddr annotation, every pod's (module doc). The guest
     gets a virtio RNG device."""
     vm_labels = {VM_LABEL: name, **(labels or {})}
-    user_data = guest_user_data(port, ssh_authorized_keys)
+    user_data = guest_user_data(port, ssh_authorized_keys, ip6)
     interface: dict[str, Any] = {"name": "default", "bridge": {}}
-    annotations = {BRIDGE_MIGRATION_ANNOTATION: "", CALICO_IP_ANNOTATION: json.dumps([ip])}
+    addresses = [ip] + ([str(ipaddress.IPv6Address(ip6))] if ip6 is not None else [])
+    annotations = {BRIDGE_MIGRATION_ANNOTATION: "", CALICO_IP_ANNOTATION: json.dumps(addresses)}
     if mac is not None:
         interface["macAddress"] = mac
         annotations[CALICO_MAC_ANNOTATION] = mac

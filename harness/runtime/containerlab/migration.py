@@ -227,6 +227,7 @@ class KubevirtMigration:
             raise LabError(f"no VM '{vm}' in lab '{host.lab}'")
         entry = manifest["vms"][vm]
         self.cluster, self.ip = entry["cluster"], entry["ip"]
+        self.ip6: str | None = entry.get("ip6")  # dual stack: its /128 is watched too
         nodes = host.kind_clusters()[self.cluster]["nodes"]
         if to not in nodes:
             raise LabError(
@@ -254,23 +255,38 @@ class KubevirtMigration:
         obj = kv.migration_object(vm, self.name, target_node=self.target_kind if selector else None)
         routers = list(self.manifest["bird_sockets"]) if watch else []
         started = time.time()
-        with RouteWatcher(host, routers, f"{self.ip}/32") as watcher:
-            try:
-                with self._only_schedulable(enabled=not selector):
-                    self.last["vmim"] = kube.create(obj)
-                    self._note("migration requested", vmim=self.name, target_node=self.target_kind)
-                    if fail is not None:
-                        self.abort_when_scheduled(fail)
-                    else:
-                        self.wait_target()
-                    self.wait_end(host.spec.timers.migration, aborting=fail is not None)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    kube.delete(kv.API_VERSION, "VirtualMachineInstanceMigration", self.name, kv.VM_NAMESPACE)
-                raise
-            finally:
+        prefixes = [f"{self.ip}/32", *([f"{self.ip6}/128"] if self.ip6 else [])]
+        with contextlib.ExitStack() as watching:
+            watchers = [watching.enter_context(RouteWatcher(host, routers, p)) for p in prefixes]
+            self._migrate(obj, selector, fail, watchers)
+        record = self._record(source, started, fail, watchers)
+        return record
+
+    def _migrate(self, obj: dict[str, Any], selector: bool, fail: str | None, watchers: list[Any]) -> None:
+        """Request the migration and wait for its end, the routers watched by `watchers`."""
+        kube = self.kube
+        host = self.host
+        try:
+            with self._only_schedulable(enabled=not selector):
+                self.last["vmim"] = kube.create(obj)
+                self._note("migration requested", vmim=self.name, target_node=self.target_kind)
+                if fail is not None:
+                    self.abort_when_scheduled(fail)
+                else:
+                    self.wait_target()
+                self.wait_end(host.spec.timers.migration, aborting=fail is not None)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                kube.delete(kv.API_VERSION, "VirtualMachineInstanceMigration", self.name, kv.VM_NAMESPACE)
+            raise
+        finally:
+            for watcher in watchers:
                 with contextlib.suppress(Exception):
                     watcher.sync()
+
+    def _record(self, source: str, started: float, fail: str | None, watchers: list[Any]) -> MigrationRecord:
+        """The migration's record from KubeVirt's objects, the harness's phases and the watchers."""
+        host, kube, vm = self.host, self.kube, self.vm
         record = record_from_kubevirt(
             self.last["vmim"],
             self._final_vmi(),
@@ -287,7 +303,10 @@ class KubevirtMigration:
         end = {"t": record.ended or time.time(), "source": "harness", "kind": "phase", "phase": record.status}
         if record.reason:
             end["reason"] = record.reason
-        record.events = sorted([*record.events, end, *watcher.events], key=lambda e: e["t"])
+        seen = [e for watcher in watchers for e in watcher.events]
+        record.events = sorted([*record.events, end, *seen], key=lambda e: e["t"])
+        if self.ip6:
+            record.ip6 = self.ip6
         if record.status == "completed":
             host.set_vm_location(vm, self.to, "eth0")
             record.convergence_until = (record.ended or time.time()) + host.priorities(self.to).convergence

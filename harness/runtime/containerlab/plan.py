@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from harness.errors import InputError
-from harness.spec import FABRIC_RANGE, POOL_RANGES, WORKLOAD_PEERING_IPS, Cluster, LabSpec
+from harness.spec import (
+    DOC6_RANGE,
+    FABRIC6_RESERVED,
+    FABRIC_RANGE,
+    POOL_RANGES,
+    WORKLOAD_PEERING6_RANGE,
+    WORKLOAD_PEERING_IPS,
+    Cluster,
+    LabSpec,
+)
 from harness.topology import Topology
 
 LAB_RANGES = (FABRIC_RANGE, *POOL_RANGES)
@@ -20,6 +29,9 @@ SERVICE_RANGE = ipaddress.IPv4Network("198.19.255.0/24")
 """Service subnet of the first kind cluster; the next clusters count down (198.19.254.0/24, ...).
 Automatic link subnets are numbered from the bottom of 198.19.0.0/16, so the top stays free;
 `service_subnets()` checks that nothing in the topology overlaps."""
+SERVICE6_RANGE = ipaddress.IPv6Network("2001:db8:ffff:ffff::ffff:0/112")
+"""IPv6 service subnet of the first dual-stack kind cluster (the top of 2001:db8::/32, away from
+the fabric's 2001:db8::/64); the next clusters count down."""
 NODE_LABEL = "kvlab.io/node"
 CLUSTER_LABEL = "kvlab.io/cluster"
 
@@ -65,6 +77,7 @@ class KindNode:
     rack: str
     tor: str
     labels: dict[str, str] = field(default_factory=dict)
+    ip6: ipaddress.IPv6Address | None = None  # dual stack: its fabric address's IPv6 twin
 
 
 def plan_kind_nodes(topo: Topology) -> dict[str, list[KindNode]]:
@@ -97,6 +110,7 @@ def plan_kind_nodes(topo: Topology) -> dict[str, list[KindNode]]:
                     rack=node.rack,
                     tor=spec.rack(node.rack).tor,
                     labels=labels,
+                    ip6=topo.node_ip(node.name, 6),  # type: ignore[arg-type]
                 )
             )
         out[cluster.name] = nodes
@@ -144,7 +158,7 @@ def service_subnets(topo: Topology) -> dict[str, ipaddress.IPv4Network]:
     return out
 
 
-def covering_network(nets: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+def covering_network(nets: list[Any]) -> Any:
     """The smallest network that contains every one of `nets` (at least one)."""
     cover = nets[0]
     while not all(n.subnet_of(cover) for n in nets):
@@ -176,11 +190,47 @@ def pod_subnets(spec: LabSpec) -> dict[str, ipaddress.IPv4Network]:
     return out
 
 
+def service_subnets6(topo: Topology) -> dict[str, ipaddress.IPv6Network]:
+    """A dual-stack kind cluster's IPv6 service subnet: a /112 (kubeadm takes at most 20 host
+    bits) counting down from SERVICE6_RANGE, clashing with no IPv6 pool. RenderError otherwise."""
+    out = {}
+    pools = [(c.name, p) for c in topo.spec.clusters for p in c.pools6]
+    base = int(SERVICE6_RANGE.network_address)
+    for i, cluster in enumerate(kind_clusters(topo.spec)):
+        net = ipaddress.IPv6Network((base - i * SERVICE6_RANGE.num_addresses, SERVICE6_RANGE.prefixlen))
+        for owner, pool in pools:
+            if net.overlaps(pool):
+                raise RenderError(
+                    f"IPv6 service subnet {net} of cluster '{cluster.name}' overlaps pool {pool} of "
+                    f"cluster '{owner}'; move that pool out of {net}"
+                )
+        out[cluster.name] = net
+    return out
+
+
+def pod_subnets6(spec: LabSpec) -> dict[str, ipaddress.IPv6Network]:
+    """kind's IPv6 `podSubnet` of each dual-stack kind cluster: the smallest network covering its
+    `pools6` (inside 2001:db8::/32; RenderError naming the field otherwise)."""
+    out: dict[str, ipaddress.IPv6Network] = {}
+    for ci, cluster in enumerate(spec.clusters):
+        if cluster.parent is not None or not cluster.pools6:
+            continue
+        cover = covering_network(list(cluster.pools6))
+        if not cover.subnet_of(DOC6_RANGE) or cover.overlaps(FABRIC6_RESERVED):
+            raise RenderError(
+                f"clusters[{ci}].pools6: the IPv6 pools of cluster '{cluster.name}' need one kubeadm pod "
+                f"subnet covering them all, and the smallest one, {cover}, leaves {DOC6_RANGE} or overlaps "
+                f"the fabric's {FABRIC6_RESERVED}; put them closer together"
+            )
+        out[cluster.name] = cover
+    return out
+
+
 def in_lab_ranges(value: str) -> bool:
     """True when an address or prefix lies inside the lab's ranges (or is a workload peering IP)."""
     net = ipaddress.ip_network(value, strict=False)
-    if net.version != 4:
-        return False
+    if net.version == 6:
+        return net.subnet_of(DOC6_RANGE) or net.subnet_of(WORKLOAD_PEERING6_RANGE)  # type: ignore[arg-type]
     if net.num_addresses == 1 and net.network_address in WORKLOAD_PEERING_IPS:
         return True
     return any(net.subnet_of(r) for r in LAB_RANGES)  # type: ignore[arg-type]
@@ -193,18 +243,21 @@ class Plan:
     kind_nodes: dict[str, list[KindNode]]
     service_subnets: dict[str, ipaddress.IPv4Network]
     pod_subnets: dict[str, ipaddress.IPv4Network]
+    service_subnets6: dict[str, ipaddress.IPv6Network] = field(default_factory=dict)  # dual stack
+    pod_subnets6: dict[str, ipaddress.IPv6Network] = field(default_factory=dict)
 
 
 def plan_lab(topo: Topology) -> Plan:
     """Every check that needs no file: kind nodes wired to racks, service and pod subnets, unique
     containerlab names. RenderError (bad input) on the first problem; nothing is created."""
-    if topo.dual_stack:
-        raise RenderError(
-            "dual stack (clusters with pools6) is not rendered for containerlab yet: kind's "
-            "ipFamily dual, Calico IPv6 pools and dual-stack KubeVirt VMs are missing; use the netns runtime"
-        )
     kind_nodes = plan_kind_nodes(topo)
-    plan = Plan(kind_nodes, service_subnets(topo), pod_subnets(topo.spec))
+    plan = Plan(
+        kind_nodes,
+        service_subnets(topo),
+        pod_subnets(topo.spec),
+        service_subnets6(topo) if topo.dual_stack else {},
+        pod_subnets6(topo.spec) if topo.dual_stack else {},
+    )
     _check_names(topo.spec, kind_nodes)
     return plan
 

@@ -115,6 +115,8 @@ def render_containerlab(
     )
     for router in spec.routers:
         files[f"bird/{router.name}.conf"] = router_config(topo, router.name)
+        if spec.dual_stack:
+            files[f"bird/{router.name}.bird6.conf"] = router_config(topo, router.name, family=6)
 
     clusters_manifest: dict[str, Any] = {}
     ippools: dict[str, list[str]] = {}
@@ -125,6 +127,7 @@ def render_containerlab(
         nested = cluster.parent is not None
         docs = calico_documents(cluster, items, {} if nested else names, operator_pools=not nested)
         vm_cidrs = [f"{w.ip}/32" for w in topo.workloads if w.cluster == cluster.name]
+        vm_cidrs += [f"{w.ip6}/128" for w in topo.workloads if w.cluster == cluster.name and w.ip6]
         dropped = [] if versions.live_migration else drop_pre_3_32_fields(docs)
         if dropped:
             notes.append(
@@ -138,6 +141,8 @@ def render_containerlab(
         )
         omitted = [r.metadata.name for r in items if isinstance(r, cr.IPPool)]
         entry: dict[str, Any] = {"asn": cluster.asn, "pools": [str(p) for p in cluster.pools]}
+        if cluster.pools6:
+            entry["pools6"] = [str(p) for p in cluster.pools6]
         if not nested:
             owned = f": {', '.join(omitted)}" if omitted else ""
             early, docs = crd_objects(docs)
@@ -163,7 +168,13 @@ def render_containerlab(
                 f"# tigera operator resources of cluster '{cluster.name}' (Calico {versions.calico}).\n",
             )
             files[f"kind/{cluster.name}.yaml"] = kind_config(
-                topo, cluster, kind_nodes[cluster.name], versions, services[cluster.name], run_dir
+                topo,
+                cluster,
+                kind_nodes[cluster.name],
+                versions,
+                services[cluster.name],
+                run_dir,
+                plan.service_subnets6.get(cluster.name),
             )
             if vm_cidrs:
                 files[f"{base}/ipreservation.yaml"] = dump_documents(
@@ -178,6 +189,14 @@ def render_containerlab(
                 resources=f"{base}/resources.yaml",
                 pod_subnet=str(plan.pod_subnets[cluster.name]),
                 service_subnet=str(services[cluster.name]),
+                **(
+                    {
+                        "pod_subnet6": str(plan.pod_subnets6[cluster.name]),
+                        "service_subnet6": str(plan.service_subnets6[cluster.name]),
+                    }
+                    if cluster.name in plan.pod_subnets6
+                    else {}
+                ),
                 ippools_in_installation=ippools[cluster.name],
                 nodes={kn.spec_name: kn.kind_name for kn in kind_nodes[cluster.name]},
             )
@@ -235,6 +254,14 @@ def render_containerlab(
         },
         "bird_sockets": {r.name: str(run_dir / r.name / "bird.ctl") for r in spec.routers},
         "calico_sockets": {sn: str(calico_run_dir(run_dir, sn) / "bird.ctl") for sn in names},
+        **(
+            {  # dual stack: each router's bird6, and calico-node's bird6 (its socket bird6.ctl)
+                "bird6_sockets": {r.name: str(run_dir / r.name / "bird6.ctl") for r in spec.routers},
+                "calico6_sockets": {sn: str(calico_run_dir(run_dir, sn) / "bird6.ctl") for sn in names},
+            }
+            if spec.dual_stack
+            else {}
+        ),
         "harness_mount": {
             "host_path": str(HARNESS_DIR),
             "container_path": HARNESS_MOUNT,
@@ -279,6 +306,7 @@ def _vms(
             labels={CLUSTER_LABEL: w.cluster, **vm.labels},
             mac=w.mac,
             ssh_authorized_keys=[public_key],
+            ip6=str(w.ip6) if w.ip6 else None,
         )
         docs.append(obj)
         nested = topo.spec.nested_node_in(w.vm)
@@ -287,6 +315,7 @@ def _vms(
             "node": w.node,
             "kind_node": kind_node,
             "ip": str(w.ip),
+            **({"ip6": str(w.ip6)} if w.ip6 else {}),
             "labels": dict(vm.labels),
             **({"runs_nested_node": nested[1].name, "nested_cluster": nested[0].name} if nested else {}),
         }

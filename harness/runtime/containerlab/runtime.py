@@ -192,13 +192,16 @@ class ContainerlabRuntime(Runtime):
 
     # -- Runtime interface: probes ----------------------------------------------------------------
     def bird_socket(self, entity: str, family: int = 4) -> Path:
-        if family != 4:
-            raise LabError("the containerlab runtime runs no bird6 (dual stack is not rendered for it yet)")
+        """A router's BIRD socket, or calico-node's of a kind node (family 6: their bird6's, in
+        a dual-stack lab), as the manifest lists them."""
         manifest = self.manifest(required=False) or {}
-        for key in ("bird_sockets", "calico_sockets"):
+        keys = ("bird_sockets", "calico_sockets") if family == 4 else ("bird6_sockets", "calico6_sockets")
+        for key in keys:
             if entity in manifest.get(key, {}):
                 return Path(manifest[key][entity])
-        return self.run_dir / entity / "bird.ctl"
+        if family != 4 and not self.spec.dual_stack:
+            raise LabError(f"lab '{self.lab}' is not dual-stack: '{entity}' runs no bird6")
+        return self.run_dir / entity / ("bird.ctl" if family == 4 else "bird6.ctl")
 
     def command(self, entity: str, argv: list[str]) -> list[str]:
         manifest = self.manifest()

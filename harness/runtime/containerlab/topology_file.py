@@ -19,10 +19,15 @@ from harness.render.bird import render_router
 from harness.runtime.containerlab.host import BIRD_RUN
 from harness.runtime.containerlab.plan import LAB_RANGES, KindNode, kind_clusters, mgmt_network
 from harness.runtime.containerlab.versions import StackVersions
-from harness.spec import FABRIC_RANGE
+from harness.spec import DOC6_RANGE, FABRIC6_RESERVED, FABRIC_RANGE
 from harness.topology import RACK_BRIDGE, Topology
 
 BIRD_CONF = "/etc/bird/bird.conf"
+BIRD6_CONF = "/etc/bird/bird6.conf"
+# Dual stack: the image runs BIRD (IPv4) as its command; bird6 is started beside it by an exec
+# command (it daemonizes), its socket next to BIRD's in the bound run directory.
+BIRD6_START = f"bird6 -c {BIRD6_CONF} -s {BIRD_RUN}/bird6.ctl"
+ROUTER_SYSCTLS6 = {"net.ipv6.conf.all.forwarding": 1, "net.ipv6.conf.default.forwarding": 1}
 HARNESS_DIR = Path(__file__).resolve().parents[2]  # the harness package, bound into the external hosts
 HARNESS_PYTHONPATH = "/opt/kvlab"
 HARNESS_MOUNT = f"{HARNESS_PYTHONPATH}/harness"
@@ -37,6 +42,7 @@ ROUTER_SYSCTLS = {
 # routers never imports kernel routes (bird-configs/router.conf.j2 `import none`), so it stays
 # out of BGP.
 ROUTER_DEFAULT_ROUTE = "ip route replace unreachable default"
+ROUTER_DEFAULT_ROUTE6 = "ip -6 route replace unreachable default"
 # Kind nodes send to the API server through eth0 (kind's docker network) and get replies, and
 # requests from pods of other nodes, through the fabric interface (BGP routes): strict reverse
 # path filtering (rp_filter 1, a host default some distributions set, which containers inherit)
@@ -85,13 +91,17 @@ def clab_topology(
     links: list[dict[str, Any]] = []
     execs: dict[str, list[str]] = {}
 
+    dual = topo.dual_stack
     for router in spec.routers:
+        binds = [f"bird/{router.name}.conf:{BIRD_CONF}:ro", f"{run_dir / router.name}:{BIRD_RUN}"]
+        if dual:
+            binds.insert(1, f"bird/{router.name}.bird6.conf:{BIRD6_CONF}:ro")
         nodes[router.name] = {
             "kind": "linux",
             "image": image,
             "group": router.role,
-            "binds": [f"bird/{router.name}.conf:{BIRD_CONF}:ro", f"{run_dir / router.name}:{BIRD_RUN}"],
-            "sysctls": dict(ROUTER_SYSCTLS),
+            "binds": binds,
+            "sysctls": {**ROUTER_SYSCTLS, **(ROUTER_SYSCTLS6 if dual else {})},
             "labels": {"kvlab.io/lab": spec.name, "kvlab.io/role": router.role},
         }
         execs[router.name] = []
@@ -135,14 +145,21 @@ def clab_topology(
         links.append({"endpoints": [f"{port.tor}:{tor_if}", f"{kn.kind_name}:{node_if}"]})
         execs[port.tor] += [f"ip link set {tor_if} master {RACK_BRIDGE}", _up(tor_if)]
         execs[kn.kind_name] += [_addr(port.node_address, node_if), _up(node_if)]
+        if port.node_address6 is not None:
+            execs[kn.kind_name].append(_addr(port.node_address6, node_if))
         execs[kn.kind_name] += [loose_rp_filter("eth0"), loose_rp_filter(node_if)]
         # eth0 is kind's docker network: route the lab fabric via the rack's ToR (as the netns
         # runtime's default route does), so host-network pods (Typha) reach the other racks
         # before BGP is up.
         tor_ip = topo.tor_address[port.tor].ip
         execs[kn.kind_name].append(f"ip route add {FABRIC_RANGE} via {tor_ip} dev {node_if}")
+        if port.tor in topo.tor_address6:
+            tor_ip6 = topo.tor_address6[port.tor].ip
+            execs[kn.kind_name].append(f"ip -6 route add {FABRIC6_RESERVED} via {tor_ip6} dev {node_if}")
     for tor, addr in topo.tor_address.items():
         execs[tor].append(_addr(addr, RACK_BRIDGE))
+        if tor in topo.tor_address6:
+            execs[tor].append(_addr(topo.tor_address6[tor], RACK_BRIDGE))
 
     # Router-router links, then host links (a host routes the lab ranges via its router).
     for link in topo.links + topo.host_links:
@@ -150,10 +167,16 @@ def clab_topology(
         links.append({"endpoints": [f"{link.a.entity}:{a_if}", f"{link.b.entity}:{b_if}"]})
         for end, dev in ((link.a, a_if), (link.b, b_if)):
             execs[end.entity] += [_addr(end.address, dev), _up(dev)]
+            if end.address6 is not None:
+                execs[end.entity].append(_addr(end.address6, dev))
     for link in topo.host_links:
         execs[link.b.entity] += [f"ip route add {net} via {link.a.address.ip}" for net in LAB_RANGES]
+        if link.a.address6 is not None:
+            execs[link.b.entity].append(f"ip -6 route add {DOC6_RANGE} via {link.a.address6.ip}")
     for router in spec.routers:
         execs[router.name].append(ROUTER_DEFAULT_ROUTE)
+        if dual:
+            execs[router.name] += [ROUTER_DEFAULT_ROUTE6, BIRD6_START]
 
     for name, commands in execs.items():
         if commands:
@@ -168,10 +191,10 @@ def clab_topology(
     }
 
 
-def router_config(topo: Topology, router: str) -> str:
-    """A router's BIRD config for a container: as for netns, but not announcing the management
-    network (eth0, containerlab's docker network) into BGP."""
-    text = render_router(topo, router)
+def router_config(topo: Topology, router: str, family: int = 4) -> str:
+    """A router's BIRD (family 6: bird6) config for a container: as for netns, but not
+    announcing the management network (eth0, containerlab's docker network) into BGP."""
+    text = render_router(topo, router, family=family)
     return re.sub(
         r'(protocol direct \{\s*\n\s*interface )"\*";',
         r'\1"-eth0", "*";   # eth0 is the containerlab management network',

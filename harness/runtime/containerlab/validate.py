@@ -119,7 +119,8 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
             rel = entry["ip_reservation"]
             issues = []
             for i, doc in enumerate(_load_docs(out / rel)):
-                issues += ip_reservation_errors(doc, entry["pools"], str(out / rel), (i,))
+                pools = [*entry["pools"], *entry.get("pools6", [])]
+                issues += ip_reservation_errors(doc, pools, str(out / rel), (i,))
             check(
                 rel,
                 "IPReservation shape only (not checked against a CRD: none of IPReservation is shared)",
@@ -157,7 +158,7 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
     if bird:
         for rel in sorted(f for f in manifest["files"] if f.startswith("bird/")):
             try:
-                check_config((out / rel).read_text())
+                check_config((out / rel).read_text(), "bird6" if rel.endswith(".bird6.conf") else "bird")
             except LabError as e:
                 if "not installed" in str(e):
                     report.skipped.append(f"{rel}: bird -p ({e})")
@@ -192,7 +193,7 @@ def ip_reservation_errors(
 ) -> list[SpecIssue]:
     """An IPReservation's shape (no CRD schema for it in the shared schemas, so this is a
     minimal check): apiVersion, kind, metadata.name, spec.reservedCIDRs a non-empty list of
-    IPv4 CIDRs inside the cluster's `pools`."""
+    CIDRs inside the cluster's `pools` (and `pools6`)."""
     issues = []
     for key, want in (("apiVersion", IP_RESERVATION_API), ("kind", "IPReservation")):
         if doc.get(key) != want:
@@ -447,21 +448,38 @@ def kind_errors(path: Path, topo_doc: dict[str, Any], entry: dict[str, Any]) -> 
                 )
             )
     net = config.networking
+    dual = bool(entry.get("pools6"))
+    families = [4, 6] if dual else [4]
+    if dual and net.ipFamily != "dual":
+        issues.append(SpecIssue(file, "networking.ipFamily", "a dual-stack cluster (pools6) needs 'dual'"))
     for field_, value in (("podSubnet", net.podSubnet), ("serviceSubnet", net.serviceSubnet)):
-        if value is None or not in_lab_ranges(value):
+        parts = (value or "").split(",")
+        versions = [_version(p) for p in parts]
+        if value is None or not all(in_lab_ranges(p) for p in parts if _version(p)):
             issues.append(SpecIssue(file, f"networking.{field_}", f"{value} is not inside the lab ranges"))
-    if net.podSubnet is not None and in_lab_ranges(net.podSubnet):
-        pods = ipaddress.IPv4Network(net.podSubnet, strict=False)
-        outside = [p for p in entry.get("pools", []) if not ipaddress.IPv4Network(p).subnet_of(pods)]
-        if outside:
-            issues.append(
-                SpecIssue(
-                    file,
-                    "networking.podSubnet",
-                    f"pools {', '.join(outside)} are outside {net.podSubnet}: the tigera operator refuses "
-                    "Installation pools outside kubeadm's pod subnet",
+        elif versions != families:
+            want = "an IPv4 and an IPv6 subnet, in that order" if dual else "one IPv4 subnet"
+            issues.append(SpecIssue(file, f"networking.{field_}", f"{value}: the cluster needs {want}"))
+    if net.podSubnet is not None and all(in_lab_ranges(p) for p in net.podSubnet.split(",") if _version(p)):
+        for pods_text, key in zip(net.podSubnet.split(","), ("pools", "pools6"), strict=False):
+            if not _version(pods_text):
+                continue
+            pods = ipaddress.ip_network(pods_text, strict=False)
+            outside = [
+                p
+                for p in entry.get(key, [])
+                if ipaddress.ip_network(p).version != pods.version
+                or not ipaddress.ip_network(p).subnet_of(pods)  # type: ignore[arg-type]
+            ]
+            if outside:
+                issues.append(
+                    SpecIssue(
+                        file,
+                        "networking.podSubnet",
+                        f"pools {', '.join(outside)} are outside {pods_text}: the tigera operator refuses "
+                        "Installation pools outside kubeadm's pod subnet",
+                    )
                 )
-            )
     if net.disableDefaultCNI is not True:
         issues.append(SpecIssue(file, "networking.disableDefaultCNI", "must be true (Calico is the CNI)"))
     return issues
@@ -473,11 +491,22 @@ def _exec_node_ips(topo_doc: dict[str, Any]) -> dict[str, str]:
     for name, node in (topo_doc.get("topology", {}).get("nodes", {}) or {}).items():
         if (node or {}).get("kind") != "ext-container":
             continue
+        ips = []
         for command in node.get("exec", []):
             addrs = _exec_addresses(command)
             if command.startswith("ip addr add") and addrs:
-                out[name] = addrs[0].split("/")[0]
+                ips.append(addrs[0].split("/")[0])
+        if ips:
+            out[name] = ",".join(ips)  # kubelet's node-ip: the IPv4 address, then (dual stack) the IPv6 one
     return out
+
+
+def _version(text: str) -> int | None:
+    """4 or 6 for an IP network's text, None for anything else."""
+    try:
+        return ipaddress.ip_network(text, strict=False).version
+    except ValueError:
+        return None
 
 
 def ssh_key_errors(out: Path, entry: dict[str, Any]) -> list[SpecIssue]:
@@ -545,9 +574,10 @@ def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = 
             issues.append(
                 SpecIssue(file, format_path(base), f"no {kv.BRIDGE_MIGRATION_ANNOTATION} annotation")
             )
-        if ann.get(kv.CALICO_IP_ANNOTATION) != json.dumps([vm["ip"]]):
+        want_ips = [vm["ip"], *([vm["ip6"]] if vm.get("ip6") else [])]
+        if ann.get(kv.CALICO_IP_ANNOTATION) != json.dumps(want_ips):
             issues.append(
-                SpecIssue(file, format_path(base), f'{kv.CALICO_IP_ANNOTATION} is not ["{vm["ip"]}"]')
+                SpecIssue(file, format_path(base), f"{kv.CALICO_IP_ANNOTATION} is not {json.dumps(want_ips)}")
             )
         ifaces = tmpl.get("spec", {}).get("domain", {}).get("devices", {}).get("interfaces", [])
         if not ifaces or "bridge" not in ifaces[0]:
