@@ -41,30 +41,32 @@ def collect(lab: Lab, out_dir: Path) -> Path:
         path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
     attempt("status", lambda: dump(bundle / "status.json", lab.status()))
-    for speaker in lab.speakers():
+    for speaker in lab.speakers():  # BIRD's files as bird.*, bird6's (dual stack) as bird6.*
         d = bundle / speaker.name
         d.mkdir(exist_ok=True)
-        files = lab.runtime.bird_files(speaker.name)
+        six = "6" if speaker.family == 6 else ""
+        who = f"{speaker.name}{' (bird6)' if six else ''}"
+        files = lab.runtime.bird_files(speaker.name, speaker.family)
         for key in ("config", "log"):
             src = files.get(key)
             attempt(
-                f"{speaker.name} {key}", lambda src=src, key=key, d=d: shutil.copy(src, d / f"bird.{key}")
+                f"{who} {key}", lambda src=src, key=key, d=d, x=six: shutil.copy(src, d / f"bird{x}.{key}")
             )
         attempt(
-            f"{speaker.name} protocols",
-            lambda s=speaker, d=d: (d / "show-protocols-all.txt").write_text(
+            f"{who} protocols",
+            lambda s=speaker, d=d, x=six: (d / f"show-protocols-all{x}.txt").write_text(
                 _reply_text(s.birdc("show protocols all"))
             ),
         )
         attempt(
-            f"{speaker.name} routes",
-            lambda s=speaker, d=d: (d / "show-route-all.txt").write_text(
+            f"{who} routes",
+            lambda s=speaker, d=d, x=six: (d / f"show-route-all{x}.txt").write_text(
                 _reply_text(s.birdc("show route all"))
             ),
         )
         attempt(
-            f"{speaker.name} routes json",
-            lambda s=speaker, d=d: dump(d / "routes.json", [r.to_json() for r in s.routes()]),
+            f"{who} routes json",
+            lambda s=speaker, d=d, x=six: dump(d / f"routes{x}.json", [r.to_json() for r in s.routes()]),
         )
     for entity in lab.topo.entities:
         d = bundle / entity
@@ -75,6 +77,13 @@ def collect(lab: Lab, out_dir: Path) -> Path:
                 d / "kernel-routes.json", [r.to_json() for r in lab.runtime.kernel_routes(e)]
             ),
         )
+        if lab.spec.dual_stack:
+            attempt(
+                f"{entity} IPv6 kernel routes",
+                lambda e=entity, d=d: dump(
+                    d / "kernel-routes6.json", [r.to_json() for r in lab.runtime.kernel_routes(e, family=6)]
+                ),
+            )
     attempt("runtime diagnostics", lambda: errors.extend(lab.runtime.diagnostics(bundle / "runtime")))
     if errors:
         (bundle / "errors.txt").write_text("\n".join(errors) + "\n")

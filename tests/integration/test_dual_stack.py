@@ -9,8 +9,8 @@
   routes at the ToR and at a node of the other rack, and disproven by a copy of the resources
   whose v6 rules differ (the v4 rules stay as shipped: the v4 half still works there).
 
-The containerlab runtime does not render dual stack yet (it refuses the lab), so these run on
-the netns runtime only.
+The containerlab runtime renders dual-stack labs (checked by the unit tests) but has never run
+one, so these run on the netns runtime only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from harness.record import MigrationRecord
 from harness.wait import eventually
 
 pytestmark = [
-    pytest.mark.netns_only("dual stack is not rendered for the containerlab runtime yet"),
+    pytest.mark.netns_only("dual stack on containerlab is rendered and validated, never yet run"),
     pytest.mark.migration,
 ]
 
