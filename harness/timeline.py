@@ -117,6 +117,15 @@ def _axis(times: list[float], weights: list[float]) -> _Axis:
     return _Axis(real, disp, segments, cuts)
 
 
+def _lane_source(e: dict[str, Any]) -> str:
+    """An event's lane: its source, except that a router's view of the VM's /128 (dual stack,
+    `family` 6) gets a lane of its own, `bird6:<router>`."""
+    source = str(e.get("source", "?"))
+    if e.get("kind") == "route" and e.get("family") == 6 and source.startswith("bird:"):
+        return "bird6:" + source.removeprefix("bird:")
+    return source
+
+
 def _lanes(record: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
     src, dst = record.get("source"), record.get("target")
     seen = list(dict.fromkeys(e.get("source", "?") for e in events))
@@ -124,7 +133,7 @@ def _lanes(record: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
     def rank(s: str) -> tuple[int, int, str]:
         kind, _, name = s.partition(":")
         node_rank = 0 if name == src else 1 if name == dst else 2
-        order = {"harness": 0, "qemu": 1, "agent": 2, "bird": 3, "canary": 4}
+        order = {"harness": 0, "qemu": 1, "agent": 2, "bird": 3, "bird6": 3, "canary": 4}
         return (order.get(kind, 5), node_rank if kind in ("qemu", "agent") else 0, name or kind)
 
     lanes = sorted(seen, key=rank)
@@ -136,7 +145,7 @@ def _lanes(record: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
 def _lane_title(lane: str, record: dict[str, Any]) -> str:
     kind, _, name = lane.partition(":")
     role = {record.get("source"): " (source)", record.get("target"): " (target)"}.get(name, "")
-    pretty = {"agent": "agent", "qemu": "QEMU", "bird": "BIRD"}.get(kind)
+    pretty = {"agent": "agent", "qemu": "QEMU", "bird": "BIRD", "bird6": "bird6"}.get(kind)
     if pretty:
         return f"{pretty} {name}{role}"
     return lane
@@ -217,7 +226,7 @@ def draw_record(record: dict[str, Any], *, title: str | None = None) -> Drawing:
         if ms is None and t0 is not None and e.get("t") is not None:
             ms = round((e["t"] - t0) * 1000, 1)
         if ms is not None:
-            events.append({**e, "ms": float(ms), "source": e.get("source", "?"), "kind": e.get("kind", "?")})
+            events.append({**e, "ms": float(ms), "source": _lane_source(e), "kind": e.get("kind", "?")})
     events.sort(key=lambda e: e["ms"])
 
     def rel(t: float | None) -> float | None:
@@ -338,7 +347,7 @@ def draw_record(record: dict[str, Any], *, title: str | None = None) -> Drawing:
 
     # -- routers: the best path as a ribbon coloured by next hop, a label at each change
     via_color: dict[str, str] = {}
-    for lane_name in (name for name in lanes if name.startswith("bird:")):
+    for lane_name in (name for name in lanes if name.startswith(("bird:", "bird6:"))):
         lane = lane_of[lane_name]
         routes = [e for e in events if e["source"] == lane_name and e["kind"] == "route"]
         for i, e in enumerate(routes):
