@@ -171,6 +171,13 @@ class VM(_Model):
         default="mock", description="mock: a namespace with the VM's IP (MockVirt); qemu: a real QEMU guest"
     )
 
+    @field_validator("ip6")
+    @classmethod
+    def _unscoped(cls, v: ipaddress.IPv6Address | None) -> ipaddress.IPv6Address | None:
+        if v is not None and v.scope_id is not None:
+            raise ValueError(f"{shown(str(v))} has a scope (%...): a VM's address is a plain IPv6 address")
+        return v
+
     @field_validator("mac")
     @classmethod
     def _unicast(cls, v: str | None) -> str | None:

@@ -444,6 +444,8 @@ class BGPConfigurationSpec(_Strict):
     @field_validator("localWorkloadPeeringIPV6")
     @classmethod
     def _lwp6(cls, v: str | None) -> str | None:
+        if v is not None and "%" in v:
+            raise ValueError(f"{shown(v)} has a scope (%...): give a plain IPv6 address")
         if v is not None and ipaddress.IPv6Address(v).is_link_local:
             raise ValueError("must not be link-local (Calico cannot provision the scope)")
         return v
