@@ -390,3 +390,41 @@ def test_a_lab_of_another_run_directory_is_not_a_leftover(small_lab_file: Path, 
     finally:
         subprocess.run([*KVLAB, "down", name], env=env, capture_output=True, timeout=120, check=False)
     assert lab_namespaces(name) == []
+
+
+_HOLD_UP = """
+import sys
+from harness import netlink
+from harness.state import lab_lock, namespace_name
+with lab_lock(sys.argv[1]):
+    netlink.create_namespace(namespace_name(sys.argv[1], "tor1"))
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_lab_coming_up_in_another_run_directory_is_not_reaped(tmp_path: Path) -> None:
+    """Namespace names are machine-wide: while another run directory's `up` holds a lab (its
+    namespaces exist, no process runs in them yet), our reaper leaves it alone; once that `up`
+    is gone without a trace of ownership, what it left is a leftover."""
+    name = Lab.unique_name("comingup")
+    env = {**os.environ, "KVLAB_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_UP, name],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "holding"
+        assert lab_namespaces(name)
+        assert name not in reap_stale()
+        assert f"'{name}'" not in down_another_lab()
+        assert lab_namespaces(name), "the reaper took a lab another run directory is bringing up"
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert name in reap_stale()
+    assert_gone(name)
