@@ -19,7 +19,15 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.errors import InputError, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+from harness.errors import (
+    InputError,
+    KvlabError,
+    LabError,
+    PreflightError,
+    SpecError,
+    UnknownLabError,
+    WaitTimeout,
+)
 from harness.state import check_lab_name
 
 DEBUG_ENV = "KVLAB_DEBUG"  # set (non-empty): an internal error prints its traceback too
@@ -29,8 +37,22 @@ class UsageError(InputError):
     """Bad command-line input (exit 2)."""
 
 
-def resolve_running(arg: str | None, option: str = "--lab") -> str:
-    """A running lab's name from a name, a lab file, or (none given) the only running lab."""
+def lab_arg(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The lab a command names, as every command takes it: `--lab NAME` (or the positional
+    `LAB` where a command had one before; both must agree), with the option to name in errors."""
+    positional, option = args.lab_pos, args.lab
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"LAB '{positional}' and --lab '{option}' name different labs: name one")
+    if option is not None:
+        return option, "--lab"
+    return positional, "LAB"
+
+
+def resolve_running(arg: str | None, option: str = "--lab", *, none_ok: bool = False) -> str:
+    """A running lab's name from a name, a lab file, or (none given) the only running lab.
+
+    None given and several labs run: UsageError listing them (exit 2). None given and none
+    runs: UnknownLabError, or the default lab's name if `none_ok` (`down` has nothing to do)."""
     from harness.instances import running_lab_names
     from harness.labfile import DEFAULT_LAB, load_lab, resolve_spec_path
 
@@ -38,9 +60,13 @@ def resolve_running(arg: str | None, option: str = "--lab") -> str:
     if arg is None:
         if len(running) == 1:
             return running[0]
-        if DEFAULT_LAB in running or not running:
-            return DEFAULT_LAB
-        raise UsageError(f"several labs are running ({', '.join(running)}): name one")
+        if not running:
+            if none_ok:
+                return DEFAULT_LAB
+            raise UnknownLabError("no lab is running ('kvlab up' brings one up)")
+        raise UsageError(
+            f"{len(running)} labs are running ({', '.join(running)}): name one with --lab NAME"
+        )
     if arg in running:
         return arg
     p = Path(arg)
@@ -49,13 +75,28 @@ def resolve_running(arg: str | None, option: str = "--lab") -> str:
     return check_lab_name(arg, option)
 
 
-def attach(arg: str | None, option: str = "--lab"):  # type: ignore[no-untyped-def]
-    """The running lab a command names, with what settling it took said on stderr."""
+def attach(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The running lab a command names (see `lab_arg`), with what settling it took said on stderr."""
     from harness.lab import Lab
 
-    lab = Lab.attach(resolve_running(arg, option))
+    lab = Lab.attach(resolve_running(*lab_arg(args)))
     _print_notes(lab)
     return lab
+
+
+def spec_arg(args: argparse.Namespace) -> Path:
+    """The lab file of `up`/`validate`/`render`/`import`: LAB or --lab, a file, a lab of labs/, or
+    the name of a running lab (its spec file)."""
+    from harness.instances import running_lab_names
+    from harness.labfile import resolve_spec_path
+    from harness.state import LabState, lab_dir
+
+    arg, option = lab_arg(args)
+    if arg is not None and arg in running_lab_names() and not Path(arg).is_file():
+        state = LabState.load(lab_dir(arg))
+        if state is not None and Path(state.spec_path).is_file():
+            return Path(state.spec_path)
+    return resolve_spec_path(arg, option)
 
 
 def _print_notes(lab: Any) -> None:
@@ -78,13 +119,12 @@ def _console():  # type: ignore[no-untyped-def]
 def cmd_up(args: argparse.Namespace) -> int:
     from harness.diagnostics import collect
     from harness.lab import Lab
-    from harness.labfile import resolve_spec_path
     from harness.progress import RichProgress
     from harness.runtime.base import RuntimeOptions
 
     if args.name is not None:
         check_lab_name(args.name, "--name")
-    path = resolve_spec_path(args.lab)
+    path = spec_arg(args)
     lab = Lab.from_file(
         path,
         name=args.name,
@@ -120,7 +160,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.all:
         names = sorted(present_labs() | set(running_lab_names()))
     else:
-        names = [resolve_running(args.lab, "LAB")]
+        names = [resolve_running(*lab_arg(args), none_ok=True)]
     for name in names:
         found = down_lab(name)
         print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)
@@ -130,7 +170,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    lab = attach(args.lab, "LAB")
+    lab = attach(args)
     status = lab.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -191,7 +231,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
             prefix = str(ipaddress.IPv4Network(args.prefix))
         except ValueError as e:
             raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
-    lab = attach(args.lab)
+    lab = attach(args)
     try:
         speaker = lab.speaker(args.router)
     except KeyError as e:
@@ -235,7 +275,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from harness.canary.controller import CanaryError
     from harness.record import MigrationFailed
 
-    lab = attach(args.lab)
+    lab = attach(args)
     try:
         record = lab.migrate(args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary)
     except MigrationFailed as e:
@@ -327,7 +367,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 def cmd_diag(args: argparse.Namespace) -> int:
     from harness.diagnostics import collect
 
-    lab = attach(args.lab, "LAB")
+    lab = attach(args)
     out = collect(lab, Path(args.out))
     print(out)
     return 0
@@ -335,9 +375,9 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """The lab file and everything it names, then every BIRD config it derives through `bird -p`."""
-    from harness.labfile import load_lab, resolve_spec_path
+    from harness.labfile import load_lab
 
-    spec = load_lab(resolve_spec_path(args.lab))
+    spec = load_lab(spec_arg(args))
     print(f"{spec.source}: valid lab '{spec.name}' ({_bird_checked(spec)})", file=sys.stderr)
     return 0
 
@@ -357,11 +397,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     """What a runtime builds the lab from (netns: the BIRD configs; containerlab: topology, kind,
     Calico, KubeVirt), written and checked by the runtime (schemas, `bird -p`); exit 2 naming
     file, field and reason on a problem."""
-    from harness.labfile import load_lab, resolve_spec_path
+    from harness.labfile import load_lab
     from harness.runtime import get_runtime
     from harness.runtime.base import LabContext, RuntimeOptions
 
-    spec = load_lab(resolve_spec_path(args.lab))
+    spec = load_lab(spec_arg(args))
     if args.runtime != "containerlab" and (
         args.versions is not None or args.emulation != "auto" or args.tor_image is not None
     ):
@@ -419,6 +459,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
+LAB_HELP = "the lab: a running lab's name (default: the only running one)"
+FILE_HELP = "the lab: a lab file, a lab of labs/ or a running lab's name (default: default)"
+
+
+def _lab_options(parser: argparse.ArgumentParser, help: str = LAB_HELP, *, positional: bool = False) -> None:
+    """How every command takes the lab: `--lab NAME`, and the positional `LAB` where a command
+    had it before (kept: both name the same lab)."""
+    if positional:
+        parser.add_argument("lab_pos", nargs="?", metavar="LAB", help=f"{help}; the same as --lab")
+    else:
+        parser.set_defaults(lab_pos=None)
+    parser.add_argument("--lab", metavar="NAME", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.runtime.containerlab.versions import MATRIX
 
@@ -426,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="bring a lab up (reuses it if already running)")
-    up.add_argument("lab", nargs="?", help="lab file or name in labs/ (default: default)")
+    _lab_options(up, FILE_HELP, positional=True)
     up.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     up.add_argument("--name", help="instance name (default: the lab's name); lets labs run side by side")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge up")
@@ -445,26 +499,26 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="tear a lab down and reap leftovers of crashed runs")
-    down.add_argument("lab", nargs="?", help="lab name or file (default: the running lab)")
+    _lab_options(down, positional=True)
     down.add_argument("--all", action="store_true", help="every kvlab lab on this machine")
     down.set_defaults(func=cmd_down)
 
     st = sub.add_parser("status", help="topology and BGP sessions of a running lab")
-    st.add_argument("lab", nargs="?")
+    _lab_options(st, positional=True)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
     rt = sub.add_parser("routes", help="BIRD routes of a router or node")
     rt.add_argument("router")
     rt.add_argument("prefix", nargs="?", help="exact prefix, e.g. 203.0.113.0/26")
-    rt.add_argument("--lab")
+    _lab_options(rt)
     rt.add_argument("--json", action="store_true")
     rt.set_defaults(func=cmd_routes)
 
     mg = sub.add_parser("migrate", help="live-migrate a VM to another node and print what happened when")
     mg.add_argument("vm")
     mg.add_argument("--to", required=True, help="target node")
-    mg.add_argument("--lab")
+    _lab_options(mg)
     mg.add_argument(
         "--fail", metavar="REASON", help="abort the migration before the VM resumes on the target"
     )
@@ -499,12 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     ib.set_defaults(func=cmd_image)
 
     dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")
-    dg.add_argument("lab", nargs="?")
+    _lab_options(dg, positional=True)
     dg.add_argument("--out", default="kvlab-diagnostics")
     dg.set_defaults(func=cmd_diag)
 
     va = sub.add_parser("validate", help="check a lab file without creating anything")
-    va.add_argument("lab")
+    _lab_options(va, FILE_HELP, positional=True)
     va.set_defaults(func=cmd_validate)
 
     rd = sub.add_parser(
@@ -512,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the configs a lab derives (netns: BIRD configs; containerlab: topology, kind, "
         "Calico, KubeVirt, validated against the upstream schemas)",
     )
-    rd.add_argument("lab")
+    _lab_options(rd, FILE_HELP, positional=True)
     rd.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     rd.add_argument("--out", required=True)
     rd.add_argument(

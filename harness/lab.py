@@ -309,7 +309,7 @@ class Lab:
                 record = self.runtime.migrate(vm, to, **kwargs)
                 report = probe.stop()
             merge_into(record, report)
-            record.canary = report.to_json()
+            record.canary = report
             verdict = canary_verdict(report)
             if verdict and record.status == "completed":
                 record.status, record.reason = "failed", f"canary: {verdict}"
