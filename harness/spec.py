@@ -116,7 +116,9 @@ class Cluster(_Model):
         description="nested cluster: the cluster whose VMs its nodes run in (eBGP to its workload peering)",
     )
     asn: ASN = 64512
-    pools: list[ipaddress.IPv4Network] = Field(min_length=1)
+    pools: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="left out: the cluster's IPPool resources (harness.labpools)"
+    )
     block_size: int = Field(default=26, ge=20, le=32)
     nodes: list[Node] = Field(min_length=1)
     resources: str | list[dict[str, Any]] = Field(
