@@ -105,6 +105,9 @@ class Node(_Model):
     ip: ipaddress.IPv4Address | None = None
     asn: ASN | None = Field(default=None, description="per-node AS override (Calico Node spec.bgp.asNumber)")
     labels: cr.Labels = Field(default_factory=dict)
+    route_reflector: ipaddress.IPv4Address | None = Field(
+        default=None, description="route reflector cluster ID (Calico Node spec.bgp.routeReflectorClusterID)"
+    )
 
 
 class Cluster(_Model):
