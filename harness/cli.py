@@ -428,6 +428,46 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """A lab file, its Calico resources and the customer mapping from a customer's dumps; every
+    thing not reproduced a warning on stderr (and in the lab file's header)."""
+    from harness.importer.build import ImportOptions, import_dump
+    from harness.importer.write import write_import
+
+    name = check_lab_name(args.name, "--name") if args.name is not None else _import_name(Path(args.out))
+    if args.max_nodes_per_rack is not None and args.max_nodes_per_rack < 1:
+        raise UsageError("--max-nodes-per-rack: at least 1")
+    opts = ImportOptions(
+        nodes=Path(args.nodes),
+        calico=Path(args.calico),
+        vmis=Path(args.vmis) if args.vmis else None,
+        tors=[Path(t) for t in args.tor or []],
+        name=name,
+        max_nodes_per_rack=args.max_nodes_per_rack,
+    )
+    result = import_dump(opts)
+    path = write_import(result, Path(args.out))
+    for line in result.notes:
+        print(f"kvlab import: {line}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"kvlab import: warning: {_one_line(str(w))}", file=sys.stderr)
+    print(
+        f"kvlab import: wrote {path}, {path.parent / 'calico.yaml'} and {path.parent / 'customer-map.yaml'} "
+        f"({len(result.warnings)} warnings); 'kvlab up {path}' runs it",
+        file=sys.stderr,
+    )
+    print(path)
+    return 0
+
+
+def _import_name(out: Path) -> str:
+    """The lab name of an import without --name: the output directory's name if it is a lab name."""
+    from harness.state import valid_lab_name
+
+    stem = out.resolve().name
+    return stem if valid_lab_name(stem) else "imported"
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     """The calico-node emulation against Calico's confd corpus: per case match / differs /
     unsupported, then totals; exit 1 if any case differs."""
@@ -587,6 +627,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--tor-image", metavar="IMAGE", help="containerlab: ToR/host image (default kvlab/tor:<hash>)"
     )
     rd.set_defaults(func=cmd_render)
+
+    ip = sub.add_parser(
+        "import",
+        help="a lab reproducing a customer's topology from their dumps (nodes, Calico resources, VMIs, "
+        "ToR BIRD configs), renumbered into the lab's address ranges",
+    )
+    ip.add_argument("--nodes", required=True, metavar="FILE", help="kubectl get nodes -o yaml")
+    ip.add_argument(
+        "--calico",
+        required=True,
+        metavar="FILE",
+        help="kubectl get bgpconfigurations,bgppeers,bgpfilters,ippools,felixconfigurations,"
+        "ipamconfigurations -o yaml (v3 or crd.projectcalico.org/v1), or calicoctl get -o yaml",
+    )
+    ip.add_argument("--vmis", metavar="FILE", help="kubectl get vmi -A -o yaml")
+    ip.add_argument("--tor", action="append", metavar="FILE", help="a ToR's BIRD config (repeatable)")
+    ip.add_argument("--out", required=True, metavar="DIR", help="the output directory")
+    ip.add_argument("--name", help="the lab's name (default: the --out directory's name)")
+    ip.add_argument(
+        "--max-nodes-per-rack",
+        type=int,
+        metavar="N",
+        help="sample each rack down to N nodes (route reflectors and nodes with VMs first)",
+    )
+    ip.set_defaults(func=cmd_import)
 
     cf = sub.add_parser(
         "conformance",
