@@ -99,6 +99,16 @@ def spec_arg(args: argparse.Namespace) -> Path:
     return resolve_spec_path(arg, option)
 
 
+def _customer(lab: Any, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The customer mapping of an imported lab with --as-customer, else None (MappingError, exit 2,
+    for a lab `kvlab import` did not make)."""
+    if not args.as_customer:
+        return None
+    from harness.importer.mapping import CustomerMap
+
+    return CustomerMap.of_lab(lab.spec.source)
+
+
 def _print_notes(lab: Any) -> None:
     for note in lab.notes:
         print(f"kvlab: {note}", file=sys.stderr)
@@ -171,15 +181,18 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     lab = attach(args)
+    customer = _customer(lab, args)
     status = lab.status()
+    if customer is not None:
+        status = customer.json(status)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    _print_status(status, lab)
+    _print_status(status, lab, customer.text if customer is not None else str)
     return 0
 
 
-def _print_status(status: dict[str, Any], lab: Any) -> None:
+def _print_status(status: dict[str, Any], lab: Any, shown: Any = str) -> None:
     from rich.table import Table
     from rich.tree import Tree
 
@@ -194,9 +207,8 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
                 branch.add(f"host {h['name']} {h['ip']}")
     for rack in lab.spec.racks:
         tor = lab.spec.router(rack.tor)
-        rb = tree.add(
-            f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}"
-        )
+        address = shown(str(lab.topo.tor_address[tor.name]))
+        rb = tree.add(f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {address}")
         for h in status["hosts"]:
             if next(x for x in lab.spec.hosts if x.name == h["name"]).router == tor.name:
                 rb.add(f"host {h['name']} {h['ip']}")
@@ -225,24 +237,28 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    lab = attach(args)
+    customer = _customer(lab, args)
     prefix = None
     if args.prefix is not None:
+        given = args.prefix if customer is None else customer.to_lab_prefix(args.prefix)
         try:
-            prefix = str(ipaddress.IPv4Network(args.prefix))
+            prefix = str(ipaddress.IPv4Network(given))
         except ValueError as e:
             raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
-    lab = attach(args)
     try:
         speaker = lab.speaker(args.router)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
     routes = speaker.routes(prefix)
+    shown = customer.text if customer is not None else str
     if args.json:
-        print(json.dumps([r.to_json() for r in routes], indent=2))
+        doc = [r.to_json() for r in routes]
+        print(json.dumps(doc if customer is None else customer.json(doc), indent=2))
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{args.router}: {prefix or 'all routes'}")
+    table = Table(title=f"{args.router}: {shown(prefix) if prefix else 'all routes'}")
     for col in (
         "prefix",
         "best",
@@ -257,9 +273,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in routes:
         table.add_row(
-            r.prefix,
+            shown(r.prefix),
             "*" if r.best else "",
-            r.via or r.route_type,
+            shown(r.via or r.route_type),
             r.interface or "",
             r.protocol,
             " ".join(map(str, r.as_path)),
@@ -276,8 +292,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from harness.record import MigrationFailed
 
     lab = attach(args)
+    customer = _customer(lab, args)
+    vm, to = args.vm, args.to
+    if customer is not None:  # the customer's names work too ('ns/vm', the node's own name)
+        vm, to = customer.lab_name("vm", vm), customer.lab_name("node", to)
     try:
-        record = lab.migrate(args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary)
+        record = lab.migrate(vm, to, fail=args.fail, announce=args.announce, canary=args.canary)
     except MigrationFailed as e:
         record = e.record
     except CanaryError as e:  # the canary could not run: the migration did not start
@@ -285,10 +305,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.artifacts:
         json_path, png_path = lab.write_timeline(record, args.artifacts)
         print(f"timeline: {png_path} (record: {json_path})", file=sys.stderr)
+    doc = record.to_json() if customer is None else customer.json(record.to_json())
     if args.json:
-        print(json.dumps(record.to_json(), indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        print_timeline(record.to_json())
+        print_timeline(doc)
     if record.status != "completed":
         print(f"kvlab migrate: {record.vm} {record.status}: {record.reason}", file=sys.stderr)
     return 0 if record.status == "completed" else 1
@@ -546,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="topology and BGP sessions of a running lab")
     _lab_options(st, positional=True)
     st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     st.set_defaults(func=cmd_status)
 
     rt = sub.add_parser("routes", help="BIRD routes of a router or node")
@@ -553,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("prefix", nargs="?", help="exact prefix, e.g. 203.0.113.0/26")
     _lab_options(rt)
     rt.add_argument("--json", action="store_true")
+    rt.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     rt.set_defaults(func=cmd_routes)
 
     mg = sub.add_parser("migrate", help="live-migrate a VM to another node and print what happened when")
@@ -575,6 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifacts", metavar="DIR", help="also write the record as JSON and a PNG timeline here"
     )
     mg.add_argument("--json", action="store_true")
+    mg.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     mg.set_defaults(func=cmd_migrate)
 
     im = sub.add_parser("image", help="guest image for QEMU VMs, ToR image for the containerlab runtime")

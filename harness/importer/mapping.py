@@ -131,9 +131,13 @@ class CustomerMap:
 
         def swap(m: re.Match[str]) -> str:
             try:
+                ip = ipaddress.ip_address(m.group(1))
                 if m.group(2):
-                    return str(self.to_customer_prefix(ipaddress.ip_network(m.group(0), strict=False)))
-                return str(self.to_customer_address(ipaddress.ip_address(m.group(1))))
+                    net = ipaddress.ip_network(m.group(0), strict=False)
+                    if net.network_address != ip:  # an interface (address/prefix length)
+                        return f"{self.to_customer_address(ip)}{m.group(2)}"
+                    return str(self.to_customer_prefix(net))
+                return str(self.to_customer_address(ip))
             except ValueError:
                 return m.group(0)
 
