@@ -237,15 +237,16 @@ def _print_status(status: dict[str, Any], lab: Any, shown: Any = str) -> None:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    lab = attach(args)
-    customer = _customer(lab, args)
     prefix = None
-    if args.prefix is not None:
-        given = args.prefix if customer is None else customer.to_lab_prefix(args.prefix)
+    if args.prefix is not None:  # checked before anything is looked up
         try:
-            prefix = str(ipaddress.IPv4Network(given))
+            prefix = str(ipaddress.IPv4Network(args.prefix))
         except ValueError as e:
             raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
+    lab = attach(args)
+    customer = _customer(lab, args)
+    if prefix is not None and customer is not None:  # given in the customer's addresses
+        prefix = customer.to_lab_prefix(prefix)
     try:
         speaker = lab.speaker(args.router)
     except KeyError as e:

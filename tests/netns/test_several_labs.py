@@ -78,3 +78,10 @@ def test_routes_migrate_and_diag_act_on_the_named_lab_only(two_labs: tuple[str, 
     out = kvlab("diag", "--lab", b, "--out", str(tmp_path)).stdout.strip()
     assert b in out
     assert Path(out).exists()
+
+
+def test_as_customer_needs_an_imported_lab(two_labs: tuple[str, str]) -> None:
+    a, _ = two_labs
+    res = kvlab("status", "--lab", a, "--as-customer", check=False)
+    assert res.returncode == 2
+    assert "was not made by 'kvlab import' (no customer-map.yaml next to it)" in res.stderr
