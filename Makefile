@@ -7,7 +7,7 @@ LAB ?= default
 # NAME: the instance name (default: the lab file's name:), so several labs run side by side
 NAME ?=
 # the lab of status/lab-down: NAME if given, else LAB if given on the command line, else the only running lab
-LAB_SEL = $(if $(NAME),--lab $(NAME),$(if $(filter command line environment,$(origin LAB)),--lab $(LAB)))
+LAB_SEL = $(if $(NAME),$(NAME),$(if $(filter command line environment,$(origin LAB)),$(LAB)))
 RUNTIME ?= netns
 STACK ?= calico-3.32-kubevirt-1.8
 PYTEST_ARGS ?=
@@ -47,7 +47,7 @@ setup-containerlab: venv
 	@scripts/install-docker.sh
 
 lab-up: $(if $(filter containerlab,$(RUNTIME)),setup-containerlab,setup)
-	$(KVLAB) up --lab $(LAB)$(if $(NAME), --name $(NAME)) --runtime $(RUNTIME)$(if $(filter containerlab,$(RUNTIME)), --stack $(STACK))
+	$(KVLAB) up $(LAB)$(if $(NAME), --name $(NAME)) --runtime $(RUNTIME)$(if $(filter containerlab,$(RUNTIME)), --stack $(STACK))
 
 lab-down: venv
 	$(KVLAB) down $(LAB_SEL)
