@@ -281,3 +281,44 @@ def test_a_fifo_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(SpecError, match=r"not a regular file|FIFO"):
         import_dump(options(nodes=fifo))
+
+
+def test_node_peerings_across_racks_are_a_warning(tmp_path: Path) -> None:
+    """Route reflector clients in every rack, while every node also peers with its ToR: the lab
+    reproduces it, and the import says it loops."""
+    text = (
+        (DATA / "calico.yaml")
+        .read_text()
+        .replace(
+            "nodeSelector: acme.example/rack == 'rack-a' && !has(route-reflector)",
+            "nodeSelector: '!has(route-reflector)'",
+        )
+    )
+    res = import_dump(options(calico=write(tmp_path, "calico.yaml", text)))
+    loops = [str(w) for w in res.warnings if "a routing loop" in str(w)]
+    assert len(loops) == 1, loops
+    assert "BGPPeer 'peer-with-route-reflectors'" in loops[0]
+    assert "rack-b-rack-a" in loops[0]
+    assert "items[5].spec.peerSelector" in loops[0]
+
+
+def test_a_tor_config_with_another_as_is_a_warning(tmp_path: Path) -> None:
+    conf = write(tmp_path, "tor-a.conf", (DATA / "tor-a.conf").read_text().replace("65101", "65999"))
+    res = import_dump(options(tors=[conf]))
+    assert any("local AS [65999] but the BGPPeers say AS 65101" in str(w) for w in res.warnings)
+    assert {r["name"]: r["asn"] for r in res.lab["routers"]}["tor-rack-a"] == 65101
+
+
+def test_more_nodes_than_the_pools_hold_is_an_error(tmp_path: Path) -> None:
+    nodes = yaml.safe_load((DATA / "nodes.yaml").read_text())
+    template = nodes["items"][3]  # a rack-b node
+    for i in range(70):
+        item = yaml.safe_load(yaml.safe_dump(template))
+        item["metadata"]["name"] = f"kv-b-x-{i}.dc1.acme.example"
+        item["metadata"]["annotations"]["projectcalico.org/IPv4Address"] = f"10.20.2.{100 + i}/24"
+        nodes["items"].append(item)
+    path = write(tmp_path, "nodes.yaml", yaml.safe_dump(nodes))
+    with pytest.raises(ImportError_, match="--max-nodes-per-rack"):
+        import_dump(options(nodes=path))
+    res = import_dump(options(nodes=path, max_nodes_per_rack=4))
+    assert len(res.lab["clusters"][0]["nodes"]) == 3 + 4 + 2 + 1
