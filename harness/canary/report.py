@@ -56,6 +56,11 @@ class CanaryReport:
         fields["max_gap"] = Gap(**doc["max_gap"]) if doc.get("max_gap") else None
         return cls(**fields)
 
+    @property
+    def version(self) -> int:
+        """The report format's version (the JSON document's `version`)."""
+        return REPORT_VERSION
+
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["gaps"] = [g.to_json() for g in self.gaps]

@@ -151,7 +151,10 @@ def test_the_record_has_its_json_fields() -> None:
         attr = getattr(rec, key)
         assert (attr.to_json() if key == "canary" else attr) == value, key
     assert isinstance(rec.canary, CanaryReport)
-    assert rec.canary.max_gap_ms == doc["canary"]["max_gap_ms"]
+    for key, value in doc["canary"].items():  # the canary report too: every JSON key an attribute
+        attr = getattr(rec.canary, key)
+        assert (attr.to_json() if key == "max_gap" and attr else attr) == value or key == "gaps", key
+    assert [g.to_json() for g in rec.canary.gaps] == doc["canary"]["gaps"]
 
 
 def test_the_record_reads_back_from_json() -> None:
