@@ -85,3 +85,10 @@ def test_as_customer_needs_an_imported_lab(two_labs: tuple[str, str]) -> None:
     res = kvlab("status", "--lab", a, "--as-customer", check=False)
     assert res.returncode == 2
     assert "was not made by 'kvlab import' (no customer-map.yaml next to it)" in res.stderr
+
+
+def test_validate_and_render_take_a_running_lab_by_name(two_labs: tuple[str, str], tmp_path: Path) -> None:
+    a, _ = two_labs
+    assert "valid lab 'single-rack'" in kvlab("validate", "--lab", a).stderr
+    kvlab("render", "--lab", a, "--out", str(tmp_path))
+    assert (tmp_path / "tor1.conf").exists() or any(tmp_path.rglob("*.conf"))
