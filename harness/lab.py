@@ -102,6 +102,8 @@ class Lab:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Lab:
+        """A lab from its lab file (not up yet: `up()`, or `with` it). Its counterpart for a lab
+        that already runs, brought up by another process, is `Lab.attach(name)`."""
         return cls(load_lab(path), **kwargs)
 
     @classmethod
@@ -309,7 +311,7 @@ class Lab:
                 record = self.runtime.migrate(vm, to, **kwargs)
                 report = probe.stop()
             merge_into(record, report)
-            record.canary = report.to_json()
+            record.canary = report
             verdict = canary_verdict(report)
             if verdict and record.status == "completed":
                 record.status, record.reason = "failed", f"canary: {verdict}"

@@ -185,6 +185,7 @@ def from_topology(topo: Topology, cluster: str, resources: Iterable[Any]) -> Clu
             name=n.name,
             ipv4=topo.node_address[n.name],
             asn=topo.node_asn[n.name],
+            rr_cluster_id=None if n.route_reflector is None else str(n.route_reflector),
             labels=topo.node_labels(n.name),
         )
         for n in spec.nodes

@@ -201,6 +201,12 @@ def plan_lab(topo: Topology) -> Plan:
     kind_nodes = plan_kind_nodes(topo)
     plan = Plan(kind_nodes, service_subnets(topo), pod_subnets(topo.spec))
     _check_names(topo.spec, kind_nodes)
+    reflectors = [n.name for _, n in topo.spec.all_nodes() if n.route_reflector is not None]
+    if reflectors:
+        raise RenderError(
+            f"route reflector nodes ({', '.join(reflectors)}) are not built on the containerlab runtime yet "
+            "(their Calico Node's routeReflectorClusterID is not set): run this lab on netns"
+        )
     return plan
 
 
