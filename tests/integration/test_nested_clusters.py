@@ -2,11 +2,13 @@
 eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/nested.yml).
 
 - `nested`: labs/nested.yml as it is: clusters red and blue in vm-red and vm-blue on p1-n1,
-  vm-green on p1-n2 selected by no BGPPeer.
+  vm-green on p1-n2 selected by no BGPPeer; and, as a second parameter, labs/nested-qemu.yml,
+  the same lab where red-n1 runs in a real QEMU guest (the netns runtime's VM backends differ;
+  on another runtime every VM is the runtime's own real guest, so labs/nested.yml is all).
 - `rogue`: the same lab where red and blue each add a second IP pool their parent never agreed
   to; red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter
   as written (an Accept and nothing else).
-- a private copy of `nested` for the live migration of a nested node's VM.
+- a private copy of `nested` (each variant) for the live migration of a nested node's VM.
 
 Scenario tests: they run on every runtime (`--runtime`) that can run nested labs.
 """
@@ -28,6 +30,7 @@ from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED = REPO / "labs" / "nested.yml"
+NESTED_QEMU = REPO / "labs" / "nested-qemu.yml"  # red-n1 in a QEMU guest (netns)
 PEERING_IP = "169.254.0.179"
 PARENT_AS, TOR_AS = 64512, 65001
 NESTED_AS = {"red": 65101, "blue": 65102}
@@ -36,9 +39,22 @@ NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
 TIMEOUT = 20.0
 
 
-@pytest.fixture(scope="module")
-def nested(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(NESTED)
+def _variant(pytestconfig: pytest.Config, which: str) -> Path:
+    """The lab file of a variant: 'mock' (labs/nested.yml) or 'qemu' (labs/nested-qemu.yml, on
+    the netns runtime only: elsewhere every VM is a real guest already)."""
+    if which == "mock":
+        return NESTED
+    if pytestconfig.getoption("--runtime") != "netns":
+        pytest.skip("every VM is the runtime's own real guest here: labs/nested.yml covers it")
+    return NESTED_QEMU
+
+
+VARIANTS = pytest.mark.parametrize("variant", ["mock", "qemu"])
+
+
+@pytest.fixture(scope="module", params=["mock", "qemu"])
+def nested(kvlab_labs, pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(_variant(pytestconfig, request.param))
 
 
 def _best(lab: Lab, speaker: str, prefix: str) -> Route:
@@ -195,8 +211,11 @@ def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> No
 
 
 @pytest.mark.migration
-def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
-    lab = kvlab_labs(NESTED, private=True)
+@VARIANTS
+def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # type: ignore[no-untyped-def]
+    kvlab_labs, pytestconfig: pytest.Config, variant: str
+) -> None:
+    lab = kvlab_labs(_variant(pytestconfig, variant), private=True)
     hold = 240.0  # BIRD's default hold time: the session must be back well within it
     with lab.canary("ext1", "red-n1") as probe:
         probe.wait_sent(5)

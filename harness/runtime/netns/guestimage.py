@@ -189,7 +189,7 @@ while IFS= read -r cmd; do
 done
 RELAY
   chmod 755 /bin/kvlab-birdctl
-  ( while :; do nc -ll -p @BIRDCTL@ -e /bin/kvlab-birdctl; log "BIRD relay exited ($?)"; usleep 200000; done ) &
+  ( while :; do nc -ll -p @BIRDCTL@ -e /bin/kvlab-birdctl; log "relay exited ($?)"; usleep 200000; done ) &
   log "nested node: BIRD started, pod $POD, control port @BIRDCTL@"
 fi
 log "ready ip=$IP port=$PORT"
@@ -200,7 +200,8 @@ while :; do sleep 3600; done
 def render_init(modules: Iterable[str], *, port: int = GUEST_PORT, gateway: str = DEFAULT_GATEWAY) -> str:
     mods = " ".join(modules)
     text = _INIT_TEMPLATE.replace("@MODULES@", mods).replace("@PORT@", str(port)).replace("@GW@", gateway)
-    for key, value in (("@BIRDCTL@", str(BIRDCTL_PORT)), ("@NESTED_CONFIG@", NESTED_CONFIG), ("@NESTED_POD@", NESTED_POD)):
+    nested = {"@BIRDCTL@": str(BIRDCTL_PORT), "@NESTED_CONFIG@": NESTED_CONFIG, "@NESTED_POD@": NESTED_POD}
+    for key, value in nested.items():
         text = text.replace(key, value)
     return text
 
@@ -414,7 +415,8 @@ def ldd_libraries(text: str, binary: str = "") -> list[str]:
     for line in text.splitlines():
         line = line.strip()
         if "=> not found" in line:
-            raise GuestImageError(f"{binary or 'a guest binary'} needs {line.split()[0]}, which ldd does not find")
+            what = binary or "a guest binary"
+            raise GuestImageError(f"{what} needs {line.split()[0]}, which ldd does not find")
         m = re.match(r"(?:\S+ => )?(/\S+) \(0x[0-9a-f]+\)$", line)
         if m and m.group(1) not in paths:
             paths.append(m.group(1))
@@ -538,7 +540,8 @@ def resolve_packages(memo: Path | None = None) -> dict[str, str]:
     if memo is not None:
         with contextlib.suppress(OSError, ValueError, KeyError):
             saved = json.loads(memo.read_text())
-            if saved["fingerprint"] == fingerprint and {BUSYBOX_PACKAGE, BIRD_PACKAGE} <= set(saved["packages"]):
+            complete = {BUSYBOX_PACKAGE, BIRD_PACKAGE} <= set(saved["packages"])  # not an older memo
+            if saved["fingerprint"] == fingerprint and complete:
                 return dict(saved["packages"])
     packages = _apt_candidates()
     if memo is not None:
@@ -715,7 +718,8 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
 
         with progress.step("guest initramfs", total=None) as step:
             init = render_init(order)
-            raw = cpio_newc(initramfs_entries(busybox.read_bytes(), init, {m: elf[m] for m in order}, programs))
+            modules = {m: elf[m] for m in order}
+            raw = cpio_newc(initramfs_entries(busybox.read_bytes(), init, modules, programs))
             out = work / "out"
             out.mkdir()
             (out / "initrd.gz").write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
