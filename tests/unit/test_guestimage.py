@@ -358,7 +358,7 @@ def fake_cached_image(root: Path, key: str, packages: dict[str, str]) -> Path:
 
 def test_a_cached_image_is_returned_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     packages = {"linux-image-6.1.0-56-amd64": "6.1.192-2", "busybox-static": "1:1.35.0-4+deb12u1+b1"}
-    key = cache_key(packages, gi._INIT_TEMPLATE, gi.NIC_MODULES)
+    key = cache_key(packages, gi._INIT_TEMPLATE, gi.GUEST_MODULES)
     fake_cached_image(tmp_path, key, packages)
     monkeypatch.setenv("KVLAB_IMAGE_CACHE", str(tmp_path))
     monkeypatch.setattr(gi, "_require_tools", lambda: None)

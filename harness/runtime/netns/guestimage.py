@@ -9,8 +9,10 @@ Built from Debian packages only (`apt-get download`, no other network access):
 - `busybox-static`: the whole userland. Applet symlinks are created by
   `busybox --install -s` as the first thing /init does (arch-independent, no host exec);
 - `bird` (BIRD 1.6): `bird` and `birdc` with the shared libraries `ldd` names for them, so a
-  nested cluster's node can run in the guest. Its files come per VM (`nested_initrd`: the
-  image's initrd with a second cpio appended, the same file on a migration's both ends):
+  nested cluster's node can run in the guest. Its files come per VM: on the netns runtime in
+  the initrd (`nested_initrd`: the image's initrd with a second cpio appended, the same file
+  on a migration's both ends), under KubeVirt from the cloud-init (NoCloud) disk, whose user
+  data (`nested_user_data`, a shell script cloud-init would run too) writes them:
   `/etc/kvlab/bird.conf` (rendered by the confd emulation) and `/etc/kvlab/pod-ip`. /init then
   puts the pod address on `lo`, starts BIRD and serves its control protocol on TCP port
   `BIRDCTL_PORT` of the VM's address (lab network only), one `birdc -v` per command.
@@ -80,6 +82,9 @@ NESTED_CONFIG = "etc/kvlab/bird.conf"  # in the guest, from the per-VM initrd
 NESTED_POD = "etc/kvlab/pod-ip"
 GUEST_BIRD_LOG = "/run/bird.log"  # the log file a nested node's config names, in the guest
 NIC_MODULES = ("virtio_pci", "virtio_net")  # what the guest needs; dependencies are resolved
+DISK_MODULES = ("virtio_blk", "isofs")  # a cloud-init (NoCloud) disk under KubeVirt: nested nodes
+GUEST_MODULES = NIC_MODULES + DISK_MODULES
+NESTED_MARKER = "# kvlab-nested-node"  # the first comment line of a nested node's cloud-init user data
 DEFAULT_GATEWAY = "169.254.1.1"
 READY_MARKER = "kvlab-guest: ready"
 FORMAT_VERSION = "1"  # bump when the image layout changes in a way the key would not notice
@@ -167,6 +172,17 @@ until netstat -ltn 2>/dev/null | grep -q ":$PORT "; do
   n=$((n + 1)); [ "$n" -gt 250 ] && fatal "echo server does not listen on $PORT"
   usleep 20000
 done
+if [ ! -f /@NESTED_CONFIG@ ]; then  # under KubeVirt a nested node's files come by cloud-init (NoCloud)
+  mkdir -p /mnt/cidata
+  for dev in /dev/vd? /dev/sr?; do
+    [ -b "$dev" ] && mount -t iso9660 -o ro "$dev" /mnt/cidata 2>/dev/null || continue
+    if grep -q '^@NESTED_MARKER@' /mnt/cidata/user-data 2>/dev/null; then
+      sh /mnt/cidata/user-data || fatal "the cloud-init user data on $dev failed"
+      log "nested node files from the cloud-init disk $dev"
+    fi
+    umount /mnt/cidata
+  done
+fi
 if [ -f /@NESTED_CONFIG@ ]; then  # a nested node: BIRD, its pod address, its control relay
   read -r POD < /@NESTED_POD@ || fatal "no /@NESTED_POD@"
   ip addr add "$POD/32" dev lo || fatal "cannot add the pod address $POD/32 to lo"
@@ -200,7 +216,12 @@ while :; do sleep 3600; done
 def render_init(modules: Iterable[str], *, port: int = GUEST_PORT, gateway: str = DEFAULT_GATEWAY) -> str:
     mods = " ".join(modules)
     text = _INIT_TEMPLATE.replace("@MODULES@", mods).replace("@PORT@", str(port)).replace("@GW@", gateway)
-    nested = {"@BIRDCTL@": str(BIRDCTL_PORT), "@NESTED_CONFIG@": NESTED_CONFIG, "@NESTED_POD@": NESTED_POD}
+    nested = {
+        "@BIRDCTL@": str(BIRDCTL_PORT),
+        "@NESTED_CONFIG@": NESTED_CONFIG,
+        "@NESTED_POD@": NESTED_POD,
+        "@NESTED_MARKER@": NESTED_MARKER,
+    }
     for key, value in nested.items():
         text = text.replace(key, value)
     return text
@@ -423,6 +444,24 @@ def ldd_libraries(text: str, binary: str = "") -> list[str]:
     return paths
 
 
+def nested_user_data(node: str, bird_conf: str, pod_ip: str) -> str:
+    """Cloud-init user data for a nested node's VM: a shell script writing its BIRD config and
+    pod address where /init looks (the guest's /init runs it from the NoCloud disk; cloud-init
+    would run it as well). ValueError for a pod address that is no IPv4 address or a config
+    that would end the script's here-document."""
+    pod = ipaddress.IPv4Address(pod_ip)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", node):
+        raise ValueError(f"nested node name {node!r} must be 1-63 characters of [A-Za-z0-9_.-]")
+    if any(line.strip() == "KVLAB_BIRD_CONF" for line in bird_conf.splitlines()):
+        raise ValueError("the BIRD config has a line 'KVLAB_BIRD_CONF', which ends the here-document")
+    return (
+        f"#!/bin/sh\n{NESTED_MARKER} {node}: BIRD config (kvlab's confd emulation) and pod address\n"
+        f"mkdir -p /{NESTED_CONFIG.rsplit('/', 1)[0]}\n"
+        f"cat > /{NESTED_CONFIG} <<'KVLAB_BIRD_CONF'\n{bird_conf.rstrip()}\nKVLAB_BIRD_CONF\n"
+        f"echo {pod} > /{NESTED_POD}\n"
+    )
+
+
 def nested_initrd(image: GuestImage, bird_conf: str, pod_ip: str, out: Path) -> Path:
     """`image`'s initrd with a nested node's files appended as a second (gzip'd) cpio, which the
     kernel unpacks over the first: BIRD's config and the pod address. Written atomically to `out`;
@@ -635,7 +674,7 @@ def _cached_or_built(root: Path, progress: Progress) -> GuestImage:
         if cached:
             return cached[0]  # offline or apt lists gone: the newest image still boots
         raise
-    key = cache_key(packages, _INIT_TEMPLATE, NIC_MODULES)
+    key = cache_key(packages, _INIT_TEMPLATE, GUEST_MODULES)
     if (img := _load(root / key)) is not None:
         return img
     with cache_lock(root, error=GuestImageError):
@@ -713,7 +752,7 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                     elf[name] = decompress_module(files[name])
                 return module_depends(elf[name])
 
-            order = load_order(NIC_MODULES, depends, set(files), builtin)
+            order = load_order(GUEST_MODULES, depends, set(files), builtin)
             step.advance(len(order), detail=" ".join(order))
 
         with progress.step("guest initramfs", total=None) as step:
@@ -731,7 +770,7 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                 "packages": packages,
                 "kernel_release": release,
                 "modules": order,
-                "builtin_skipped": sorted(set(NIC_MODULES) & builtin),
+                "builtin_skipped": sorted(set(GUEST_MODULES) & builtin),
                 "kernel": "vmlinuz",
                 "initrd": "initrd.gz",
                 "cmdline_params": ["kvlab.ip", "kvlab.port", "kvlab.name", "kvlab.gw"],
