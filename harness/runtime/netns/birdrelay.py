@@ -11,6 +11,8 @@ both ways until either side closes.
         --vm VM --node NODE --ip IP --port PORT
 
 `--node` is where the VM runs when the lab state does not say (before the first migration).
+`--netns PATH` instead connects from that fixed network namespace (a container's
+/proc/<pid>/ns/net on the containerlab runtime: the lab's external host, which routes to every VM).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Target:
     node: str  # where it runs unless the lab state says otherwise
     ip: str
     port: int
+    netns: str | None = None  # a fixed namespace to connect from instead of the VM's node
 
     def __post_init__(self) -> None:
         ipaddress.IPv4Address(self.ip)
@@ -49,6 +52,8 @@ class Target:
             raise ValueError(f"port {self.port} out of range")
 
     def namespace(self) -> str:
+        if self.netns is not None:
+            return self.netns
         state = LabState.load(self.run_dir)
         node = state.vms.get(self.vm, {}).get("node", self.node) if state is not None else self.node
         return namespace_name(self.lab, str(node))
@@ -112,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--ip", required=True)
     ap.add_argument("--port", required=True, type=int)
+    ap.add_argument("--netns", help="connect from this network namespace (a path), not the VM's node's")
     args = ap.parse_args(argv)
     try:
-        target = Target(args.run_dir, args.lab, args.vm, args.node, args.ip, args.port)
+        target = Target(args.run_dir, args.lab, args.vm, args.node, args.ip, args.port, args.netns)
     except ValueError as e:
         ap.error(str(e))
     serve(args.socket, target)
