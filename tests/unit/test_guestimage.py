@@ -744,3 +744,27 @@ def test_nested_initrd_refuses_an_image_without_bird_and_a_bad_pod_address(tmp_p
     with pytest.raises(ValueError, match=r"198\.51\.100\.1; reboot"):
         gi.nested_initrd(img, "", "198.51.100.1; reboot", tmp_path / "out.gz")
     assert not (tmp_path / "out.gz").exists()
+
+
+def test_nested_user_data_is_a_script_writing_the_nodes_files() -> None:
+    conf = "router id 203.0.113.10;\nprotocol device { scan time 2; }\nfilter f { if net ~ [ $x ] then accept; }\n"
+    text = gi.nested_user_data("red-n1", conf, "198.51.100.1")
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert lines[1].startswith(f"{gi.NESTED_MARKER} red-n1:")  # what the guest's /init looks for
+    start = "<<'KVLAB_BIRD_CONF'\n"
+    body = text[text.index(start) + len(start) : text.index("KVLAB_BIRD_CONF\necho")]
+    assert body == conf  # quoted here-document: written verbatim
+    assert f"> /{gi.NESTED_CONFIG} <<" in text
+    assert f"echo 198.51.100.1 > /{gi.NESTED_POD}" in text
+    init = render_init(["virtio_blk"])
+    assert f"grep -q '^{gi.NESTED_MARKER}' /mnt/cidata/user-data" in init
+
+
+def test_nested_user_data_refuses_what_would_break_the_script() -> None:
+    with pytest.raises(ValueError, match="here-document"):
+        gi.nested_user_data("red-n1", "router id 1.2.3.4;\nKVLAB_BIRD_CONF\nreboot\n", "198.51.100.1")
+    with pytest.raises(ValueError, match="nested node name"):
+        gi.nested_user_data("red n1;reboot", "", "198.51.100.1")
+    with pytest.raises(ValueError, match="1; reboot"):
+        gi.nested_user_data("red-n1", "", "198.51.100.1; reboot")
