@@ -6,8 +6,9 @@ eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/
   the same lab where red-n1 runs in a real QEMU guest (the netns runtime's VM backends differ;
   on another runtime every VM is the runtime's own real guest, so labs/nested.yml is all).
 - `rogue`: the same lab where red and blue each add a second IP pool their parent never agreed
-  to; red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter
-  as written (an Accept and nothing else).
+  to (each nested node holds a block of it, so it announces it, as a nested calico-node would);
+  red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter as
+  written (an Accept and nothing else).
 - a private copy of `nested` (each variant) for the live migration of a nested node's VM.
 
 Scenario tests: they run on every runtime (`--runtime`) that can run nested labs.
@@ -35,6 +36,7 @@ PEERING_IP = "169.254.0.179"
 PARENT_AS, TOR_AS = 64512, 65001
 NESTED_AS = {"red": 65101, "blue": 65102}
 POOLS = {"red": "198.51.100.0/26", "blue": "198.51.100.64/26"}
+ROGUE = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}  # the unapproved pools' blocks
 NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
 TIMEOUT = 20.0
 
@@ -145,7 +147,7 @@ def _rogue_spec(tmp: Path) -> Path:
     accept, and blue's parent filter is the guide's (no trailing Reject)."""
     data = lab_data("nested")
     data["name"] = "nested-rogue"
-    extra = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}
+    extra = ROGUE
     for cluster in data["clusters"]:
         if cluster["name"] in extra:
             cluster["pools"].append(extra[cluster["name"]])
@@ -171,26 +173,23 @@ def _pool(name: str, cidr: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     lab = kvlab_labs(_rogue_spec(tmp_path_factory.mktemp("rogue")), private=True)
-    # A pod address each nested node announces from its unapproved pool (Felix-style kernel route).
-    for node, prefix in (("red-n1", "198.51.100.130/32"), ("blue-n1", "198.51.100.194/32")):
-        res = lab.run(node, ["ip", "route", "replace", prefix, "dev", "lo"])
-        assert res.returncode == 0, res.stderr
     yield lab
     kvlab_labs.release(lab)
 
 
 def test_route_outside_the_nested_pool_is_refused_by_the_parent(rogue: Lab) -> None:
-    # red announces it (it is inside one of red's own pools) ...
-    eventually(
-        lambda: _best(rogue, "red-n1", "198.51.100.130/32"), timeout=TIMEOUT, what="red-n1 to learn it"
-    )
+    # red announces it (its node holds a block of red's second pool) ...
+    eventually(lambda: _best(rogue, "red-n1", ROGUE["red"]), timeout=TIMEOUT, what="red-n1 to route it")
     # ... the parent accepts red's pool from the same session, and refuses the rogue route
     eventually(
         lambda: _best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool"
     )
-    assert rogue.speaker("p1-n1").routes("198.51.100.130/32") == []
-    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.130/32") == []
-    assert rogue.router("tor1").routes("198.51.100.130/32") == []
+    eventually(
+        lambda: _best(rogue, "p1-n1", ROGUE["blue"]), timeout=TIMEOUT, what="p1-n1 to learn blue's rogue pool"
+    )  # the same moment's updates from red went through the same import filter
+    assert rogue.speaker("p1-n1").routes(ROGUE["red"]) == []
+    assert rogue.speaker("p1-n1").kernel_routes(ROGUE["red"]) == []
+    assert rogue.router("tor1").routes(ROGUE["red"]) == []
 
 
 def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> None:
@@ -198,13 +197,14 @@ def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> No
     through to calico-node's default import (accept). The parent node installs blue's route
     from a pool nobody approved; export-to-tor still keeps it from the ToR."""
     route = eventually(
-        lambda: _best(rogue, "p1-n1", "198.51.100.194/32"),
+        lambda: _best(rogue, "p1-n1", ROGUE["blue"]),
         timeout=TIMEOUT,
         what="p1-n1 to import blue's unapproved route",
     )
     assert route.protocol == "Local_Workload_203_0_113_11"
-    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.194/32"), "installed in the parent's kernel"
-    assert rogue.router("tor1").routes("198.51.100.194/32") == []
+    assert route.as_path == (NESTED_AS["blue"],)
+    assert rogue.speaker("p1-n1").kernel_routes(ROGUE["blue"]), "installed in the parent's kernel"
+    assert rogue.router("tor1").routes(ROGUE["blue"]) == []
 
 
 # ---- live migration of a nested node's VM ---------------------------------------------------
