@@ -34,6 +34,7 @@ NESTED = REPO / "labs" / "nested.yml"
 NESTED_QEMU = REPO / "labs" / "nested-qemu.yml"  # red-n1 in a QEMU guest (netns)
 PEERING_IP = "169.254.0.179"
 PARENT_AS, TOR_AS = 64512, 65001
+TOR_IP = "198.18.1.1"
 NESTED_AS = {"red": 65101, "blue": 65102}
 POOLS = {"red": "198.51.100.0/26", "blue": "198.51.100.64/26"}
 ROGUE = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}  # the unapproved pools' blocks
@@ -113,6 +114,16 @@ def test_tor_learns_each_nested_pool_via_the_parent_node(nested: Lab, cluster: s
     assert route.as_path == (PARENT_AS, NESTED_AS[cluster])
     alternatives = nested.router("tor1").routes(POOLS[cluster])
     assert len(alternatives) == 1, f"one path only, got {alternatives}"
+
+
+@pytest.mark.parametrize("cluster", ["red", "blue"])
+def test_the_other_parent_node_learns_each_nested_pool_back_from_the_tor(nested: Lab, cluster: str) -> None:
+    """The parent's ToR peer has numAllowedLocalASNumbers: 1: p1-n2 (no nested VM) takes tor1's
+    route to each nested pool although its AS path carries the parent's own AS (BGP's loop check
+    would drop it), as it must to reach a nested node's VM after it migrates away."""
+    route = _best(nested, "p1-n2", POOLS[cluster])
+    assert route.via == TOR_IP
+    assert route.as_path == (TOR_AS, PARENT_AS, NESTED_AS[cluster])
 
 
 @pytest.mark.parametrize("cluster", ["red", "blue"])
