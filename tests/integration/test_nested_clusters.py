@@ -16,7 +16,9 @@ Scenario tests: they run on every runtime (`--runtime`) that can run nested labs
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import pytest
 import yaml
 from labfiles import lab_data
 
-from harness.birdc import Route
+from harness.birdc import BirdError, Route
 from harness.lab import Lab
 from harness.wait import eventually
 
@@ -228,7 +230,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
 ) -> None:
     lab = kvlab_labs(_variant(pytestconfig, variant), private=True)
     hold = 240.0  # BIRD's default hold time: the session must be back well within it
-    with lab.canary("ext1", "red-n1") as probe:
+    with lab.canary("ext1", "red-n1") as probe, _session_errors(lab, "red-n1") as errors:
         probe.wait_sent(5)
         record = lab.migrate("vm-red", "p1-n2")
         assert record.status == "completed"
@@ -265,6 +267,37 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
     assert report.max_gap_ms < hold * 1000, report.summary()
     # blue, still on p1-n1, was never disturbed
     assert _sessions(lab, "p1-n1")["Local_Workload_203_0_113_11"] == "Established"
+    # The old parent node's NOTIFICATION never reached red-n1 (its source, the peering IP, is
+    # the new parent node's own address there: dropped as martian); red-n1 learned of the move
+    # from the new parent node resetting its next keepalive's connection.
+    assert errors, "red-n1's session never went down"
+    assert not [e for e in errors if e.startswith("Received:")], f"a NOTIFICATION arrived: {errors}"
+    assert [e for e in errors if e.startswith("Socket:")], errors
+
+
+@contextlib.contextmanager
+def _session_errors(lab: Lab, node: str, interval: float = 0.1) -> Iterator[list[str]]:
+    """Every distinct `Last error` BIRD shows for `node`'s BGP session while it is not
+    Established, watched from another thread until the block ends (BIRD clears it once the
+    session is back): 'Received: ...' for a NOTIFICATION, 'Socket: ...' for a reset."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(BirdError, OSError):
+                for s in lab.speaker(node).sessions():
+                    if s.state != "Established" and s.last_error and s.last_error not in seen:
+                        seen.append(s.last_error)
+            done.wait(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join(timeout=30)
 
 
 def _via(lab: Lab, router: str, prefix: str, gateway: str) -> Route:
