@@ -169,6 +169,13 @@ def _rogue_spec(tmp: Path) -> Path:
             for res in cluster["resources"]:
                 if res["metadata"]["name"] == "accept-nested-blue-pool":
                     res["spec"]["importV4"] = [r for r in res["spec"]["importV4"] if r["action"] != "Reject"]
+    # A parent cluster name of its own: on the real stack this lab is a kind cluster beside the
+    # module's nested lab (kind cluster names are machine-wide).
+    for cluster in data["clusters"]:
+        if cluster["name"] == "parent":
+            cluster["name"] = "rogue-parent"
+        elif cluster.get("parent") == "parent":
+            cluster["parent"] = "rogue-parent"
     path = tmp / "nested-rogue.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
