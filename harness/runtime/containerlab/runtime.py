@@ -407,6 +407,9 @@ class ContainerlabRuntime(Runtime):
             for c in client.containers.list(all=True, filters={"label": f"{CLAB_LABEL}={self.lab}"}):
                 if c.status != "running":
                     return False
+            for node in manifest.get("nested_sockets", {}):  # each nested node's control relay
+                if not procs.alive(int((self.run_dir / node / "birdctl.pid").read_text())):
+                    return False
             return all(self.kube(cluster).reachable() for cluster in self.kind_clusters())
         except Exception:
             return False
