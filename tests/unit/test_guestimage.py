@@ -674,7 +674,9 @@ def test_the_guest_relay_speaks_birds_control_protocol(tmp_path: Path) -> None:
     fake.write_text(
         "#!/bin/sh\n"
         'echo "0001 BIRD 1.6.8 ready."\n'
+        '[ "$1" = -r ] && echo "0016 Access restricted"\n'
         'case "$*" in\n'
+        '  *" down"*) if [ "$1" = -r ]; then echo "8007 Access denied"; else echo "0024 Shutdown"; fi ;;\n'
         '  *"show status"*) echo "1000-BIRD 1.6.8"; echo "0013 Daemon is up and running" ;;\n'
         '  *"show route all"*) echo "1007-198.51.100.0/26    blackhole [s1 10:11:25] * (200)";'
         ' printf "1008-\\tType: static unicast univ\\n" ;;\n'
@@ -684,7 +686,7 @@ def test_the_guest_relay_speaks_birds_control_protocol(tmp_path: Path) -> None:
         "esac\n"
     )
     fake.chmod(0o755)
-    commands = "show route all\nshow protocols all\nshow route for 10.0.0.1\n"
+    commands = "show route all\nshow protocols all\nshow route for 10.0.0.1\ndown\n"
     res = subprocess.run(
         ["sh", str(tmp_path / "relay")],
         input=commands,
@@ -706,7 +708,7 @@ def test_the_guest_relay_speaks_birds_control_protocol(tmp_path: Path) -> None:
             replies.append(parse_reply_lines(current))
             current = []
     assert current == []
-    assert len(replies) == 3
+    assert len(replies) == 4
     routes = parse_routes(replies[0])
     assert [(r.prefix, r.route_type, r.protocol) for r in routes] == [("198.51.100.0/26", "blackhole", "s1")]
     assert replies[0][-1] == (0, "")
@@ -714,6 +716,7 @@ def test_the_guest_relay_speaks_birds_control_protocol(tmp_path: Path) -> None:
     assert (proto.name, proto.proto, proto.state) == ("s1", "Static", "up")
     assert (1006, "  Input filter:   ACCEPT") in replies[1]  # as "1006-  Preference" is indented
     assert replies[2] == [(8001, "Network not in table")]
+    assert replies[3] == [(8007, "Access denied")]  # read-only: birdc -r
 
 
 def test_nested_initrd_appends_the_nodes_files(tmp_path: Path) -> None:

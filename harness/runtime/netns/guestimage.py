@@ -14,8 +14,8 @@ Built from Debian packages only (`apt-get download`, no other network access):
   on a migration's both ends), under KubeVirt from the cloud-init (NoCloud) disk, whose user
   data (`nested_user_data`, a shell script cloud-init would run too) writes them:
   `/etc/kvlab/bird.conf` (rendered by the confd emulation) and `/etc/kvlab/pod-ip`. /init then
-  puts the pod address on `lo`, starts BIRD and serves its control protocol on TCP port
-  `BIRDCTL_PORT` of the VM's address (lab network only), one `birdc -v` per command.
+  puts the pod address on `lo`, starts BIRD and serves its control protocol, read-only, on TCP
+  port `BIRDCTL_PORT` of the VM's address (lab network only), one `birdc -r -v` per command.
 
 The initramfs is a gzip'd cpio (newc) written here, so no `cpio` binary is needed.
 
@@ -191,14 +191,15 @@ if [ -f /@NESTED_CONFIG@ ]; then  # a nested node: BIRD, its pod address, its co
   bird -c /@NESTED_CONFIG@ -s /run/bird.ctl -P /run/bird.pid || fatal "BIRD does not start"
   cat > /bin/kvlab-birdctl <<'RELAY'
 #!/bin/sh
-# BIRD's control protocol for one TCP client (nc -e): greeting, then per command line the
-# reply codes birdc -v prints, continuation lines restored, a final 0000 where birdc drops it.
+# BIRD's control protocol for one TCP client (nc -e), read-only (birdc -r: show commands only):
+# greeting, then per command line the reply codes birdc -v prints (without its greeting and
+# "0016 Access restricted"), continuation lines restored, a final 0000 where birdc drops it.
 set -f
-hello=$(birdc -v -s /run/bird.ctl show status 2>/dev/null | head -n 1)
+hello=$(birdc -r -v -s /run/bird.ctl show status 2>/dev/null | head -n 1)
 case "$hello" in 0001\ *) echo "$hello" ;; *) exit 1 ;; esac
 while IFS= read -r cmd; do
-  out=$(birdc -v -s /run/bird.ctl $cmd 2>/dev/null) || exit 1
-  printf '%s\n' "$out" | awk 'NR == 1 && /^0001 / { next }
+  out=$(birdc -r -v -s /run/bird.ctl $cmd 2>/dev/null) || exit 1
+  printf '%s\n' "$out" | awk 'NR <= 2 && /^00(01|16) / { next }
     /^     / { print " " substr($0, 6); last = ""; next }
     { print; last = $0 }
     END { if (last !~ /^[0-9][0-9][0-9][0-9] /) print "0000 " }'
