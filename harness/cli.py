@@ -379,6 +379,11 @@ def cmd_image(args: argparse.Namespace) -> int:
         size = docker_client().images.get(tag).attrs.get("Size", 0)
         print(f"{tag} ({size / 1e6:.0f} MB)")
         return 0
+    if args.which == "guest-container":
+        from harness.runtime.containerlab.nested import build_guest_image
+
+        print(build_guest_image(RichProgress()))
+        return 0
 
     image = ensure_image(RichProgress(), pvh=not args.bzimage)
     packages = ", ".join(f"{k} {v}" for k, v in image.packages.items())
@@ -619,9 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     ib = im_sub.add_parser(
         "build",
         help="guest: build (or reuse the cached) kernel + initramfs from Debian packages; "
-        "tor: the ToR/host Docker image from images/tor/Dockerfile (no registry needed)",
+        "tor: the ToR/host Docker image from images/tor/Dockerfile (no registry needed); "
+        "guest-container: the guest image as a Docker image for KubeVirt's kernel boot (nested nodes)",
     )
-    ib.add_argument("which", nargs="?", choices=["guest", "tor"], default="guest")
+    ib.add_argument("which", nargs="?", choices=["guest", "tor", "guest-container"], default="guest")
     ib.add_argument("--bzimage", action="store_true", help="guest: boot the compressed bzImage, not PVH")
     ib.add_argument(
         "--base", help="tor: FROM image, or 'debootstrap' (default: debian:bookworm-slim, else debootstrap)"
