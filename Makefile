@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 KVLAB := $(VENV)/bin/kvlab
 LAB ?= default
+# NAME: the instance name (default: the lab file's name:), so several labs run side by side
+NAME ?=
+# the lab of status/lab-down: NAME if given, else LAB if given on the command line, else the only running lab
+LAB_SEL = $(if $(NAME),$(NAME),$(if $(filter command line environment,$(origin LAB)),$(LAB)))
 RUNTIME ?= netns
 STACK ?= calico-3.32-kubevirt-1.8
 PYTEST_ARGS ?=
@@ -14,9 +18,9 @@ BENCH_MIGRATIONS ?= 10
 .PHONY: setup-containerlab nightly nightly-test nightly-diag
 
 help:
-	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., RUNTIME=netns|containerlab, STACK=...)"
+	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., NAME=instance, RUNTIME=netns|containerlab, STACK=...)"
 	@echo "make test        lint + unit tests + scenario and netns tests on real BIRD (+ Docker tests)"
-	@echo "make lab-down    tear the lab down (and reap leftovers of crashed runs)"
+	@echo "make lab-down    tear the lab down (LAB= or NAME=; and reap leftovers of crashed runs)"
 	@echo "make bench       lab-up and QEMU live-migration benchmarks"
 	@echo "make nightly     one nightly job: containerlab lab-up, tests, diagnostics, lab-down (LAB=, STACK=)"
 
@@ -43,13 +47,13 @@ setup-containerlab: venv
 	@scripts/install-docker.sh
 
 lab-up: $(if $(filter containerlab,$(RUNTIME)),setup-containerlab,setup)
-	$(KVLAB) up $(LAB) --runtime $(RUNTIME)$(if $(filter containerlab,$(RUNTIME)), --stack $(STACK))
+	$(KVLAB) up $(LAB)$(if $(NAME), --name $(NAME)) --runtime $(RUNTIME)$(if $(filter containerlab,$(RUNTIME)), --stack $(STACK))
 
 lab-down: venv
-	$(KVLAB) down $(LAB)
+	$(KVLAB) down $(LAB_SEL)
 
 status: venv
-	$(KVLAB) status
+	$(KVLAB) status $(LAB_SEL)
 
 lint: venv
 	$(VENV)/bin/ruff check harness tests bench scripts

@@ -57,9 +57,9 @@ def measure(lab: Lab, record: Any) -> dict[str, float]:
         "qemu_downtime_ms": float(done["downtime_ms"]),
         "qemu_total_ms": float(done["total_ms"]),
         "rarp_to_spine_fib_ms": (fib["t"] - rarp["t"]) * 1000,
-        "canary_max_gap_ms": float(record.canary["max_gap_ms"]),
-        "canary_lost": float(record.canary["lost"]),
-        "canary_resets": float(record.canary["resets"]),
+        "canary_max_gap_ms": float(record.canary.max_gap_ms),
+        "canary_lost": float(record.canary.lost),
+        "canary_resets": float(record.canary.resets),
     }
 
 

@@ -12,6 +12,9 @@ plus whether the canary connection survived (same connection, nothing lost, no r
 Prints min/median/max and writes bench/results/nested.json.
 
     .venv/bin/python bench/bench_nested.py --migrations 4
+    .venv/bin/python bench/bench_nested.py --lab labs/nested-qemu.yml   # red-n1 in a QEMU guest
+
+Results go to bench/results/<lab file's stem>.json.
 """
 
 from __future__ import annotations
@@ -65,9 +68,10 @@ def one(lab: Lab, target: str) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--migrations", type=int, default=4)
+    ap.add_argument("--lab", type=Path, default=REPO / "labs" / "nested.yml", help="nested.yml or a variant")
     args = ap.parse_args()
     runs = []
-    with Lab.from_file(REPO / "labs" / "nested.yml", name=Lab.unique_name("bench-nested")) as lab:
+    with Lab.from_file(args.lab, name=Lab.unique_name("bench-nested")) as lab:
         for i in range(args.migrations):
             target = "p1-n2" if i % 2 == 0 else "p1-n1"
             runs.append(one(lab, target))
@@ -78,7 +82,7 @@ def main() -> int:
         summary[key] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
     summary["survived"] = sum(r["survived"] for r in runs)
     summary["migrations"] = len(runs)
-    out = REPO / "bench" / "results" / "nested.json"
+    out = REPO / "bench" / "results" / f"{args.lab.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
     for key in ("session_back_s", "tor_via_target_s", "canary_max_gap_ms"):

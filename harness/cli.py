@@ -19,7 +19,15 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.errors import InputError, KvlabError, LabError, PreflightError, SpecError, WaitTimeout
+from harness.errors import (
+    InputError,
+    KvlabError,
+    LabError,
+    PreflightError,
+    SpecError,
+    UnknownLabError,
+    WaitTimeout,
+)
 from harness.state import check_lab_name
 
 DEBUG_ENV = "KVLAB_DEBUG"  # set (non-empty): an internal error prints its traceback too
@@ -29,8 +37,22 @@ class UsageError(InputError):
     """Bad command-line input (exit 2)."""
 
 
-def resolve_running(arg: str | None, option: str = "--lab") -> str:
-    """A running lab's name from a name, a lab file, or (none given) the only running lab."""
+def lab_arg(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The lab a command names, as every command takes it: `--lab NAME` (or the positional
+    `LAB` where a command had one before; both must agree), with the option to name in errors."""
+    positional, option = args.lab_pos, args.lab
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"LAB '{positional}' and --lab '{option}' name different labs: name one")
+    if option is not None:
+        return option, "--lab"
+    return positional, "LAB"
+
+
+def resolve_running(arg: str | None, option: str = "--lab", *, none_ok: bool = False) -> str:
+    """A running lab's name from a name, a lab file, or (none given) the only running lab.
+
+    None given and several labs run: UsageError listing them (exit 2). None given and none
+    runs: UnknownLabError, or the default lab's name if `none_ok` (`down` has nothing to do)."""
     from harness.instances import running_lab_names
     from harness.labfile import DEFAULT_LAB, load_lab, resolve_spec_path
 
@@ -38,9 +60,11 @@ def resolve_running(arg: str | None, option: str = "--lab") -> str:
     if arg is None:
         if len(running) == 1:
             return running[0]
-        if DEFAULT_LAB in running or not running:
-            return DEFAULT_LAB
-        raise UsageError(f"several labs are running ({', '.join(running)}): name one")
+        if not running:
+            if none_ok:
+                return DEFAULT_LAB
+            raise UnknownLabError("no lab is running ('kvlab up' brings one up)")
+        raise UsageError(f"{len(running)} labs are running ({', '.join(running)}): name one with --lab NAME")
     if arg in running:
         return arg
     p = Path(arg)
@@ -49,13 +73,38 @@ def resolve_running(arg: str | None, option: str = "--lab") -> str:
     return check_lab_name(arg, option)
 
 
-def attach(arg: str | None, option: str = "--lab"):  # type: ignore[no-untyped-def]
-    """The running lab a command names, with what settling it took said on stderr."""
+def attach(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The running lab a command names (see `lab_arg`), with what settling it took said on stderr."""
     from harness.lab import Lab
 
-    lab = Lab.attach(resolve_running(arg, option))
+    lab = Lab.attach(resolve_running(*lab_arg(args)))
     _print_notes(lab)
     return lab
+
+
+def spec_arg(args: argparse.Namespace) -> Path:
+    """The lab file of `up`/`validate`/`render`/`import`: LAB or --lab, a file, a lab of labs/, or
+    the name of a running lab (its spec file)."""
+    from harness.instances import running_lab_names
+    from harness.labfile import resolve_spec_path
+    from harness.state import LabState, lab_dir
+
+    arg, option = lab_arg(args)
+    if arg is not None and arg in running_lab_names() and not Path(arg).is_file():
+        state = LabState.load(lab_dir(arg))
+        if state is not None and Path(state.spec_path).is_file():
+            return Path(state.spec_path)
+    return resolve_spec_path(arg, option)
+
+
+def _customer(lab: Any, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The customer mapping of an imported lab with --as-customer, else None (MappingError, exit 2,
+    for a lab `kvlab import` did not make)."""
+    if not args.as_customer:
+        return None
+    from harness.importer.mapping import CustomerMap
+
+    return CustomerMap.of_lab(lab.spec.source)
 
 
 def _print_notes(lab: Any) -> None:
@@ -78,13 +127,12 @@ def _console():  # type: ignore[no-untyped-def]
 def cmd_up(args: argparse.Namespace) -> int:
     from harness.diagnostics import collect
     from harness.lab import Lab
-    from harness.labfile import resolve_spec_path
     from harness.progress import RichProgress
     from harness.runtime.base import RuntimeOptions
 
     if args.name is not None:
         check_lab_name(args.name, "--name")
-    path = resolve_spec_path(args.lab)
+    path = spec_arg(args)
     lab = Lab.from_file(
         path,
         name=args.name,
@@ -120,7 +168,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if args.all:
         names = sorted(present_labs() | set(running_lab_names()))
     else:
-        names = [resolve_running(args.lab, "LAB")]
+        names = [resolve_running(*lab_arg(args), none_ok=True)]
     for name in names:
         found = down_lab(name)
         print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)
@@ -130,16 +178,19 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    lab = attach(args.lab, "LAB")
+    lab = attach(args)
+    customer = _customer(lab, args)
     status = lab.status()
+    if customer is not None:
+        status = customer.json(status)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    _print_status(status, lab)
+    _print_status(status, lab, customer.text if customer is not None else str)
     return 0
 
 
-def _print_status(status: dict[str, Any], lab: Any) -> None:
+def _print_status(status: dict[str, Any], lab: Any, shown: Any = str) -> None:
     from rich.table import Table
     from rich.tree import Tree
 
@@ -154,9 +205,8 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
                 branch.add(f"host {h['name']} {h['ip']}")
     for rack in lab.spec.racks:
         tor = lab.spec.router(rack.tor)
-        rb = tree.add(
-            f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {lab.topo.tor_address[tor.name]}"
-        )
+        address = shown(str(lab.topo.tor_address[tor.name]))
+        rb = tree.add(f"rack {rack.name}: tor [bold]{tor.name}[/] AS{tor.asn} {address}")
         for h in status["hosts"]:
             if next(x for x in lab.spec.hosts if x.name == h["name"]).router == tor.name:
                 rb.add(f"host {h['name']} {h['ip']}")
@@ -189,7 +239,7 @@ def _print_status(status: dict[str, Any], lab: Any) -> None:
 def cmd_routes(args: argparse.Namespace) -> int:
     prefix = None
     family = args.family
-    if args.prefix is not None:
+    if args.prefix is not None:  # checked before anything is looked up
         if "%" in args.prefix:
             raise UsageError("PREFIX: not an IP prefix (a scope is no part of one)")
         try:
@@ -201,19 +251,24 @@ def cmd_routes(args: argparse.Namespace) -> int:
         if family is not None and net.version != family:
             raise UsageError(f"PREFIX: {net} is IPv{net.version}, but --family {family} was given")
         family, prefix = net.version, str(net)
-    lab = attach(args.lab)
+    lab = attach(args)
+    customer = _customer(lab, args)
+    if prefix is not None and customer is not None:  # given in the customer's addresses
+        prefix = customer.to_lab_prefix(prefix)
     try:
         speaker = lab.speaker(args.router, family or 4)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
     routes = speaker.routes(prefix)
+    shown = customer.text if customer is not None else str
     if args.json:
-        print(json.dumps([r.to_json() for r in routes], indent=2))
+        doc = [r.to_json() for r in routes]
+        print(json.dumps(doc if customer is None else customer.json(doc), indent=2))
         return 0
     from rich.table import Table
 
     daemon = "" if speaker.family == 4 else " (bird6)"
-    table = Table(title=f"{args.router}{daemon}: {prefix or 'all routes'}")
+    table = Table(title=f"{args.router}{daemon}: {shown(prefix) if prefix else 'all routes'}")
     for col in (
         "prefix",
         "best",
@@ -228,9 +283,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in routes:
         table.add_row(
-            r.prefix,
+            shown(r.prefix),
             "*" if r.best else "",
-            r.via or r.route_type,
+            shown(r.via or r.route_type),
             r.interface or "",
             r.protocol,
             " ".join(map(str, r.as_path)),
@@ -246,10 +301,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from harness.canary.controller import CanaryError
     from harness.record import MigrationFailed
 
-    lab = attach(args.lab)
+    lab = attach(args)
+    customer = _customer(lab, args)
+    vm, to = args.vm, args.to
+    if customer is not None:  # the customer's names work too ('ns/vm', the node's own name)
+        vm, to = customer.lab_name("vm", vm), customer.lab_name("node", to)
     try:
         record = lab.migrate(
-            args.vm, args.to, fail=args.fail, announce=args.announce, canary=args.canary, family=args.family
+            vm, to, fail=args.fail, announce=args.announce, canary=args.canary, family=args.family
         )
     except MigrationFailed as e:
         record = e.record
@@ -258,10 +317,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.artifacts:
         json_path, png_path = lab.write_timeline(record, args.artifacts)
         print(f"timeline: {png_path} (record: {json_path})", file=sys.stderr)
+    doc = record.to_json() if customer is None else customer.json(record.to_json())
     if args.json:
-        print(json.dumps(record.to_json(), indent=2))
+        print(json.dumps(doc, indent=2))
     else:
-        print_timeline(record.to_json())
+        print_timeline(doc)
     if record.status != "completed":
         print(f"kvlab migrate: {record.vm} {record.status}: {record.reason}", file=sys.stderr)
     return 0 if record.status == "completed" else 1
@@ -331,6 +391,11 @@ def cmd_image(args: argparse.Namespace) -> int:
         size = docker_client().images.get(tag).attrs.get("Size", 0)
         print(f"{tag} ({size / 1e6:.0f} MB)")
         return 0
+    if args.which == "guest-container":
+        from harness.runtime.containerlab.nested import build_guest_image
+
+        print(build_guest_image(RichProgress()))
+        return 0
 
     image = ensure_image(RichProgress(), pvh=not args.bzimage)
     packages = ", ".join(f"{k} {v}" for k, v in image.packages.items())
@@ -341,7 +406,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 def cmd_diag(args: argparse.Namespace) -> int:
     from harness.diagnostics import collect
 
-    lab = attach(args.lab, "LAB")
+    lab = attach(args)
     out = collect(lab, Path(args.out))
     print(out)
     return 0
@@ -349,9 +414,9 @@ def cmd_diag(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """The lab file and everything it names, then every BIRD config it derives through `bird -p`."""
-    from harness.labfile import load_lab, resolve_spec_path
+    from harness.labfile import load_lab
 
-    spec = load_lab(resolve_spec_path(args.lab))
+    spec = load_lab(spec_arg(args))
     print(f"{spec.source}: valid lab '{spec.name}' ({_bird_checked(spec)})", file=sys.stderr)
     return 0
 
@@ -371,11 +436,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     """What a runtime builds the lab from (netns: the BIRD configs; containerlab: topology, kind,
     Calico, KubeVirt), written and checked by the runtime (schemas, `bird -p`); exit 2 naming
     file, field and reason on a problem."""
-    from harness.labfile import load_lab, resolve_spec_path
+    from harness.labfile import load_lab
     from harness.runtime import get_runtime
     from harness.runtime.base import LabContext, RuntimeOptions
 
-    spec = load_lab(resolve_spec_path(args.lab))
+    spec = load_lab(spec_arg(args))
     if args.runtime != "containerlab" and (
         args.versions is not None or args.emulation != "auto" or args.tor_image is not None
     ):
@@ -400,6 +465,46 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"kvlab render: {report.summary}", file=sys.stderr)
     print(report.main)
     return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """A lab file, its Calico resources and the customer mapping from a customer's dumps; every
+    thing not reproduced a warning on stderr (and in the lab file's header)."""
+    from harness.importer.build import ImportOptions, import_dump
+    from harness.importer.write import write_import
+
+    name = check_lab_name(args.name, "--name") if args.name is not None else _import_name(Path(args.out))
+    if args.max_nodes_per_rack is not None and args.max_nodes_per_rack < 1:
+        raise UsageError("--max-nodes-per-rack: at least 1")
+    opts = ImportOptions(
+        nodes=Path(args.nodes),
+        calico=Path(args.calico),
+        vmis=Path(args.vmis) if args.vmis else None,
+        tors=[Path(t) for t in args.tor or []],
+        name=name,
+        max_nodes_per_rack=args.max_nodes_per_rack,
+    )
+    result = import_dump(opts)
+    path = write_import(result, Path(args.out))
+    for line in result.notes:
+        print(f"kvlab import: {line}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"kvlab import: warning: {_one_line(str(w))}", file=sys.stderr)
+    print(
+        f"kvlab import: wrote {path}, {path.parent / 'calico.yaml'} and {path.parent / 'customer-map.yaml'} "
+        f"({len(result.warnings)} warnings); 'kvlab up {path}' runs it",
+        file=sys.stderr,
+    )
+    print(path)
+    return 0
+
+
+def _import_name(out: Path) -> str:
+    """The lab name of an import without --name: the output directory's name if it is a lab name."""
+    from harness.state import valid_lab_name
+
+    stem = out.resolve().name
+    return stem if valid_lab_name(stem) else "imported"
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
@@ -433,6 +538,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
+LAB_HELP = "the lab: a running lab's name (default: the only running one)"
+FILE_HELP = "the lab: a lab file, a lab of labs/ or a running lab's name (default: default)"
+
+
+def _lab_options(parser: argparse.ArgumentParser, help: str = LAB_HELP, *, positional: bool = False) -> None:
+    """How every command takes the lab: `--lab NAME`, and the positional `LAB` where a command
+    had it before (kept: both name the same lab)."""
+    if positional:
+        parser.add_argument("lab_pos", nargs="?", metavar="LAB", help=f"{help}; the same as --lab")
+    else:
+        parser.set_defaults(lab_pos=None)
+    parser.add_argument("--lab", metavar="NAME", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.runtime.containerlab.versions import MATRIX
 
@@ -440,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="bring a lab up (reuses it if already running)")
-    up.add_argument("lab", nargs="?", help="lab file or name in labs/ (default: default)")
+    _lab_options(up, FILE_HELP, positional=True)
     up.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     up.add_argument("--name", help="instance name (default: the lab's name); lets labs run side by side")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge up")
@@ -459,13 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="tear a lab down and reap leftovers of crashed runs")
-    down.add_argument("lab", nargs="?", help="lab name or file (default: the running lab)")
+    _lab_options(down, positional=True)
     down.add_argument("--all", action="store_true", help="every kvlab lab on this machine")
     down.set_defaults(func=cmd_down)
 
     st = sub.add_parser("status", help="topology and BGP sessions of a running lab")
-    st.add_argument("lab", nargs="?")
+    _lab_options(st, positional=True)
     st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     st.set_defaults(func=cmd_status)
 
     rt = sub.add_parser("routes", help="BIRD routes of a router or node")
@@ -478,14 +602,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="4: BIRD's routes (default), 6: bird6's (dual-stack labs); a PREFIX implies its family",
     )
-    rt.add_argument("--lab")
+    _lab_options(rt)
     rt.add_argument("--json", action="store_true")
+    rt.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     rt.set_defaults(func=cmd_routes)
 
     mg = sub.add_parser("migrate", help="live-migrate a VM to another node and print what happened when")
     mg.add_argument("vm")
     mg.add_argument("--to", required=True, help="target node")
-    mg.add_argument("--lab")
+    _lab_options(mg)
     mg.add_argument(
         "--fail", metavar="REASON", help="abort the migration before the VM resumes on the target"
     )
@@ -509,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifacts", metavar="DIR", help="also write the record as JSON and a PNG timeline here"
     )
     mg.add_argument("--json", action="store_true")
+    mg.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
     mg.set_defaults(func=cmd_migrate)
 
     im = sub.add_parser("image", help="guest image for QEMU VMs, ToR image for the containerlab runtime")
@@ -516,9 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     ib = im_sub.add_parser(
         "build",
         help="guest: build (or reuse the cached) kernel + initramfs from Debian packages; "
-        "tor: the ToR/host Docker image from images/tor/Dockerfile (no registry needed)",
+        "tor: the ToR/host Docker image from images/tor/Dockerfile (no registry needed); "
+        "guest-container: the guest image as a Docker image for KubeVirt's kernel boot (nested nodes)",
     )
-    ib.add_argument("which", nargs="?", choices=["guest", "tor"], default="guest")
+    ib.add_argument("which", nargs="?", choices=["guest", "tor", "guest-container"], default="guest")
     ib.add_argument("--bzimage", action="store_true", help="guest: boot the compressed bzImage, not PVH")
     ib.add_argument(
         "--base", help="tor: FROM image, or 'debootstrap' (default: debian:bookworm-slim, else debootstrap)"
@@ -527,12 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     ib.set_defaults(func=cmd_image)
 
     dg = sub.add_parser("diag", help="write a diagnostics bundle of a running lab")
-    dg.add_argument("lab", nargs="?")
+    _lab_options(dg, positional=True)
     dg.add_argument("--out", default="kvlab-diagnostics")
     dg.set_defaults(func=cmd_diag)
 
     va = sub.add_parser("validate", help="check a lab file without creating anything")
-    va.add_argument("lab")
+    _lab_options(va, FILE_HELP, positional=True)
     va.set_defaults(func=cmd_validate)
 
     rd = sub.add_parser(
@@ -540,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the configs a lab derives (netns: BIRD configs; containerlab: topology, kind, "
         "Calico, KubeVirt, validated against the upstream schemas)",
     )
-    rd.add_argument("lab")
+    _lab_options(rd, FILE_HELP, positional=True)
     rd.add_argument("--runtime", default="netns", choices=["netns", "containerlab"])
     rd.add_argument("--out", required=True)
     rd.add_argument(
@@ -561,6 +696,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--tor-image", metavar="IMAGE", help="containerlab: ToR/host image (default kvlab/tor:<hash>)"
     )
     rd.set_defaults(func=cmd_render)
+
+    ip = sub.add_parser(
+        "import",
+        help="a lab reproducing a customer's topology from their dumps (nodes, Calico resources, VMIs, "
+        "ToR BIRD configs), renumbered into the lab's address ranges",
+    )
+    ip.add_argument("--nodes", required=True, metavar="FILE", help="kubectl get nodes -o yaml")
+    ip.add_argument(
+        "--calico",
+        required=True,
+        metavar="FILE",
+        help="kubectl get bgpconfigurations,bgppeers,bgpfilters,ippools,felixconfigurations,"
+        "ipamconfigurations -o yaml (v3 or crd.projectcalico.org/v1), or calicoctl get -o yaml",
+    )
+    ip.add_argument("--vmis", metavar="FILE", help="kubectl get vmi -A -o yaml")
+    ip.add_argument("--tor", action="append", metavar="FILE", help="a ToR's BIRD config (repeatable)")
+    ip.add_argument("--out", required=True, metavar="DIR", help="the output directory")
+    ip.add_argument("--name", help="the lab's name (default: the --out directory's name)")
+    ip.add_argument(
+        "--max-nodes-per-rack",
+        type=int,
+        metavar="N",
+        help="sample each rack down to N nodes (route reflectors and nodes with VMs first)",
+    )
+    ip.set_defaults(func=cmd_import)
 
     cf = sub.add_parser(
         "conformance",

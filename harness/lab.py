@@ -102,6 +102,8 @@ class Lab:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> Lab:
+        """A lab from its lab file (not up yet: `up()`, or `with` it). Its counterpart for a lab
+        that already runs, brought up by another process, is `Lab.attach(name)`."""
         return cls(load_lab(path), **kwargs)
 
     @classmethod
@@ -332,9 +334,9 @@ class Lab:
                 if verdict and record.status == "completed":
                     six = " (IPv6)" if f == 6 else ""
                     record.status, record.reason = "failed", f"canary{six}: {verdict}"
-            record.canary = reports[families[0]].to_json()
-            if len(families) > 1 or families != (4,):
-                record.canaries = {str(f): r.to_json() for f, r in reports.items()}
+            record.canary = reports[families[0]]
+            if families != (4,):
+                record.canaries = {str(f): r for f, r in reports.items()}
         if self.artifacts_dir is not None:  # the record only: drawing it is not the migration's time
             self.write_timeline(record, self.artifacts_dir, draw=False)
         return record

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from harness.calico import resources as cr
 from harness.errors import InputError, SpecError, SpecIssue
 from harness.labcheck import check_lab
+from harness.labpools import fill_pools
 from harness.spec import LabFile, LabSpec
 from harness.state import check_lab_name, valid_lab_name
 from harness.yamlsrc import SourceMap, load_documents, shown
@@ -59,17 +60,112 @@ def load_lab(path: str | Path) -> LabSpec:
     try:
         lab = LabFile.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_pydantic_issues(e, smap)) from None
+        # Every problem in one run: the cross-checks still run on the file with its invalid values
+        # stood in for, and what they find is reported along with the field errors.
+        first = _pydantic_issues(e, smap)
+        raise SpecError(first + _issues_beyond(data, e, p, smap, first)) from None
+    spec, issues = _checked(lab, p, smap)
+    if issues:
+        raise SpecError(issues)
+    return spec
+
+
+def _checked(lab: LabFile, p: Path, smap: SourceMap) -> tuple[LabSpec, list[SpecIssue]]:
+    """The lab's resources, its pools completed from them (harness.labpools), the cross-checks."""
     resources, issues = load_cluster_resources(lab, p.parent, smap)
+    lab, pool_issues = fill_pools(lab, resources, smap)
+    issues += pool_issues
     spec = LabSpec(
         **{name: getattr(lab, name) for name in LabFile.model_fields},
         source=str(p.resolve()),
         calico={cluster: tuple(r for r, _, _ in items) for cluster, items in resources.items()},
     )
     issues += check_lab(spec, smap, resources)
-    if issues:
-        raise SpecError(issues)
-    return spec
+    return spec, issues
+
+
+def _issues_beyond(
+    data: dict[str, Any], err: ValidationError, p: Path, smap: SourceMap, first: list[SpecIssue]
+) -> list[SpecIssue]:
+    """What the cross-checks find once every invalid value is stood in for (a bad name by a
+    placeholder, the same for each of its occurrences; an unknown field or a bad optional value
+    left out), reported in the original names; nothing if some value cannot be stood in for."""
+    stand_in: dict[str, str] = {}
+    for _ in range(3):
+        repaired = _stand_in(data, err, stand_in)
+        if repaired is None:
+            return []
+        data = repaired
+        try:
+            lab = LabFile.model_validate(data)
+            break
+        except ValidationError as e:
+            err = e
+    else:
+        return []
+    try:
+        _spec, issues = _checked(lab, p, smap)
+    except Exception:  # a stand-in the cross-checks cannot take: the field errors stand alone
+        return []
+    back = {v: k for k, v in stand_in.items()}
+    seen = {(i.path, i.message) for i in first}
+    paths = {i.path for i in first}
+    out = []
+    for issue in issues:
+        message = issue.message
+        for placeholder, original in back.items():
+            message = message.replace(placeholder, original)
+        if issue.path in paths or (issue.path, message) in seen:
+            continue
+        seen.add((issue.path, message))
+        out.append(SpecIssue(issue.file, issue.path, message, issue.line))
+    return out
+
+
+_REFERENCES = {"name", "rack", "tor", "node", "router", "cluster", "vm", "parent", "endpoints"}
+
+
+def _stand_in(data: Any, err: ValidationError, stand_in: dict[str, str]) -> Any | None:
+    """A copy of `data` with each value `err` names stood in for, or None if one cannot be."""
+    import copy
+    import hashlib
+
+    out = copy.deepcopy(data)
+    names: set[str] = set()
+    for e in err.errors():
+        loc = [x for x in e["loc"] if not (isinstance(x, str) and x in _UNION_TAGS)]
+        if not loc or e["type"] == "missing":
+            return None
+        parent: Any = out
+        try:
+            for key in loc[:-1]:
+                parent = parent[key]
+            value = parent[loc[-1]]
+        except (KeyError, IndexError, TypeError):
+            return None
+        keys = [k for k in loc if isinstance(k, str)]
+        if (
+            isinstance(value, str)
+            and keys
+            and keys[-1] in _REFERENCES
+            and e["type"] == "string_pattern_mismatch"
+        ):
+            names.add(value)
+        elif isinstance(parent, dict) and loc[-1] != "name":
+            del parent[loc[-1]]
+        else:
+            return None
+    for value in names:
+        stand_in.setdefault(value, "x" + hashlib.sha256(value.encode()).hexdigest()[:12])
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return stand_in.get(node, node) if isinstance(node, str) else node
+
+    return swap(out)
 
 
 def _pydantic_issues(err: ValidationError, smap: SourceMap, prefix: tuple = ()) -> list[SpecIssue]:
@@ -81,7 +177,9 @@ def _pydantic_issues(err: ValidationError, smap: SourceMap, prefix: tuple = ()) 
             msg = f"unknown field '{loc[-1]}'"
         elif e["type"] == "missing":
             msg = f"missing required field '{loc[-1]}'"
-        elif e["type"] == "string_pattern_mismatch" and loc and loc[-1] == "name":
+        elif e["type"] == "string_pattern_mismatch" and any(
+            k in _REFERENCES for k in loc[-2:] if isinstance(k, str)
+        ):
             msg = (
                 f"invalid name {e.get('input')!r}: use lowercase letters, digits and '-', start with a"
                 " letter, at most 15 characters (names become interface and namespace names)"

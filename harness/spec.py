@@ -115,6 +115,9 @@ class Node(_Model):
     ip: ipaddress.IPv4Address | None = None
     asn: ASN | None = Field(default=None, description="per-node AS override (Calico Node spec.bgp.asNumber)")
     labels: cr.Labels = Field(default_factory=dict)
+    route_reflector: ipaddress.IPv4Address | None = Field(
+        default=None, description="route reflector cluster ID (Calico Node spec.bgp.routeReflectorClusterID)"
+    )
 
 
 class Cluster(_Model):
@@ -126,7 +129,9 @@ class Cluster(_Model):
         description="nested cluster: the cluster whose VMs its nodes run in (eBGP to its workload peering)",
     )
     asn: ASN = 64512
-    pools: list[ipaddress.IPv4Network] = Field(min_length=1)
+    pools: list[ipaddress.IPv4Network] = Field(
+        default_factory=list, description="left out: the cluster's IPPool resources (harness.labpools)"
+    )
     block_size: int = Field(default=26, ge=20, le=32)
     pools6: list[ipaddress.IPv6Network] = Field(
         default_factory=list, description="IPv6 pools (dual stack: the lab's fabric gets IPv6 too)"

@@ -135,13 +135,31 @@ def lock_path(lab: str) -> Path:
     return _child_of_run_root(f".{check_lab_name(lab)}.lock")
 
 
+# Namespace names (kvlab.<lab>.<entity>) are machine-wide, whatever the run root: a lab's name is
+# also locked here, so that a process with another KVLAB_RUN_DIR (a second test session, say)
+# never mistakes a lab that is coming up (namespaces, no processes yet) for a crashed one.
+MACHINE_LOCK_DIR = Path("/run/kvlab.labs")
+
+
+def machine_lock_path(lab: str) -> Path | None:
+    """The machine-wide lock of lab name `lab` (None without root: no namespaces to guard)."""
+    return MACHINE_LOCK_DIR / f"{check_lab_name(lab)}.lock" if os.geteuid() == 0 else None
+
+
 @contextmanager
 def lab_lock(lab: str, *, blocking: bool = True) -> Iterator[None]:
-    """Serialise up/down of one lab between processes (LockBusy if not `blocking` and held)."""
+    """Serialise up/down of one lab between processes (LockBusy if not `blocking` and held):
+    its lock under the run root, then the machine-wide one of its name."""
     path = lock_path(lab)
+    machine = machine_lock_path(lab)
     private_dir(run_root())
     with file_lock(path, blocking=blocking):
-        yield
+        if machine is None:
+            yield
+            return
+        private_dir(MACHINE_LOCK_DIR, 0o700)
+        with file_lock(machine, blocking=blocking):
+            yield
 
 
 def known_labs(namespaces: list[str]) -> set[str]:

@@ -317,6 +317,13 @@ def resolve(spec: LabSpec) -> Topology:
         topo.router_id[name] = addr.ip
 
     for cluster in spec.clusters:
+        if cluster.parent is not None:
+            # A nested node holds a block of each of its cluster's pools (node i the i-th block of
+            # every pool): what it announces to its parent is what its cluster's pools say.
+            for i, node in enumerate(cluster.nodes):
+                per_pool = [list(pool.subnets(new_prefix=cluster.block_size)) for pool in cluster.pools]
+                topo.node_blocks[node.name] = [blocks[i] for blocks in per_pool if i < len(blocks)]
+            continue
         blocks = [b for pool in cluster.pools for b in pool.subnets(new_prefix=cluster.block_size)]
         for node, block in zip(cluster.nodes, blocks, strict=False):
             topo.node_blocks[node.name] = [block]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,12 @@ if TYPE_CHECKING:
     from harness.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A shell that starts a job in the background (`make test &`, nohup) ignores SIGINT, and an
+# ignored signal stays ignored in every child: the Ctrl-C tests' children (kvlab, labs) would
+# never see theirs. Ctrl-C is part of what the suite proves, so give it its usual meaning.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _netns_missing() -> str | None:

@@ -3,7 +3,7 @@
 Other labs (a user's, another CI job's, another test's) come and go while tests run, so a test
 that checks it "created nothing" looks only at what its own lab name could have created: the
 namespaces `kvlab.<name>.*`, the run directory, entries of the run root named after the lab
-(lock files), and processes whose command line mentions the lab's run directory.
+(lock files), its machine-wide lock file, and processes whose command line mentions the lab's run directory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness import netlink
 from harness.procs import mentioning
-from harness.state import NS_PREFIX, lab_dir, run_root
+from harness.state import NS_PREFIX, lab_dir, machine_lock_path, run_root
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ def footprint(name: str) -> Footprint:
         if root.is_dir()
         else ()
     )
+    machine = machine_lock_path(name)
+    if machine is not None and machine.exists():
+        entries += (str(machine),)
     return Footprint(namespaces, entries, tuple(mentioning(lab_dir(name))))
 
 

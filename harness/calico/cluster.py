@@ -186,6 +186,7 @@ def from_topology(topo: Topology, cluster: str, resources: Iterable[Any]) -> Clu
             ipv4=topo.node_address[n.name],
             ipv6=topo.node_address6.get(n.name),
             asn=topo.node_asn[n.name],
+            rr_cluster_id=None if n.route_reflector is None else str(n.route_reflector),
             labels=topo.node_labels(n.name),
         )
         for n in spec.nodes

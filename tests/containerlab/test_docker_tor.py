@@ -99,7 +99,8 @@ def test_two_tors_peer_over_docker(tor_image: str) -> None:
             ["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True, check=True
         ).stdout
         assert not [
-            r for r in json.loads(root_routes)
+            r
+            for r in json.loads(root_routes)
             if r["dst"] != "default" and ipaddress.ip_network(r["dst"], strict=False).overlaps(lab.subnet)
         ]
         for name in ASN:

@@ -77,7 +77,8 @@ def test_both_canaries_keep_their_connection(migrated: MigrationRecord) -> None:
     assert migrated.status == "completed", migrated.reason
     assert migrated.canaries is not None
     assert set(migrated.canaries) == {"4", "6"}
-    for family, c in migrated.canaries.items():
+    for family, report in migrated.canaries.items():
+        c = report.to_json()
         assert c["target"].startswith("2001:db8:203:113::10" if family == "6" else "203.0.113.10"), c[
             "target"
         ]

@@ -2,18 +2,23 @@
 eBGP with the parent's workload peering IP (Calico's nested-cluster guide, labs/nested.yml).
 
 - `nested`: labs/nested.yml as it is: clusters red and blue in vm-red and vm-blue on p1-n1,
-  vm-green on p1-n2 selected by no BGPPeer.
+  vm-green on p1-n2 selected by no BGPPeer; and, as a second parameter, labs/nested-qemu.yml,
+  the same lab where red-n1 runs in a real QEMU guest (the netns runtime's VM backends differ;
+  on another runtime every VM is the runtime's own real guest, so labs/nested.yml is all).
 - `rogue`: the same lab where red and blue each add a second IP pool their parent never agreed
-  to; red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter
-  as written (an Accept and nothing else).
-- a private copy of `nested` for the live migration of a nested node's VM.
+  to (each nested node holds a block of it, so it announces it, as a nested calico-node would);
+  red's parent filter ends with a Reject (as labs/nested.yml), blue's is the guide's filter as
+  written (an Accept and nothing else).
+- a private copy of `nested` (each variant) for the live migration of a nested node's VM.
 
 Scenario tests: they run on every runtime (`--runtime`) that can run nested labs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,23 +27,39 @@ import pytest
 import yaml
 from labfiles import lab_data
 
-from harness.birdc import Route
+from harness.birdc import BirdError, Route
 from harness.lab import Lab
 from harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED = REPO / "labs" / "nested.yml"
+NESTED_QEMU = REPO / "labs" / "nested-qemu.yml"  # red-n1 in a QEMU guest (netns)
 PEERING_IP = "169.254.0.179"
 PARENT_AS, TOR_AS = 64512, 65001
+TOR_IP = "198.18.1.1"
 NESTED_AS = {"red": 65101, "blue": 65102}
 POOLS = {"red": "198.51.100.0/26", "blue": "198.51.100.64/26"}
+ROGUE = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}  # the unapproved pools' blocks
 NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
 TIMEOUT = 20.0
 
 
-@pytest.fixture(scope="module")
-def nested(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
-    return kvlab_labs(NESTED)
+def _variant(pytestconfig: pytest.Config, which: str) -> Path:
+    """The lab file of a variant: 'mock' (labs/nested.yml) or 'qemu' (labs/nested-qemu.yml, on
+    the netns runtime only: elsewhere every VM is a real guest already)."""
+    if which == "mock":
+        return NESTED
+    if pytestconfig.getoption("--runtime") != "netns":
+        pytest.skip("every VM is the runtime's own real guest here: labs/nested.yml covers it")
+    return NESTED_QEMU
+
+
+VARIANTS = pytest.mark.parametrize("variant", ["mock", "qemu"])
+
+
+@pytest.fixture(scope="module", params=["mock", "qemu"])
+def nested(kvlab_labs, pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Lab:  # type: ignore[no-untyped-def]
+    return kvlab_labs(_variant(pytestconfig, request.param))
 
 
 def _best(lab: Lab, speaker: str, prefix: str) -> Route:
@@ -98,6 +119,16 @@ def test_tor_learns_each_nested_pool_via_the_parent_node(nested: Lab, cluster: s
 
 
 @pytest.mark.parametrize("cluster", ["red", "blue"])
+def test_the_other_parent_node_learns_each_nested_pool_back_from_the_tor(nested: Lab, cluster: str) -> None:
+    """The parent's ToR peer has numAllowedLocalASNumbers: 1: p1-n2 (no nested VM) takes tor1's
+    route to each nested pool although its AS path carries the parent's own AS (BGP's loop check
+    would drop it), as it must to reach a nested node's VM after it migrates away."""
+    route = _best(nested, "p1-n2", POOLS[cluster])
+    assert route.via == TOR_IP
+    assert route.as_path == (TOR_AS, PARENT_AS, NESTED_AS[cluster])
+
+
+@pytest.mark.parametrize("cluster", ["red", "blue"])
 def test_nested_pool_is_reachable_from_the_external_host(nested: Lab, cluster: str) -> None:
     with nested.canary("ext1", f"{cluster}-n1") as probe:
         probe.wait_sent(5)
@@ -129,7 +160,7 @@ def _rogue_spec(tmp: Path) -> Path:
     accept, and blue's parent filter is the guide's (no trailing Reject)."""
     data = lab_data("nested")
     data["name"] = "nested-rogue"
-    extra = {"red": "198.51.100.128/26", "blue": "198.51.100.192/26"}
+    extra = ROGUE
     for cluster in data["clusters"]:
         if cluster["name"] in extra:
             cluster["pools"].append(extra[cluster["name"]])
@@ -138,6 +169,13 @@ def _rogue_spec(tmp: Path) -> Path:
             for res in cluster["resources"]:
                 if res["metadata"]["name"] == "accept-nested-blue-pool":
                     res["spec"]["importV4"] = [r for r in res["spec"]["importV4"] if r["action"] != "Reject"]
+    # A parent cluster name of its own: on the real stack this lab is a kind cluster beside the
+    # module's nested lab (kind cluster names are machine-wide).
+    for cluster in data["clusters"]:
+        if cluster["name"] == "parent":
+            cluster["name"] = "rogue-parent"
+        elif cluster.get("parent") == "parent":
+            cluster["parent"] = "rogue-parent"
     path = tmp / "nested-rogue.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -155,26 +193,21 @@ def _pool(name: str, cidr: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
     lab = kvlab_labs(_rogue_spec(tmp_path_factory.mktemp("rogue")), private=True)
-    # A pod address each nested node announces from its unapproved pool (Felix-style kernel route).
-    for node, prefix in (("red-n1", "198.51.100.130/32"), ("blue-n1", "198.51.100.194/32")):
-        res = lab.run(node, ["ip", "route", "replace", prefix, "dev", "lo"])
-        assert res.returncode == 0, res.stderr
     yield lab
     kvlab_labs.release(lab)
 
 
 def test_route_outside_the_nested_pool_is_refused_by_the_parent(rogue: Lab) -> None:
-    # red announces it (it is inside one of red's own pools) ...
-    eventually(
-        lambda: _best(rogue, "red-n1", "198.51.100.130/32"), timeout=TIMEOUT, what="red-n1 to learn it"
-    )
+    # red announces it (its node holds a block of red's second pool) ...
+    eventually(lambda: _best(rogue, "red-n1", ROGUE["red"]), timeout=TIMEOUT, what="red-n1 to route it")
     # ... the parent accepts red's pool from the same session, and refuses the rogue route
+    eventually(lambda: _best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool")
     eventually(
-        lambda: _best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool"
-    )
-    assert rogue.speaker("p1-n1").routes("198.51.100.130/32") == []
-    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.130/32") == []
-    assert rogue.router("tor1").routes("198.51.100.130/32") == []
+        lambda: _best(rogue, "p1-n1", ROGUE["blue"]), timeout=TIMEOUT, what="p1-n1 to learn blue's rogue pool"
+    )  # the same moment's updates from red went through the same import filter
+    assert rogue.speaker("p1-n1").routes(ROGUE["red"]) == []
+    assert rogue.speaker("p1-n1").kernel_routes(ROGUE["red"]) == []
+    assert rogue.router("tor1").routes(ROGUE["red"]) == []
 
 
 def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> None:
@@ -182,23 +215,27 @@ def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> No
     through to calico-node's default import (accept). The parent node installs blue's route
     from a pool nobody approved; export-to-tor still keeps it from the ToR."""
     route = eventually(
-        lambda: _best(rogue, "p1-n1", "198.51.100.194/32"),
+        lambda: _best(rogue, "p1-n1", ROGUE["blue"]),
         timeout=TIMEOUT,
         what="p1-n1 to import blue's unapproved route",
     )
     assert route.protocol == "Local_Workload_203_0_113_11"
-    assert rogue.speaker("p1-n1").kernel_routes("198.51.100.194/32"), "installed in the parent's kernel"
-    assert rogue.router("tor1").routes("198.51.100.194/32") == []
+    assert route.as_path == (NESTED_AS["blue"],)
+    assert rogue.speaker("p1-n1").kernel_routes(ROGUE["blue"]), "installed in the parent's kernel"
+    assert rogue.router("tor1").routes(ROGUE["blue"]) == []
 
 
 # ---- live migration of a nested node's VM ---------------------------------------------------
 
 
 @pytest.mark.migration
-def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_labs) -> None:  # type: ignore[no-untyped-def]
-    lab = kvlab_labs(NESTED, private=True)
+@VARIANTS
+def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # type: ignore[no-untyped-def]
+    kvlab_labs, pytestconfig: pytest.Config, variant: str
+) -> None:
+    lab = kvlab_labs(_variant(pytestconfig, variant), private=True)
     hold = 240.0  # BIRD's default hold time: the session must be back well within it
-    with lab.canary("ext1", "red-n1") as probe:
+    with lab.canary("ext1", "red-n1") as probe, _session_errors(lab, "red-n1") as errors:
         probe.wait_sent(5)
         record = lab.migrate("vm-red", "p1-n2")
         assert record.status == "completed"
@@ -235,6 +272,37 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(kvlab_
     assert report.max_gap_ms < hold * 1000, report.summary()
     # blue, still on p1-n1, was never disturbed
     assert _sessions(lab, "p1-n1")["Local_Workload_203_0_113_11"] == "Established"
+    # The old parent node's NOTIFICATION never reached red-n1 (its source, the peering IP, is
+    # the new parent node's own address there: dropped as martian); red-n1 learned of the move
+    # from the new parent node resetting its next keepalive's connection.
+    assert errors, "red-n1's session never went down"
+    assert not [e for e in errors if e.startswith("Received:")], f"a NOTIFICATION arrived: {errors}"
+    assert [e for e in errors if e.startswith("Socket:")], errors
+
+
+@contextlib.contextmanager
+def _session_errors(lab: Lab, node: str, interval: float = 0.1) -> Iterator[list[str]]:
+    """Every distinct `Last error` BIRD shows for `node`'s BGP session while it is not
+    Established, watched from another thread until the block ends (BIRD clears it once the
+    session is back): 'Received: ...' for a NOTIFICATION, 'Socket: ...' for a reset."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(BirdError, OSError):
+                for s in lab.speaker(node).sessions():
+                    if s.state != "Established" and s.last_error and s.last_error not in seen:
+                        seen.append(s.last_error)
+            done.wait(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join(timeout=30)
 
 
 def _via(lab: Lab, router: str, prefix: str, gateway: str) -> Route:

@@ -26,9 +26,9 @@ def test_across_racks_the_session_survives_and_traffic_follows(guest_migration_l
     assert record.status == "completed", record.reason
     c = record.canary
     assert c is not None
-    assert (c["resets"], c["lost"], c["same_connection"]) == (0, 0, True), c
-    assert c["max_gap_ms"] < 1000, c
-    assert c["fresh_connection_ok"], c
+    assert (c.resets, c.lost, c.same_connection) == (0, 0, True), c
+    assert c.max_gap_ms < 1000, c
+    assert c.fresh_connection_ok, c
     checks.kernel_route(lab, "r2-n1", VM_PREFIX, metric=512)
     eventually(
         lambda: checks.best_via_node(lab, "spine1", VM_PREFIX, "r2-n1", community=TAG),

@@ -51,6 +51,28 @@ CASES: list[tuple[list[str], int, str]] = [
     (["up", "nosuchlab.yml"], 2, "LAB: nosuchlab.yml: no such lab file"),
     (["up", "labs/../../nope.yml"], 2, "is no lab file and not a valid lab name"),
     (["frob"], 2, "invalid choice: 'frob'"),
+    (
+        ["import", "--nodes", "nosuch.yaml", "--calico", "x", "--out", f"/tmp/{UNKNOWN}"],
+        2,
+        "nosuch.yaml: cannot read",
+    ),
+    (
+        [
+            "import",
+            "--nodes",
+            "tests/data/customer/nodes.yaml",
+            "--calico",
+            "tests/data/customer/calico.yaml",
+            "--out",
+            f"/tmp/{UNKNOWN}",
+            "--max-nodes-per-rack",
+            "0",
+        ],
+        2,
+        "--max-nodes-per-rack: at least 1",
+    ),
+    (["import", "--nodes", "n", "--calico", "c", "--out", "o", "--name", "a.b"], 2, "--name: 'a.b'"),
+    (["status", "a", "--lab", "b"], 2, "LAB 'a' and --lab 'b' name different labs"),
     (["up", "--runtime", "nope"], 2, "argument --runtime: invalid choice"),
 ]
 
@@ -102,6 +124,7 @@ def test_bad_input_creates_no_run_state(results: dict[int, subprocess.CompletedP
     assert not (root / UNKNOWN).exists()
     assert not (root / f".{UNKNOWN}.lock").exists()
     assert not (root / "a.b").exists()
+    assert not Path(f"/tmp/{UNKNOWN}").exists()  # a refused import writes nothing
 
 
 def _raising(exc: BaseException):  # type: ignore[no-untyped-def]

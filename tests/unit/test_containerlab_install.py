@@ -222,3 +222,44 @@ def test_up_renders_with_both_probes_and_the_preflight_says_why(
     assert kv.device_opens("/dev/null")
     assert not kv.device_opens(str(clab.run_dir / "no-such-device"))
     assert kv.tun_usable() is kv.device_opens(LAUNCHER["device_paths"]["devices.kubevirt.io/tun"])
+
+
+def test_nested_vms_get_the_guest_image_loaded_and_their_secrets_first(
+    run_root: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the VMs that run nested nodes: `kind load docker-image` of the guest image into the
+    parent's cluster (no registry), then the nested nodes' cloud-init Secrets; VMs without a
+    nested node need neither."""
+    from clab_fakes import REPO, full_machine
+
+    from harness.runtime.base import LabContext
+    from harness.runtime.containerlab.render import render_containerlab
+    from harness.runtime.containerlab.versions import DEFAULT
+
+    spec = load_lab(REPO / "labs" / "nested.yml").model_copy(update={"name": "tnest"})
+    context = LabContext.of(spec)
+    runtime = cl.ContainerlabRuntime("tnest", probes=full_machine(), versions=DEFAULT, context=context)
+    image = "kvlab/guest:6.1.0-57-amd64-0123456789abcdef"
+    render_containerlab(
+        spec, runtime.render_dir, use_emulation=True, run_dir=runtime.run_dir, guest_image=image
+    )
+    ran: list[list[str]] = []
+    monkeypatch.setattr(tools, "run_tool", lambda argv, **kw: (ran.append(argv), (0, ""))[1])
+    applied: list[tuple[str, list[str]]] = []
+
+    class Kube:
+        def apply_all(self, docs: list[dict], what: str) -> None:
+            applied.append((what, [f"{d['kind']}/{d['metadata']['name']}" for d in docs]))
+
+    installer = Installer(runtime)
+    manifest = runtime.manifest()
+    installer._nested_guests("parent", Kube(), ["vm-green"], manifest)  # type: ignore[arg-type]
+    assert (ran, applied) == ([], [])
+    installer._nested_guests("parent", Kube(), ["vm-red", "vm-blue", "vm-green"], manifest)  # type: ignore[arg-type]
+    assert ran == [["kind", "load", "docker-image", image, "--name", "parent"]]
+    secrets = ["Secret/vm-red-nested-node", "Secret/vm-blue-nested-node"]
+    assert applied == [("cloud-init Secrets of the nested nodes in parent", secrets)]
+    monkeypatch.setattr(tools, "run_tool", lambda argv, **kw: (1, "ERROR: image not present locally"))
+    failed = r"'kind load docker-image kvlab/guest:\S+ --name parent' failed \(exit 1\): .*not present"
+    with pytest.raises(LabError, match=failed):
+        installer._nested_guests("parent", Kube(), ["vm-red"], manifest)  # type: ignore[arg-type]

@@ -204,20 +204,27 @@ def test_kubectl_out_of_skew_is_information_not_a_failure() -> None:
     assert any("kubectl v1.32 is more than one minor version" in line for line in clab.preflight_info)
 
 
-def test_nested_clusters_are_refused_before_anything_is_created(run_root: Path) -> None:
+def test_nested_clusters_are_no_longer_refused(run_root: Path) -> None:
+    """A nested lab's preflight is the default lab's: on a machine with the stack it passes, and
+    nothing is created by it."""
     spec = load_lab(REPO / "labs" / "nested.yml")
     from harness.topology import resolve
 
-    topo = resolve(spec)
-    assert topo.nested_vm
+    assert resolve(spec).nested_vm
     clab = cl.ContainerlabRuntime("t", probes=full_machine(), context=LabContext.of(spec))
-    with pytest.raises(PreflightError) as err:
-        clab.preflight()
-    assert len(err.value.missing) == 1
-    assert "need VMs running Kubernetes" in err.value.missing[0]
-    assert "--runtime netns" in err.value.missing[0]
-    with pytest.raises(PreflightError):
-        clab.up(None)  # type: ignore[arg-type]
+    clab.preflight()
+    assert not run_root.exists()
+
+
+def test_a_nested_lab_missing_the_stack_names_what_is_missing_like_the_default_lab(run_root: Path) -> None:
+    def missing(path: Path) -> list[str]:
+        spec = load_lab(path)
+        probes = full_machine(which=lambda name: None)
+        with pytest.raises(PreflightError) as err:
+            cl.ContainerlabRuntime("t", probes=probes, context=LabContext.of(spec)).preflight()
+        return err.value.missing
+
+    assert missing(REPO / "labs" / "nested.yml") == missing(REPO / "labs" / "default.yml")
     assert not run_root.exists()
 
 

@@ -32,6 +32,7 @@ from harness.runtime.containerlab import calico_docs as cd
 from harness.runtime.containerlab import kind as kd
 from harness.runtime.containerlab import kube as k
 from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import nested as nst
 from harness.runtime.containerlab import plan as pl
 from harness.runtime.containerlab import render as rr
 from harness.runtime.containerlab import runtime as cl
@@ -263,12 +264,44 @@ def test_vms(rendered: tuple[LabSpec, rr.Rendered]) -> None:
             [r.manifest["containers"][vm.node]],
         )
         volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
+        if spec.nested_node_in(vm.name) is not None:  # kvlab's guest image with BIRD, by kernel boot
+            boot = tmpl["spec"]["domain"]["firmware"]["kernelBoot"]
+            assert boot["container"]["image"] == r.manifest["guest_image"] == nst.DEFAULT_GUEST_IMAGE
+            assert f"kvlab.ip={vm.ip} " in boot["kernelArgs"]
+            assert set(volumes) == {"cloudinitdisk"}
+            secret = {"secretRef": {"name": f"{vm.name}-nested-node"}}
+            assert volumes["cloudinitdisk"]["cloudInitNoCloud"] == secret
+            continue
+        assert "firmware" not in tmpl["spec"]["domain"]
         assert volumes["containerdisk"]["containerDisk"]["image"] == DEFAULT.guest_container_disk
         user_data = volumes["cloudinitdisk"]["cloudInitNoCloud"]["userData"]
         assert user_data.startswith("#cloud-config\n")
         assert "7007" in user_data
     kubevirt = yaml_docs(r.out / "kubevirt/kubevirt.yaml")[0]
     assert kubevirt["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
+
+
+def test_nested_nodes_get_their_bird_config_by_cloud_init(rendered: tuple[LabSpec, rr.Rendered]) -> None:
+    """Each nested node's BIRD config (the confd emulation of its cluster's resources, peering
+    with the parent's workload peering IP) is rendered and written by its VM's Secret."""
+    spec, r = rendered
+    hosted = {vm.name: spec.nested_node_in(vm.name) for vm in spec.vms}
+    hosted = {vm: h for vm, h in hosted.items() if h is not None}
+    if not hosted:
+        assert r.manifest["nested_sockets"] == {}
+        assert r.manifest["nested_secrets"] is None
+        return
+    secrets = {d["metadata"]["name"]: d for d in yaml_docs(r.out / "kubevirt/nested-secrets.yaml")}
+    for vm, (cluster, node) in hosted.items():
+        entry = r.manifest["vms"][vm]["nested"]
+        assert (entry["node"], entry["cluster"]) == (node.name, cluster.name)
+        conf = (r.out / entry["bird_config"]).read_text()
+        assert "neighbor 169.254.0.179 as 64512;" in conf
+        assert f"router id {r.manifest['vms'][vm]['ip']};" in conf
+        user_data = secrets[entry["user_data_secret"]]["stringData"]["userdata"]
+        assert user_data == nst.nested_user_data(node.name, conf, entry["pod_ip"])
+        assert user_data.splitlines()[1].startswith(f"{nst.NESTED_MARKER} {node.name}:")
+        assert r.manifest["nested_sockets"][node.name].endswith(f"/{node.name}/bird.ctl")
 
 
 def test_manifest(rendered: tuple[LabSpec, rr.Rendered]) -> None:

@@ -20,6 +20,7 @@ import yaml
 from clab_fakes import (
     DATA,
     REPO,
+    full_machine,
 )
 
 from harness.canary.controller import Canary
@@ -373,3 +374,28 @@ def test_a_failed_deploy_names_the_tool_its_output_and_the_log(
     assert str(clab.run_dir / "containerlab-deploy.log") in text
     assert "ERRO failed to create node kv" in text
     assert clab.deployed() is not None  # down() will clean up whatever deploy left
+
+
+def test_a_nested_nodes_bird_socket_is_its_relay_and_its_image_is_never_pulled(run_root: Path) -> None:
+    """The probes reach a nested node's BIRD through the socket its relay serves; the launcher
+    pre-pull leaves the kind-loaded guest image alone (it is in no registry)."""
+    from harness.labfile import load_lab
+    from harness.runtime.base import LabContext
+    from harness.runtime.containerlab.install import _is
+    from harness.runtime.containerlab.render import render_containerlab
+    from harness.runtime.containerlab.versions import DEFAULT
+
+    spec = load_lab(REPO / "labs" / "nested.yml").model_copy(update={"name": "tnest"})
+    context = LabContext.of(spec)
+    runtime = cl.ContainerlabRuntime("tnest", probes=full_machine(), versions=DEFAULT, context=context)
+    render_containerlab(
+        spec, runtime.render_dir, use_emulation=True, image="kvlab/tor:test", run_dir=runtime.run_dir,
+        guest_image="kvlab/guest:6.1.0-57-amd64-0123456789abcdef",
+    )  # fmt: skip
+    assert runtime.bird_socket("red-n1") == runtime.run_dir / "red-n1" / "bird.ctl"
+    assert runtime.bird_socket("blue-n1") == runtime.run_dir / "blue-n1" / "bird.ctl"
+    assert runtime.bird_socket("tor1") == runtime.run_dir / "tor1" / "bird.ctl"
+    loaded = runtime.manifest()["guest_image"]
+    assert loaded == "kvlab/guest:6.1.0-57-amd64-0123456789abcdef"
+    assert _is("docker.io/kvlab/guest@sha256:" + "0" * 64, loaded)
+    assert not _is("quay.io/kubevirt/virt-launcher:v1.8.4", loaded)

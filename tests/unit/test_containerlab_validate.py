@@ -266,3 +266,49 @@ def test_validation_refuses_bgp_resources_left_for_the_v3_step(clab: cl.Containe
     assert "calico/kv/bgp.yaml: Calico crd.projectcalico.org/v1 CRDs" in report.checked or not (
         schemas.schemas_available()
     )
+
+
+@pytest.fixture
+def nested_lab(tmp_path: Path) -> rr.Rendered:
+    spec = load_lab(REPO / "labs" / "nested.yml")
+    return rr.render_containerlab(spec, tmp_path / "out", use_emulation=False)
+
+
+def test_validation_catches_a_nested_secret_that_does_not_carry_its_config(nested_lab: rr.Rendered) -> None:
+    assert va.validate_rendered(nested_lab.out, bird=False).ok
+    path = nested_lab.out / "kubevirt/nested-secrets.yaml"
+    docs = yaml_docs(path)
+    user_data = docs[0]["stringData"]["userdata"]
+    docs[0]["stringData"]["userdata"] = user_data.replace("198.51.100.1", "198.51.100.9")
+    docs[1]["metadata"]["namespace"] = "kube-system"
+    path.write_text(yaml.safe_dump_all(docs))
+    report = va.validate_rendered(nested_lab.out, bird=False)
+    assert [(i.file, i.path) for i in report.issues] == [
+        (str(path), "[0].stringData.userdata"),
+        (str(path), "[1].metadata.namespace"),
+    ]
+
+
+def test_validation_catches_a_nested_vm_without_the_guest_image(nested_lab: rr.Rendered) -> None:
+    path = nested_lab.out / "kubevirt/vms.yaml"
+    docs = yaml_docs(path)
+    red = next(d for d in docs if d["metadata"]["name"] == "vm-red")
+    boot = red["spec"]["template"]["spec"]["domain"]["firmware"]["kernelBoot"]
+    boot["container"]["image"] = "quay.io/kubevirt/alpine-with-test-tooling-container-disk:v1.8.4"
+    boot["kernelArgs"] = boot["kernelArgs"].replace("kvlab.ip=203.0.113.10", "kvlab.ip=203.0.113.99")
+    path.write_text(yaml.safe_dump_all(docs))
+    issues = va.vm_errors(path, nested_lab.manifest)
+    assert [i.path for i in issues] == [
+        f"[{docs.index(red)}].spec.template.spec.domain.firmware.kernelBoot.container.image",
+        f"[{docs.index(red)}].spec.template.spec.domain.firmware.kernelBoot.kernelArgs",
+    ]
+
+
+@pytest.mark.skipif(bird_missing(), reason="needs BIRD for bird -p")
+def test_nested_bird_configs_go_through_bird_p(nested_lab: rr.Rendered) -> None:
+    conf = nested_lab.out / "nested/red-n1.conf"
+    broken = conf.read_text().replace("neighbor 169.254.0.179 as 64512;", "neighbor 169.254.0.179 as;")
+    conf.write_text(broken)
+    report = va.validate_rendered(nested_lab.out)
+    assert any(i.file == str(conf) for i in report.issues), report.issues
+    assert "nested/blue-n1.conf: bird -p" in report.checked

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -357,7 +358,7 @@ def fake_cached_image(root: Path, key: str, packages: dict[str, str]) -> Path:
 
 def test_a_cached_image_is_returned_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     packages = {"linux-image-6.1.0-56-amd64": "6.1.192-2", "busybox-static": "1:1.35.0-4+deb12u1+b1"}
-    key = cache_key(packages, gi._INIT_TEMPLATE, gi.NIC_MODULES)
+    key = cache_key(packages, gi._INIT_TEMPLATE, gi.GUEST_MODULES)
     fake_cached_image(tmp_path, key, packages)
     monkeypatch.setenv("KVLAB_IMAGE_CACHE", str(tmp_path))
     monkeypatch.setattr(gi, "_require_tools", lambda: None)
@@ -607,3 +608,166 @@ def test_qmp_client_connect_has_a_deadline_and_no_socket_is_an_oserror(tmp_path:
             client.connect()
         assert 0.4 < time.monotonic() - started < 3
         client.close()  # idempotent after a failed connect
+
+
+# -- BIRD in the guest (nested nodes) --------------------------------------------------------------
+
+
+LDD_OUTPUT = """\tlinux-vdso.so.1 (0x00007ffd0b1e4000)
+\tlibreadline.so.8 => /lib/x86_64-linux-gnu/libreadline.so.8 (0x00007f3a1c6a0000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f3a1c4bf000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f3a1c71e000)
+"""
+
+
+def test_ldd_libraries_are_the_resolved_paths_and_the_loader_not_the_vdso() -> None:
+    assert gi.ldd_libraries(LDD_OUTPUT) == [
+        "/lib/x86_64-linux-gnu/libreadline.so.8",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ]
+    with pytest.raises(GuestImageError, match=r"/usr/sbin/birdc needs libtinfo\.so\.6"):
+        gi.ldd_libraries("\tlibtinfo.so.6 => not found\n", "/usr/sbin/birdc")
+
+
+def test_initramfs_programs_get_their_parent_directories_first() -> None:
+    init = render_init(["virtio"])
+    programs = {
+        "usr/sbin/bird": b"B",
+        "lib64/ld-linux-x86-64.so.2": b"L",
+        "lib/x86_64-linux-gnu/libc.so.6": b"C",
+    }
+    files = {e["name"]: e for e in read_newc(cpio_newc(initramfs_entries(b"BB", init, {}, programs)))}
+    names = list(files)
+    for path, data in programs.items():
+        assert files[path]["data"] == data
+        assert files[path]["mode"] == stat.S_IFREG | 0o755
+        parent = path.rsplit("/", 1)[0]
+        assert files[parent]["mode"] == stat.S_IFDIR | 0o755
+        assert names.index(parent) < names.index(path)
+    assert names.count("usr/sbin") == 1
+
+
+def test_init_starts_bird_and_its_relay_only_for_a_nested_node() -> None:
+    init = render_init(["virtio_net"])
+    block = init[init.index("if [ -f /etc/kvlab/bird.conf ]") : init.index('log "ready')]
+    assert "read -r POD < /etc/kvlab/pod-ip" in block
+    assert 'ip addr add "$POD/32" dev lo' in block
+    assert "bird -c /etc/kvlab/bird.conf -s /run/bird.ctl" in block
+    assert f"nc -ll -p {gi.BIRDCTL_PORT} -e /bin/kvlab-birdctl" in block
+    assert "@" not in init  # every placeholder filled
+
+
+def _relay_script() -> str:
+    init = render_init(["virtio_net"])
+    return init[init.index("<<'RELAY'\n") + len("<<'RELAY'\n") : init.index("RELAY\n  chmod")]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("awk") is None, reason="needs sh and awk")
+def test_the_guest_relay_speaks_birds_control_protocol(tmp_path: Path) -> None:
+    """The guest's relay turns what `birdc -v` prints back into BIRD's control protocol: the
+    greeting, continuation lines with one leading space, a final line where birdc drops 0000.
+    `birdc` here is a stand-in printing a real BIRD 1.6.8's `birdc -v` output (captured)."""
+    (tmp_path / "relay").write_text(_relay_script())
+    fake = tmp_path / "bin" / "birdc"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "0001 BIRD 1.6.8 ready."\n'
+        '[ "$1" = -r ] && echo "0016 Access restricted"\n'
+        'case "$*" in\n'
+        '  *" down"*) if [ "$1" = -r ]; then echo "8007 Access denied"; else echo "0024 Shutdown"; fi ;;\n'
+        '  *"show status"*) echo "1000-BIRD 1.6.8"; echo "0013 Daemon is up and running" ;;\n'
+        '  *"show route all"*) echo "1007-198.51.100.0/26    blackhole [s1 10:11:25] * (200)";'
+        ' printf "1008-\\tType: static unicast univ\\n" ;;\n'
+        '  *"show protocols all"*) echo "1002-s1       Static   master   up     10:11:25    ";'
+        ' echo "1006-  Preference:     200"; echo "       Input filter:   ACCEPT"; echo "     " ;;\n'
+        '  *) echo "8001 Network not in table" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    commands = "show route all\nshow protocols all\nshow route for 10.0.0.1\ndown\n"
+    res = subprocess.run(
+        ["sh", str(tmp_path / "relay")],
+        input=commands,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin"},
+        check=False,
+        timeout=10,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "0001 BIRD 1.6.8 ready."
+    from harness.birdc import parse_protocols, parse_reply_lines, parse_routes
+
+    replies, current = [], []
+    for line in lines[1:]:
+        current.append(line)
+        if len(line) >= 5 and line[:4].isdigit() and line[4] == " ":
+            replies.append(parse_reply_lines(current))
+            current = []
+    assert current == []
+    assert len(replies) == 4
+    routes = parse_routes(replies[0])
+    assert [(r.prefix, r.route_type, r.protocol) for r in routes] == [("198.51.100.0/26", "blackhole", "s1")]
+    assert replies[0][-1] == (0, "")
+    (proto,) = parse_protocols(replies[1])
+    assert (proto.name, proto.proto, proto.state) == ("s1", "Static", "up")
+    assert (1006, "  Input filter:   ACCEPT") in replies[1]  # as "1006-  Preference" is indented
+    assert replies[2] == [(8001, "Network not in table")]
+    assert replies[3] == [(8007, "Access denied")]  # read-only: birdc -r
+
+
+def test_nested_initrd_appends_the_nodes_files(tmp_path: Path) -> None:
+    base = tmp_path / "initrd.gz"
+    gz = gzip.compress(cpio_newc([CpioEntry("init", stat.S_IFREG | 0o755, b"x")]))
+    base.write_bytes(gz + b"\0" * ((1 - len(gz)) % 4))  # a length the second archive must be aligned after
+    img = GuestImage(kernel=base, initrd=base, key="k", packages={"bird": "1.6.8-2.1+b1"})
+    out = gi.nested_initrd(img, "router id 203.0.113.10;\n", "198.51.100.1", tmp_path / "vm" / "nested.gz")
+    data = out.read_bytes()
+    first = base.read_bytes()
+    assert data.startswith(first)
+    assert len(first) % 4 == 1
+    second = data[len(first) + (-len(first) % 4) :]
+    files = {e["name"]: e["data"] for e in read_newc(gzip.decompress(second))}
+    assert files[gi.NESTED_CONFIG] == b"router id 203.0.113.10;\n"
+    assert files[gi.NESTED_POD] == b"198.51.100.1\n"
+    assert list(files)[:2] == ["etc", "etc/kvlab"]
+
+
+def test_nested_initrd_refuses_an_image_without_bird_and_a_bad_pod_address(tmp_path: Path) -> None:
+    base = tmp_path / "initrd.gz"
+    base.write_bytes(b"I")
+    old = GuestImage(kernel=base, initrd=base, key="old", packages={"busybox-static": "1"})
+    with pytest.raises(GuestImageError, match="has no BIRD") as err:
+        gi.nested_initrd(old, "", "198.51.100.1", tmp_path / "out.gz")
+    assert err.value.missing == ["bird"]
+    img = replace(old, packages={"bird": "1.6.8"})
+    with pytest.raises(ValueError, match=r"198\.51\.100\.1; reboot"):
+        gi.nested_initrd(img, "", "198.51.100.1; reboot", tmp_path / "out.gz")
+    assert not (tmp_path / "out.gz").exists()
+
+
+def test_nested_user_data_is_a_script_writing_the_nodes_files() -> None:
+    conf = "router id 203.0.113.10;\nprotocol device { scan time 2; }\nfilter f { if $x then accept; }\n"
+    text = gi.nested_user_data("red-n1", conf, "198.51.100.1")
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert lines[1].startswith(f"{gi.NESTED_MARKER} red-n1:")  # what the guest's /init looks for
+    start = "<<'KVLAB_BIRD_CONF'\n"
+    body = text[text.index(start) + len(start) : text.index("KVLAB_BIRD_CONF\necho")]
+    assert body == conf  # quoted here-document: written verbatim
+    assert f"> /{gi.NESTED_CONFIG} <<" in text
+    assert f"echo 198.51.100.1 > /{gi.NESTED_POD}" in text
+    init = render_init(["virtio_blk"])
+    assert f"grep -q '^{gi.NESTED_MARKER}' /mnt/cidata/user-data" in init
+
+
+def test_nested_user_data_refuses_what_would_break_the_script() -> None:
+    with pytest.raises(ValueError, match="here-document"):
+        gi.nested_user_data("red-n1", "router id 1.2.3.4;\nKVLAB_BIRD_CONF\nreboot\n", "198.51.100.1")
+    with pytest.raises(ValueError, match="nested node name"):
+        gi.nested_user_data("red n1;reboot", "", "198.51.100.1")
+    with pytest.raises(ValueError, match="1; reboot"):
+        gi.nested_user_data("red-n1", "", "198.51.100.1; reboot")

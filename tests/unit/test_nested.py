@@ -144,8 +144,29 @@ def test_topology_of_parent_vms(topo: Topology) -> None:
 def test_existing_labs_have_no_nested_clusters() -> None:
     for path in sorted((REPO / "labs").glob("*.yml")):
         lab = load_lab(path)
-        if path != NESTED:
+        if path.stem not in ("nested", "nested-qemu"):
             assert all(c.parent is None for c in lab.clusters), path
+
+
+def test_the_qemu_variant_is_the_nested_lab_with_red_in_a_qemu_guest() -> None:
+    mock, qemu = load_lab(NESTED), load_lab(REPO / "labs" / "nested-qemu.yml")
+    assert {v.name: v.backend for v in qemu.vms} == {"vm-red": "qemu", "vm-blue": "mock", "vm-green": "mock"}
+    assert qemu.model_dump(exclude={"name", "description", "vms", "source"}) == mock.model_dump(
+        exclude={"name", "description", "vms", "source"}
+    )
+    assert [v.model_copy(update={"backend": "mock"}) for v in qemu.vms] == mock.vms
+
+
+def test_a_nested_node_holds_a_block_of_each_of_its_pools() -> None:
+    data = nested_data()
+    cluster_of(data, "red")["pools"].append("198.51.100.128/26")
+    topo = resolve(LabSpec.model_validate(data))
+    assert topo.node_blocks["red-n1"] == [
+        ipaddress.IPv4Network("198.51.100.0/26"),
+        ipaddress.IPv4Network("198.51.100.128/26"),
+    ]
+    assert topo.nested_pod["red-n1"] == ipaddress.IPv4Address("198.51.100.1")  # in the first pool
+    assert topo.node_blocks["p1-n1"] == [ipaddress.IPv4Network("203.0.113.0/26")]  # the parent: one
 
 
 # -- spec validation -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.canary.report import CanaryReport
 from harness.record import MigrationRecord
 from harness.timeline import (
     GAP_COLOR,
@@ -88,17 +89,19 @@ def synthetic_record(*, status: str = "completed") -> dict[str, Any]:
     at(1591.2, "harness", "phase", phase="source cleaned up")
     at(1592.0, "harness", "something-new", detail="an event kind the timeline does not know")
     rec.status = status
-    rec.canary = {
-        "sent": 164,
-        "echoed": 163,
-        "lost": 1,
-        "resets": 1,
-        "same_connection": False,
-        "max_gap_ms": 61.649,
-        "fresh_connection_ok": True,
-        "started": T0 - 0.0115,
-        "ended": T0 + 1.663,
-    }
+    rec.canary = CanaryReport(
+        target="x:7007",
+        sent=164,
+        echoed=163,
+        lost=1,
+        resets=1,
+        same_connection=False,
+        max_gap_ms=61.649,
+        gaps=[],
+        fresh_connection_ok=True,
+        started=T0 - 0.0115,
+        ended=T0 + 1.663,
+    )
     return rec.to_json()
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,7 @@ def test_nightly_matrix_is_the_version_matrix(nightly: dict[str, Any]) -> None:
     (job,) = nightly["jobs"].values()
     matrix = job["strategy"]["matrix"]
     assert matrix["stack"] == list(MATRIX)
-    assert matrix["lab"] == ["default"]
+    assert matrix["lab"] == list(matrix_cli.NIGHTLY_LABS) == ["default", "nested"]
     extra = matrix.get("include", [])
     baseline = [s.name for s in MATRIX.values() if not s.live_migration]
     assert baseline  # the Calico 3.31 entry
@@ -107,29 +109,60 @@ def test_nightly_matrix_is_the_version_matrix(nightly: dict[str, Any]) -> None:
         )
     ]
     jobs += extra
-    assert sorted((j["stack"], j["lab"], j["experimental"]) for j in jobs) == sorted(
-        [(s.name, "default", not s.live_migration) for s in MATRIX.values()]
-    )
+    assert sorted((j["stack"], j["lab"], j["experimental"]) for j in jobs) == sorted(matrix_cli.cells())
+    # the nested lab is a required cell on every stack with live-migration support
+    required = {(s, lab) for s, lab, x in matrix_cli.cells() if not x}
+    assert {(s.name, "nested") for s in MATRIX.values() if s.live_migration} <= required
     assert job["continue-on-error"] == "${{ matrix.experimental }}"
     assert job["strategy"]["fail-fast"] is False
     for lab in {*matrix["lab"], *(e["lab"] for e in extra)}:
         assert (REPO / "labs" / f"{lab}.yml").is_file()
 
 
+def test_matrix_cli_lists_the_nightly_cells() -> None:
+    res = subprocess.run(
+        [sys.executable, "-S", "-m", "harness.runtime.containerlab.matrix_cli", "cells"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = [line.split() for line in res.stdout.splitlines()]
+    assert lines == [[s, lab, "experimental" if x else "required"] for s, lab, x in matrix_cli.cells()]
+    assert [DEFAULT.name, "nested", "required"] in lines
+
+
 def test_every_nightly_lab_is_one_the_containerlab_runtime_builds(nightly: dict[str, Any]) -> None:
-    """No job whose lab the runtime refuses before it creates anything: nested clusters
-    (ContainerlabRuntime.up, until issue 17) or what plan.plan_lab refuses."""
+    """Every job's lab renders and validates for its stack (nested clusters included: issue 17),
+    and what plan.plan_lab refuses is in no job."""
     from harness.labfile import load_lab
-    from harness.runtime.containerlab.render import plan_lab
+    from harness.runtime.containerlab.render import plan_lab, render_containerlab
+    from harness.runtime.containerlab.validate import validate_rendered
     from harness.topology import resolve
 
+    for stack, lab, _ in matrix_cli.cells():
+        spec = load_lab(REPO / "labs" / f"{lab}.yml")
+        plan_lab(resolve(spec))
+        out = Path(tempfile.mkdtemp(prefix=f"nightly-{lab}-"))
+        try:
+            render_containerlab(spec, out, versions=MATRIX[stack], use_emulation=True)
+            report = validate_rendered(out, bird=False)
+            assert report.ok, (stack, lab, report.issues)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    assert resolve(load_lab(REPO / "labs" / "nested.yml")).nested_vm  # a nested lab is among them
+
+
+def test_the_nested_cell_builds_the_guest_image_from_debian_packages(nightly: dict[str, Any]) -> None:
+    """The runner is Ubuntu: the nested cell builds the guest image in a Debian container first,
+    into the cache `make lab-up` reads."""
     (job,) = nightly["jobs"].values()
-    matrix = job["strategy"]["matrix"]
-    for lab in {*matrix["lab"], *(e["lab"] for e in matrix.get("include", []))}:
-        topo = resolve(load_lab(REPO / "labs" / f"{lab}.yml"))
-        assert not topo.nested_vm, f"lab {lab}: nested nodes {dict(topo.nested_vm)} are refused"
-        plan_lab(topo)
-    assert resolve(load_lab(REPO / "labs" / "nested.yml")).nested_vm  # what the check looks at
+    runs = [s.get("run", "") for s in job["steps"]]
+    lab_up = next(i for i, r in enumerate(runs) if "make lab-up" in r)
+    guest = next(i for i, r in enumerate(runs) if "scripts/guest-image-in-debian.sh" in r)
+    assert guest < lab_up
+    assert job["steps"][guest]["if"] == "matrix.lab == 'nested'"
+    script = (REPO / "scripts" / "guest-image-in-debian.sh").read_text()
+    assert "debian:bookworm" in script
+    assert "kvlab image build guest" in script
+    assert '"$cache:/var/cache/kvlab/images"' in script
 
 
 def test_every_job_and_long_step_has_a_timeout(nightly: dict[str, Any], ci: dict[str, Any]) -> None:

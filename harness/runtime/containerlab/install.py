@@ -13,7 +13,9 @@
    Available), nodes Ready, VM addresses freed, the lab's other Calico v3 resources, KubeVirt (CR
    Available), a calico-typha restart (so it sees KubeVirt's CRDs), the lab's VirtualMachines
    (each VMI Running with its IP, on its node, every pod with the guest's MAC), their images
-   pulled on every node, and each guest answering the canary's echo port.
+   pulled on every node, and each guest answering the canary's echo port. A lab with nested
+   clusters also gets kvlab's guest image (built in `render`, `kind load docker-image` into the
+   parent's nodes: no registry) and its nested nodes' cloud-init Secrets before the VMs.
 
 Every wait has its deadline in DEADLINES and names what it waited for and the last state seen.
 """
@@ -29,6 +31,7 @@ from typing import Any
 from harness.errors import LabError
 from harness.runtime.containerlab import kube as k
 from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import nested as nst
 from harness.runtime.containerlab import tools
 from harness.runtime.containerlab.host import CALICO_NAMESPACE, DEPLOYED, ClabHost
 from harness.topology import Topology
@@ -67,6 +70,7 @@ class Installer:
         host = self.host
         emulate = kv.needs_emulation(host.probes.kvm_usable(), host.probes.vhost_net_usable())
         image = build_tor_image(host.progress)  # reports its own steps (progress steps do not nest)
+        guest_image = nst.build_guest_image(host.progress) if topo.nested_vm else None
         with host.progress.step(f"render the lab (KubeVirt useEmulation {str(emulate).lower()})", total=None):
             spec = topo.spec.model_copy(update={"name": host.lab})  # containers carry the instance name
             render_containerlab(
@@ -76,6 +80,7 @@ class Installer:
                 use_emulation=emulate,
                 image=image,
                 run_dir=host.run_dir,
+                guest_image=guest_image,
             )
             report = validate_rendered(host.render_dir)
             host.notes += report.warnings  # e.g. fields left out for an older Calico
@@ -87,7 +92,8 @@ class Installer:
         manifest = self._manifest()
         for router in manifest["bird_sockets"]:
             (host.run_dir / router).mkdir(parents=True, exist_ok=True)
-        for socket_path in manifest.get("calico_sockets", {}).values():
+        sockets = [*manifest.get("calico_sockets", {}).values(), *manifest.get("nested_sockets", {}).values()]
+        for socket_path in sockets:
             Path(socket_path).parent.mkdir(parents=True, exist_ok=True)
 
     def check_clusters_free(self) -> None:
@@ -183,9 +189,10 @@ class Installer:
             interval=5.0,
         )
         self._restart_typha(cluster, kube)
+        manifest = self._manifest()
+        self._nested_guests(cluster, kube, [d["metadata"]["name"] for d in vms], manifest)
         with host.progress.step(f"{cluster}: VirtualMachines", total=None):
             kube.apply_all(vms, what=f"VirtualMachines of {cluster}")
-        manifest = self._manifest()
         for name in (d["metadata"]["name"] for d in vms):
             vm = manifest["vms"][name]
             self._wait(
@@ -198,6 +205,22 @@ class Installer:
         self._prepull(cluster, kube, [d["metadata"]["name"] for d in vms])
         for name in (d["metadata"]["name"] for d in vms):
             self._wait_guest(kube, name, manifest)
+
+    def _nested_guests(self, cluster: str, kube: k.Kube, vms: list[str], manifest: dict[str, Any]) -> None:
+        """Before VMs that run nested nodes: kvlab's guest image on every node of the cluster
+        (`kind load docker-image`, no registry) and the nodes' cloud-init Secrets."""
+        nested = [vm for vm in vms if "nested" in manifest["vms"][vm]]
+        if not nested:
+            return
+        image = manifest["guest_image"]
+        with self.host.progress.step(f"{cluster}: kind load docker-image {image}", total=None):
+            rc, out = tools.run_tool(nst.kind_load_argv(image, cluster), timeout=DEADLINES["image pull"])
+            if rc != 0:
+                argv = " ".join(nst.kind_load_argv(image, cluster))
+                raise LabError(f"'{argv}' failed (exit {rc}): {out.strip()[-500:]}")
+        secrets = {manifest["vms"][vm]["nested"]["user_data_secret"] for vm in nested}
+        docs = [d for d in self.documents(manifest["nested_secrets"]) if d["metadata"]["name"] in secrets]
+        kube.apply_all(docs, what=f"cloud-init Secrets of the nested nodes in {cluster}")
 
     def documents(self, rel: str) -> list[dict[str, Any]]:
         """The Kubernetes documents of a rendered file (path relative to the render dir)."""
@@ -245,9 +268,10 @@ class Installer:
         """Every node of the cluster pulls the images the VMs' launcher pods run (crictl in the kind
         node), so a migration target starts without a first pull inside the migration's deadline."""
         images: list[str] = []
+        loaded = self._manifest().get("guest_image")  # on every node already (kind load), in no registry
         for vm in vms:
             for pod in kube.list("v1", "Pod", kv.VM_NAMESPACE, label_selector=kv.launcher_selector(vm)):
-                images += [i for i in kv.launcher_images(pod) if i not in images]
+                images += [i for i in kv.launcher_images(pod) if i not in images and not _is(i, loaded)]
         if not images:
             return
         nodes = self.host.kind_clusters()[cluster]["nodes"]
@@ -323,6 +347,19 @@ class Installer:
         manifest = self.host.manifest()
         assert manifest is not None  # required=True raises instead
         return manifest
+
+
+def _is(image: str, loaded: str | None) -> bool:
+    """Whether a launcher pod's image (a reference or a `repo@sha256:` digest, maybe with
+    containerd's docker.io/ prefix) is the image `loaded` (same repository)."""
+
+    def repository(ref: str) -> str:
+        ref = ref.split("@", 1)[0]
+        if ":" in ref.rsplit("/", 1)[-1]:
+            ref = ref.rsplit(":", 1)[0]
+        return ref.removeprefix("docker.io/")
+
+    return loaded is not None and repository(image) == repository(loaded)
 
 
 def available(obj: dict[str, Any] | None) -> tuple[bool, str]:

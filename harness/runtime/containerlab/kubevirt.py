@@ -204,14 +204,32 @@ def virtual_machine(
     namespace: str = VM_NAMESPACE,
     ssh_authorized_keys: Sequence[str] = (),
     ip6: str | None = None,
+    kernel_boot: dict[str, Any] | None = None,
+    user_data_secret: str | None = None,
 ) -> dict[str, Any]:
     """A `VirtualMachine` Calico can live-migrate, starting on Kubernetes node `kind_node`
     (dual stack: with `ip6` too, Calico's ipAddrs annotation asks for both addresses);
     its cloud-init authorizes `ssh_authorized_keys` (OpenSSH public key lines) for GUEST_USER.
     A `mac` is the guest's and, through the hwAddr annotation, every pod's (module doc). The guest
-    gets a virtio RNG device."""
+    gets a virtio RNG device.
+
+    A nested node's VM (harness.runtime.containerlab.nested) boots `kernel_boot` (KubeVirt's
+    `firmware.kernelBoot`: kvlab's guest image) instead of the container disk `image`, and takes
+    its cloud-init user data from Secret `user_data_secret`."""
     vm_labels = {VM_LABEL: name, **(labels or {})}
     user_data = guest_user_data(port, ssh_authorized_keys, ip6)
+    disks: list[dict[str, Any]] = [
+        {"name": "containerdisk", "disk": {"bus": "virtio"}},
+        {"name": "cloudinitdisk", "disk": {"bus": "virtio"}},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "containerdisk", "containerDisk": {"image": image}},
+        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": user_data}},
+    ]
+    if kernel_boot is not None:
+        disks, volumes = disks[1:], volumes[1:]
+    if user_data_secret is not None:
+        volumes[-1] = {"name": "cloudinitdisk", "cloudInitNoCloud": {"secretRef": {"name": user_data_secret}}}
     interface: dict[str, Any] = {"name": "default", "bridge": {}}
     addresses = [ip] + ([str(ipaddress.IPv6Address(ip6))] if ip6 is not None else [])
     annotations = {BRIDGE_MIGRATION_ANNOTATION: "", CALICO_IP_ANNOTATION: json.dumps(addresses)}
@@ -242,11 +260,9 @@ def virtual_machine(
                         }
                     },
                     "domain": {
+                        **({"firmware": {"kernelBoot": kernel_boot}} if kernel_boot is not None else {}),
                         "devices": {
-                            "disks": [
-                                {"name": "containerdisk", "disk": {"bus": "virtio"}},
-                                {"name": "cloudinitdisk", "disk": {"bus": "virtio"}},
-                            ],
+                            "disks": disks,
                             "interfaces": [interface],
                             # virtio-rng: the guest's entropy (sshd keys, TLS) does not wait on a
                             # quiet emulated machine; KubeVirt's own Alpine VMs have one
@@ -258,10 +274,7 @@ def virtual_machine(
                     },
                     "networks": [{"name": "default", "pod": {}}],
                     "terminationGracePeriodSeconds": 0,
-                    "volumes": [
-                        {"name": "containerdisk", "containerDisk": {"image": image}},
-                        {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": user_data}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

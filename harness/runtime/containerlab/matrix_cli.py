@@ -3,6 +3,7 @@
     python -m harness.runtime.containerlab.matrix_cli names            # one entry name a line
     python -m harness.runtime.containerlab.matrix_cli field NAME kind  # v0.31.0 (any StackVersions field)
     python -m harness.runtime.containerlab.matrix_cli table            # the README's markdown table
+    python -m harness.runtime.containerlab.matrix_cli cells            # the nightly's jobs (stack lab kind)
 
 Standard library only: the nightly workflow runs it with the system Python before the venv exists.
 """
@@ -13,6 +14,19 @@ import argparse
 import sys
 
 from harness.runtime.containerlab.versions import DEFAULT, MATRIX, get_versions
+
+# The labs of the nightly: each a required cell on every stack with live-migration support (the
+# nested lab included: the containerlab runtime builds nested nodes, issue 17). A stack without
+# it (Calico 3.31, before localWorkloadPeeringIPV4 and route priorities) runs the default lab
+# once, as an experimental baseline.
+NIGHTLY_LABS = ("default", "nested")
+BASELINE_LAB = "default"
+
+
+def cells() -> list[tuple[str, str, bool]]:
+    """The nightly's jobs: (stack, lab, experimental)."""
+    out = [(s.name, lab, False) for s in MATRIX.values() if s.live_migration for lab in NIGHTLY_LABS]
+    return out + [(s.name, BASELINE_LAB, True) for s in MATRIX.values() if not s.live_migration]
 
 
 def table() -> str:
@@ -38,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("name")
     f.add_argument("field", help="calico, kubevirt, kind, kind_node_image, kubernetes, live_migration, ...")
     sub.add_parser("table", help="the matrix as a markdown table")
+    sub.add_parser("cells", help="the nightly's jobs, one a line: stack lab required|experimental")
     args = p.parse_args(argv)
     if args.command == "names":
         print("\n".join(MATRIX))
+    elif args.command == "cells":
+        print("\n".join(f"{s} {lab} {'experimental' if x else 'required'}" for s, lab, x in cells()))
     elif args.command == "table":
         print(table())
     else:

@@ -259,6 +259,12 @@ def plan_lab(topo: Topology) -> Plan:
         pod_subnets6(topo.spec) if topo.dual_stack else {},
     )
     _check_names(topo.spec, kind_nodes)
+    reflectors = [n.name for _, n in topo.spec.all_nodes() if n.route_reflector is not None]
+    if reflectors:
+        raise RenderError(
+            f"route reflector nodes ({', '.join(reflectors)}) are not built on the containerlab runtime yet "
+            "(their Calico Node's routeReflectorClusterID is not set): run this lab on netns"
+        )
     return plan
 
 

@@ -280,12 +280,3 @@ def emulation_note(kvm: bool, vhost_net: bool) -> str:
             "launcher pods would wait for a vhost-net device virt-handler cannot offer)"
         )
     return "/dev/kvm is usable: KubeVirt runs VMs with KVM"
-
-
-def nested_refusal(nested: dict[str, str]) -> str:
-    """The preflight item for a lab with nested clusters (node -> the VM it runs in)."""
-    where = ", ".join(f"{node} (in VM {vm})" for node, vm in sorted(nested.items()))
-    return (
-        f"nested cluster nodes {where} need VMs running Kubernetes, which the containerlab runtime "
-        "does not build yet; use --runtime netns for labs with nested clusters"
-    )

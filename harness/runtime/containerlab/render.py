@@ -17,9 +17,12 @@ writes into `out/`:
 - `ssh/id_rsa` (mode 0600) and `ssh/id_rsa.pub`: the lab's SSH key (sshkey);
 - `manifest.json` (what was rendered, for which versions, and the name mappings) and README.md.
 
-Nested clusters (`parent:` in the spec) are not kind clusters: they run inside KubeVirt VMs of
-their parent. Their Calico resources are rendered; the clusters themselves are not (README.md
-says so), while the parent's resources carry localWorkloadPeeringIPV4 for them.
+Nested clusters (`parent:` in the spec) are not kind clusters: each nested node is a BGP speaker
+inside its KubeVirt VM of the parent (harness.runtime.containerlab.nested): BIRD configured by
+kvlab's confd emulation of the nested cluster's resources (`nested/<node>.conf`), delivered by
+the VM's cloud-init user data in a Secret (`kubevirt/nested-secrets.yaml`), the VM booting
+kvlab's guest image (`kvlab/guest:<key>`) by KubeVirt's kernel boot. The parent's resources
+carry localWorkloadPeeringIPV4, the localWorkloadSelector peers and their filters.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.calico import resources as cr
+from harness.render.bird import render_node
 from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import nested as nst
 from harness.runtime.containerlab.calico_docs import (
     CALICO_CRD_API,
     apiserver,
@@ -83,6 +88,7 @@ def render_containerlab(
     image: str | None = None,
     run_dir: Path | None = None,
     ssh_key: Path | None = None,
+    guest_image: str | None = None,
 ) -> Rendered:
     """Write every file the containerlab runtime needs for `spec` into `out`.
 
@@ -90,7 +96,8 @@ def render_containerlab(
     runtime passes its own probes' answer. `image` is the ToR/host image (default:
     versions.tor_image()); `run_dir` the host directory of the BIRD sockets and the lab's
     known_hosts (default `<KVLAB_RUN_DIR or /run/kvlab>/<lab>`); `ssh_key` a private key file the
-    VMs authorize instead of the lab's own (`lab_ssh_key`).
+    VMs authorize instead of the lab's own (`lab_ssh_key`); `guest_image` the container image
+    nested nodes' VMs boot (default nested.DEFAULT_GUEST_IMAGE; the runtime builds and names it).
     Raises RenderError (bad input, plan_lab) before writing anything when the lab cannot be
     expressed on containerlab.
     """
@@ -214,8 +221,35 @@ def render_containerlab(
         files[f"{base}/resources.yaml"] = dump_documents(docs, header + warning)
         clusters_manifest[cluster.name] = entry
 
-    vms, vm_manifest, vm_notes = _vms(topo, names, versions, public_line)
+    guest_image = guest_image or nst.DEFAULT_GUEST_IMAGE
+    vms, vm_manifest, vm_notes = _vms(topo, names, versions, public_line, guest_image)
     notes = vm_notes + notes
+    secrets, nested_sockets = [], {}
+    for w in topo.workloads:
+        hosted = spec.nested_node_in(w.vm)
+        if hosted is None or w.vm not in vm_manifest:
+            continue
+        cluster, node = hosted
+        conf = render_node(topo, node.name, resources.get(cluster.name, []), None)
+        files[f"nested/{node.name}.conf"] = conf
+        pod = str(topo.nested_pod[node.name])
+        secrets.append(nst.nested_secret(w.vm, nst.nested_user_data(node.name, conf, pod), kv.VM_NAMESPACE))
+        vm_manifest[w.vm]["nested"] = {
+            "node": node.name,
+            "cluster": cluster.name,
+            "pod_ip": pod,
+            "bird_config": f"nested/{node.name}.conf",
+            "user_data_secret": nst.secret_name(w.vm),
+            "birdctl_port": nst.BIRDCTL_PORT,
+        }
+        nested_sockets[node.name] = str(run_dir / node.name / "bird.ctl")
+    if secrets:
+        files["kubevirt/nested-secrets.yaml"] = dump_documents(
+            secrets,
+            "# cloud-init user data of the VMs that run nested nodes (applied before the VMs): each\n"
+            "# writes its node's BIRD config (kvlab's confd emulation of the nested cluster) and pod\n"
+            "# address.\n",
+        )
     if not versions.live_migration:
         notes.append(
             f"Calico {versions.calico} predates KubeVirt live-migration support (v3.32.0): it lacks the "
@@ -262,6 +296,9 @@ def render_containerlab(
             if spec.dual_stack
             else {}
         ),
+        "nested_sockets": nested_sockets,
+        "guest_image": guest_image if nested_sockets else None,
+        "nested_secrets": "kubevirt/nested-secrets.yaml" if secrets else None,
         "harness_mount": {
             "host_path": str(HARNESS_DIR),
             "container_path": HARNESS_MOUNT,
@@ -289,7 +326,7 @@ def render_containerlab(
 
 
 def _vms(
-    topo: Topology, names: dict[str, str], versions: StackVersions, public_key: str
+    topo: Topology, names: dict[str, str], versions: StackVersions, public_key: str, guest_image: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     docs, manifest, notes = [], {}, []
     for w in topo.workloads:
@@ -298,6 +335,7 @@ def _vms(
         if kind_node is None:
             notes.append(f"VM '{w.vm}' is on node '{w.node}', which is not a kind node: not rendered")
             continue
+        nested = topo.spec.nested_node_in(w.vm)
         obj = kv.virtual_machine(
             w.vm,
             str(w.ip),
@@ -307,9 +345,10 @@ def _vms(
             mac=w.mac,
             ssh_authorized_keys=[public_key],
             ip6=str(w.ip6) if w.ip6 else None,
+            kernel_boot=nst.kernel_boot(guest_image, w.vm, str(w.ip)) if nested else None,
+            user_data_secret=nst.secret_name(w.vm) if nested else None,
         )
         docs.append(obj)
-        nested = topo.spec.nested_node_in(w.vm)
         manifest[w.vm] = {
             "cluster": w.cluster,
             "node": w.node,
@@ -347,7 +386,12 @@ def _readme(spec: LabSpec, versions: StackVersions, topo_file: str) -> str:
         lines += [
             "",
             f"Nested clusters {names} run inside KubeVirt VMs of their parent cluster, not as kind "
-            "clusters: only their Calico resources are rendered (`calico/<nested>/resources.yaml`). "
-            "The parent's resources carry localWorkloadPeeringIPV4 for their BGP sessions.",
+            "clusters: each nested node is a BGP speaker in its VM, BIRD configured by kvlab's confd "
+            "emulation of the nested cluster's resources (`calico/<nested>/resources.yaml`, rendered "
+            "into `nested/<node>.conf`), not a Kubernetes. Its VM boots kvlab's guest image "
+            "(`kvlab image build guest-container`, loaded into the kind nodes with `kind load "
+            "docker-image`) and gets the config by cloud-init (`kubevirt/nested-secrets.yaml`, "
+            "applied before `kubevirt/vms.yaml`). The parent's resources carry "
+            "localWorkloadPeeringIPV4, the localWorkloadSelector BGPPeers and their filters.",
         ]
     return "\n".join(lines) + "\n"

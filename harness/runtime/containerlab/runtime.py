@@ -36,9 +36,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+from harness import procs
 from harness.errors import InvalidRequest, LabError, PreflightError, SpecError, SpecIssue
 from harness.kernel import address_family, kernel_routes
 from harness.procs import signals_deferred
@@ -61,7 +63,6 @@ from harness.runtime.containerlab.plan import plan_lab
 from harness.runtime.containerlab.preflight import (
     ContainerlabPreflightError,
     Probes,
-    nested_refusal,
     preflight_report,
 )
 from harness.runtime.containerlab.versions import MATRIX, StackVersions, get_versions
@@ -195,7 +196,11 @@ class ContainerlabRuntime(Runtime):
         """A router's BIRD socket, or calico-node's of a kind node (family 6: their bird6's, in
         a dual-stack lab), as the manifest lists them."""
         manifest = self.manifest(required=False) or {}
-        keys = ("bird_sockets", "calico_sockets") if family == 4 else ("bird6_sockets", "calico6_sockets")
+        keys = (
+            ("bird_sockets", "calico_sockets", "nested_sockets")
+            if family == 4
+            else ("bird6_sockets", "calico6_sockets")
+        )
         for key in keys:
             if entity in manifest.get(key, {}):
                 return Path(manifest[key][entity])
@@ -317,8 +322,6 @@ class ContainerlabRuntime(Runtime):
     # -- lifecycle ----------------------------------------------------------------------------------
     def preflight(self) -> None:
         report = preflight_report(self.probes, self._versions, versions_name=self.options.stack)
-        if self.hosted:
-            report.missing.append(nested_refusal(self.hosted))
         if report.missing:
             raise ContainerlabPreflightError(self.name, report.missing, report.info)
         self.preflight_info = report.info
@@ -327,8 +330,6 @@ class ContainerlabRuntime(Runtime):
         """Build the lab (see the module doc). Any failure or Ctrl-C removes everything and re-raises;
         diagnostics of a failed build are written first (KVLAB_DIAG_DIR, default ./kvlab-diagnostics)."""
         topo = self.topo
-        if topo.nested_vm:
-            raise ContainerlabPreflightError(self.name, [nested_refusal(dict(topo.nested_vm))])
         plan_lab(topo)  # RenderError (bad input) before anything exists
         self.preflight()
         with self.progress.step("preflight: " + "; ".join(self.preflight_info), total=None):
@@ -342,6 +343,7 @@ class ContainerlabRuntime(Runtime):
             installer.deploy()
             for cluster in self.kind_clusters():
                 installer.install_cluster(cluster)
+            self._start_nested_relays()
         except BaseException as e:
             if not isinstance(e, KeyboardInterrupt):
                 diagnostics.write_failure_diagnostics(self, e)
@@ -351,6 +353,52 @@ class ContainerlabRuntime(Runtime):
                 except Exception as down_error:  # keep the original error; say what is left
                     e.add_note(f"kvlab: tearing the failed lab down failed too: {down_error}")
             raise
+
+    def _start_nested_relays(self) -> None:
+        """Each nested node's BIRD control socket on the host (`nested_sockets`): a relay to the
+        guest's control port (harness.runtime.netns.birdrelay), connecting from the network
+        namespace of the lab's first external host, which routes to every VM."""
+        manifest = self.manifest()
+        assert manifest is not None
+        via = (manifest.get("guest_ssh") or {}).get("via")
+        for vm, entry in manifest.get("vms", {}).items():
+            nested = entry.get("nested")
+            if not nested:
+                continue
+            if via is None:
+                raise LabError(f"nested node {nested['node']} in {vm}: no external host to reach it from")
+            d = self.run_dir / nested["node"]
+            d.mkdir(parents=True, exist_ok=True)
+            argv = [
+                sys.executable,
+                "-m",
+                "harness.runtime.netns.birdrelay",
+                "--socket",
+                manifest["nested_sockets"][nested["node"]],
+                "--run-dir",
+                str(self.run_dir),
+                "--lab",
+                self.lab,
+                "--vm",
+                vm,
+                "--node",
+                entry["node"],
+                "--ip",
+                entry["ip"],
+                "--port",
+                str(nested["birdctl_port"]),
+                "--netns",
+                self._container_netns(via),
+            ]
+            with open(d / "birdctl.log", "ab") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            (d / "birdctl.pid").write_text(str(proc.pid))
 
     def healthy(self) -> bool:
         """State file and manifest present, every container of the lab running, every kind
@@ -367,6 +415,9 @@ class ContainerlabRuntime(Runtime):
                     return False
             for c in client.containers.list(all=True, filters={"label": f"{CLAB_LABEL}={self.lab}"}):
                 if c.status != "running":
+                    return False
+            for node in manifest.get("nested_sockets", {}):  # each nested node's control relay
+                if not procs.alive(int((self.run_dir / node / "birdctl.pid").read_text())):
                     return False
             return all(self.kube(cluster).reachable() for cluster in self.kind_clusters())
         except Exception:
@@ -415,6 +466,7 @@ class ContainerlabRuntime(Runtime):
                 ]
         self._kubes.clear()
         self._pids.clear()
+        procs.kill_all(procs.mentioning(self.run_dir))  # nested nodes' control relays
         if left:
             raise LabError(
                 f"lab '{self.lab}' is not fully down: containers {', '.join(sorted(left))} remain"

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from harness.errors import LabError, SpecIssue
 from harness.render.bird import check_config
 from harness.runtime.containerlab import kubevirt as kv
+from harness.runtime.containerlab import nested as nst
 from harness.runtime.containerlab import schemas
 from harness.runtime.containerlab.calico_docs import (
     BGP_CRD_KINDS,
@@ -154,9 +155,17 @@ def validate_rendered(out: Path, *, bird: bool = True) -> ValidationReport:
         vm_errors(out / "kubevirt/vms.yaml", manifest, public_key=public_key),
     )
 
+    if manifest.get("nested_secrets"):
+        rel = manifest["nested_secrets"]
+        check(
+            rel,
+            "nested nodes' cloud-init Secrets, shape only (no core v1 Secret schema is shared)",
+            nested_errors(out, manifest),
+        )
+
     report.warnings.extend(n for n in manifest.get("notes", []) if n.startswith("WARNING:"))
     if bird:
-        for rel in sorted(f for f in manifest["files"] if f.startswith("bird/")):
+        for rel in sorted(f for f in manifest["files"] if f.startswith(("bird/", "nested/"))):
             try:
                 check_config((out / rel).read_text(), "bird6" if rel.endswith(".bird6.conf") else "bird")
             except LabError as e:
@@ -555,6 +564,74 @@ def user_data_errors(file: str, path: str, text: Any, public_key: str | None) ->
     return issues
 
 
+def nested_vm_errors(
+    file: str, i: int, tmpl: dict[str, Any], vm: dict[str, Any], guest_image: str | None
+) -> list[SpecIssue]:
+    """A nested node's VM boots kvlab's guest image by kernel boot, with its address on the kernel
+    command line, and takes its cloud-init from the node's Secret (no container disk)."""
+    issues = []
+    spec = tmpl.get("spec", {})
+    where = (i, "spec", "template", "spec", "domain", "firmware", "kernelBoot")
+    boot = (spec.get("domain", {}).get("firmware") or {}).get("kernelBoot") or {}
+    container = boot.get("container") or {}
+    if not guest_image or container.get("image") != guest_image:
+        issues.append(
+            SpecIssue(file, format_path((*where, "container", "image")), f"must be {guest_image!r}")
+        )
+    for key, want in (("kernelPath", nst.KERNEL_PATH), ("initrdPath", nst.INITRD_PATH)):
+        if container.get(key) != want:
+            issues.append(SpecIssue(file, format_path((*where, "container", key)), f"must be {want}"))
+    if f"kvlab.ip={vm['ip']} " not in f"{boot.get('kernelArgs', '')} ":
+        issues.append(SpecIssue(file, format_path((*where, "kernelArgs")), f"no kvlab.ip={vm['ip']}"))
+    volumes = spec.get("volumes", []) or []
+    refs = [(v.get("cloudInitNoCloud") or {}).get("secretRef", {}).get("name") for v in volumes]
+    if refs != [vm["nested"]["user_data_secret"]]:
+        issues.append(
+            SpecIssue(
+                file,
+                format_path((i, "spec", "template", "spec", "volumes")),
+                f"must be one cloud-init volume from Secret {vm['nested']['user_data_secret']!r}, got {refs}",
+            )
+        )
+    return issues
+
+
+def nested_errors(out: Path, manifest: dict[str, Any]) -> list[SpecIssue]:
+    """Each nested node's Secret carries cloud-init user data (the guest's marker, its node) that
+    writes exactly its rendered BIRD config and a pod address inside its nested cluster's pools."""
+    nested = {vm: e["nested"] for vm, e in manifest["vms"].items() if "nested" in e}
+    rel = manifest.get("nested_secrets")
+    if not nested:
+        return []
+    if not rel:
+        return [SpecIssue(str(out / "manifest.json"), "nested_secrets", "nested VMs but no Secrets file")]
+    file = str(out / rel)
+    secrets = {d["metadata"]["name"]: (i, d) for i, d in enumerate(_load_docs(out / rel))}
+    issues = []
+    for vm, n in nested.items():
+        if n["user_data_secret"] not in secrets:
+            issues.append(SpecIssue(file, "", f"no Secret {n['user_data_secret']!r} for VM {vm}"))
+            continue
+        i, doc = secrets[n["user_data_secret"]]
+        where = format_path((i, "stringData", nst.SECRET_KEY))
+        if doc.get("apiVersion") != "v1" or doc.get("kind") != "Secret":
+            issues.append(SpecIssue(file, format_path((i,)), "must be a v1 Secret"))
+        if (doc.get("metadata") or {}).get("namespace") != kv.VM_NAMESPACE:
+            where_ns = format_path((i, "metadata", "namespace"))
+            issues.append(SpecIssue(file, where_ns, f"must be {kv.VM_NAMESPACE}"))
+        text = (doc.get("stringData") or {}).get(nst.SECRET_KEY)
+        conf = (out / n["bird_config"]).read_text()
+        if text != nst.nested_user_data(n["node"], conf, n["pod_ip"]):
+            issues.append(
+                SpecIssue(file, where, f"is not the user data writing {n['bird_config']}, {n['pod_ip']}")
+            )
+        pools = [ipaddress.IPv4Network(p) for p in manifest["clusters"][n["cluster"]]["pools"]]
+        if not any(ipaddress.IPv4Address(n["pod_ip"]) in p for p in pools):
+            outside = f"pod {n['pod_ip']} is outside cluster {n['cluster']}'s pools"
+            issues.append(SpecIssue(file, where, outside))
+    return issues
+
+
 def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = None) -> list[SpecIssue]:
     """Every lab VM is there, bridge-bound, annotated for bridge live migration, for its IP and
     with its guest MAC as the pods' (cni.projectcalico.org/hwAddr), with cloud-config user data
@@ -598,6 +675,9 @@ def vm_errors(path: Path, manifest: dict[str, Any], *, public_key: str | None = 
                 )
             )
         volumes = tmpl.get("spec", {}).get("volumes", []) or []
+        if "nested" in vm:
+            issues += nested_vm_errors(file, i, tmpl, vm, manifest.get("guest_image"))
+            continue
         where: tuple[Any, ...] = (i, "spec", "template", "spec", "volumes")
         text = None
         for j, volume in enumerate(volumes):

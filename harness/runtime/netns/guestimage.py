@@ -7,7 +7,15 @@ Built from Debian packages only (`apt-get download`, no other network access):
   module's `.modinfo`; modules the kernel has built in are skipped, `.ko.xz`/`.ko.zst`/
   `.ko.gz` are decompressed at build time so busybox `insmod` can load them);
 - `busybox-static`: the whole userland. Applet symlinks are created by
-  `busybox --install -s` as the first thing /init does (arch-independent, no host exec).
+  `busybox --install -s` as the first thing /init does (arch-independent, no host exec);
+- `bird` (BIRD 1.6): `bird` and `birdc` with the shared libraries `ldd` names for them, so a
+  nested cluster's node can run in the guest. Its files come per VM: on the netns runtime in
+  the initrd (`nested_initrd`: the image's initrd with a second cpio appended, the same file
+  on a migration's both ends), under KubeVirt from the cloud-init (NoCloud) disk, whose user
+  data (`nested_user_data`, a shell script cloud-init would run too) writes them:
+  `/etc/kvlab/bird.conf` (rendered by the confd emulation) and `/etc/kvlab/pod-ip`. /init then
+  puts the pod address on `lo`, starts BIRD and serves its control protocol, read-only, on TCP
+  port `BIRDCTL_PORT` of the VM's address (lab network only), one `birdc -r -v` per command.
 
 The initramfs is a gzip'd cpio (newc) written here, so no `cpio` binary is needed.
 
@@ -73,7 +81,16 @@ from harness.topology import GUEST_PORT
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
+BIRD_PACKAGE = "bird"  # BIRD 1.6 for nested nodes in the guest
+BIRD_BINARIES = ("usr/sbin/bird", "usr/sbin/birdc")
+BIRDCTL_PORT = 7179  # the guest's BIRD control protocol over TCP (nested nodes only)
+NESTED_CONFIG = "etc/kvlab/bird.conf"  # in the guest, from the per-VM initrd
+NESTED_POD = "etc/kvlab/pod-ip"
+GUEST_BIRD_LOG = "/run/bird.log"  # the log file a nested node's config names, in the guest
 NIC_MODULES = ("virtio_pci", "virtio_net")  # what the guest needs; dependencies are resolved
+DISK_MODULES = ("virtio_blk", "isofs")  # a cloud-init (NoCloud) disk under KubeVirt: nested nodes
+GUEST_MODULES = NIC_MODULES + DISK_MODULES
+NESTED_MARKER = "# kvlab-nested-node"  # the first comment line of a nested node's cloud-init user data
 DEFAULT_GATEWAY = "169.254.1.1"
 DEFAULT_GATEWAY6 = "fe80::ecee:eeff:feee:eeee"  # topology.WORKLOAD_GATEWAY6
 READY_MARKER = "kvlab-guest: ready"
@@ -182,6 +199,43 @@ until netstat -ltn 2>/dev/null | grep -q ":$PORT "; do
   n=$((n + 1)); [ "$n" -gt 250 ] && fatal "echo server does not listen on $PORT"
   usleep 20000
 done
+if [ ! -f /@NESTED_CONFIG@ ]; then  # under KubeVirt a nested node's files come by cloud-init (NoCloud)
+  mkdir -p /mnt/cidata
+  for dev in /dev/vd? /dev/sr?; do
+    [ -b "$dev" ] && mount -t iso9660 -o ro "$dev" /mnt/cidata 2>/dev/null || continue
+    if grep -q '^@NESTED_MARKER@' /mnt/cidata/user-data 2>/dev/null; then
+      sh /mnt/cidata/user-data || fatal "the cloud-init user data on $dev failed"
+      log "nested node files from the cloud-init disk $dev"
+    fi
+    umount /mnt/cidata
+  done
+fi
+if [ -f /@NESTED_CONFIG@ ]; then  # a nested node: BIRD, its pod address, its control relay
+  read -r POD < /@NESTED_POD@ || fatal "no /@NESTED_POD@"
+  ip addr add "$POD/32" dev lo || fatal "cannot add the pod address $POD/32 to lo"
+  mkdir -p /run
+  export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+  bird -c /@NESTED_CONFIG@ -s /run/bird.ctl -P /run/bird.pid || fatal "BIRD does not start"
+  cat > /bin/kvlab-birdctl <<'RELAY'
+#!/bin/sh
+# BIRD's control protocol for one TCP client (nc -e), read-only (birdc -r: show commands only):
+# greeting, then per command line the reply codes birdc -v prints (without its greeting and
+# "0016 Access restricted"), continuation lines restored, a final 0000 where birdc drops it.
+set -f
+hello=$(birdc -r -v -s /run/bird.ctl show status 2>/dev/null | head -n 1)
+case "$hello" in 0001\ *) echo "$hello" ;; *) exit 1 ;; esac
+while IFS= read -r cmd; do
+  out=$(birdc -r -v -s /run/bird.ctl $cmd 2>/dev/null) || exit 1
+  printf '%s\n' "$out" | awk 'NR <= 2 && /^00(01|16) / { next }
+    /^     / { print " " substr($0, 6); last = ""; next }
+    { print; last = $0 }
+    END { if (last !~ /^[0-9][0-9][0-9][0-9] /) print "0000 " }'
+done
+RELAY
+  chmod 755 /bin/kvlab-birdctl
+  ( while :; do nc -ll -p @BIRDCTL@ -e /bin/kvlab-birdctl; log "relay exited ($?)"; usleep 200000; done ) &
+  log "nested node: BIRD started, pod $POD, control port @BIRDCTL@"
+fi
 log "ready ip=$IP port=$PORT"
 while :; do sleep 3600; done
 """
@@ -195,12 +249,21 @@ def render_init(
     gateway6: str = DEFAULT_GATEWAY6,
 ) -> str:
     mods = " ".join(modules)
-    return (
+    text = (
         _INIT_TEMPLATE.replace("@MODULES@", mods)
         .replace("@PORT@", str(port))
         .replace("@GW6@", gateway6)
         .replace("@GW@", gateway)
     )
+    nested = {
+        "@BIRDCTL@": str(BIRDCTL_PORT),
+        "@NESTED_CONFIG@": NESTED_CONFIG,
+        "@NESTED_POD@": NESTED_POD,
+        "@NESTED_MARKER@": NESTED_MARKER,
+    }
+    for key, value in nested.items():
+        text = text.replace(key, value)
+    return text
 
 
 # -- kernel modules: .modinfo, modules.builtin, load order -------------------------------------
@@ -376,7 +439,11 @@ def cpio_newc(entries: Iterable[CpioEntry], *, mtime: int = 0) -> bytes:
     return out.getvalue()
 
 
-def initramfs_entries(busybox: bytes, init: str, modules: Mapping[str, bytes]) -> list[CpioEntry]:
+def initramfs_entries(
+    busybox: bytes, init: str, modules: Mapping[str, bytes], programs: Mapping[str, bytes] | None = None
+) -> list[CpioEntry]:
+    """The initramfs: busybox, /init, kernel modules, and `programs` (path -> an executable or
+    shared library, e.g. BIRD and what it links), parent directories first."""
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
     entries = [CpioEntry(p, d) for p in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev")]
     entries += [CpioEntry(p, d) for p in ("proc", "sys", "tmp", "lib", "lib/modules")]
@@ -388,7 +455,79 @@ def initramfs_entries(busybox: bytes, init: str, modules: Mapping[str, bytes]) -
         CpioEntry("init", x, init.encode()),
     ]
     entries += [CpioEntry(f"lib/modules/{name}.ko", f, data) for name, data in modules.items()]
+    have = {e.path for e in entries}
+    for path, data in sorted((programs or {}).items()):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in have:
+                entries.append(CpioEntry(parent, d))
+                have.add(parent)
+        entries.append(CpioEntry(path, x, data))
+        have.add(path)
     return entries
+
+
+def ldd_libraries(text: str, binary: str = "") -> list[str]:
+    """The absolute paths `ldd` resolved (the dynamic loader included, the vDSO not);
+    GuestImageError naming a library it did not find."""
+    paths: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if "=> not found" in line:
+            what = binary or "a guest binary"
+            raise GuestImageError(f"{what} needs {line.split()[0]}, which ldd does not find")
+        m = re.match(r"(?:\S+ => )?(/\S+) \(0x[0-9a-f]+\)$", line)
+        if m and m.group(1) not in paths:
+            paths.append(m.group(1))
+    return paths
+
+
+def nested_user_data(node: str, bird_conf: str, pod_ip: str) -> str:
+    """Cloud-init user data for a nested node's VM: a shell script writing its BIRD config and
+    pod address where /init looks (the guest's /init runs it from the NoCloud disk; cloud-init
+    would run it as well). ValueError for a pod address that is no IPv4 address or a config
+    that would end the script's here-document."""
+    pod = ipaddress.IPv4Address(pod_ip)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", node):
+        raise ValueError(f"nested node name {node!r} must be 1-63 characters of [A-Za-z0-9_.-]")
+    if any(line.strip() == "KVLAB_BIRD_CONF" for line in bird_conf.splitlines()):
+        raise ValueError("the BIRD config has a line 'KVLAB_BIRD_CONF', which ends the here-document")
+    return (
+        f"#!/bin/sh\n{NESTED_MARKER} {node}: BIRD config (kvlab's confd emulation) and pod address\n"
+        f"mkdir -p /{NESTED_CONFIG.rsplit('/', 1)[0]}\n"
+        f"cat > /{NESTED_CONFIG} <<'KVLAB_BIRD_CONF'\n{bird_conf.rstrip()}\nKVLAB_BIRD_CONF\n"
+        f"echo {pod} > /{NESTED_POD}\n"
+    )
+
+
+def nested_initrd(image: GuestImage, bird_conf: str, pod_ip: str, out: Path) -> Path:
+    """`image`'s initrd with a nested node's files appended as a second (gzip'd) cpio, which the
+    kernel unpacks over the first: BIRD's config and the pod address. Written atomically to `out`;
+    a migration target boots from the same file, so QEMU sees the same ROM on both ends."""
+    if BIRD_PACKAGE not in image.packages:
+        raise GuestImageError(
+            f"the guest image {image.key} has no BIRD (built before nested nodes ran in guests): "
+            "run 'kvlab image build' with apt's lists available",
+            missing=[BIRD_PACKAGE],
+        )
+    pod = ipaddress.IPv4Address(pod_ip)  # ValueError for anything else
+    d, f = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644
+    extra = cpio_newc(
+        [
+            CpioEntry("etc", d),
+            CpioEntry("etc/kvlab", d),
+            CpioEntry(NESTED_CONFIG, f, bird_conf.encode()),
+            CpioEntry(NESTED_POD, f, f"{pod}\n".encode()),
+        ]
+    )
+    base = image.initrd.read_bytes()
+    data = base + b"\0" * (-len(base) % 4) + gzip.compress(extra, compresslevel=6, mtime=0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    return out
 
 
 # -- apt: which packages, which versions ----------------------------------------------------------
@@ -470,7 +609,7 @@ def apt_fingerprint(paths: Iterable[Path] = APT_STATE) -> str:
 
 
 def resolve_packages(memo: Path | None = None) -> dict[str, str]:
-    """The candidate versions: {'linux-image-<abi>-amd64': ver, 'busybox-static': ver}.
+    """The candidate versions: {'linux-image-<abi>-amd64': ver, 'busybox-static': ver, 'bird': ver}.
 
     `apt-cache show` parses every list (~0.7 s without a pkgcache.bin), so the answer is
     remembered in `memo` together with a fingerprint of apt's state.
@@ -479,7 +618,8 @@ def resolve_packages(memo: Path | None = None) -> dict[str, str]:
     if memo is not None:
         with contextlib.suppress(OSError, ValueError, KeyError):
             saved = json.loads(memo.read_text())
-            if saved["fingerprint"] == fingerprint:
+            complete = {BUSYBOX_PACKAGE, BIRD_PACKAGE} <= set(saved["packages"])  # not an older memo
+            if saved["fingerprint"] == fingerprint and complete:
                 return dict(saved["packages"])
     packages = _apt_candidates()
     if memo is not None:
@@ -492,13 +632,13 @@ def resolve_packages(memo: Path | None = None) -> dict[str, str]:
 
 def _apt_candidates() -> dict[str, str]:
     res = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", KERNEL_METAPACKAGE, BUSYBOX_PACKAGE],
+        ["apt-cache", "show", "--no-all-versions", KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, BIRD_PACKAGE],
         capture_output=True,
         text=True,
         check=False,
     )
     stanzas = parse_apt_show(res.stdout)
-    missing = [p for p in (KERNEL_METAPACKAGE, BUSYBOX_PACKAGE) if p not in stanzas]
+    missing = [p for p in (KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, BIRD_PACKAGE) if p not in stanzas]
     if missing:
         raise GuestImageError(
             f"apt knows no package {', '.join(repr(m) for m in missing)} (the guest image is built from "
@@ -506,7 +646,11 @@ def _apt_candidates() -> dict[str, str]:
             missing=missing,
         )
     kernel, kver = kernel_package(stanzas[KERNEL_METAPACKAGE])
-    return {kernel: kver, BUSYBOX_PACKAGE: stanzas[BUSYBOX_PACKAGE]["Version"]}
+    return {
+        kernel: kver,
+        BUSYBOX_PACKAGE: stanzas[BUSYBOX_PACKAGE]["Version"],
+        BIRD_PACKAGE: stanzas[BIRD_PACKAGE]["Version"],
+    }
 
 
 # -- the cache ------------------------------------------------------------------------------------
@@ -569,7 +713,7 @@ def _cached_or_built(root: Path, progress: Progress) -> GuestImage:
         if cached:
             return cached[0]  # offline or apt lists gone: the newest image still boots
         raise
-    key = cache_key(packages, _INIT_TEMPLATE, NIC_MODULES)
+    key = cache_key(packages, _INIT_TEMPLATE, GUEST_MODULES)
     if (img := _load(root / key)) is not None:
         return img
     with cache_lock(root, error=GuestImageError):
@@ -615,11 +759,14 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                 raise GuestImageError(f"apt-get download left no .deb for {name}", missing=[name])
             return found[0]
 
-        with progress.step("extract guest packages", total=2) as step:
+        with progress.step("extract guest packages", total=3) as step:
             _run(["dpkg-deb", "-x", str(deb(BUSYBOX_PACKAGE)), str(work / "bb")], what="unpacking busybox")
             step.advance(detail=BUSYBOX_PACKAGE)
             _run(["dpkg-deb", "-x", str(deb(kernel_pkg)), str(work / "k")], what="unpacking the kernel")
             step.advance(detail=kernel_pkg)
+            _run(["dpkg-deb", "-x", str(deb(BIRD_PACKAGE)), str(work / "bird")], what="unpacking BIRD")
+            step.advance(detail=BIRD_PACKAGE)
+        programs = _bird_files(work / "bird")
 
         busybox = work / "bb" / "bin" / "busybox"
         if not busybox.is_file():
@@ -644,12 +791,13 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                     elf[name] = decompress_module(files[name])
                 return module_depends(elf[name])
 
-            order = load_order(NIC_MODULES, depends, set(files), builtin)
+            order = load_order(GUEST_MODULES, depends, set(files), builtin)
             step.advance(len(order), detail=" ".join(order))
 
         with progress.step("guest initramfs", total=None) as step:
             init = render_init(order)
-            raw = cpio_newc(initramfs_entries(busybox.read_bytes(), init, {m: elf[m] for m in order}))
+            modules = {m: elf[m] for m in order}
+            raw = cpio_newc(initramfs_entries(busybox.read_bytes(), init, modules, programs))
             out = work / "out"
             out.mkdir()
             (out / "initrd.gz").write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
@@ -661,7 +809,7 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                 "packages": packages,
                 "kernel_release": release,
                 "modules": order,
-                "builtin_skipped": sorted(set(NIC_MODULES) & builtin),
+                "builtin_skipped": sorted(set(GUEST_MODULES) & builtin),
                 "kernel": "vmlinuz",
                 "initrd": "initrd.gz",
                 "cmdline_params": [
@@ -672,6 +820,7 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
                     "kvlab.ip6",
                     "kvlab.gw6",
                 ],
+                "programs": sorted(programs),
                 "built_at": time.time(),
                 "build_seconds": round(time.monotonic() - started, 2),
             }
@@ -683,3 +832,18 @@ def _build(root: Path, key: str, packages: dict[str, str], progress: Progress) -
     if img is None:  # pragma: no cover - we just wrote it
         raise GuestImageError(f"the image in {root / key} is incomplete")
     return img
+
+
+def _bird_files(root: Path) -> dict[str, bytes]:
+    """BIRD's binaries from the unpacked package under `root` and the shared libraries `ldd`
+    resolves for them (the machine's own, as installed with its `bird`), by guest path."""
+    files: dict[str, bytes] = {}
+    for rel in BIRD_BINARIES:
+        binary = root / rel
+        if not binary.is_file():
+            raise GuestImageError(f"{BIRD_PACKAGE} has no /{rel}", missing=[BIRD_PACKAGE])
+        files[rel] = binary.read_bytes()
+        res = _run(["ldd", str(binary)], what=f"listing the libraries of /{rel}")
+        for lib in ldd_libraries(res.stdout, f"/{rel}"):
+            files.setdefault(lib.lstrip("/"), Path(lib).resolve().read_bytes())
+    return files

@@ -11,7 +11,9 @@ Layout of one lab instance `<lab>`:
   `eth0` with the VM's /32 and a default route via 169.254.1.1 on-link;
 - BIRD's config, control socket, pid file and log are in `<run dir>/<lab>/<entity>/`;
 - a nested cluster's node has no namespace of its own: its BIRD runs in its VM's namespace
-  (no node agent: nested pods don't migrate), with a test pod address on its `lo`.
+  (no node agent: nested pods don't migrate), with a test pod address on its `lo`; in a QEMU
+  VM, BIRD runs in the guest (config and pod address from the VM's initrd) and a relay
+  (`birdrelay`) gives it a control socket on the host like every other speaker's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from harness.render.bird import check_rendered, render_node, render_router, rend
 from harness.runtime.base import RenderReport, Runtime
 from harness.runtime.netns import mockguest
 from harness.runtime.netns.agent import AgentClient
+from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
 from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
@@ -53,6 +56,7 @@ from harness.topology import (
 from harness.wait import eventually
 
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
+BIRDRELAY = "harness.runtime.netns.birdrelay"  # a nested node's control socket when it runs in QEMU
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -145,15 +149,6 @@ class NetnsRuntime(Runtime):
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         topo, resources = self.topo, self.context.resources
         self.preflight()
-        in_qemu = [n for n, vm in topo.nested_vm.items() if topo.workload(vm).backend == "qemu"]
-        if in_qemu:
-            raise PreflightError(
-                self.name,
-                [
-                    f"nested nodes {', '.join(in_qemu)} run in QEMU VMs: the netns runtime's guest image "
-                    "has no BIRD, so nested nodes need mock VMs (backend: mock) here"
-                ],
-            )
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -169,14 +164,22 @@ class NetnsRuntime(Runtime):
             self.down()
             raise
 
+    def in_guest(self, entity: str) -> bool:
+        """Whether `entity` is a nested node whose BIRD runs inside a QEMU guest."""
+        vm = self.hosted.get(entity)
+        return vm is not None and self.topo.workload(vm).backend == "qemu"
+
     def healthy(self) -> bool:
         state = LabState.load(self.run_dir)
         if state is None:
             return False
         for entity, kind in state.entities.items():
-            if not netlink.namespace_exists(self.ns(entity)):
+            if not self.in_guest(entity) and not netlink.namespace_exists(self.ns(entity)):
                 return False
-            if kind in ("router", "node") and not all(
+            if self.in_guest(entity):
+                if not self._pid_alive(entity, "birdctl"):
+                    return False
+            elif kind in ("router", "node") and not all(
                 self._pid_alive(entity, DAEMONS[f]) for f in self._families(entity)
             ):
                 return False
@@ -547,13 +550,14 @@ class NetnsRuntime(Runtime):
     def agent(self, node: str) -> AgentClient:
         return AgentClient(self.entity_dir(node) / "agent.ctl")
 
-    def _daemon(self, entity: str, name: str, argv: list[str]) -> None:
-        """Start a long-running helper process inside an entity; pid and log in its run dir."""
+    def _daemon(self, entity: str, name: str, argv: list[str], *, inside: bool = True) -> None:
+        """Start a long-running helper process inside an entity (`inside=False`: in this
+        process's namespace, for the entity); pid and log in its run dir."""
         d = self.entity_dir(entity)
         d.mkdir(parents=True, exist_ok=True)
         with open(d / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                self.command(entity, argv),
+                self.command(entity, argv) if inside else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -611,6 +615,8 @@ class NetnsRuntime(Runtime):
         """A pod per nested node: its address on the VM's loopback, so traffic to
         the nested pool reaches a process (the mock guest's echo server listens on all addresses)."""
         for node, ip in topo.nested_pod.items():
+            if self.in_guest(node):
+                continue  # the guest's /init puts it on its lo
             ns = self.ns(node)
             netlink.link_up(ns, NESTED_POD_IF)
             netlink.add_address(ns, NESTED_POD_IF, _host_iface(ip))
@@ -666,10 +672,42 @@ class NetnsRuntime(Runtime):
                     text = render_router(topo, entity, log, family=family)
                 else:
                     cluster, _ = topo.spec.node(entity)
+                    if self.in_guest(entity):
+                        log = GUEST_BIRD_LOG
                     text = render_node(topo, entity, resources.get(cluster.name, []), log, family=family)
                 files["config"].write_text(text)
+                if self.in_guest(entity):
+                    self._start_guest_bird(topo, entity, text)
+                    step.advance(detail=f"{entity} (in {self.hosted[entity]}'s guest)")
+                    continue
                 self._start_bird(entity, family)
                 step.advance(detail=entity if family == 4 else f"{entity} (bird6)")
+
+    def _start_guest_bird(self, topo: Topology, node: str, config: str) -> None:
+        """A nested node in a QEMU guest: its config and pod address go into the VM's initrd
+        (BIRD starts when the guest boots); its control socket on the host is a relay."""
+        w = topo.workload(self.hosted[node])
+        self.qemu.prepare_nested(w.vm, config, str(topo.nested_pod[node]))
+        relay = [
+            sys.executable,
+            "-m",
+            BIRDRELAY,
+            "--socket",
+            str(self.bird_socket(node)),
+            "--run-dir",
+            str(self.run_dir),
+            "--lab",
+            self.lab,
+            "--vm",
+            w.vm,
+            "--node",
+            w.node,
+            "--ip",
+            str(w.ip),
+            "--port",
+            str(BIRDCTL_PORT),
+        ]
+        self._daemon(node, "birdctl", relay, inside=False)
 
     def _start_bird(self, entity: str, family: int = 4) -> None:
         files = self.bird_files(entity, family)

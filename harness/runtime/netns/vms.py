@@ -26,17 +26,19 @@ import os
 import secrets
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness import failpoints, netlink, procs
 from harness.errors import LabError, WaitTimeout
-from harness.runtime.netns.guestimage import GuestImage, ensure_image
+from harness.runtime.netns.guestimage import GuestImage, ensure_image, nested_initrd
 from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
 MIGRATION_PORT = 49152  # KubeVirt/libvirt's live-migration port
+NESTED_INITRD = "initrd-nested.gz"  # <run>/<vm>/: the guest image's initrd plus a nested node's files
 BOOT_TIMEOUT = 90.0
 MIGRATION_TIMEOUT = 60.0
 RESUME_TIMEOUT = 10.0  # a target that has all the state resumes within this
@@ -71,6 +73,23 @@ class QemuVMs:
         if self._image is None:
             self._image = ensure_image(self.rt.progress, pvh=True)
         return self._image
+
+    def nested_initrd(self, vm: str) -> Path:
+        return self.rt.entity_dir(vm) / NESTED_INITRD
+
+    def prepare_nested(self, vm: str, bird_conf: str, pod_ip: str) -> Path:
+        """The initrd VM `vm` boots from when a nested node runs in it (every instance, the
+        migration targets too: QEMU needs the same ROM on both ends)."""
+        return nested_initrd(self.image(), bird_conf, pod_ip, self.nested_initrd(vm))
+
+    def image_for(self, w: Any) -> GuestImage:
+        """The image VM `w` boots: the guest image, with a nested node's files if it hosts one."""
+        if self.rt.spec.nested_node_in(w.vm) is None:
+            return self.image()
+        initrd = self.nested_initrd(w.vm)
+        if not initrd.is_file():
+            raise LabError(f"{w.vm} runs a nested node but its initrd {initrd} was never written")
+        return replace(self.image(), initrd=initrd)
 
     def run_dir(self, vm: str, instance: str) -> Path:
         if not instance.startswith("qemu-") or "/" in instance or instance in ("qemu-", ".", ".."):
@@ -121,7 +140,7 @@ class QemuVMs:
 
     def boot(self, w: Any, node: str, instance: str) -> float:
         """Start the VM on `node` (plugged) as `instance`, wait for its TCP server; seconds to ready."""
-        guest = QemuGuest(self.rt.ns(node), self.image(), self.spec(w), self.run_dir(w.vm, instance))
+        guest = QemuGuest(self.rt.ns(node), self.image_for(w), self.spec(w), self.run_dir(w.vm, instance))
         guest.start()
         ready = guest.wait_ready(timeout=BOOT_TIMEOUT)
         guest.qmp.close()
@@ -132,7 +151,7 @@ class QemuVMs:
         self.plug(w, target)
         guest = QemuGuest(
             self.rt.ns(target),
-            self.image(),
+            self.image_for(w),
             self.spec(w),
             self.run_dir(w.vm, instance),
             incoming=f"tcp:{target_ip}:{MIGRATION_PORT}",
