@@ -217,7 +217,7 @@ class Lab:
     # -- entities ----------------------------------------------------------------------
     def _family(self, name: str, family: int) -> int:
         """`family` checked against the lab: 6 only in a dual-stack lab (KeyError otherwise)."""
-        if family not in self.spec.families or (family == 6 and name in self.topo.nested_vm):
+        if not self.topo.runs_family(name, family):
             raise KeyError(f"'{name}' of lab '{self.name}' runs no BIRD for IPv{family}")
         return family
 
@@ -245,7 +245,7 @@ class Lab:
             BirdSpeaker(self.runtime, e, family)
             for family in self.spec.families
             for e, k in self.topo.entities.items()
-            if k in ("router", "node") and not (family == 6 and e in self.topo.nested_vm)
+            if k in ("router", "node") and self.topo.runs_family(e, family)
         ]
 
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0):  # type: ignore[no-untyped-def]
@@ -387,11 +387,14 @@ class Lab:
 
     def canary(self, src: str, dst: str, *, family: int = 4, **kwargs: Any) -> Canary:
         """A TCP canary (context manager) from host `src` to a VM (over IPv4, or IPv6 with
-        `family=6`), or to the test pod of a nested cluster's node (through the nested pool),
+        `family=6`), or to the test pod of a nested cluster's node (through the nested pool; its
+        IPv6 pod with `family=6` when the nested cluster has IPv6 pools),
         named by `dst` (see harness.canary)."""
         if src not in {h.name for h in self.spec.hosts}:
             raise InvalidRequest(f"no external host '{src}' in lab '{self.name}' for the canary")
-        if family == 6:
+        if family == 6 and dst in self.topo.nested_pod6:
+            ip = str(self.topo.nested_pod6[dst])
+        elif family == 6:
             if dst not in {w.vm for w in self.topo.workloads} or self.topo.workload(dst).ip6 is None:
                 raise InvalidRequest(
                     f"no VM '{dst}' with an IPv6 address in lab '{self.name}' for the canary"

@@ -183,15 +183,12 @@ def check_lab(spec: LabSpec, smap: SourceMap, resources: dict[str, list[Any]]) -
 
 def _check_pools6(spec: LabSpec, bad: Any) -> None:
     """IPv6 pools: inside the documentation range 2001:db8::/32, out of the fabric's /64, no
-    overlap, room for a block per node; nested clusters stay IPv4."""
+    overlap, room for a block per node; a dual-stack nested cluster's nodes run in mock VMs
+    with an `ip6` (the node's IPv6 address; a QEMU guest runs `bird` only)."""
     pools6: list[tuple[ipaddress.IPv6Network, tuple]] = []
     for ci, c in enumerate(spec.clusters):
         if c.pools6 and c.parent is not None:
-            bad(
-                ("clusters", ci, "pools6"),
-                f"nested cluster '{c.name}' has IPv6 pools: IPv6 workload peering "
-                "(localWorkloadPeeringIPV6) is not emulated yet, nested clusters are IPv4 only",
-            )
+            _check_nested6(spec, ci, c, bad)
         for pi, pool in enumerate(c.pools6):
             path = ("clusters", ci, "pools6", pi)
             if pool.is_link_local:
@@ -392,6 +389,33 @@ def _check_resources(spec: LabSpec, resources: dict[str, list[Any]]) -> list[Spe
     return issues
 
 
+def _check_nested6(spec: LabSpec, ci: int, c: Cluster, bad: Any) -> None:
+    """A nested cluster with IPv6 pools: each node's VM has an IPv6 address (the node's, which
+    peers with the parent's localWorkloadPeeringIPV6) and is a mock VM."""
+    vms = {v.name: v for v in spec.vms}
+    for ni, n in enumerate(c.nodes):
+        vm = vms.get(n.vm or "")
+        if vm is None:
+            continue  # reported by _check_nested
+        if vm.ip6 is None:
+            bad(
+                ("clusters", ci, "nodes", ni, "vm"),
+                f"node '{n.name}' of dual-stack nested cluster '{c.name}' runs in VM '{vm.name}', "
+                "which has no ip6: the node's IPv6 address is its VM's (give the VM an ip6)",
+            )
+        if vm.backend != "mock":
+            bad(
+                ("clusters", ci, "pools6"),
+                f"nested cluster '{c.name}' has IPv6 pools, but its node '{n.name}' runs in QEMU VM "
+                f"'{vm.name}', whose guest runs IPv4 BIRD only: dual-stack nested nodes run in mock VMs",
+            )
+
+
+def is_workload_peering(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `ip` is a workload peering address of the address plan (169.254.0.179, the ULA)."""
+    return ip in WORKLOAD_PEERING_IPS if ip.version == 4 else ip in WORKLOAD_PEERING6_RANGE
+
+
 def _default_bgp_configuration(items: list[Any]) -> tuple[Any, SourceMap, tuple] | None:
     return next(
         (i for i in items if isinstance(i[0], cr.BGPConfiguration) and i[0].metadata.name == "default"), None
@@ -435,7 +459,19 @@ def _check_workload_peering(
                     )
                 )
         parent_conf = _default_bgp_configuration(resources.get(parent.name, [])) if parent else None
-        parent_ip = parent_conf[0].spec.localWorkloadPeeringIPV4 if parent_conf else None
+        parent_ips = {
+            4: parent_conf[0].spec.localWorkloadPeeringIPV4 if parent_conf else None,
+            6: parent_conf[0].spec.localWorkloadPeeringIPV6 if parent_conf else None,
+        }
+        if parent is not None and cluster.pools6 and parent_ips[6] is None:
+            issues.append(
+                lab_map.issue(
+                    ("clusters", ci, "pools6"),
+                    f"nested cluster '{cluster.name}' has IPv6 pools, but its parent '{parent.name}' has "
+                    "no localWorkloadPeeringIPV6 in its BGPConfiguration 'default' (e.g. "
+                    "fdc9:9723:09bc::1): IPv6 workload peering is off until it is set",
+                )
+            )
         for res, smap, prefix in items:
             if not isinstance(res, cr.BGPPeer):
                 continue
@@ -457,7 +493,7 @@ def _check_workload_peering(
                 ip = ipaddress.ip_address(res.spec.peerIP)
             except ValueError:
                 continue  # reported by _check_bgp_peer
-            if ip not in WORKLOAD_PEERING_IPS:
+            if not is_workload_peering(ip):
                 continue
             if parent is None:
                 if cluster.parent is None:
@@ -478,11 +514,13 @@ def _check_workload_peering(
                         f"parent '{parent.name}' AS {parent.asn}, not {got}",
                     )
                 )
+            parent_ip = parent_ips[ip.version]
             if parent_ip is not None and ipaddress.ip_address(parent_ip) != ip:
+                field_name = "localWorkloadPeeringIPV4" if ip.version == 4 else "localWorkloadPeeringIPV6"
                 issues.append(
                     smap.issue(
                         (*prefix, "spec", "peerIP"),
-                        f"parent cluster '{parent.name}' listens on localWorkloadPeeringIPV4 {parent_ip}, "
+                        f"parent cluster '{parent.name}' listens on {field_name} {parent_ip}, "
                         f"not {ip}",
                     )
                 )
@@ -579,7 +617,7 @@ def _check_bgp_peer(
         )
         return
     router = router_ips.get(ip)
-    if router is None and ip not in WORKLOAD_PEERING_IPS:
+    if router is None and not is_workload_peering(ip):
         known = ", ".join(sorted(map(str, router_ips))) or "none"
         bad(("spec", "peerIP"), f"{ip} is no router address in this lab (known: {known})")
     elif router is not None and spec.asNumber not in (None, router.asn):

@@ -149,6 +149,7 @@ class Topology:
     workloads: list[Workload] = field(default_factory=list)
     nested_vm: dict[str, str] = field(default_factory=dict)  # nested node -> the parent VM it runs in
     nested_pod: dict[str, IPv4] = field(default_factory=dict)  # nested node -> its test pod's IP
+    nested_pod6: dict[str, IPv6] = field(default_factory=dict)  # dual-stack nested node -> its IPv6 pod
     tor_address6: dict[str, ipaddress.IPv6Interface] = field(default_factory=dict)  # dual stack
     node_address6: dict[str, ipaddress.IPv6Interface] = field(default_factory=dict)
     node_blocks6: dict[str, list[Net6]] = field(default_factory=dict)
@@ -233,6 +234,13 @@ class Topology:
                     )
         return out
 
+    def runs_family(self, entity: str, family: int) -> bool:
+        """Whether a router or node runs BIRD for `family` (bird6: in a dual-stack lab; a nested
+        node only when its cluster has IPv6 pools, its VM's ip6 its node address)."""
+        if family not in self.families:
+            return False
+        return family == 4 or entity not in self.nested_vm or entity in self.node_address6
+
     def node_ip(self, node: str, family: int = 4) -> IPv4 | IPv6 | None:
         """A node's address of a family (None: none of that family)."""
         addr = self.node_address.get(node) if family == 4 else self.node_address6.get(node)
@@ -286,7 +294,10 @@ def resolve(spec: LabSpec) -> Topology:
     # the VM's only interface; its default route goes via the parent node's 169.254.1.1).
     for cluster, node in spec.all_nodes():
         if cluster.parent is not None and node.vm is not None:
-            topo.node_address[node.name] = ipaddress.IPv4Interface(f"{spec.vm(node.vm).ip}/32")
+            vm = spec.vm(node.vm)
+            topo.node_address[node.name] = ipaddress.IPv4Interface(f"{vm.ip}/32")
+            if cluster.pools6 and vm.ip6 is not None:  # a dual-stack nested node: its VM's ip6
+                topo.node_address6[node.name] = ipaddress.IPv6Interface(f"{vm.ip6}/128")
             topo.nested_vm[node.name] = node.vm
 
     explicit = [link.subnet for link in spec.links if link.subnet is not None]
@@ -323,6 +334,9 @@ def resolve(spec: LabSpec) -> Topology:
             for i, node in enumerate(cluster.nodes):
                 per_pool = [list(pool.subnets(new_prefix=cluster.block_size)) for pool in cluster.pools]
                 topo.node_blocks[node.name] = [blocks[i] for blocks in per_pool if i < len(blocks)]
+                per_pool6 = [list(pool.subnets(new_prefix=cluster.block_size6)) for pool in cluster.pools6]
+                if per_pool6:
+                    topo.node_blocks6[node.name] = [blocks[i] for blocks in per_pool6 if i < len(blocks)]
             continue
         blocks = [b for pool in cluster.pools for b in pool.subnets(new_prefix=cluster.block_size)]
         for node, block in zip(cluster.nodes, blocks, strict=False):
@@ -336,6 +350,8 @@ def resolve(spec: LabSpec) -> Topology:
     for node in topo.nested_vm:
         if topo.node_blocks.get(node):
             topo.nested_pod[node] = next(topo.node_blocks[node][0].hosts())
+        if topo.node_blocks6.get(node):
+            topo.nested_pod6[node] = next(topo.node_blocks6[node][0].hosts())
 
     for vm in spec.vms:
         cluster, _ = spec.node(vm.node)

@@ -215,12 +215,15 @@ def from_topology(topo: Topology, cluster: str, resources: Iterable[Any]) -> Clu
         for n in nodes
     }
     workloads: dict[str, list[LocalWorkload]] = {n: [] for n in nodes}
+    default = Cluster(nodes={}, resources=tuple(items)).default_config()
+    v6_peering = default.localWorkloadPeeringIPV6 is not None
     for peer in items:
         if isinstance(peer, cr.BGPPeer) and peer.spec.localWorkloadSelector is not None:
             match = compile_selector(peer.spec.localWorkloadSelector)
             for w in topo.workloads:
                 if w.node in workloads and match(topo.workload_labels(w.vm)):
-                    workloads[w.node].append(LocalWorkload(peer.metadata.name, ipv4=str(w.ip)))
+                    ip6 = str(w.ip6) if v6_peering and w.ip6 is not None else None
+                    workloads[w.node].append(LocalWorkload(peer.metadata.name, ipv4=str(w.ip), ipv6=ip6))
     return Cluster(
         nodes=nodes,
         resources=tuple(items),

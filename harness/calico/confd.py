@@ -642,27 +642,35 @@ def _seconds(duration: str | None) -> int | None:
 # -- workload peering (the node agent's part) ------------------------------------------------
 
 
-def workload_peering_ip(resources: list[Any]) -> str | None:
-    """The cluster's localWorkloadPeeringIPV4 (BGPConfiguration 'default'), if set."""
-    return bgp_configuration(resources).localWorkloadPeeringIPV4
+def workload_peering_ip(resources: list[Any], family: int = 4) -> str | None:
+    """The cluster's localWorkloadPeeringIPV4 (family 4) or localWorkloadPeeringIPV6 (family 6)
+    (BGPConfiguration 'default'), if set."""
+    conf = bgp_configuration(resources)
+    return conf.localWorkloadPeeringIPV4 if family == 4 else conf.localWorkloadPeeringIPV6
 
 
-def peering_workloads(topo: Topology, node: str, resources: list[Any]) -> list[str]:
-    """IPs of the workloads on `node` that some localWorkloadSelector BGPPeer peers with: the
-    ones whose host-side interface carries the workload peering IP (Felix's part)."""
-    if workload_peering_ip(resources) is None:
+def peering_workloads(topo: Topology, node: str, resources: list[Any], family: int = 4) -> list[str]:
+    """IPs (of a family) of the workloads on `node` that some localWorkloadSelector BGPPeer peers
+    with: the ones whose host-side interface carries the workload peering IP (Felix's part)."""
+    if workload_peering_ip(resources, family) is None:
         return []
     cluster, _ = topo.spec.node(node)
     state = cc.from_topology(topo, cluster.name, resources)
     peers = {p.metadata.name: p for p in state.of_kind(cr.BGPPeer)}
     out: list[str] = []
     for w in state.workloads.get(node, ()):
-        if w.ipv4 and w.ipv4 not in out and node in _node_side(state, peers[w.peer].spec):
-            out.append(w.ipv4)
+        ip = w.ipv4 if family == 4 else w.ipv6
+        if ip and ip not in out and node in _node_side(state, peers[w.peer].spec):
+            out.append(ip)
     return out
 
 
-def peering_ip_on(topo: Topology, node: str, resources: list[Any], workload_ip: str) -> str | None:
-    """The peering IP `node` provisions on a workload's interface: localWorkloadPeeringIPV4
-    when a localWorkloadSelector BGPPeer selects that workload there, else None."""
-    return workload_peering_ip(resources) if workload_ip in peering_workloads(topo, node, resources) else None
+def peering_ip_on(
+    topo: Topology, node: str, resources: list[Any], workload_ip: str, family: int = 4
+) -> str | None:
+    """The peering IP of a family `node` provisions on a workload's interface (`workload_ip` the
+    workload's address of that family): the family's localWorkloadPeeringIPV4/IPV6 when a
+    localWorkloadSelector BGPPeer selects that workload there, else None."""
+    if workload_ip in peering_workloads(topo, node, resources, family):
+        return workload_peering_ip(resources, family)
+    return None

@@ -232,8 +232,8 @@ def rendered_configs(spec: LabSpec) -> list[tuple[str, tuple[str | int, ...], st
         ]
         for ci, cluster in enumerate(spec.clusters):
             for ni, node in enumerate(cluster.nodes):
-                if family == 6 and node.name in topo.nested_vm:
-                    continue  # nested clusters are IPv4 only
+                if not topo.runs_family(node.name, family):
+                    continue  # a nested cluster without IPv6 pools
                 text = render_node(topo, node.name, resources.get(cluster.name, []), family=family)
                 out.append((node.name + suffix, ("clusters", ci, "nodes", ni), text))
     return out

@@ -7,13 +7,14 @@ machine per VM IP: RARP (QEMU's, no address in it) activates every IP of the VM,
 IPv4 address, an unsolicited neighbour advertisement (ICMPv6 type 136, Solicited flag clear,
 target = the VM's IPv6 address) its IPv6 address. IPv6 routes use the ipv6 priorities. For a
 workload a localWorkloadSelector BGPPeer selects (`peering_ip` set), it provisions the
-cluster's localWorkloadPeeringIPV4 as a /32 on the host side of the workload's interface.
+cluster's localWorkloadPeeringIPV4 as a /32 on the host side of the workload's interface, and
+(`peering_ip6` set) its localWorkloadPeeringIPV6 as a /128 there.
 The harness talks to it over a UNIX socket, one JSON request per connection:
 
     {"op": "ping"} | {"op": "status"}
     {"op": "add", "vm", "ip", "mac", "ifname", "running_here": bool,   # a VM pod on this node
-     "peering_ip": str | None, "ip6": str | None}
-    {"op": "target", "vm", "ip", "mac", "ifname", "peering_ip", "ip6"} # migration target pod created
+     "peering_ip": str | None, "peering_ip6": str | None, "ip6": str | None}
+    {"op": "target", "vm", "ip", "mac", "ifname", "peering_ip", "peering_ip6", "ip6"}  # target pod
     {"op": "source", "vm"}                                             # this node is a migration source
     {"op": "ended", "vm", "succeeded": bool}                           # the migration finished
     {"op": "remove", "vm"}                                             # the VM's pod left this node
@@ -51,6 +52,7 @@ ICMPV6 = 58
 ND_NEIGHBOR_ADVERT = 136
 NA_FLAG_SOLICITED = 0x40
 RTPROT_BOOT = 3
+IFA_F_NODAD = 0x02  # an IPv6 address used at once, without duplicate address detection
 SCOPE_LINK = 253  # a workload route is on-link, like `ip route add IP dev caliX` (and can be a gateway)
 IDLE_POLL = 0.25  # how often to retry opening a capture on an interface that is not there yet
 
@@ -107,11 +109,19 @@ class Workload:
     installed_metric: int | None = None
     peering_ip: str | None = None  # localWorkloadPeeringIPV4 to provision on `ifname`
     peering_done: bool = False
+    peering_ip6: str | None = None  # localWorkloadPeeringIPV6 (a ULA, never link-local), likewise
+    peering6_done: bool = False
     v6: FamilyRoute | None = None  # dual stack: the VM's IPv6 address
 
     @property
     def prefix(self) -> str:
         return f"{self.ip}/32"
+
+    def peering_pending(self) -> bool:
+        """Whether a workload peering IP still has to go on the interface."""
+        return (self.peering_ip is not None and not self.peering_done) or (
+            self.peering_ip6 is not None and not self.peering6_done
+        )
 
     def machines(self) -> list[VMRoute]:
         return [self.fsm] + ([self.v6.fsm] if self.v6 else [])
@@ -163,20 +173,30 @@ class Agent:
         self.log(w.vm, "route", op=op, prefix=dst, metric=metric, family=family)
 
     def provision_peering(self, w: Workload) -> None:
-        """The workload peering IP as a /32 on the workload's host-side interface (once it exists)."""
-        if w.peering_ip is None or w.peering_done:
+        """The workload peering IPs on the workload's host-side interface (once it exists): the
+        IPv4 one as a /32, the IPv6 one as a /128 without duplicate address detection (the same
+        address sits on every selected workload's interface, as Felix provisions it)."""
+        if not w.peering_pending():
             return
         ip = self._ipr()
         idx = ip.link_lookup(ifname=w.ifname)
         if not idx:
             return  # retried on the next tick
-        try:
-            ip.addr("add", index=idx[0], address=w.peering_ip, prefixlen=32)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise
-        w.peering_done = True
-        self.log(w.vm, "peering-ip", ifname=w.ifname, address=f"{w.peering_ip}/32")
+        for family, address in ((4, w.peering_ip), (6, w.peering_ip6)):
+            if address is None or (w.peering_done if family == 4 else w.peering6_done):
+                continue
+            extra = {} if family == 4 else {"family": socket.AF_INET6, "flags": IFA_F_NODAD}
+            length = 32 if family == 4 else 128
+            try:
+                ip.addr("add", index=idx[0], address=address, prefixlen=length, **extra)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+            if family == 4:
+                w.peering_done = True
+            else:
+                w.peering6_done = True
+            self.log(w.vm, "peering-ip", ifname=w.ifname, address=f"{address}/{length}", family=family)
 
     def program(self, w: Workload) -> None:
         """Make the kernel match the state machines: add the new route first, then drop the old."""
@@ -274,6 +294,7 @@ class Agent:
                         "ip": w.ip,
                         "ifname": w.ifname,
                         "peering_ip": w.peering_ip if w.peering_done else None,
+                        "peering_ip6": w.peering_ip6 if w.peering6_done else None,
                         **(
                             {"ip6": w.v6.ip, "state6": w.v6.fsm.state.value, "metric6": w.v6.installed_metric}
                             if w.v6
@@ -294,6 +315,7 @@ class Agent:
                 req["ifname"],
                 VMRoute(req["vm"], self.priorities),
                 peering_ip=req.get("peering_ip"),
+                peering_ip6=req.get("peering_ip6"),
             )
             if req.get("ip6"):
                 w.v6 = FamilyRoute(6, str(req["ip6"]), VMRoute(req["vm"], self.priorities6))
@@ -331,7 +353,7 @@ class Agent:
         wait = IDLE_POLL * 4
         for w in list(self.workloads.values()):
             self.apply_all(w, lambda m: m.tick(now))
-            if w.peering_ip is not None and not w.peering_done:
+            if w.peering_pending():
                 self.provision_peering(w)
                 wait = min(wait, IDLE_POLL)
             if w.in_target() and w.capture is None:

@@ -262,6 +262,7 @@ class Migration:
             ifname=w.host_ifname,
             running_here=True,
             peering_ip=self._peering_ip(self.source),
+            peering_ip6=self._peering_ip(self.source, family=6),
         )
         self.rt.set_vm_location(self.vm, self.source, self.source_if, guest=self.journal.source_guest)
         self._refresh_peering([self.source, self.target])
@@ -357,6 +358,7 @@ class Migration:
             mac=w.mac,
             ifname=w.host_ifname,
             peering_ip=self._peering_ip(self.target, {self.vm: self.target}),
+            peering_ip6=self._peering_ip(self.target, {self.vm: self.target}, family=6),
         )
 
     @staticmethod
@@ -374,19 +376,32 @@ class Migration:
         nested = self.rt.spec.nested_node_in(self.vm)
         if nested is None:
             return
-        cluster, _ = nested
-        peer = f"Local_Workload_{str(self.workload.ip).replace('.', '_')}"
+        cluster, node = nested
         _, target_node = self.rt.spec.node(self.target)
         tor = self.rt.spec.rack(target_node.rack).tor if target_node.rack else None
-        via = str(self.rt.topo.node_address[self.target].ip)
+        # Each family the nested node speaks: its session to the parent, its pools at the ToR.
+        families = [(4, self.workload.ip, cluster.pools)]
+        if self.workload.ip6 is not None and node.name in self.rt.topo.node_address6:
+            families.append((6, self.workload.ip6, cluster.pools6))
 
         def session_back() -> bool:
-            sessions = {s.name: s.state for s in BirdSpeaker(self.rt, self.target).sessions()}
-            return sessions.get(peer) == "Established"
+            for family, ip, _ in families:
+                peer = f"Local_Workload_{str(ip).replace('.', '_').replace(':', '_')}"
+                sessions = {s.name: s.state for s in BirdSpeaker(self.rt, self.target, family).sessions()}
+                if sessions.get(peer) != "Established":
+                    return False
+            return True
 
         def pools_via_target() -> bool:
-            best = [BirdSpeaker(self.rt, tor).best_route(str(pool)) for pool in cluster.pools] if tor else []
-            return all(b is not None and b.via == via for b in best)
+            if tor is None:
+                return False
+            for family, _, pools in families:
+                via = str(self.rt.topo.node_ip(self.target, family))
+                for pool in pools:
+                    best = BirdSpeaker(self.rt, tor, family).best_route(str(pool))
+                    if best is None or best.via != via:
+                        return False
+            return True
 
         for what, check in (
             (f"nested session back on {self.target}", session_back),
@@ -409,16 +424,21 @@ class Migration:
     def _resources(self) -> dict[str, list[Any]]:
         return self.rt.context.resources
 
-    def _peering_ip(self, node: str, extra: dict[str, str] | None = None) -> str | None:
-        """The workload peering IP `node` provisions on this VM's interface, if it peers with it."""
+    def _peering_ip(self, node: str, extra: dict[str, str] | None = None, family: int = 4) -> str | None:
+        """The workload peering IP of a family `node` provisions on this VM's interface, if it
+        peers with it."""
         resources = self._resources().get(self.workload.cluster, [])
-        return confd.peering_ip_on(self.rt.pods(extra), node, resources, str(self.workload.ip))
+        ip = self.workload.ip if family == 4 else self.workload.ip6
+        if ip is None:
+            return None
+        return confd.peering_ip_on(self.rt.pods(extra), node, resources, str(ip), family)
 
     def _refresh_peering(self, nodes: list[str], extra: dict[str, str] | None = None) -> None:
         """Reload the BIRD of `nodes` for the VM's pods now (calico-node re-renders its
         Local_Workload peers when workload endpoints come and go)."""
         resources = self._resources()
-        if confd.workload_peering_ip(resources.get(self.workload.cluster, [])) is None:
+        mine = resources.get(self.workload.cluster, [])
+        if confd.workload_peering_ip(mine) is None and confd.workload_peering_ip(mine, 6) is None:
             return
         self.rt.refresh_birds(self.rt.pods(extra), resources, nodes)
         self.record.phase("workload peering reloaded", nodes=nodes)

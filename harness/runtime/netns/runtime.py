@@ -591,6 +591,11 @@ class NetnsRuntime(Runtime):
                             "peering_ip": confd.peering_ip_on(
                                 topo, node.name, resources.get(cluster.name, []), str(w.ip)
                             ),
+                            "peering_ip6": confd.peering_ip_on(
+                                topo, node.name, resources.get(cluster.name, []), str(w.ip6), 6
+                            )
+                            if w.ip6
+                            else None,
                         }
                         for w in topo.workloads
                         if w.node == node.name
@@ -620,6 +625,9 @@ class NetnsRuntime(Runtime):
             ns = self.ns(node)
             netlink.link_up(ns, NESTED_POD_IF)
             netlink.add_address(ns, NESTED_POD_IF, _host_iface(ip))
+            ip6 = topo.nested_pod6.get(node)
+            if ip6 is not None:
+                netlink.add_address(ns, NESTED_POD_IF, _host_iface(ip6))
 
     def refresh_birds(self, topo: Topology, resources: dict[str, list[Any]], nodes: list[str]) -> None:
         """Re-render `nodes`' BIRD configs for `topo`'s workload locations and reload them, as
@@ -656,9 +664,9 @@ class NetnsRuntime(Runtime):
                 step.advance(detail=w.vm)
 
     def _families(self, entity: str) -> tuple[int, ...]:
-        """The BIRD daemons an entity runs: bird (4), and bird6 (6) in a dual-stack lab (nested
-        nodes stay IPv4)."""
-        return (4,) if entity in self.topo.nested_vm else self.topo.families
+        """The BIRD daemons an entity runs: bird (4), and bird6 (6) in a dual-stack lab (a nested
+        node: when its cluster has IPv6 pools, in a mock VM)."""
+        return tuple(f for f in self.topo.families if self.topo.runs_family(entity, f))
 
     def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
         entities = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
