@@ -115,9 +115,10 @@ def _print_notes(lab: Any) -> None:
 def _console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    console = Console()
+    # emoji off: an IPv6 address such as 2001:db8:51:100:: holds ":100:", rich's 💯 code
+    console = Console(emoji=False)
     if not console.is_terminal:  # piped or in CI: do not squeeze tables into 80 columns
-        console = Console(width=160)
+        console = Console(width=160, emoji=False)
     return console
 
 

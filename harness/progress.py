@@ -41,7 +41,7 @@ class RichProgress:
     def __init__(self) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, emoji=False)
 
     @contextmanager
     def _bar(self, title: str, total: int | None) -> Iterator[_RichStep]:
