@@ -148,7 +148,14 @@ def test_shipped_lab_configs_match_the_golden_files(lab: str) -> None:
 
 
 def test_every_shipped_lab_has_golden_files() -> None:
-    assert SHIPPED_LABS == ["default", "dual-stack", "nested", "nested-qemu", "single-rack"]
+    assert SHIPPED_LABS == [
+        "default",
+        "dual-stack",
+        "nested",
+        "nested-dual-stack",
+        "nested-qemu",
+        "single-rack",
+    ]
     assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()) == SHIPPED_LABS
 
 

@@ -259,6 +259,14 @@ def plan_lab(topo: Topology) -> Plan:
         pod_subnets6(topo.spec) if topo.dual_stack else {},
     )
     _check_names(topo.spec, kind_nodes)
+    nested6 = [(ci, c.name) for ci, c in enumerate(topo.spec.clusters) if c.parent is not None and c.pools6]
+    if nested6:
+        ci, name = nested6[0]
+        raise RenderError(
+            f"clusters[{ci}].pools6: nested cluster '{name}' has IPv6 pools, and the containerlab "
+            "runtime's nested nodes (cloud-init guests) run IPv4 BIRD only: dual-stack nested "
+            "clusters run on netns"
+        )
     reflectors = [n.name for _, n in topo.spec.all_nodes() if n.route_reflector is not None]
     if reflectors:
         raise RenderError(
