@@ -44,7 +44,10 @@ from harness.spec import LabSpec
 from harness.topology import resolve
 
 DUAL_STACK_LAB = REPO / "labs" / "dual-stack.yml"
-LABS = sorted((REPO / "labs").glob("*.yml"))
+# The shipped labs the containerlab runtime renders: not a dual-stack nested lab, which it refuses
+# (exit 2; tests/unit/test_nested_dual_stack.py).
+CONTAINERLAB_REFUSED = {"nested-dual-stack"}
+LABS = sorted(p for p in (REPO / "labs").glob("*.yml") if p.stem not in CONTAINERLAB_REFUSED)
 
 LAB_IDS = [p.stem for p in LABS]
 
