@@ -13,8 +13,9 @@ Prints min/median/max and writes bench/results/nested.json.
 
     .venv/bin/python bench/bench_nested.py --migrations 4
     .venv/bin/python bench/bench_nested.py --lab labs/nested-qemu.yml   # red-n1 in a QEMU guest
+    .venv/bin/python bench/bench_nested.py --lab labs/nested-dual-stack.yml --family 6   # over IPv6
 
-Results go to bench/results/<lab file's stem>.json.
+Results go to bench/results/<lab file's stem>.json (`-v6` appended for --family 6).
 """
 
 from __future__ import annotations
@@ -33,24 +34,29 @@ sys.path.insert(0, str(REPO))
 from harness.lab import Lab  # noqa: E402
 from harness.wait import eventually  # noqa: E402
 
-NODE_IP = {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"}
-POOL = "198.51.100.0/26"
-PEER = "Local_Workload_203_0_113_10"
+NODE_IP = {
+    4: {"p1-n1": "198.18.1.11", "p1-n2": "198.18.1.12"},
+    6: {"p1-n1": "2001:db8::c612:10b", "p1-n2": "2001:db8::c612:10c"},
+}
+POOL = {4: "198.51.100.0/26", 6: "2001:db8:51:100::/120"}  # v6: labs/nested-dual-stack.yml
+PEER = {4: "Local_Workload_203_0_113_10", 6: "Local_Workload_2001_db8_203_113__10"}
 
 
-def one(lab: Lab, target: str) -> dict[str, Any]:
+def one(lab: Lab, target: str, family: int = 4) -> dict[str, Any]:
+    peer = PEER[family]
+
     def established() -> float | None:
-        states = {s.name: s.state for s in lab.speaker(target).sessions()}
-        return time.time() if states.get(PEER) == "Established" else None
+        states = {s.name: s.state for s in lab.speaker(target, family).sessions()}
+        return time.time() if states.get(peer) == "Established" else None
 
     def tor_via() -> float | None:
-        best = lab.router("tor1").best_route(POOL)
-        return time.time() if best is not None and best.via == NODE_IP[target] else None
+        best = lab.router("tor1", family).best_route(POOL[family])
+        return time.time() if best is not None and best.via == NODE_IP[family][target] else None
 
-    with lab.canary("ext1", "red-n1") as probe:
+    with lab.canary("ext1", "red-n1", family=family) as probe:
         probe.wait_sent(5)
         record = lab.migrate("vm-red", target)
-        session_at = eventually(established, timeout=60, interval=0.05, what=f"{PEER} on {target}")
+        session_at = eventually(established, timeout=60, interval=0.05, what=f"{peer} on {target}")
         tor_at = eventually(tor_via, timeout=60, interval=0.05, what=f"tor1 via {target}")
         echoed = probe.progress["echoed"]
         probe.wait_for(
@@ -69,12 +75,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--migrations", type=int, default=4)
     ap.add_argument("--lab", type=Path, default=REPO / "labs" / "nested.yml", help="nested.yml or a variant")
+    ap.add_argument(
+        "--family", type=int, choices=(4, 6), default=4, help="6: labs/nested-dual-stack.yml's IPv6 half"
+    )
     args = ap.parse_args()
     runs = []
     with Lab.from_file(args.lab, name=Lab.unique_name("bench-nested")) as lab:
         for i in range(args.migrations):
             target = "p1-n2" if i % 2 == 0 else "p1-n1"
-            runs.append(one(lab, target))
+            runs.append(one(lab, target, args.family))
             print(f"migration {i + 1}: {runs[-1]}", flush=True)
     summary: dict[str, Any] = {}
     for key in ("session_back_s", "tor_via_target_s", "canary_max_gap_ms"):
@@ -82,7 +91,7 @@ def main() -> int:
         summary[key] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
     summary["survived"] = sum(r["survived"] for r in runs)
     summary["migrations"] = len(runs)
-    out = REPO / "bench" / "results" / f"{args.lab.stem}.json"
+    out = REPO / "bench" / "results" / f"{args.lab.stem}{'-v6' if args.family == 6 else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
     for key in ("session_back_s", "tor_via_target_s", "canary_max_gap_ms"):
