@@ -212,7 +212,7 @@ def _print_status(status: dict[str, Any], lab: Any, shown: Any = str) -> None:
             if next(x for x in lab.spec.hosts if x.name == h["name"]).router == tor.name:
                 rb.add(f"host {h['name']} {h['ip']}")
         nested = {n["vm"]: n for n in status["nodes"] if "vm" in n}
-        pools = {c["name"]: ", ".join(c["pools"]) for c in status["clusters"]}
+        pools = {c["name"]: [*c["pools"], *c.get("pools6", [])] for c in status["clusters"]}
         for n in status["nodes"]:
             if n["rack"] == rack.name:
                 ip6 = f" {n['ip6']}" if "ip6" in n else ""
@@ -222,9 +222,10 @@ def _print_status(status: dict[str, Any], lab: Any, shown: Any = str) -> None:
                         vb = nb.add(f"vm {vm['name']} {vm['ip']}" + (f" {vm['ip6']}" if "ip6" in vm else ""))
                         if vm["name"] in nested:
                             nn = nested[vm["name"]]
+                            mine = pools[nn["cluster"]]
                             vb.add(
-                                f"nested node [bold]{nn['name']}[/] AS{nn['asn']} "
-                                f"(cluster {nn['cluster']}, pool {pools[nn['cluster']]})"
+                                f"nested node [bold]{nn['name']}[/] AS{nn['asn']} (cluster {nn['cluster']}, "
+                                f"pool{'s' if len(mine) > 1 else ''} {', '.join(mine)})"
                             )
     console.print(tree)
     table = Table(title="BGP sessions")
