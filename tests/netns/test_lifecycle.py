@@ -222,6 +222,28 @@ def test_nested_lab_from_the_command_line(lab_file: str) -> None:
     assert_gone(name)
 
 
+def test_dual_stack_nested_lab_from_the_command_line() -> None:
+    """labs/nested-dual-stack.yml as a user runs it: up, bird6 routes at the ToR (each nested v6
+    pool via p1-n1's IPv6 address, both AS numbers), status (v6 workload sessions), down."""
+    name = Lab.unique_name("nested6")
+    try:
+        up = _kvlab("up", "labs/nested-dual-stack.yml", "--name", name, timeout=600)
+        assert up.returncode == 0, up.stderr
+        res = _kvlab("routes", "tor1", "--lab", name, "--family", "6", "--json")
+        assert res.returncode == 0, res.stderr
+        routes = {r["prefix"]: r for r in json.loads(res.stdout) if r["best"]}
+        for pool, asn in (("2001:db8:51:100::/120", 65101), ("2001:db8:51:140::/120", 65102)):
+            assert routes[pool]["via"] == "2001:db8::c612:10b"  # p1-n1's IPv6 address
+            assert routes[pool]["as_path"] == [64512, asn]
+        status = json.loads(_kvlab("status", name, "--json").stdout)
+        local6 = {s["peer"] for s in status["sessions"] if s["name"].startswith("Local_Workload_2001")}
+        assert local6 == {"2001:db8:203:113::10", "2001:db8:203:113::11"}
+        assert all(s["state"] == "Established" for s in status["sessions"])
+    finally:
+        _kvlab("down", name)
+    assert_gone(name)
+
+
 # -- builders killed half-way, labs in progress, kept labs --------------------------------
 
 
