@@ -520,8 +520,7 @@ def _check_workload_peering(
                 issues.append(
                     smap.issue(
                         (*prefix, "spec", "peerIP"),
-                        f"parent cluster '{parent.name}' listens on {field_name} {parent_ip}, "
-                        f"not {ip}",
+                        f"parent cluster '{parent.name}' listens on {field_name} {parent_ip}, not {ip}",
                     )
                 )
     return issues
