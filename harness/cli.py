@@ -32,7 +32,7 @@ class UsageError(InputError):
 def resolve_running(arg: str | None, option: str = "--lab") -> str:
     """A running lab's name from a name, a lab file, or (none given) the only running lab."""
     from harness.instances import running_lab_names
-    from harness.labfile import DEFAULT_LAB, load_lab, resolve_spec_path
+    from harness.names import DEFAULT_LAB
 
     running = running_lab_names()
     if arg is None:
@@ -45,6 +45,8 @@ def resolve_running(arg: str | None, option: str = "--lab") -> str:
         return arg
     p = Path(arg)
     if p.suffix in (".yml", ".yaml") or p.is_file():
+        from harness.labfile import load_lab, resolve_spec_path
+
         return load_lab(resolve_spec_path(arg, option)).name
     return check_lab_name(arg, option)
 
@@ -130,6 +132,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json:  # fast path: no lab loading when the state and BIRD can answer
+        from harness import fastpath
+
+        doc = fastpath.status(resolve_running(args.lab, "LAB"))
+        if doc is not None:
+            print(json.dumps(doc, indent=2))
+            return 0
     lab = attach(args.lab, "LAB")
     status = lab.status()
     if args.json:
@@ -191,6 +200,13 @@ def cmd_routes(args: argparse.Namespace) -> int:
             prefix = str(ipaddress.IPv4Network(args.prefix))
         except ValueError as e:
             raise UsageError(f"PREFIX: not an IPv4 prefix like 203.0.113.0/26: {e}") from None
+    if args.json:  # fast path: no lab loading when the state and BIRD can answer
+        from harness import fastpath
+
+        doc = fastpath.routes(resolve_running(args.lab), args.router, prefix)
+        if doc is not None:
+            print(json.dumps(doc, indent=2))
+            return 0
     lab = attach(args.lab)
     try:
         speaker = lab.speaker(args.router)

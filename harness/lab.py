@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness import fastpath
 from harness.birdc import BirdUnavailable
 from harness.canary.controller import Canary, CanaryReport, merge_into
 from harness.errors import InvalidRequest, LabError, LabExists, UnknownLabError
@@ -188,6 +189,7 @@ class Lab:
                     state.ready = True
                     state.builder_pid = state.builder_started = None
                     state.save(lab_dir(self.name))
+                    self._save_status_frame(state)
                 except BaseException:
                     if self.keep:  # kept for inspection on purpose: not abandoned, never reaped
                         state.builder_pid = state.builder_started = None
@@ -408,6 +410,14 @@ class Lab:
     # -- reporting ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The `kvlab status --json` document (a stable contract, see README)."""
+        doc = self._status_frame()
+        for vm in doc["vms"]:
+            vm["node"] = self.vm_location(vm["name"])["node"]
+        doc["sessions"] = [s.to_json() for s in self.sessions()]
+        return doc
+
+    def _status_frame(self) -> dict[str, Any]:
+        """The status document but its sessions, VMs on their first nodes (what never changes)."""
         return {
             "lab": self.name,
             "runtime": self.runtime_name,
@@ -428,15 +438,20 @@ class Lab:
                 }
                 for c, n in self.spec.all_nodes()
             ],
-            "vms": [
-                {"name": w.vm, "ip": str(w.ip), "node": self.vm_location(w.vm)["node"]}
-                for w in self.topo.workloads
-            ],
+            "vms": [{"name": w.vm, "ip": str(w.ip), "node": w.node} for w in self.topo.workloads],
             "hosts": [
                 {"name": h.name, "ip": str(self.topo.host_link(h.name).b.address.ip)} for h in self.spec.hosts
             ],
-            "sessions": [s.to_json() for s in self.sessions()],
         }
+
+    def _save_status_frame(self, state: LabState) -> None:
+        """Cache the status frame for the CLI's fast path (harness.fastpath); best effort."""
+        base = Path(self.spec.source).parent
+        files = [self.spec.source] + [
+            str(base / c.resources) for c in self.spec.clusters if isinstance(c.resources, str)
+        ]
+        with contextlib.suppress(OSError):
+            fastpath.save_frame(self.name, state, self._status_frame(), files)
 
 
 def canary_verdict(report: CanaryReport) -> str | None:
