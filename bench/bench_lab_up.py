@@ -138,9 +138,9 @@ def main() -> int:
             f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
             "(seconds since Lab.up() started, phase end times)"
         )
-        print(f"  {'phase':<28}{'min':>8}{'median':>9}{'max':>8}")
+        print(f"  {'phase':<44}{'min':>8}{'median':>9}{'max':>8}")
         for phase, s in results[name]["summary"].items():
-            print(f"  {phase:<28}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
+            print(f"  {phase:<44}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -33,6 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
+BENCHES = ("birdc", "cli", "lab_up", "migration")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Plan:
     migrations: int = 20  # in all, alternating directions: 10 each way
     cli_runs: int = 10
     birdc_runs: int = 5
+    only: tuple[str, ...] = BENCHES
+    labs: tuple[str, ...] = ("default", "fabric-8x4")
 
     @classmethod
     def quick(cls) -> Plan:
@@ -166,25 +169,26 @@ def previous_revision(rev: str) -> tuple[Path, Path]:
 
 def run_all(checkouts: list[Checkout], plan: Plan) -> None:
     new = checkouts[0]
-    # birdc parser: small and CPU-bound, one after the other
-    for c in checkouts:
-        c.results["birdc"] = c.run("bench_birdc.py", ["--runs", str(plan.birdc_runs)], 600)
-    # CLI: one lab, every checkout's commands in turn
-    srcs = [a for c in checkouts for a in ("--src", str(c.src))]
-    cli = new.run("bench_cli.py", ["--runs", str(plan.cli_runs), *srcs], 900)
-    for c in checkouts:
-        c.results["cli"] = (cli or {}).get("results", {}).get(str(c.src))
-    # lab ups: A B A B ..., one run each
-    labs = [(name, plan.lab_runs) for name in ("default", "fabric-8x4")] + [(n, 1) for n in plan.big_labs]
-    for name, runs in labs:
-        for _ in range(runs):
-            for c in checkouts:
-                doc = c.run("bench_lab_up.py", ["--runs", "1", "--labs", name], 900)
-                if doc:
-                    c.results["lab_up"].setdefault(name, []).extend(doc[name]["runs"])
-    # migrations: one lab per checkout
-    for c in checkouts:
-        c.results["migration"] = c.run("bench_migration.py", ["--migrations", str(plan.migrations)], 1800)
+    if "birdc" in plan.only:  # small and CPU-bound, one after the other
+        for c in checkouts:
+            c.results["birdc"] = c.run("bench_birdc.py", ["--runs", str(plan.birdc_runs)], 600)
+    if "cli" in plan.only:  # one lab, every checkout's commands in turn
+        srcs = [a for c in checkouts for a in ("--src", str(c.src))]
+        cli = new.run("bench_cli.py", ["--runs", str(plan.cli_runs), *srcs], 900)
+        for c in checkouts:
+            c.results["cli"] = (cli or {}).get("results", {}).get(str(c.src))
+    if "lab_up" in plan.only:  # A B A B ..., one run each
+        labs = [(name, plan.lab_runs) for name in plan.labs] + [(n, 1) for n in plan.big_labs]
+        for name, runs in labs:
+            for _ in range(runs):
+                for c in checkouts:
+                    doc = c.run("bench_lab_up.py", ["--runs", "1", "--labs", name], 900)
+                    if doc:
+                        c.results["lab_up"].setdefault(name, []).extend(doc[name]["runs"])
+    if "migration" in plan.only:  # one lab per checkout
+        for c in checkouts:
+            args = ["--migrations", str(plan.migrations)]
+            c.results["migration"] = c.run("bench_migration.py", args, 1800)
 
 
 def _fmt(v: float | None) -> str:
@@ -230,8 +234,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a few minutes: no 32x8/64x8 labs, fewer runs")
     ap.add_argument("--compare", metavar="REV", help="also run git revision REV, side by side")
     ap.add_argument("--out", default=str(BENCH / "results" / "bench.json"))
+    ap.add_argument("--only", nargs="+", choices=BENCHES, help="run these benchmarks only")
+    ap.add_argument("--labs", nargs="+", help="labs to bring up (default, fabric-RxN), instead of the plan's")
+    ap.add_argument("--runs", type=int, help="lab ups per lab, instead of the plan's")
     args = ap.parse_args()
     plan = Plan.quick() if args.quick else Plan()
+    if args.only:
+        plan.only = tuple(args.only)
+    if args.labs:
+        plan.labs, plan.big_labs = tuple(args.labs), ()
+    if args.runs:
+        plan.lab_runs = args.runs
     checkouts = [Checkout("now", REPO)]
     tmp = None
     if args.compare:

@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ def spec_digest(spec: LabSpec) -> str:
         for res in items:
             h.update(res.model_dump_json().encode())
     return h.hexdigest()[:16]
+
+
+SESSION_POLLERS = 16  # BIRDs asked side by side for their sessions
 
 
 class VM:
@@ -366,41 +370,74 @@ class Lab:
         return Canary(self.runtime, src, ip, **kwargs)
 
     def sessions(self) -> list[Session]:
-        out: list[Session] = []
-        for s in self.speakers():
+        return [s for _, found in self._poll_sessions(self.speakers()) for s in found]
+
+    @staticmethod
+    def _poll_sessions(speakers: list[BirdSpeaker]) -> list[tuple[BirdSpeaker, list[Session]]]:
+        """Each speaker's BGP sessions, asked of the BIRDs side by side (a BIRD that does not
+        answer: one session '<bird>' Down saying why), in the speakers' order."""
+
+        def ask(s: BirdSpeaker) -> list[Session]:
             try:
-                out += s.sessions()
+                return s.sessions()
             except BirdUnavailable as e:
-                out.append(Session(s.name, "<bird>", None, "Down", str(e)))
-        return out
+                return [Session(s.name, "<bird>", None, "Down", str(e))]
+
+        if len(speakers) <= 1:
+            return [(s, ask(s)) for s in speakers]
+        with ThreadPoolExecutor(max_workers=min(SESSION_POLLERS, len(speakers))) as pool:
+            return list(zip(speakers, pool.map(ask, speakers), strict=True))
 
     def wait_established(self, timeout: float | None = None) -> list[Session]:
-        """Wait until every BGP session of every BIRD is Established."""
+        """Wait until every BGP session of every BIRD is Established (seen in one pass over all
+        of them at the end). Meanwhile only the BIRDs not yet all Established are asked again."""
         timeout = timeout if timeout is not None else self.spec.timers.bgp_established
-        expected = len(self.sessions_expected())
+        speakers = self.speakers()
+        per_router: dict[str, int] = {}
+        for name in self.sessions_expected():
+            router = name.split(":", 1)[0]
+            per_router[router] = per_router.get(router, 0) + 1
+        done: set[str] = set()
+
+        def settled(s: BirdSpeaker, found: list[Session]) -> bool:
+            bgp = [x for x in found if x.name != "<bird>"]
+            return len(bgp) >= per_router.get(s.name, 0) and all(x.established for x in found)
 
         def all_up() -> list[Session]:
-            sessions = self.sessions()
-            down = [s for s in sessions if not s.established]
-            if down or len(sessions) < expected:
+            pending = [s for s in speakers if s.name not in done]
+            polled = self._poll_sessions(pending) if pending else self._poll_sessions(speakers)
+            newly = [s.name for s, found in polled if settled(s, found) and s.name not in done]
+            done.update(newly)
+            step.advance(len(newly))
+            if pending:
+                down = [x for s, found in polled if not settled(s, found) for x in found if not x.established]
+                short = [s.name for s, found in polled if not settled(s, found) and not down]
                 detail = "; ".join(
-                    f"{s.router}/{s.name} (peer {s.peer}): {s.state}"
-                    + (f", {s.last_error}" if s.last_error else "")
-                    for s in down
+                    f"{x.router}/{x.name} (peer {x.peer}): {x.state}"
+                    + (f", {x.last_error}" if x.last_error else "")
+                    for x in down
                 )
-                raise AssertionError(f"{len(down)} of {len(sessions)} BGP sessions not Established: {detail}")
+                if short:
+                    detail += f"; {', '.join(short)}: fewer BGP sessions than expected"
+                if len(done) < len(speakers):
+                    raise AssertionError(
+                        f"{len(speakers) - len(done)} of {len(speakers)} BIRDs not all Established: {detail}"
+                    )
+                polled = self._poll_sessions(speakers)  # every BIRD once more, as one picture
+            sessions = [x for _, found in polled for x in found]
+            if not all(settled(s, found) for s, found in polled):
+                done.clear()  # a session dropped meanwhile: start over
+                raise AssertionError("a BGP session dropped while the others came up")
             return sessions
 
-        with self.progress.step("BGP sessions Established", total=expected) as step:
-            result = eventually(
+        with self.progress.step("BIRDs with every BGP session Established", total=len(speakers)) as step:
+            return eventually(
                 all_up,
                 timeout=timeout,
                 interval=0.2,
                 what="every BGP session to be Established",
                 transient=(BirdUnavailable,),
             )
-            step.advance(expected)
-        return result
 
     def sessions_expected(self) -> list[str]:
         return [

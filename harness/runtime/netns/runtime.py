@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from harness.topology import GUEST_PORT, RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, 
 from harness.wait import eventually
 
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
+BIRD_STARTERS = 8  # BIRD daemons started at a time
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -605,8 +607,15 @@ class NetnsRuntime(Runtime):
                     cluster, _ = topo.spec.node(entity)
                     text = render_node(topo, entity, resources.get(cluster.name, []), log)
                 files["config"].write_text(text)
-                self._start_bird(entity)
-                step.advance(detail=entity)
+            # BIRDs start side by side (each `bird` parses its config and forks a daemon): a pool
+            # of BIRD_STARTERS at a time; the first failure is raised once all have been waited for.
+            with ThreadPoolExecutor(max_workers=BIRD_STARTERS) as pool:
+                for entity in pool.map(self._start_bird_named, birds):
+                    step.advance(detail=entity)
+
+    def _start_bird_named(self, entity: str) -> str:
+        self._start_bird(entity)
+        return entity
 
     def _start_bird(self, entity: str) -> None:
         files = self.bird_files(entity)
