@@ -58,6 +58,15 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def enter(ns: str) -> None:
+    """Move this thread into namespace `ns` for the rest of its life (setns is per thread)."""
+    target = os.open(ns_path(ns), os.O_RDONLY)
+    try:
+        _setns(target)
+    finally:
+        os.close(target)
+
+
 @contextmanager
 def inside(ns: str) -> Iterator[None]:
     """Run the block in a namespace (this thread only: setns is per thread), then come back.

@@ -46,6 +46,7 @@ from harness.topology import GUEST_PORT, RACK_BRIDGE, UPLINK, WORKLOAD_GATEWAY, 
 from harness.wait import eventually
 
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
+AGENT_HOST = "harness.runtime.netns.agenthost"  # the process running every node agent of a lab
 BIRD_STARTERS = 8  # BIRD daemons started at a time
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
@@ -514,6 +515,7 @@ class NetnsRuntime(Runtime):
 
     def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
         nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+        hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
                 pr = felix.priorities(resources.get(cluster.name, []))
@@ -543,8 +545,8 @@ class NetnsRuntime(Runtime):
                 path = self.entity_dir(node.name) / "agent.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
-                agent = [sys.executable, "-m", "harness.runtime.netns.agent", "--config", str(path)]
-                self._daemon(node.name, "agent", agent)
+                hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
+            self._start_agent_host(hosted)
             for _, node in nodes:
                 eventually(
                     lambda n=node.name: self.agent(n).call("ping"),
@@ -554,6 +556,25 @@ class NetnsRuntime(Runtime):
                     transient=(OSError,),
                 )
                 step.advance(detail=node.name)
+
+    def _start_agent_host(self, nodes: list[dict[str, str]]) -> None:
+        """One process, outside the lab's namespaces, running every node's agent in a thread
+        inside that node's namespace (harness.runtime.netns.agenthost); each node's agent.pid
+        names it, so a node's agent is alive while it runs."""
+        if not nodes:
+            return
+        config = self.run_dir / "agents.json"
+        config.write_text(json.dumps({"nodes": nodes}, indent=2))
+        with open(self.run_dir / "agents.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", AGENT_HOST, "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for node in nodes:
+            (self.entity_dir(node["node"]) / "agent.pid").write_text(str(proc.pid))
 
     def _nested_pods(self, topo: Topology) -> None:
         """A pod per nested node: its address on the VM's loopback, so traffic to
