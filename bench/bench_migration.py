@@ -55,16 +55,19 @@ def measure(lab: Lab, record: Any) -> dict[str, float]:
         ),
         None,
     )
-    if not (stop and resume and rarp and fib and done and record.canary):
+    canary = record.canary
+    if canary is not None and not isinstance(canary, dict):
+        canary = canary.to_json()  # a CanaryReport in later revisions, its JSON before
+    if not (stop and resume and rarp and fib and done and canary):
         raise RuntimeError(f"incomplete record for {record.source} -> {record.target}")
     return {
         "qemu_pause_ms": (resume["t"] - stop["t"]) * 1000,
         "qemu_downtime_ms": float(done["downtime_ms"]),
         "qemu_total_ms": float(done["total_ms"]),
         "rarp_to_spine_fib_ms": (fib["t"] - rarp["t"]) * 1000,
-        "canary_max_gap_ms": float(record.canary["max_gap_ms"]),
-        "canary_lost": float(record.canary["lost"]),
-        "canary_resets": float(record.canary["resets"]),
+        "canary_max_gap_ms": float(canary["max_gap_ms"]),
+        "canary_lost": float(canary["lost"]),
+        "canary_resets": float(canary["resets"]),
     }
 
 

@@ -47,6 +47,7 @@ class Plan:
     birdc_runs: int = 5
     only: tuple[str, ...] = BENCHES
     labs: tuple[str, ...] = ("default", "fabric-8x4")
+    compare_big: bool = False  # the big labs for the previous revision too
 
     @classmethod
     def quick(cls) -> Plan:
@@ -180,8 +181,11 @@ def run_all(checkouts: list[Checkout], plan: Plan) -> None:
     if "lab_up" in plan.only:  # A B A B ..., one run each
         labs = [(name, plan.lab_runs) for name in plan.labs] + [(n, 1) for n in plan.big_labs]
         for name, runs in labs:
+            # a big lab of the previous revision may need many GB (a process per node agent):
+            # only with --compare-big
+            those = checkouts if name not in plan.big_labs or plan.compare_big else checkouts[:1]
             for _ in range(runs):
-                for c in checkouts:
+                for c in those:
                     doc = c.run("bench_lab_up.py", ["--runs", "1", "--labs", name], 900)
                     if doc:
                         c.results["lab_up"].setdefault(name, []).extend(doc[name]["runs"])
@@ -237,6 +241,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=BENCHES, help="run these benchmarks only")
     ap.add_argument("--labs", nargs="+", help="labs to bring up (default, fabric-RxN), instead of the plan's")
     ap.add_argument("--runs", type=int, help="lab ups per lab, instead of the plan's")
+    ap.add_argument("--big", nargs="*", help="big labs (run once each), instead of fabric-32x8 fabric-64x8")
+    ap.add_argument("--compare-big", action="store_true", help="the big labs for REV too (memory!)")
     args = ap.parse_args()
     plan = Plan.quick() if args.quick else Plan()
     if args.only:
@@ -245,6 +251,9 @@ def main() -> int:
         plan.labs, plan.big_labs = tuple(args.labs), ()
     if args.runs:
         plan.lab_runs = args.runs
+    if args.big is not None:
+        plan.big_labs = tuple(args.big)
+    plan.compare_big = args.compare_big
     checkouts = [Checkout("now", REPO)]
     tmp = None
     if args.compare:
