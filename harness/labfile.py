@@ -48,7 +48,6 @@ def resolve_spec_path(arg: str | None, option: str = "LAB") -> Path:
     raise LabFileNotFound(f"{option}: {name}: no such lab file (looked in ./labs and {REPO_LABS})")
 
 
-
 def load_lab(path: str | Path) -> LabSpec:
     """Load and validate a lab file. Raises SpecError listing every issue found."""
     p = Path(path)
