@@ -117,12 +117,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from harness.instances import down_lab, present_labs, reap_stale, running_lab_names
+    from harness.instances import down_lab, labs_to_take_down, reap_stale
 
-    if args.all:
-        names = sorted(present_labs() | set(running_lab_names()))
-    else:
-        names = [resolve_running(args.lab, "LAB")]
+    # --all: never another run root's labs (another KVLAB_RUN_DIR on this machine)
+    names = labs_to_take_down() if args.all else [resolve_running(args.lab, "LAB")]
     for name in names:
         found = down_lab(name)
         print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)

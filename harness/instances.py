@@ -39,6 +39,18 @@ def _teardown(name: str, state: LabState | None) -> None:
     get_runtime(state.runtime if state else "netns")(name).down()
 
 
+def labs_to_take_down() -> list[str]:
+    """What `kvlab down --all` takes down: the labs with state in this run root, and labs with
+    resources but no state here unless they belong to another run root (their processes name
+    its files). A lab another run root is still building (no process yet) cannot be told from
+    a leftover."""
+    running = set(running_lab_names())
+    present = present_labs() - running
+    return sorted(
+        running | {n for n in present if not any(get_runtime(r).owned_elsewhere(n) for r in RUNTIMES)}
+    )
+
+
 def down_lab(name: str) -> bool:
     """Tear down a lab by name, with or without its state file. True if anything was found;
     a lab that is not there is left alone (no lock file, nothing created)."""
@@ -74,4 +86,4 @@ def reap_stale() -> list[str]:
     return reaped
 
 
-__all__ = ["down_lab", "present_labs", "reap_stale", "running_lab_names"]
+__all__ = ["down_lab", "labs_to_take_down", "present_labs", "reap_stale", "running_lab_names"]
