@@ -48,6 +48,7 @@ from harness.wait import eventually
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
 AGENT_HOST = "harness.runtime.netns.agenthost"  # the process running every node agent of a lab
 BIRD_STARTERS = 8  # BIRD daemons started at a time
+BUILD_GRACE = 300.0  # seconds a lab's fresh namespaces without our processes count as being built
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -74,12 +75,16 @@ class NetnsRuntime(Runtime):
     def owned_elsewhere(cls, lab: str) -> bool:
         """Whether lab `lab`'s namespaces run processes of another run root (a lab brought up
         with another KVLAB_RUN_DIR): their command lines name files of `<other root>/<lab>/`,
-        never of ours."""
+        never of ours; or were made less than BUILD_GRACE ago and run nothing of ours (a lab
+        another run root is still building: no daemon started yet)."""
         ours, marker = f"{lab_dir(lab)}/", f"/{lab}/"
+        mine, young = False, False
         for ns in netlink.list_namespaces():
             parsed = parse_namespace(ns)
             if parsed is None or parsed[0] != lab:
                 continue
+            with contextlib.suppress(OSError):  # a namespace file's times are its creation's
+                young = young or time.time() - netlink.ns_path(ns).stat().st_mtime < BUILD_GRACE
             for pid in netlink.namespace_pids(ns):
                 try:
                     args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -87,7 +92,10 @@ class NetnsRuntime(Runtime):
                     continue
                 if any(marker in a and ours not in a for a in args):
                     return True
-        return False
+                mine = mine or any(ours in a for a in args)
+        # Namespaces just made, with nothing of ours running in them: most likely a lab another
+        # run root is building (its daemons not started yet), not a leftover.
+        return young and not mine
 
     # -- paths -------------------------------------------------------------------------
     def ns(self, entity: str) -> str:
