@@ -133,7 +133,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument(
-        "--labs", nargs="*", default=["default", "dual-stack", "fabric-8x4"], help="default, dual-stack, fabric-8x4, ..."
+        "--labs",
+        nargs="*",
+        default=["default", "dual-stack", "fabric-8x4"],
+        help="default, dual-stack, fabric-8x4, ...",
     )
     ap.add_argument("--max-dual-ratio", type=float, default=None, help="exit 1 above this dual/v4 ratio")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "lab_up.json"))

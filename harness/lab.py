@@ -450,7 +450,8 @@ class Lab:
         def all_up() -> list[Session]:
             pending = [s for s in speakers if (s.name, s.family) not in done]
             polled = self._poll_sessions(pending) if pending else self._poll_sessions(speakers)
-            newly = [(s.name, s.family) for s, found in polled if settled(s, found) and (s.name, s.family) not in done]
+            newly = [(s.name, s.family) for s, found in polled if settled(s, found)]
+            newly = [key for key in newly if key not in done]
             done.update(newly)
             step.advance(len(newly))
             if pending:

@@ -21,7 +21,15 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from harness.spec import FABRIC6_PREFIX, FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec, Node
+from harness.spec import (
+    FABRIC6_PREFIX,
+    FIRST_NODE_HOST,
+    P2P_RANGE,
+    RACK_RANGE,
+    ROUTER_ID_RANGE,
+    LabSpec,
+    Node,
+)
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
