@@ -11,15 +11,13 @@ import pytest
 
 from harness import netlink
 from harness.instances import labs_to_take_down
-from harness.runtime.netns import runtime
+from harness.state import lab_lock
 from harness.wait import eventually
 
 pytestmark = [pytest.mark.netns, pytest.mark.netns_only("creates namespaces of a foreign run root")]
 
 
-def test_a_lab_of_another_run_root_is_not_ours_to_take_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lab_of_another_run_root_is_not_ours_to_take_down(tmp_path: Path) -> None:
     lab = f"foreign-{os.getpid()}"
     ns = f"kvlab.{lab}.n1"
     other_root = tmp_path / "other-root"
@@ -35,10 +33,10 @@ def test_a_lab_of_another_run_root_is_not_ours_to_take_down(
         assert lab not in labs_to_take_down()
         proc.kill()
         proc.wait(10)
-        # nothing runs in it now, but it is fresh: perhaps another run root is still building it
-        assert lab not in labs_to_take_down()
-        monkeypatch.setattr(runtime, "BUILD_GRACE", 0.0)
-        assert lab in labs_to_take_down()  # an old namespace nobody owns: a leftover
+        # nothing runs in it now, but an `up` holds the name (machine-wide): it is being built
+        with lab_lock(lab):
+            assert lab not in labs_to_take_down()
+        assert lab in labs_to_take_down()  # a namespace nobody owns or builds: a leftover
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
