@@ -11,8 +11,8 @@ LAB_SEL = $(if $(NAME),$(NAME),$(if $(filter command line environment,$(origin L
 RUNTIME ?= netns
 STACK ?= calico-3.32-kubevirt-1.8
 PYTEST_ARGS ?=
-BENCH_RUNS ?= 5
-BENCH_MIGRATIONS ?= 10
+QUICK ?=
+COMPARE ?=
 
 .PHONY: help setup system-deps venv lab-up lab-down status test unit integration lint bench clean images
 .PHONY: setup-containerlab nightly nightly-test nightly-diag
@@ -21,7 +21,7 @@ help:
 	@echo "make lab-up      bring up labs/$(LAB).yml (LAB=..., NAME=instance, RUNTIME=netns|containerlab, STACK=...)"
 	@echo "make test        lint + unit tests + scenario and netns tests on real BIRD (+ Docker tests)"
 	@echo "make lab-down    tear the lab down (LAB= or NAME=; and reap leftovers of crashed runs)"
-	@echo "make bench       lab-up and QEMU live-migration benchmarks"
+	@echo "make bench       the scale-and-speed table against its goals (QUICK=1: a few minutes; COMPARE=REV: side by side)"
 	@echo "make nightly     one nightly job: containerlab lab-up, tests, diagnostics, lab-down (LAB=, STACK=)"
 
 setup: system-deps venv
@@ -69,9 +69,7 @@ test: setup lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python bench/bench_lab_up.py --runs $(BENCH_RUNS)
-	$(VENV)/bin/python bench/bench_migration.py --migrations $(BENCH_MIGRATIONS)
-	$(VENV)/bin/python bench/bench_nested.py --migrations 4
+	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(COMPARE),--compare $(COMPARE))
 
 clean: venv
 	$(KVLAB) down --all

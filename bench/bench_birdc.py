@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# bench/run.py --compare points KVLAB_BENCH_SRC at another revision's checkout.
+sys.path.insert(0, os.environ.get("KVLAB_BENCH_SRC", str(REPO)))
 
 from harness import birdc  # noqa: E402
 

@@ -54,7 +54,7 @@ def resolve_running(arg: str | None, option: str = "--lab", *, none_ok: bool = F
     None given and several labs run: UsageError listing them (exit 2). None given and none
     runs: UnknownLabError, or the default lab's name if `none_ok` (`down` has nothing to do)."""
     from harness.instances import running_lab_names
-    from harness.labfile import DEFAULT_LAB, load_lab, resolve_spec_path
+    from harness.names import DEFAULT_LAB
 
     running = running_lab_names()
     if arg is None:
@@ -69,6 +69,8 @@ def resolve_running(arg: str | None, option: str = "--lab", *, none_ok: bool = F
         return arg
     p = Path(arg)
     if p.suffix in (".yml", ".yaml") or p.is_file():
+        from harness.labfile import load_lab, resolve_spec_path
+
         return load_lab(resolve_spec_path(arg, option)).name
     return check_lab_name(arg, option)
 
@@ -164,12 +166,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from harness.instances import down_lab, present_labs, reap_stale, running_lab_names
+    from harness.instances import down_lab, labs_to_take_down, reap_stale
 
-    if args.all:
-        names = sorted(present_labs() | set(running_lab_names()))
-    else:
-        names = [resolve_running(*lab_arg(args), none_ok=True)]
+    # --all: never another run root's labs (another KVLAB_RUN_DIR on this machine)
+    names = labs_to_take_down() if args.all else [resolve_running(*lab_arg(args), none_ok=True)]
     for name in names:
         found = down_lab(name)
         print(f"lab '{name}' {'down' if found else 'was not running'}", file=sys.stderr)
@@ -179,6 +179,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json and not args.as_customer:  # fast path: no lab loading when the state and BIRD can answer
+        from harness import fastpath
+
+        doc = fastpath.status(resolve_running(*lab_arg(args)))
+        if doc is not None:
+            print(json.dumps(doc, indent=2))
+            return 0
     lab = attach(args)
     customer = _customer(lab, args)
     status = lab.status()
@@ -253,6 +260,13 @@ def cmd_routes(args: argparse.Namespace) -> int:
         if family is not None and net.version != family:
             raise UsageError(f"PREFIX: {net} is IPv{net.version}, but --family {family} was given")
         family, prefix = net.version, str(net)
+    if args.json and not args.as_customer:  # fast path: no lab loading when the state and BIRD can answer
+        from harness import fastpath
+
+        doc = fastpath.routes(resolve_running(*lab_arg(args)), args.router, prefix, family or 4)
+        if doc is not None:
+            print(json.dumps(doc, indent=2))
+            return 0
     lab = attach(args)
     customer = _customer(lab, args)
     if prefix is not None and customer is not None:  # given in the customer's addresses

@@ -22,7 +22,12 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
         raise ValueError("racks and nodes_per_rack must be between 1 and 200")
     pool = ipaddress.IPv4Network("203.0.113.0/24")
     nodes = racks * nodes_per_rack
-    block = 32 - max(0, (pool.num_addresses // _pow2_at_least(nodes)).bit_length() - 1)
+    # a block per node: past 256 nodes the second documentation /24 joins the first
+    pools = [pool] + ([ipaddress.IPv4Network("198.51.100.0/24")] if nodes > 256 else [])
+    addresses = sum(p.num_addresses for p in pools)
+    if nodes > addresses:
+        raise ValueError(f"{nodes} nodes need more than the {addresses} addresses of {pools} (a block each)")
+    block = 32 - max(0, (addresses // _pow2_at_least(nodes)).bit_length() - 1)
     resources: list[dict[str, Any]] = [
         {
             "apiVersion": "projectcalico.org/v3",
@@ -30,18 +35,21 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
             "metadata": {"name": "default"},
             "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": False},
         },
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": "vm-pool"},
-            "spec": {
-                "cidr": str(pool),
-                "blockSize": block,
-                "ipipMode": "Never",
-                "vxlanMode": "Never",
-                "natOutgoing": False,
-            },
-        },
+        *(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": "vm-pool" if i == 0 else f"vm-pool-{i + 1}"},
+                "spec": {
+                    "cidr": str(p),
+                    "blockSize": block,
+                    "ipipMode": "Never",
+                    "vxlanMode": "Never",
+                    "natOutgoing": False,
+                },
+            }
+            for i, p in enumerate(pools)
+        ),
         seeds.kubevirt_live_migration_filter(),
     ]
     lab: dict[str, Any] = {
@@ -54,7 +62,7 @@ def fabric_lab(racks: int, nodes_per_rack: int, *, name: str | None = None) -> d
             {
                 "name": "kv",
                 "asn": 64512,
-                "pools": [str(pool)],
+                "pools": [str(p) for p in pools],
                 "block_size": block,
                 "nodes": [],
                 "resources": resources,

@@ -8,9 +8,18 @@ netns runtime when the state is gone), holding the lab's lock.
 
 from __future__ import annotations
 
-from harness.locking import LockBusy
+from harness.locking import LockBusy, lock_held
 from harness.runtime import RUNTIMES, get_runtime
-from harness.state import LabState, check_lab_name, lab_dir, lab_lock, locked_labs, run_root, valid_lab_name
+from harness.state import (
+    LabState,
+    check_lab_name,
+    lab_dir,
+    lab_lock,
+    locked_labs,
+    machine_lock_path,
+    run_root,
+    valid_lab_name,
+)
 
 
 def running_lab_names() -> list[str]:
@@ -37,6 +46,22 @@ def present_labs() -> set[str]:
 def _teardown(name: str, state: LabState | None) -> None:
     """Remove lab `name` with its own runtime (netns if its state is gone); hold its lock."""
     get_runtime(state.runtime if state else "netns")(name).down()
+
+
+def labs_to_take_down() -> list[str]:
+    """What `kvlab down --all` takes down: the labs with state in this run root, and labs with
+    resources but no state here unless they belong to another run root: their processes name
+    its files, or its `up` holds the machine-wide lock of the name right now."""
+    running = set(running_lab_names())
+    present = present_labs() - running
+
+    def elsewhere(name: str) -> bool:
+        machine = machine_lock_path(name)
+        if machine is not None and lock_held(machine):
+            return True
+        return any(get_runtime(r).owned_elsewhere(name) for r in RUNTIMES)
+
+    return sorted(running | {n for n in present if not elsewhere(n)})
 
 
 def down_lab(name: str) -> bool:
@@ -74,4 +99,4 @@ def reap_stale() -> list[str]:
     return reaped
 
 
-__all__ = ["down_lab", "present_labs", "reap_stale", "running_lab_names"]
+__all__ = ["down_lab", "labs_to_take_down", "present_labs", "reap_stale", "running_lab_names"]

@@ -16,9 +16,11 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from harness import fastpath
 from harness.birdc import BirdUnavailable
 from harness.canary.controller import Canary, CanaryReport, merge_into
 from harness.errors import InvalidRequest, LabError, LabExists, UnknownLabError
@@ -45,6 +47,9 @@ def spec_digest(spec: LabSpec) -> str:
         for res in items:
             h.update(res.model_dump_json().encode())
     return h.hexdigest()[:16]
+
+
+SESSION_POLLERS = 16  # BIRDs asked side by side for their sessions
 
 
 class VM:
@@ -190,6 +195,7 @@ class Lab:
                     state.ready = True
                     state.builder_pid = state.builder_started = None
                     state.save(lab_dir(self.name))
+                    self._save_status_frame(state)
                 except BaseException:
                     if self.keep:  # kept for inspection on purpose: not abandoned, never reaped
                         state.builder_pid = state.builder_started = None
@@ -409,42 +415,81 @@ class Lab:
         return Canary(self.runtime, src, ip, **kwargs)
 
     def sessions(self) -> list[Session]:
-        out: list[Session] = []
-        for s in self.speakers():
+        return [s for _, found in self._poll_sessions(self.speakers()) for s in found]
+
+    @staticmethod
+    def _poll_sessions(speakers: list[BirdSpeaker]) -> list[tuple[BirdSpeaker, list[Session]]]:
+        """Each speaker's BGP sessions, asked of the BIRDs side by side (a BIRD that does not
+        answer: one session '<bird>' Down saying why), in the speakers' order."""
+
+        def ask(s: BirdSpeaker) -> list[Session]:
             try:
-                out += s.sessions()
+                return s.sessions()
             except BirdUnavailable as e:
                 daemon = "<bird>" if s.family == 4 else "<bird6>"
-                out.append(Session(s.name, daemon, None, "Down", str(e), s.family))
-        return out
+                return [Session(s.name, daemon, None, "Down", str(e), s.family)]
+
+        if len(speakers) <= 1:
+            return [(s, ask(s)) for s in speakers]
+        with ThreadPoolExecutor(max_workers=min(SESSION_POLLERS, len(speakers))) as pool:
+            return list(zip(speakers, pool.map(ask, speakers), strict=True))
 
     def wait_established(self, timeout: float | None = None) -> list[Session]:
-        """Wait until every BGP session of every BIRD is Established."""
+        """Wait until every BGP session of every BIRD is Established (seen in one pass over all
+        of them at the end). Meanwhile only the BIRDs not yet all Established are asked again."""
         timeout = timeout if timeout is not None else self.spec.timers.bgp_established
-        expected = len(self.sessions_expected())
+        speakers = self.speakers()
+        per_bird: dict[tuple[str, int], int] = {}  # (router, family) -> its expected sessions
+        for name in self.sessions_expected():
+            router, protocol = name.split(":", 1)
+            key = (router, 6 if protocol.endswith("/6") else 4)
+            per_bird[key] = per_bird.get(key, 0) + 1
+        done: set[tuple[str, int]] = set()
+
+        def settled(s: BirdSpeaker, found: list[Session]) -> bool:
+            bgp = [x for x in found if x.name not in ("<bird>", "<bird6>")]
+            return len(bgp) >= per_bird.get((s.name, s.family), 0) and all(x.established for x in found)
 
         def all_up() -> list[Session]:
-            sessions = self.sessions()
-            down = [s for s in sessions if not s.established]
-            if down or len(sessions) < expected:
+            pending = [s for s in speakers if (s.name, s.family) not in done]
+            polled = self._poll_sessions(pending) if pending else self._poll_sessions(speakers)
+            newly = [(s.name, s.family) for s, found in polled if settled(s, found)]
+            newly = [key for key in newly if key not in done]
+            done.update(newly)
+            step.advance(len(newly))
+            if pending:
+                down = [x for s, found in polled if not settled(s, found) for x in found if not x.established]
+                short = [
+                    s.name if s.family == 4 else f"{s.name} (bird6)"
+                    for s, found in polled
+                    if not settled(s, found) and not down
+                ]
                 detail = "; ".join(
-                    f"{s.router}/{s.name}{'' if s.family == 4 else ' (bird6)'} (peer {s.peer}): {s.state}"
-                    + (f", {s.last_error}" if s.last_error else "")
-                    for s in down
+                    f"{x.router}/{x.name}{'' if x.family == 4 else ' (bird6)'} (peer {x.peer}): {x.state}"
+                    + (f", {x.last_error}" if x.last_error else "")
+                    for x in down
                 )
-                raise AssertionError(f"{len(down)} of {len(sessions)} BGP sessions not Established: {detail}")
+                if short:
+                    detail += f"; {', '.join(short)}: fewer BGP sessions than expected"
+                if len(done) < len(speakers):
+                    raise AssertionError(
+                        f"{len(speakers) - len(done)} of {len(speakers)} BIRDs not all Established: {detail}"
+                    )
+                polled = self._poll_sessions(speakers)  # every BIRD once more, as one picture
+            sessions = [x for _, found in polled for x in found]
+            if not all(settled(s, found) for s, found in polled):
+                done.clear()  # a session dropped meanwhile: start over
+                raise AssertionError("a BGP session dropped while the others came up")
             return sessions
 
-        with self.progress.step("BGP sessions Established", total=expected) as step:
-            result = eventually(
+        with self.progress.step("BIRDs with every BGP session Established", total=len(speakers)) as step:
+            return eventually(
                 all_up,
                 timeout=timeout,
                 interval=0.2,
                 what="every BGP session to be Established",
                 transient=(BirdUnavailable,),
             )
-            step.advance(expected)
-        return result
 
     def sessions_expected(self) -> list[str]:
         """Every router session, `router:protocol` (bird6's `router:protocol/6`)."""
@@ -458,6 +503,14 @@ class Lab:
     # -- reporting ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The `kvlab status --json` document (a stable contract, see README)."""
+        doc = self._status_frame()
+        for vm in doc["vms"]:
+            vm["node"] = self.vm_location(vm["name"])["node"]
+        doc["sessions"] = [s.to_json() for s in self.sessions()]
+        return doc
+
+    def _status_frame(self) -> dict[str, Any]:
+        """The status document but its sessions, VMs on their first nodes (what never changes)."""
         return {
             "lab": self.name,
             "runtime": self.runtime_name,
@@ -486,12 +539,7 @@ class Lab:
                 for c, n in self.spec.all_nodes()
             ],
             "vms": [
-                {
-                    "name": w.vm,
-                    "ip": str(w.ip),
-                    **({"ip6": str(w.ip6)} if w.ip6 else {}),
-                    "node": self.vm_location(w.vm)["node"],
-                }
+                {"name": w.vm, "ip": str(w.ip), **({"ip6": str(w.ip6)} if w.ip6 else {}), "node": w.node}
                 for w in self.topo.workloads
             ],
             "hosts": [
@@ -502,8 +550,16 @@ class Lab:
                 }
                 for h in self.spec.hosts
             ],
-            "sessions": [s.to_json() for s in self.sessions()],
         }
+
+    def _save_status_frame(self, state: LabState) -> None:
+        """Cache the status frame for the CLI's fast path (harness.fastpath); best effort."""
+        base = Path(self.spec.source).parent
+        files = [self.spec.source] + [
+            str(base / c.resources) for c in self.spec.clusters if isinstance(c.resources, str)
+        ]
+        with contextlib.suppress(OSError):
+            fastpath.save_frame(self.name, state, self._status_frame(), files)
 
 
 def canary_verdict(report: CanaryReport) -> str | None:

@@ -14,12 +14,12 @@ from harness.calico import resources as cr
 from harness.errors import InputError, SpecError, SpecIssue
 from harness.labcheck import check_lab
 from harness.labpools import fill_pools
+from harness.names import DEFAULT_LAB
 from harness.spec import LabFile, LabSpec
 from harness.state import check_lab_name, valid_lab_name
 from harness.yamlsrc import SourceMap, load_documents, shown
 
 REPO_LABS = Path(__file__).resolve().parents[1] / "labs"
-DEFAULT_LAB = "default"
 
 
 class LabFileNotFound(InputError):

@@ -7,3 +7,5 @@ from __future__ import annotations
 NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?$"
 # Lab (instance) names become namespace prefixes `kvlab.<lab>.` and run directories.
 LAB_NAME_PATTERN = r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+# The lab `kvlab` means when none is named (labs/default.yml).
+DEFAULT_LAB = "default"

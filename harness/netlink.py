@@ -13,6 +13,7 @@ import errno
 import ipaddress
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +38,29 @@ def namespace_exists(name: str) -> bool:
 
 
 def create_namespace(name: str) -> None:
-    """Create a namespace and bring its loopback up."""
-    netns.create(name)
-    with ipr(name) as ip:
-        ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+    """Create a namespace and bring its loopback up.
+
+    Made by a short-lived thread that unshares its network namespace and has pyroute2 bind-mount
+    it as `/run/netns/<name>` (what `ip netns add` does). pyroute2's netns.create forks a child
+    for it instead: 20 ms from a lab builder, 3 times a thread's cost, for each of 300 namespaces."""
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare: {os.strerror(err)}")
+            netns.attach(name, "thread-self")  # bind-mounts /proc/thread-self/ns/net
+            with IPRoute() as ip:
+                ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=make, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def remove_namespace(name: str) -> None:
@@ -56,6 +76,15 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def enter(ns: str) -> None:
+    """Move this thread into namespace `ns` for the rest of its life (setns is per thread)."""
+    target = os.open(ns_path(ns), os.O_RDONLY)
+    try:
+        _setns(target)
+    finally:
+        os.close(target)
 
 
 @contextmanager

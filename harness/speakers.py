@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as Interface
 
 from harness.birdc import BirdClient, Protocol, Route
-from harness.kernel import KernelRoute
+
+if TYPE_CHECKING:  # harness.kernel imports pyroute2: the CLI's fast path reads BIRD only
+    from harness.kernel import KernelRoute
 
 
 class Probed(Interface):

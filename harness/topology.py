@@ -21,7 +21,15 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from harness.spec import FABRIC6_PREFIX, FIRST_NODE_HOST, P2P_RANGE, RACK_RANGE, ROUTER_ID_RANGE, LabSpec
+from harness.spec import (
+    FABRIC6_PREFIX,
+    FIRST_NODE_HOST,
+    P2P_RANGE,
+    RACK_RANGE,
+    ROUTER_ID_RANGE,
+    LabSpec,
+    Node,
+)
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
@@ -181,9 +189,14 @@ class Topology:
         out.update({v.name: "vm" for v in self.spec.vms if v.backend == "mock"})  # QEMU VMs have no namespace
         return out
 
+    @cached_property
+    def _spec_nodes(self) -> dict[str, Node]:
+        """Node name -> its lab file entry (asked for every node of every node's render)."""
+        return {n.name: n for _, n in self.spec.all_nodes()}
+
     def node_labels(self, node: str) -> dict[str, str]:
         """The Kubernetes labels of a node, as Calico selectors see them."""
-        _, n = self.spec.node(node)
+        n = self._spec_nodes[node]  # KeyError(node) for an unknown node, as spec.node
         labels = {"kubernetes.io/hostname": node}
         if n.rack:
             labels["rack"] = n.rack

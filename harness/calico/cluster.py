@@ -10,6 +10,7 @@ affinities given explicitly, as a real cluster's IPAM or Calico's confd tests pr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -78,6 +79,18 @@ class Cluster:
 
     def of_kind(self, kind: type) -> list[Any]:
         return [r for r in self.resources if isinstance(r, kind)]
+
+    @functools.cached_property
+    def nodes_by_ip(self) -> dict[Any, list[str]]:
+        """Address (an ipaddress object) -> the nodes that have it, in name order: looked up
+        for every BGPPeer of every node's render (a scan of all nodes each would be quadratic)."""
+        out: dict[Any, list[str]] = {}
+        for name in sorted(self.nodes):
+            n = self.nodes[name]
+            for a in (n.ipv4, n.ipv6):
+                if a is not None:
+                    out.setdefault(a.ip, []).append(name)
+        return out
 
     def bgp_configuration(self, name: str = "default") -> cr.BGPConfiguration | None:
         return next((r for r in self.of_kind(cr.BGPConfiguration) if r.metadata.name == name), None)

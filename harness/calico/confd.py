@@ -462,9 +462,8 @@ def _nodes_with(cluster: cc.Cluster, ip: str, asn: int | None, port: int | None)
     want = asn or cluster.global_asn()
     default_port = cluster.default_config().listenPort
     out = []
-    for name in sorted(cluster.nodes):
-        n = cluster.nodes[name]
-        if ip not in {str(a.ip) for a in (n.ipv4, n.ipv6) if a is not None} or cluster.asn(name) != want:
+    for name in cluster.nodes_by_ip.get(ipaddress.ip_address(ip), []):
+        if cluster.asn(name) != want:
             continue
         own = cluster.node_config(name)
         own_port = own.listenPort if own is not None else None

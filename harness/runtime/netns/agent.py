@@ -365,7 +365,9 @@ class Agent:
         return wait
 
 
-def serve(config: dict[str, Any]) -> None:
+def serve(config: dict[str, Any], *, main_thread: bool = True) -> None:
+    """Serve one node until SIGTERM/SIGINT (`main_thread`), or forever in a thread of an agent
+    host (harness.runtime.netns.agenthost), which handles the signals for all its nodes."""
     pr, pr6 = config.get("priorities", {}), config.get("priorities6", {})
     agent = Agent(
         config["node"],
@@ -384,8 +386,9 @@ def serve(config: dict[str, Any]) -> None:
     def _stop(*_: object) -> None:
         raise SystemExit(0)  # leave select() now; Python would otherwise resume it after a handler
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if main_thread:
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     while True:
         timeout = agent.tick()
         captures = {w.capture: w for w in agent.workloads.values() if w.capture is not None}

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ from harness.wait import eventually
 
 MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as its guest
 BIRDRELAY = "harness.runtime.netns.birdrelay"  # a nested node's control socket when it runs in QEMU
+AGENT_HOST = "harness.runtime.netns.agenthost"  # the process running every node agent of a lab
+BIRD_STARTERS = 8  # BIRD daemons started at a time
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -89,7 +92,8 @@ class NetnsRuntime(Runtime):
     def owned_elsewhere(cls, lab: str) -> bool:
         """Whether lab `lab`'s namespaces run processes of another run root (a lab brought up
         with another KVLAB_RUN_DIR): their command lines name files of `<other root>/<lab>/`,
-        never of ours."""
+        never of ours. (A lab another run root is still building holds the machine-wide lock
+        of its name, harness.state.lab_lock: the reaper never gets that far.)"""
         ours, marker = f"{lab_dir(lab)}/", f"/{lab}/"
         for ns in netlink.list_namespaces():
             parsed = parse_namespace(ns)
@@ -567,6 +571,7 @@ class NetnsRuntime(Runtime):
 
     def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
         nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+        hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
                 pr = felix.priorities(resources.get(cluster.name, []))
@@ -604,8 +609,8 @@ class NetnsRuntime(Runtime):
                 path = self.entity_dir(node.name) / "agent.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
-                agent = [sys.executable, "-m", "harness.runtime.netns.agent", "--config", str(path)]
-                self._daemon(node.name, "agent", agent)
+                hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
+            self._start_agent_host(hosted)
             for _, node in nodes:
                 eventually(
                     lambda n=node.name: self.agent(n).call("ping"),
@@ -615,6 +620,25 @@ class NetnsRuntime(Runtime):
                     transient=(OSError,),
                 )
                 step.advance(detail=node.name)
+
+    def _start_agent_host(self, nodes: list[dict[str, str]]) -> None:
+        """One process, outside the lab's namespaces, running every node's agent in a thread
+        inside that node's namespace (harness.runtime.netns.agenthost); each node's agent.pid
+        names it, so a node's agent is alive while it runs."""
+        if not nodes:
+            return
+        config = self.run_dir / "agents.json"
+        config.write_text(json.dumps({"nodes": nodes}, indent=2))
+        with open(self.run_dir / "agents.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", AGENT_HOST, "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for node in nodes:
+            (self.entity_dir(node["node"]) / "agent.pid").write_text(str(proc.pid))
 
     def _nested_pods(self, topo: Topology) -> None:
         """A pod per nested node: its address on the VM's loopback, so traffic to
@@ -671,6 +695,7 @@ class NetnsRuntime(Runtime):
     def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
         entities = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
         birds = [(e, f) for e in entities for f in self._families(e)]
+        local: list[tuple[str, int]] = []  # BIRDs in the lab's namespaces (not in a guest)
         with self.progress.step("BIRD daemons", total=len(birds)) as step:
             for entity, family in birds:
                 files = self.bird_files(entity, family)
@@ -688,8 +713,16 @@ class NetnsRuntime(Runtime):
                     self._start_guest_bird(topo, entity, text)
                     step.advance(detail=f"{entity} (in {self.hosted[entity]}'s guest)")
                     continue
-                self._start_bird(entity, family)
-                step.advance(detail=entity if family == 4 else f"{entity} (bird6)")
+                local.append((entity, family))
+            # BIRDs start side by side (each `bird` parses its config and forks a daemon): a pool
+            # of BIRD_STARTERS at a time; the first failure is raised once all have been waited for.
+            with ThreadPoolExecutor(max_workers=BIRD_STARTERS) as pool:
+                for entity, family in pool.map(self._start_bird_named, local):
+                    step.advance(detail=entity if family == 4 else f"{entity} (bird6)")
+
+    def _start_bird_named(self, bird: tuple[str, int]) -> tuple[str, int]:
+        self._start_bird(*bird)
+        return bird
 
     def _start_guest_bird(self, topo: Topology, node: str, config: str) -> None:
         """A nested node in a QEMU guest: its config and pod address go into the VM's initrd
@@ -729,9 +762,18 @@ class NetnsRuntime(Runtime):
             "-P",
             str(files["pid"]),
         ]
-        res = self.run(entity, argv)
+        res = self._run_inside(entity, argv)
         if res.returncode != 0:
             raise LabError(f"{daemon} of '{entity}' did not start: {(res.stderr or res.stdout).strip()}")
+
+    def _run_inside(self, entity: str, argv: list[str], timeout: float = 30.0) -> Any:
+        """`argv` started by this thread from inside the entity's network namespace (a child
+        inherits it): `ip netns exec`'s mount namespace and /sys remount cost more than a BIRD
+        start, and a daemon needs neither."""
+        if not netlink.namespace_exists(self.ns(entity)):
+            raise LabError(f"'{entity}' has no namespace in lab '{self.lab}' (is the lab up?)")
+        with netlink.inside(self.ns(entity)):
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
     def _pid_alive(self, entity: str, name: str) -> bool:
         try:
