@@ -238,6 +238,14 @@ def test_dual_stack_nested_lab_from_the_command_line() -> None:
         status = json.loads(_kvlab("status", name, "--json").stdout)
         local6 = {s["peer"] for s in status["sessions"] if s["name"].startswith("Local_Workload_2001")}
         assert local6 == {"2001:db8:203:113::10", "2001:db8:203:113::11"}
+        nested = {
+            (s["router"], s["name"]) for s in status["sessions"] if s["router"] in ("red-n1", "blue-n1")
+        }
+        assert nested == {  # each nested node's bird and bird6
+            (node, peer)
+            for node in ("red-n1", "blue-n1")
+            for peer in ("Global_169_254_0_179", "Global_fdc9_9723_9bc__1")
+        }
         assert all(s["state"] == "Established" for s in status["sessions"])
     finally:
         _kvlab("down", name)
