@@ -9,8 +9,8 @@
   routes at the ToR and at a node of the other rack, and disproven by a copy of the resources
   whose v6 rules differ (the v4 rules stay as shipped: the v4 half still works there).
 
-The containerlab runtime renders dual-stack labs (checked by the unit tests) but has never run
-one, so these run on the netns runtime only.
+Scenario tests: they run on every runtime. The containerlab runtime renders dual-stack labs
+(checked by the unit tests); the nightly is the first to run these there.
 """
 
 from __future__ import annotations
@@ -28,10 +28,7 @@ from harness.lab import Lab
 from harness.record import MigrationRecord
 from harness.wait import eventually
 
-pytestmark = [
-    pytest.mark.netns_only("dual stack on containerlab is rendered and validated, never yet run"),
-    pytest.mark.migration,
-]
+pytestmark = pytest.mark.migration
 
 VM4, VM6 = "203.0.113.10/32", "2001:db8:203:113::10/128"
 TAG = "65000:100"
