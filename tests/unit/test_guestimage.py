@@ -533,9 +533,11 @@ def test_qmp_client_negotiates_executes_and_records_events(fake_qmp: tuple[Path,
         assert len({r["id"] for r in seen[1:]}) == len(seen) - 1  # every command has its own id
 
 
-def serve_once(path: Path, hang_up: threading.Event | None = None) -> threading.Thread:
+def serve_once(
+    path: Path, hang_up: threading.Event | None = None, before: Sequence[dict] = ()
+) -> threading.Thread:
     """A QMP server that greets, accepts the capabilities negotiation and hangs up (at once, or
-    when `hang_up` is set): a QEMU that exits."""
+    when `hang_up` is set): a QEMU that exits. `before`: messages sent ahead of the greeting."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
@@ -544,6 +546,8 @@ def serve_once(path: Path, hang_up: threading.Event | None = None) -> threading.
         with server:
             conn, _ = server.accept()
             with conn:
+                for msg in before:
+                    conn.sendall(json.dumps(msg).encode() + b"\n")
                 conn.sendall(json.dumps(GREETING).encode() + b"\n")
                 conn.recv(4096)  # qmp_capabilities
                 conn.sendall(b'{"return": {}}\n')
@@ -567,6 +571,28 @@ def test_qmp_client_says_so_when_qemu_hangs_up_during_a_wait(tmp_path: Path) -> 
         assert time.monotonic() - started < 5
         with pytest.raises(QemuError, match="closed the QMP connection"):
             qmp.execute("query-status")
+    t.join(timeout=5)
+
+
+def test_events_qemu_sends_ahead_of_its_greeting_are_kept_not_taken_for_it(tmp_path: Path) -> None:
+    """QEMU 7.2 can emit an event on a connection before its greeting (the monitor's OPENED
+    handler had not run yet): the client reads past it, negotiates, and keeps the event."""
+    early = {"event": "NIC_RX_FILTER_CHANGED", "data": {"path": "/machine/peripheral/net0"},
+             "timestamp": {"seconds": 100, "microseconds": 5}}  # fmt: skip
+    hang_up = threading.Event()
+    t = serve_once(tmp_path / "qmp.sock", hang_up, before=[early, early])
+    with QMPClient(tmp_path / "qmp.sock", timeout=5) as qmp:
+        assert qmp.greeting["QMP"]["version"]["qemu"]["major"] == 7
+        assert [e.name for e in qmp.events] == ["NIC_RX_FILTER_CHANGED"] * 2
+        assert qmp.events[0].timestamp == pytest.approx(100.000005)
+        hang_up.set()
+    t.join(timeout=5)
+
+
+def test_a_first_message_that_is_neither_event_nor_greeting_is_refused(tmp_path: Path) -> None:
+    t = serve_once(tmp_path / "qmp.sock", before=[{"return": {}}])
+    with pytest.raises(QemuError, match="Did not understand Greeting"):
+        QMPClient(tmp_path / "qmp.sock", timeout=5).connect()
     t.join(timeout=5)
 
 

@@ -44,6 +44,8 @@ from typing import Any, TypeVar
 
 from pyroute2 import NetlinkError
 from qemu import qmp
+from qemu.qmp.models import Greeting
+from qemu.qmp.qmp_client import GreetingError
 
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
@@ -229,7 +231,7 @@ class QMPClient:
         self.events: list[QMPEvent] = []
         self.greeting: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._qmp: qmp.QMPClient | None = None
+        self._qmp: _GreetedClient | None = None
         self._recorder = _Recorder(self.events)  # anew for each connection: asyncio binds it to a loop
 
     # connection
@@ -238,7 +240,7 @@ class QMPClient:
         refused); QemuError when QEMU does not greet in time or hangs up."""
         if self._qmp is not None:
             raise QemuError(f"QMP client for {self.path} is already connected")
-        self._loop, self._qmp = asyncio.new_event_loop(), qmp.QMPClient(self.path.name)
+        self._loop, self._qmp = asyncio.new_event_loop(), _GreetedClient(self.path.name)
         self._recorder = _Recorder(self.events)
         self._qmp.register_listener(self._recorder)
         try:
@@ -249,6 +251,7 @@ class QMPClient:
         except BaseException:
             self.close()
             raise
+        self.events.extend(_event(msg) for msg in self._qmp.early_events)
         greeting = self._qmp.greeting
         if greeting is not None:
             version, caps = greeting.QMP.version, greeting.QMP.capabilities
@@ -338,6 +341,39 @@ class QMPClient:
             raise QemuError(f"{what} on {self.path}: {e}") from None
         finally:
             client.events.clear()  # qemu.qmp's default queue: ours is `self.events`
+
+
+EVENTS_BEFORE_GREETING = 64  # events a fresh connection may see ahead of the greeting
+
+
+class _GreetedClient(qmp.QMPClient):
+    """qemu.qmp's client, tolerant of events that QEMU sends ahead of its greeting.
+
+    QEMU 7.2 decides whether a QMP monitor gets an event from the monitor's command table,
+    which is only set to "negotiating" by the handler of the connection's OPENED event. An
+    event emitted (from the main loop) after the socket is accepted but before that handler
+    ran (in the monitor's I/O thread) goes out first: on a fresh monitor the table is still
+    unset, and on a reused one it still says "negotiated". qemu.qmp then takes the event for
+    the greeting and gives up ("'Greeting' object requires 'QMP' member"). Here such events
+    are kept (they are QEMU's, and a migration may care) and the greeting is read after them.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.early_events: list[qmp.Message] = []
+
+    async def _get_greeting(self) -> Greeting:
+        self.early_events = []
+        for _ in range(EVENTS_BEFORE_GREETING):
+            msg = await self._recv()
+            if "event" in msg and "QMP" not in msg:
+                self.early_events.append(msg)
+                continue
+            try:
+                return Greeting(msg)
+            except (KeyError, TypeError) as err:
+                raise GreetingError("Did not understand Greeting", err) from err
+        raise GreetingError(f"no greeting after {EVENTS_BEFORE_GREETING} events", ValueError("events only"))
 
 
 class _Recorder(qmp.EventListener):
