@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.birdc import BirdUnavailable
-from harness.speakers import BirdSpeaker, Session
+from harness.speakers import SPEAKER_KINDS, BirdSpeaker, Session, bird_daemons
 from harness.state import LabState, lab_dir
 
 CACHE = "status-frame.json"
 JOURNALS = "migrations"  # harness.runtime.netns.journal.JOURNAL_DIR, not imported (light)
-SPEAKER_KINDS = ("router", "node")
 
 
 def fingerprint(files: list[str]) -> dict[str, str]:
@@ -84,6 +83,14 @@ def routes(lab: str, entity: str, prefix: str | None, family: int = 4) -> list[d
     return [r.to_json() for r in speaker.routes(prefix)]
 
 
+def frame_birds(frame: dict[str, Any], entities: dict[str, str]) -> list[tuple[str, int]]:
+    """The BIRDs Lab.speakers lists, as (entity, family), from a status frame: its clusters say
+    the families (one with IPv6 pools: dual stack), its nodes which nested ones lack IPv6."""
+    families = (4, 6) if any("pools6" in c for c in frame["clusters"]) else (4,)
+    v4_only = {n["name"] for n in frame["nodes"] if "vm" in n and "ip6" not in n}
+    return bird_daemons(entities, families, v4_only)
+
+
 def status(lab: str) -> dict[str, Any] | None:
     """`kvlab status --json`'s document, or None (take the full path)."""
     state = _state(lab)
@@ -102,23 +109,16 @@ def status(lab: str) -> dict[str, Any] | None:
         return None
     for vm in doc["vms"]:
         vm["node"] = state.vms.get(vm["name"], {}).get("node", vm["node"])
-    # As Lab.speakers: every router's and node's bird, then (dual stack: nodes with an IPv6
-    # address) every one's bird6 but those of nested nodes without one (a v4-only nested cluster).
-    dual = any("ip6" in n for n in doc["nodes"])
-    nested = {n["name"] for n in doc["nodes"] if "vm" in n and "ip6" not in n}
     sockets = _Sockets(lab, lab_dir(lab))
     sessions: list[Session] = []
-    for family in (4, 6) if dual else (4,):
-        for entity, kind in state.entities.items():
-            if kind not in SPEAKER_KINDS or (family == 6 and entity in nested):
-                continue
-            try:
-                sessions += BirdSpeaker(sockets, entity, family).sessions()
-            except BirdUnavailable as e:
-                daemon = "<bird>" if family == 4 else "<bird6>"
-                sessions.append(Session(entity, daemon, None, "Down", str(e), family))
+    for entity, family in frame_birds(doc, state.entities):
+        try:
+            sessions += BirdSpeaker(sockets, entity, family).sessions()
+        except BirdUnavailable as e:
+            daemon = "<bird>" if family == 4 else "<bird6>"
+            sessions.append(Session(entity, daemon, None, "Down", str(e), family))
     doc["sessions"] = [s.to_json() for s in sessions]
     return doc
 
 
-__all__ = ["routes", "save_frame", "status"]
+__all__ = ["frame_birds", "routes", "save_frame", "status"]
