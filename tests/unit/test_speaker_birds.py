@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labfiles import LABS, lab_data, write_lab_data
+from labfiles import LABS, lab_data, without_ipv6, write_lab_data
 
 from harness import fastpath
 from harness.lab import Lab
@@ -31,15 +31,7 @@ def test_bird_daemons_lists_every_bird_then_every_bird6_but_the_v4_only_ones() -
 
 def _v4_only_nested_blue(tmp_path: Path) -> Path:
     """nested-dual-stack with its nested cluster blue without IPv6 pools: blue-n1 runs no bird6."""
-    data = lab_data("nested-dual-stack")
-    blue = next(c for c in data["clusters"] if c["name"] == "blue")
-    del blue["pools6"], blue["block_size6"]
-    blue["resources"] = [
-        r
-        for r in blue["resources"]
-        if r["metadata"]["name"] not in ("blue-pool-v6", "peer-to-parent-cluster-v6")
-    ]
-    return write_lab_data(data, tmp_path / "lab.yml")
+    return write_lab_data(without_ipv6(lab_data("nested-dual-stack"), "blue"), tmp_path / "lab.yml")
 
 
 @pytest.mark.parametrize(
