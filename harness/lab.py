@@ -32,6 +32,7 @@ from harness.record import MigrationRecord
 from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import LabContext, ProbeRoute, Runtime, RuntimeOptions
+from harness.safefile import FileRefused
 from harness.speakers import SPEAKER_KINDS, BirdSpeaker, Session, bird_daemons
 from harness.spec import LabSpec, cluster_resources
 from harness.state import LabState, check_lab_name, lab_dir, lab_lock
@@ -554,7 +555,7 @@ class Lab:
         files = [self.spec.source] + [
             str(base / c.resources) for c in self.spec.clusters if isinstance(c.resources, str)
         ]
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, FileRefused):
             fastpath.save_frame(self.name, state, self._status_frame(), files)
 
 
