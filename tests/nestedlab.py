@@ -1,7 +1,7 @@
 """What the nested-cluster scenario modules (IPv4: integration/test_nested_clusters.py, IPv6:
 integration/test_nested_dual_stack.py) ask a lab the same way, through the Lab interface only:
 a speaker's best route and session states, a session's errors while it is down, an interface's
-addresses, a canary's clean run, and an IPPool resource for a changed copy of a lab."""
+addresses, a canary's clean run, and another pool for a changed copy of a lab."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import json
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+from labfiles import cluster_of
 
 from harness.birdc import BirdError, Route
 from harness.lab import Lab
@@ -71,11 +73,17 @@ def assert_canary_clean(lab: Lab, source: str, target: str, family: int = 4) -> 
     assert report.same_connection, report.summary()
 
 
-def ippool(name: str, cidr: str, block_size: int, **modes: str) -> dict[str, Any]:
-    """A Calico IPPool resource (`modes`: ipipMode, vxlanMode, ...)."""
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name},
-        "spec": {"cidr": cidr, "blockSize": block_size, **modes},
-    }
+def add_pool(data: dict[str, Any], cluster: str, cidr: str) -> None:
+    """Lab data (resources inline) with another pool for `cluster`: in `pools` (IPv4, /26 blocks)
+    or `pools6` (IPv6, /120 blocks), and its IPPool resource '<cluster>-extra[-v6]'."""
+    c = cluster_of(data, cluster)
+    if ":" in cidr:
+        c["pools6"].append(cidr)
+        spec = {"cidr": cidr, "blockSize": 120, "vxlanMode": "Never"}
+    else:
+        c["pools"].append(cidr)
+        spec = {"cidr": cidr, "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"}
+    name = f"{cluster}-extra" + ("-v6" if ":" in cidr else "")
+    c["resources"].append(
+        {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": name}, "spec": spec}
+    )

@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from labfiles import lab_data
-from nestedlab import addresses, assert_canary_clean, best, ippool, session_errors, sessions
+from labfiles import cluster_of, lab_data, resource, write_lab_data
+from nestedlab import add_pool, addresses, assert_canary_clean, best, session_errors, sessions
 
 from harness.birdc import Route
 from harness.lab import Lab
@@ -142,23 +141,10 @@ def _rogue_spec(tmp: Path) -> Path:
     accept, and blue's parent filter is the guide's (no trailing Reject)."""
     data = lab_data("nested")
     data["name"] = "nested-rogue"
-    extra = ROGUE
-    for cluster in data["clusters"]:
-        if cluster["name"] in extra:
-            cluster["pools"].append(extra[cluster["name"]])
-            cluster["resources"].append(
-                ippool(
-                    f"{cluster['name']}-extra",
-                    extra[cluster["name"]],
-                    26,
-                    ipipMode="Never",
-                    vxlanMode="Never",
-                )
-            )
-        if cluster["name"] == "parent":
-            for res in cluster["resources"]:
-                if res["metadata"]["name"] == "accept-nested-blue-pool":
-                    res["spec"]["importV4"] = [r for r in res["spec"]["importV4"] if r["action"] != "Reject"]
+    for cluster, cidr in ROGUE.items():
+        add_pool(data, cluster, cidr)
+    blue = resource(cluster_of(data, "parent"), "BGPFilter", "accept-nested-blue-pool")["spec"]
+    blue["importV4"] = [r for r in blue["importV4"] if r["action"] != "Reject"]
     # A parent cluster name of its own: on the real stack this lab is a kind cluster beside the
     # module's nested lab (kind cluster names are machine-wide).
     for cluster in data["clusters"]:
@@ -166,9 +152,7 @@ def _rogue_spec(tmp: Path) -> Path:
             cluster["name"] = "rogue-parent"
         elif cluster.get("parent") == "parent":
             cluster["parent"] = "rogue-parent"
-    path = tmp / "nested-rogue.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_lab_data(data, tmp / "nested-rogue.yml")
 
 
 @pytest.fixture(scope="module")

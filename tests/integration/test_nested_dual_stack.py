@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from labfiles import lab_data
-from nestedlab import addresses, assert_canary_clean, best, ippool, session_errors, sessions
+from labfiles import cluster_of, lab_data, resource, write_lab_data
+from nestedlab import add_pool, addresses, assert_canary_clean, best, session_errors, sessions
 
 from harness.birdc import Route
 from harness.lab import Lab
@@ -131,21 +130,14 @@ def _changed_spec(tmp: Path) -> Path:
     keeps red's rule only. The v4 rules are as shipped."""
     data = lab_data("nested-dual-stack")
     data["name"] = "nested6-changed"
-    for cluster in data["clusters"]:
-        name = cluster["name"]
-        if name in ROGUE6:
-            cluster["pools6"].append(ROGUE6[name])
-            cluster["resources"].append(ippool(f"{name}-extra-v6", ROGUE6[name], 120, vxlanMode="Never"))
-        if name == "parent":
-            for res in cluster["resources"]:
-                spec = res.get("spec", {})
-                if res["metadata"]["name"] == "accept-nested-blue-pool":
-                    spec["importV6"] = [r for r in spec["importV6"] if r["action"] != "Reject"]
-                if res["metadata"]["name"] == "export-to-tor":
-                    spec["exportV6"] = [r for r in spec["exportV6"] if r["cidr"] == POOLS6["red"]]
-    path = tmp / "nested6-changed.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    for cluster, cidr in ROGUE6.items():
+        add_pool(data, cluster, cidr)
+    parent = cluster_of(data, "parent")
+    blue = resource(parent, "BGPFilter", "accept-nested-blue-pool")["spec"]
+    blue["importV6"] = [r for r in blue["importV6"] if r["action"] != "Reject"]
+    tor = resource(parent, "BGPFilter", "export-to-tor")["spec"]
+    tor["exportV6"] = [r for r in tor["exportV6"] if r["cidr"] == POOLS6["red"]]
+    return write_lab_data(data, tmp / "nested6-changed.yml")
 
 
 @pytest.fixture(scope="module")
