@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 from harness import failpoints, netlink, procs
 from harness.errors import LabError, WaitTimeout
+from harness.names import NAME_PATTERN
 from harness.runtime.netns.guestimage import GuestImage, ensure_image, nested_initrd
 from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
 from harness.topology import GUEST_PORT
@@ -86,6 +88,9 @@ class QemuVMs:
         return self._image
 
     def nested_initrd(self, vm: str) -> Path:
+        """`<run>/<vm>/initrd-nested.gz`: `vm` a name (the lab file's rule), never a path."""
+        if not isinstance(vm, str) or re.fullmatch(NAME_PATTERN, vm) is None:
+            raise ValueError(f"not a VM name: {vm!r}")
         return self.rt.entity_dir(vm) / NESTED_INITRD
 
     def prepare_nested(self, vm: str, bird_conf: str, pod_ip: str) -> Path:
