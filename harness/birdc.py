@@ -134,6 +134,12 @@ def parse_reply_lines(lines: Iterable[str]) -> Reply:
     Continuation lines get the code of the previous line; ``+`` (spontaneous) lines are
     dropped.  Text is kept verbatim (tabs and padding included).
     """
+    with _no_gc():
+        return _frame(lines)
+
+
+def _frame(lines: Iterable[str]) -> Reply:
+    """parse_reply_lines without its garbage collector pause."""
     out: Reply = []
     append = out.append
     heads = _HEADS
@@ -497,8 +503,16 @@ def _origin(text: str) -> tuple[str, str, str | None]:
     return proto, since.strip(), from_address
 
 
-def _info(mark: str | None, tail: str) -> tuple[bool, bool, str, int]:
-    """``(best, sync_error, info, preference)`` of what follows the brackets of a route line."""
+def _route_fields(rest: str, dests: _Memo[str], origins: _Memo[str]) -> dict[str, Any] | None:
+    """The fields a route line gives without its prefix (``<dest> [<proto> <since>[ from <addr>]]
+    [ *| !]<info>``), None if the line does not parse. `source` and `attribute_lines` are placeholders
+    that the route's `Type:` and attribute lines fill in."""
+    m = _ROUTE_REST.match(rest.strip())
+    if m is None:
+        return None
+    dest, origin, mark, tail = m.groups()
+    route_type, via, iface, next_hops = dests[dest]
+    proto, since, from_address = origins[origin]
     info = tail.strip()
     preference = 0
     if info.startswith("("):  # "(100)", or "(100/0)" with the IGP metric
@@ -507,7 +521,22 @@ def _info(mark: str | None, tail: str) -> tuple[bool, bool, str, int]:
             end += 1
         if end > 1:
             preference = int(info[1:end])
-    return mark is not None, mark == " !", info, preference
+    return {
+        "prefix": None,
+        "best": mark is not None,
+        "route_type": route_type,
+        "via": via,
+        "interface": iface,
+        "next_hops": next_hops,
+        "protocol": proto,
+        "since": since,
+        "preference": preference,
+        "source": None,
+        "attribute_lines": (),
+        "from_address": from_address,
+        "sync_error": mark == " !",
+        "info": info,
+    }
 
 
 class _Memo(dict[_T, Any]):
@@ -523,28 +552,29 @@ class _Memo(dict[_T, Any]):
         return value
 
 
-def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
+def _parse_routes(reply: Iterable[tuple[int, str]]) -> list[Route]:
     """Routes of a reply in one pass: a route is complete when the next route line (or the end)
     comes; its `Type:` (1008) and attribute (1012) lines and multipath next hops fall in between.
 
-    The hot path is one regex match per route line and one list append per attribute line; the
-    parts of a route line that repeat across a table (destination, protocol and time, the tail,
-    the `Type:` line) are decoded once per distinct text."""
+    The hot path is one dict lookup and copy per route line and one list append per attribute
+    line: what follows the prefix on a route line (destination, protocol, time, tail) and the
+    `Type:` line repeat across a table and are decoded once per distinct text."""
     dests: _Memo[str] = _Memo(_dest)
     origins: _Memo[str] = _Memo(_origin)
-    infos: _Memo[tuple[str | None, str]] = _Memo(lambda key: _info(*key))
+    templates: _Memo[str] = _Memo(lambda rest: _route_fields(rest, dests, origins))
     sources: _Memo[str] = _Memo(_source)
-    match = _ROUTE_REST.match
     new = object.__new__
     set_dict = object.__setattr__
+    out: list[Route] = []
     # the route being read: its fields from the route line, next hops, `Type:` line, attributes
     fields: dict[str, Any] | None = None
     hops: list[NextHop] = []
     type_line: tuple[str, str | None, str | None] | None = None
     attrs: list[str] = []  # lines before the first route land here and are dropped
+    add_attr = attrs.append
     prefix: str | None = None
 
-    def finish() -> Route:
+    def finish() -> None:
         assert fields is not None
         if hops:  # multipath: the `\tvia ... weight N` lines
             fields["next_hops"] = next_hops = tuple(hops)
@@ -556,11 +586,11 @@ def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
             fields["attribute_lines"] = (type_line[0], *attrs)
         route = new(Route)
         set_dict(route, "__dict__", fields)
-        return route
+        out.append(route)
 
     for code, text in reply:
         if code == ROUTE_EXT_ATTRS:
-            attrs.append(text)
+            add_attr(text)
         elif code == ROUTE_LIST:
             if text[:1] == "\t":  # "\tvia A on IF weight N": next hop of a multipath route
                 if fields is None:
@@ -572,44 +602,27 @@ def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
                 hops.append(_next_hop(m["gw"], m["iface"], int(w) if w else None))
                 continue
             if fields is not None:
-                yield finish()
+                finish()
             if text[:1].isspace():  # another alternative for the same prefix
                 if prefix is None:
                     raise ValueError(f"route alternative without a prefix: {text!r}")
-                rest = text.strip()
+                rest = text
             else:
                 prefix, _, rest = text.partition(" ")
-                rest = rest.strip()
-            m = match(rest)
-            if m is None:
-                raise ValueError(f"unparsable route line: {prefix} {rest!r}")
-            dest, origin, mark, tail = m.groups()
-            route_type, via, iface, next_hops = dests[dest]
-            proto, since, from_address = origins[origin]
-            best, sync_error, info, preference = infos[mark, tail]
-            fields = {
-                "prefix": prefix,
-                "best": best,
-                "route_type": route_type,
-                "via": via,
-                "interface": iface,
-                "next_hops": next_hops,
-                "protocol": proto,
-                "since": since,
-                "preference": preference,
-                "source": None,
-                "attribute_lines": (),
-                "from_address": from_address,
-                "sync_error": sync_error,
-                "info": info,
-            }
+            template = templates[rest]
+            if template is None:
+                raise ValueError(f"unparsable route line: {prefix} {rest.strip()!r}")
+            fields = template.copy()
+            fields["prefix"] = prefix
             hops, type_line, attrs = [], None, []
+            add_attr = attrs.append
         elif code == ROUTE_DETAILS and type_line is None:
             t = sources[text]
             if t[1] is not None:
                 type_line = t
     if fields is not None:
-        yield finish()
+        finish()
+    return out
 
 
 def parse_routes(reply: Reply) -> list[Route]:
@@ -620,7 +633,7 @@ def parse_routes(reply: Reply) -> list[Route]:
     """
     _raise_on_error(reply, allow=(ROUTE_NOT_FOUND,))
     with _no_gc():
-        return list(_iter_routes(reply))
+        return _parse_routes(reply)
 
 
 @contextlib.contextmanager
