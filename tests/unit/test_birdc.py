@@ -732,7 +732,9 @@ def test_routes_parse_exactly_as_recorded() -> None:
     want = json.loads((DATA / "parsed_routes.json").read_text())
     got = {p.name: _parsed_form(parse_routes(load(p.name))) for p in sorted(DATA.glob("*route*.txt"))}
     got["edge cases"] = _parsed_form(parse_routes(parse_reply_lines(EDGE_ROUTE_LINES)))
-    assert set(got) == set(want)
+    assert set(got) == set(want), (
+        "a route transcript without its parsed form in parsed_routes.json (or the reverse)"
+    )
     for name in want:
         assert json.loads(json.dumps(got[name])) == want[name], name
     # tuples stay tuples (JSON cannot tell them from lists)
