@@ -29,7 +29,6 @@ from harness.labfile import load_lab
 from harness.procs import start_time
 from harness.progress import NullProgress, Progress
 from harness.record import MigrationRecord
-from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import LabContext, ProbeRoute, Runtime, RuntimeOptions
 from harness.speakers import BirdSpeaker, Session
@@ -186,8 +185,6 @@ class Lab:
                     builder_started=start_time(os.getpid()),
                     entities=dict(self.topo.entities),
                 )
-                if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
-                    check_rendered(self.spec)
                 self.runtime.up(state)
                 try:
                     if wait:

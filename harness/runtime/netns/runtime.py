@@ -36,7 +36,13 @@ from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
 from harness.kernel import KernelRoute, address_family, kernel_routes
 from harness.record import MigrationRecord
-from harness.render.bird import check_rendered, render_node, render_router, rendered_configs
+from harness.render.bird import (
+    BIRD6_SUFFIX,
+    check_rendered,
+    daemon_of,
+    render_node,
+    rendered_configs,
+)
 from harness.runtime.base import RenderReport, Runtime
 from harness.runtime.netns import mockguest
 from harness.runtime.netns.agent import AgentClient
@@ -153,6 +159,7 @@ class NetnsRuntime(Runtime):
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         topo, resources = self.topo, self.context.resources
         self.preflight()
+        configs = self._bird_configs()  # every one passes `bird -p` before anything exists
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -162,7 +169,7 @@ class NetnsRuntime(Runtime):
             self._attach_workloads(topo)
             self._nested_pods(topo)
             self._start_agents(topo, resources)
-            self._start_birds(topo, resources)  # BGP converges while the guests boot
+            self._start_birds(topo, configs)  # BGP converges while the guests boot
             self._start_guests(topo)
         except BaseException:
             self.down()
@@ -692,7 +699,23 @@ class NetnsRuntime(Runtime):
         node: when its cluster has IPv6 pools, in a mock VM)."""
         return tuple(f for f in self.topo.families if self.topo.runs_family(entity, f))
 
-    def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
+    def _bird_log(self, entity: str, family: int) -> str:
+        """The log file an entity's BIRD config names (in the guest for a nested node in QEMU)."""
+        return GUEST_BIRD_LOG if self.in_guest(entity) else str(self.bird_files(entity, family)["log"])
+
+    def _bird_configs(self) -> dict[tuple[str, int], str]:
+        """(entity, family) -> the BIRD config it runs, rendered once and checked with `bird -p`
+        (SpecError naming each one BIRD refuses; nothing is created before)."""
+        configs = rendered_configs(
+            self.spec, self._bird_log, topo=self.topo, resources=self.context.resources
+        )
+        check_rendered(self.spec, configs)
+        return {
+            (label.removesuffix(BIRD6_SUFFIX), 6 if daemon_of(label) == "bird6" else 4): text
+            for label, _, text in configs
+        }
+
+    def _start_birds(self, topo: Topology, configs: dict[tuple[str, int], str]) -> None:
         entities = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
         birds = [(e, f) for e in entities for f in self._families(e)]
         local: list[tuple[str, int]] = []  # BIRDs in the lab's namespaces (not in a guest)
@@ -700,14 +723,7 @@ class NetnsRuntime(Runtime):
             for entity, family in birds:
                 files = self.bird_files(entity, family)
                 files["config"].parent.mkdir(parents=True, exist_ok=True)
-                log = str(files["log"])
-                if topo.entities[entity] == "router":
-                    text = render_router(topo, entity, log, family=family)
-                else:
-                    cluster, _ = topo.spec.node(entity)
-                    if self.in_guest(entity):
-                        log = GUEST_BIRD_LOG
-                    text = render_node(topo, entity, resources.get(cluster.name, []), log, family=family)
+                text = configs[entity, family]
                 files["config"].write_text(text)
                 if self.in_guest(entity):
                     self._start_guest_bird(topo, entity, text)
