@@ -185,7 +185,10 @@ class Lab:
                     builder_started=start_time(os.getpid()),
                     entities=dict(self.topo.entities),
                 )
-                self.runtime.up(state)
+                try:
+                    self.runtime.up(state)
+                finally:
+                    self.notes += self.runtime.notes  # what it changed on the way (host limits raised)
                 try:
                     if wait:
                         self.wait_established()

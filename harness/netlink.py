@@ -276,6 +276,34 @@ def set_sysctls(ns: str, values: dict[str, str]) -> None:
             Path("/proc/sys", *key.split(".")).write_text(value)
 
 
+NEIGH_PROC = {4: ("ipv4", "arp_cache"), 6: ("ipv6", "ndisc_cache")}
+
+
+def ensure_neighbour_room(entries: int, family: int = 4) -> str | None:
+    """Make room for `entries` more neighbour (ARP, NDP) entries in the kernel's table, which all
+    network namespaces share: its limits (`net.ipv4.neigh.default.gc_thresh2/3`, set in the
+    host's namespace only) are raised, never lowered, to at least what is in the table now plus
+    `entries`, twice that for the hard limit. Past gc_thresh3 a new neighbour cannot be resolved
+    ("neighbor table overflow": BGP sessions stay in Connect until garbage collection frees
+    entries, tens of seconds); past gc_thresh2 entries are evicted every 5 s. Returns what was
+    raised, or None; OSError when the limits cannot be read or written."""
+    proto, stat = NEIGH_PROC[family]
+    keys = [Path(f"/proc/sys/net/{proto}/neigh/default/gc_thresh{n}") for n in (2, 3)]
+    in_use = int(Path(f"/proc/net/stat/{stat}").read_text().splitlines()[1].split()[0], 16)
+    soft, hard = (int(k.read_text()) for k in keys)
+    want = in_use + entries
+    if want <= soft:
+        return None
+    new_soft, new_hard = max(soft, want), max(hard, 2 * want)
+    for key, old, new in ((keys[1], hard, new_hard), (keys[0], soft, new_soft)):  # hard first: 2 <= 3
+        if new != old:
+            key.write_text(str(new))
+    return (
+        f"net.{proto}.neigh.default.gc_thresh2/3 raised from {soft}/{hard} to {new_soft}/{new_hard} "
+        f"(neighbour entries of every namespace: {in_use} in use, {entries} more for this lab)"
+    )
+
+
 def namespace_pids(name: str) -> list[int]:
     """Processes whose network namespace is `name` (what `ip netns pids` reports)."""
     try:

@@ -66,6 +66,7 @@ MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as it
 BIRDRELAY = "harness.runtime.netns.birdrelay"  # a nested node's control socket when it runs in QEMU
 AGENT_HOST = "harness.runtime.netns.agenthost"  # the process running every node agent of a lab
 BIRD_STARTERS = 8  # BIRD daemons started at a time
+NEIGHBOUR_MARGIN = 256  # neighbour entries a lab may need beyond its links' (guests, probes)
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 BASE_SYSCTLS = {
@@ -163,6 +164,7 @@ class NetnsRuntime(Runtime):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
+            self._neighbour_room(topo)
             self._create_namespaces(topo)
             self._wire_racks(topo)
             self._wire_links(topo)
@@ -311,6 +313,20 @@ class NetnsRuntime(Runtime):
         )
 
     # -- steps -------------------------------------------------------------------------
+    def _neighbour_room(self, topo: Topology) -> None:
+        """The kernel's neighbour tables (shared by every namespace) get room for the lab's: two
+        entries a link or rack port (one each end), one a workload's host side, one a guest, with
+        a margin of 256 (a large lab would overflow the default 1024 and converge tens of
+        seconds late). A raise is noted; one refused is noted too, and the lab goes on."""
+        need = 2 * (len(topo.rack_ports) + len(topo.links) + len(topo.host_links) + len(topo.workloads))
+        for family in topo.families:
+            try:
+                raised = netlink.ensure_neighbour_room(need + NEIGHBOUR_MARGIN, family)
+            except (OSError, ValueError, IndexError) as e:
+                raised = f"IPv{family} neighbour table limits not raised for {need} entries: {e}"
+            if raised is not None:
+                self.notes.append(raised)
+
     def _create_namespaces(self, topo: Topology) -> None:
         entities = topo.entities
         with self.progress.step("namespaces", total=len(entities)) as step:
