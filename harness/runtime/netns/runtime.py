@@ -329,7 +329,7 @@ class NetnsRuntime(Runtime):
 
     def _create_namespaces(self, topo: Topology) -> None:
         entities = topo.entities
-        with self.progress.step("namespaces", total=len(entities)) as step:
+        with self.progress.step("namespaces", total=len(entities)) as step, netlink.NamespaceMaker() as maker:
             for entity, kind in entities.items():
                 if entity in self.hosted:
                     step.advance(detail=f"{entity} (in {self.hosted[entity]})")
@@ -337,52 +337,71 @@ class NetnsRuntime(Runtime):
                 ns = self.ns(entity)
                 if netlink.namespace_exists(ns):
                     raise LabError(f"namespace {ns} already exists (a leftover? run 'kvlab down {self.lab}')")
-                netlink.create_namespace(ns)
-                if topo.dual_stack:
-                    netlink.set_sysctls(ns, V6_SYSCTLS)
+                sysctls = dict(V6_SYSCTLS) if topo.dual_stack else {}
                 if kind in ("router", "node"):
-                    netlink.set_sysctls(ns, BASE_SYSCTLS | (V6_FORWARDING if topo.dual_stack else {}))
+                    sysctls |= BASE_SYSCTLS | (V6_FORWARDING if topo.dual_stack else {})
+                maker.create(ns, sysctls)
                 step.advance(detail=entity)
 
     def _wire_racks(self, topo: Topology) -> None:
+        """Each ToR's bridge and its ports' veth pairs made in one batch, then configured: the
+        ToR's side in one batch, each node's side in one (harness.netlink.apply)."""
+        ports: dict[str, list[Any]] = {}
+        for port in topo.rack_ports:
+            ports.setdefault(port.tor, []).append(port)
         with self.progress.step("rack links", total=len(topo.rack_ports)) as step:
             for tor, addr in topo.tor_address.items():
-                netlink.add_bridge(self.ns(tor), RACK_BRIDGE)
-                netlink.add_address(self.ns(tor), RACK_BRIDGE, addr)
+                tor_ns, mine = self.ns(tor), ports.get(tor, [])
+                tor_side: list[netlink.Request] = [netlink.Bridge(RACK_BRIDGE)]
+                tor_side += [netlink.Veth(p.tor_port, UPLINK, self.ns(p.node)) for p in mine]
+                tor_side += [netlink.LinkSet(RACK_BRIDGE, up=True), netlink.Address(RACK_BRIDGE, addr)]
                 if tor in topo.tor_address6:
-                    netlink.add_address(self.ns(tor), RACK_BRIDGE, topo.tor_address6[tor])
-            for port in topo.rack_ports:
-                tor_ns, node_ns = self.ns(port.tor), self.ns(port.node)
-                netlink.add_veth(tor_ns, port.tor_port, node_ns, UPLINK)
-                netlink.enslave(tor_ns, port.tor_port, RACK_BRIDGE)
-                netlink.link_up(tor_ns, port.tor_port)
-                netlink.add_address(node_ns, UPLINK, port.node_address)
-                if port.node_address6 is not None:
-                    netlink.add_address(node_ns, UPLINK, port.node_address6)
-                netlink.link_up(node_ns, UPLINK)
-                # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
-                # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
-                netlink.add_route(node_ns, "0.0.0.0/0", gateway=str(topo.tor_address[port.tor].ip))
-                if port.tor in topo.tor_address6:
-                    netlink.add_route(node_ns, "::/0", gateway=str(topo.tor_address6[port.tor].ip))
-                step.advance(detail=port.node)
+                    tor_side.append(netlink.Address(RACK_BRIDGE, topo.tor_address6[tor]))
+                for p in mine:
+                    tor_side += [
+                        netlink.LinkSet(p.tor_port, master=RACK_BRIDGE),
+                        netlink.LinkSet(p.tor_port, up=True),
+                    ]
+                netlink.apply(tor_ns, tor_side)
+                for port in mine:
+                    node_side: list[netlink.Request] = [netlink.Address(UPLINK, port.node_address)]
+                    if port.node_address6 is not None:
+                        node_side.append(netlink.Address(UPLINK, port.node_address6))
+                    node_side.append(netlink.LinkSet(UPLINK, up=True))
+                    # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
+                    # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
+                    node_side.append(netlink.Route("0.0.0.0/0", gateway=str(addr.ip)))
+                    if tor in topo.tor_address6:
+                        node_side.append(netlink.Route("::/0", gateway=str(topo.tor_address6[tor].ip)))
+                    netlink.apply(self.ns(port.node), node_side)
+                    step.advance(detail=port.node)
 
     def _wire_links(self, topo: Topology) -> None:
+        """Router links and host links: the veth pairs each namespace makes in one batch, then
+        each namespace's addresses, links up and (hosts) routes in one."""
         links = topo.links + topo.host_links
         with self.progress.step("fabric links", total=len(links)) as step:
+            made: dict[str, list[netlink.Request]] = {}
+            config: dict[str, list[netlink.Request]] = {}
             for link in links:
                 a_ns, b_ns = self.ns(link.a.entity), self.ns(link.b.entity)
-                netlink.add_veth(a_ns, link.a.ifname, b_ns, link.b.ifname)
+                made.setdefault(a_ns, []).append(netlink.Veth(link.a.ifname, link.b.ifname, b_ns))
                 for ns, end in ((a_ns, link.a), (b_ns, link.b)):
-                    netlink.add_address(ns, end.ifname, end.address)
+                    side = config.setdefault(ns, [])
+                    side.append(netlink.Address(end.ifname, end.address))
                     if end.address6 is not None:
-                        netlink.add_address(ns, end.ifname, end.address6)
-                    netlink.link_up(ns, end.ifname)
-                step.advance(detail=f"{link.a.entity}-{link.b.entity}")
+                        side.append(netlink.Address(end.ifname, end.address6))
+                    side.append(netlink.LinkSet(end.ifname, up=True))
             for link in topo.host_links:  # external hosts route everything via their router
-                netlink.add_route(self.ns(link.b.entity), "0.0.0.0/0", gateway=str(link.a.address.ip))
+                side = config.setdefault(self.ns(link.b.entity), [])
+                side.append(netlink.Route("0.0.0.0/0", gateway=str(link.a.address.ip)))
                 if link.a.address6 is not None:
-                    netlink.add_route(self.ns(link.b.entity), "::/0", gateway=str(link.a.address6.ip))
+                    side.append(netlink.Route("::/0", gateway=str(link.a.address6.ip)))
+            for ns, requests in made.items():
+                netlink.apply(ns, requests)
+            for ns, requests in config.items():
+                netlink.apply(ns, requests)
+            step.advance(len(links))
 
     def _attach_workloads(self, topo: Topology) -> None:
         with self.progress.step("VM endpoints", total=len(topo.workloads)) as step:
