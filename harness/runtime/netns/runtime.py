@@ -164,13 +164,14 @@ class NetnsRuntime(Runtime):
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
+            agent_host = self._spawn_agent_host(topo)  # Python starts while the lab is built
             self._neighbour_room(topo)
             self._create_namespaces(topo)
             self._wire_racks(topo)
             self._wire_links(topo)
             self._attach_workloads(topo)
             self._nested_pods(topo)
-            self._start_agents(topo, resources)
+            self._start_agents(topo, resources, agent_host)
             self._start_birds(topo, configs)  # BGP converges while the guests boot
             self._start_guests(topo)
         except BaseException:
@@ -611,8 +612,14 @@ class NetnsRuntime(Runtime):
             )
         (d / f"{name}.pid").write_text(str(proc.pid))
 
-    def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
-        nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+    def _agent_nodes(self, topo: Topology) -> list[tuple[Any, Any]]:
+        """(cluster, node) of every node with a node agent (a nested node has none)."""
+        return [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+
+    def _start_agents(
+        self, topo: Topology, resources: dict[str, list[Any]], host: subprocess.Popen[bytes] | None
+    ) -> None:
+        nodes = self._agent_nodes(topo)
         hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
@@ -652,7 +659,7 @@ class NetnsRuntime(Runtime):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
                 hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
-            self._start_agent_host(hosted)
+            self._release_agent_host(host, hosted)
             for _, node in nodes:
                 eventually(
                     lambda n=node.name: self.agent(n).call("ping"),
@@ -663,24 +670,32 @@ class NetnsRuntime(Runtime):
                 )
                 step.advance(detail=node.name)
 
-    def _start_agent_host(self, nodes: list[dict[str, str]]) -> None:
-        """One process, outside the lab's namespaces, running every node's agent in a thread
-        inside that node's namespace (harness.runtime.netns.agenthost); each node's agent.pid
-        names it, so a node's agent is alive while it runs."""
-        if not nodes:
-            return
+    def _spawn_agent_host(self, topo: Topology) -> subprocess.Popen[bytes] | None:
+        """The process that runs every node agent of the lab in a thread inside that node's
+        namespace (harness.runtime.netns.agenthost), outside the lab's namespaces. Started
+        first: it imports its modules while the lab is built, and reads its config once its
+        standard input closes (`_release_agent_host`). None for a lab without node agents."""
+        if not self._agent_nodes(topo):
+            return None
         config = self.run_dir / "agents.json"
-        config.write_text(json.dumps({"nodes": nodes}, indent=2))
         with open(self.run_dir / "agents.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", AGENT_HOST, "--config", str(config)],
-                stdin=subprocess.DEVNULL,
+            return subprocess.Popen(
+                [sys.executable, "-m", AGENT_HOST, "--config", str(config), "--after-stdin"],
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def _release_agent_host(self, host: subprocess.Popen[bytes] | None, nodes: list[dict[str, str]]) -> None:
+        """Write the agent host's config and let it read it; each node's agent.pid names the
+        host, so a node's agent is alive while it runs."""
+        if host is None or host.stdin is None:
+            return
+        (self.run_dir / "agents.json").write_text(json.dumps({"nodes": nodes}, indent=2))
+        host.stdin.close()
         for node in nodes:
-            (self.entity_dir(node["node"]) / "agent.pid").write_text(str(proc.pid))
+            (self.entity_dir(node["node"]) / "agent.pid").write_text(str(host.pid))
 
     def _nested_pods(self, topo: Topology) -> None:
         """A pod per nested node: its address on the VM's loopback, so traffic to
