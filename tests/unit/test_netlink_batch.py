@@ -3,11 +3,17 @@ per-call function it stands for (pyroute2's IPBatch compiles a request without s
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
+import secrets
+import socket
 import struct
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from pyroute2 import IPBatch
+from pyroute2 import IPBatch, IPRoute, NetlinkError
 
 from harness import netlink
 from harness.netlink import Address, Bridge, LinkSet, Neighbour, Request, Route, Veth
@@ -96,3 +102,109 @@ def test_a_request_is_the_message_pyroute2_sends(
 def test_an_unknown_interface_is_a_lookup_error() -> None:
     with pytest.raises(LookupError, match="no interface 'eth9'"):
         netlink.encode(LinkSet("eth9", up=True), INDEX, FDS)
+
+
+# -- in real throwaway namespaces ------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces")
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[str, str]]:
+    """Two fresh namespaces, made by one NamespaceMaker (its thread makes both)."""
+    names = (f"kvtest-{secrets.token_hex(4)}", f"kvtest-{secrets.token_hex(4)}")
+    try:
+        with netlink.NamespaceMaker() as maker:
+            for name in names:
+                maker.create(name, {"net.ipv4.ip_forward": "1"})
+        yield names
+    finally:
+        for name in names:
+            netlink.remove_namespace(name)
+
+
+@pytest.mark.netns
+@needs_root
+def test_a_batch_wires_two_namespaces_as_the_per_call_functions_do(pair: tuple[str, str]) -> None:
+    a, b = pair
+    for ns in pair:  # NamespaceMaker: loopback up, sysctls written inside the namespace
+        assert netlink.is_up(ns, "lo")
+        with netlink.inside(ns):
+            assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    with IPRoute() as root:
+        assert root.link_lookup(ifname="kvt-b") == []
+    netlink.apply(
+        a,
+        [
+            Bridge("kvt-br"),
+            Veth("kvt-b", "eth0", b),
+            LinkSet("kvt-br", up=True),
+            Address("kvt-br", ipaddress.ip_interface("198.18.250.1/24")),
+            LinkSet("kvt-b", master="kvt-br"),
+            LinkSet("kvt-b", up=True),
+        ],
+    )
+    netlink.apply(
+        b,
+        [
+            Address("eth0", ipaddress.ip_interface("198.18.250.2/24")),
+            Address("eth0", ipaddress.ip_interface("198.18.250.2/24")),  # again: no error, as add_address
+            LinkSet("eth0", up=True, mac="02:00:00:00:00:02"),
+            Route("0.0.0.0/0", gateway="198.18.250.1"),
+            Route("203.0.113.0/26", gateway="198.18.250.1", metric=512),
+            Neighbour("eth0", "198.18.250.9", "02:00:00:00:00:09"),
+        ],
+    )
+    assert netlink.is_up(a, "kvt-br")
+    assert netlink.is_up(a, "kvt-b")
+    assert netlink.is_up(b, "eth0")
+    assert netlink.addresses(a, "kvt-br") == ["198.18.250.1/24"]
+    assert netlink.addresses(b, "eth0") == ["198.18.250.2/24"]
+    with netlink.ipr(a) as ip:
+        (port,) = ip.get_links(ip.link_lookup(ifname="kvt-b")[0])
+        assert port.get_attr("IFLA_MASTER") == ip.link_lookup(ifname="kvt-br")[0]
+    with netlink.ipr(b) as ip:
+        (eth0,) = ip.get_links(ip.link_lookup(ifname="eth0")[0])
+        assert eth0.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:02"
+        routes = {(r["dst_len"], r.get_attr("RTA_PRIORITY")): r for r in ip.get_routes(family=socket.AF_INET)}
+        assert routes[0, None].get_attr("RTA_GATEWAY") == "198.18.250.1"
+        assert routes[26, 512]["proto"] == netlink.RTPROT_BOOT
+    assert ("198.18.250.9", "02:00:00:00:00:09") in netlink.neighbours(b, "eth0")
+
+
+@pytest.mark.netns
+@needs_root
+def test_a_refused_request_is_named_and_an_unknown_interface_refused(pair: tuple[str, str]) -> None:
+    a, b = pair
+    netlink.apply(a, [Veth("kvt-b", "eth0", b)])
+    with pytest.raises(NetlinkError) as ei:
+        netlink.apply(a, [Veth("kvt-b", "eth1", b)])  # the name is taken
+    assert ei.value.code == errno.EEXIST
+    assert "kvt-b" in str(ei.value)
+    assert a in str(ei.value)
+    with pytest.raises(LookupError, match="no interface 'eth9'"):
+        netlink.apply(b, [LinkSet("eth9", up=True)])
+    with pytest.raises(ValueError, match="creates its interfaces before"):
+        netlink.apply(a, [LinkSet("kvt-b", up=True), Bridge("kvt-br")])
+    with pytest.raises(LookupError, match="does not exist"):
+        netlink.apply(f"kvtest-{secrets.token_hex(4)}", [LinkSet("lo", up=True)])
+
+
+def _thresh(n: int) -> int:
+    return int(Path(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{n}").read_text())
+
+
+@pytest.mark.netns
+@needs_root
+def test_neighbour_table_limits_are_raised_for_what_a_lab_needs_never_lowered() -> None:
+    """The limits of the kernel's ARP table (shared by every namespace) grow to hold what is in
+    it plus a lab's entries; this raises them by about 50 entries on this machine."""
+    soft, hard = _thresh(2), _thresh(3)
+    in_use = int(Path("/proc/net/stat/arp_cache").read_text().splitlines()[1].split()[0], 16)
+    more = soft - in_use + 50
+    note = netlink.ensure_neighbour_room(more)
+    assert note is not None
+    assert f"raised from {soft}/{hard}" in note
+    assert _thresh(2) >= soft + 40  # in use + more, give or take what other labs freed meanwhile
+    assert _thresh(3) >= max(hard, 2 * _thresh(2) - 100)
+    assert netlink.ensure_neighbour_room(0) is None  # room enough now: nothing changes
