@@ -43,7 +43,7 @@ from harness.runtime.netns.agent import AgentClient
 from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
-from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
+from harness.runtime.netns.vms import Launch, QemuVMs, boot_instance, new_instance
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -153,6 +153,7 @@ class NetnsRuntime(Runtime):
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         topo, resources = self.topo, self.context.resources
         self.preflight()
+        launches: list[Launch] = []
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -161,10 +162,13 @@ class NetnsRuntime(Runtime):
             self._wire_links(topo)
             self._attach_workloads(topo)
             self._nested_pods(topo)
+            launches = self._launch_guests(topo)  # they boot while the fabric comes up
             self._start_agents(topo, resources)
             self._start_birds(topo, resources)  # BGP converges while the guests boot
-            self._start_guests(topo)
+            self._start_guests(topo, launches)
         except BaseException:
+            for launch in launches:
+                launch.guest.qmp_close()
             self.down()
             raise
 
@@ -669,14 +673,32 @@ class NetnsRuntime(Runtime):
                 with BirdClient(self.bird_socket(node, family)) as bird:
                     bird.configure()
 
-    def _start_guests(self, topo: Topology) -> None:
-        qemu = [w for w in topo.workloads if w.backend == "qemu"]
-        if qemu:
-            self.qemu.image()  # build or reuse the guest image before the boot clock starts
-            with self.progress.step("QEMU guests booting", total=len(qemu)) as step:
-                for w in qemu:
-                    self.qemu.boot(w, w.node, boot_instance(w.node))
-                    step.advance(detail=w.vm)
+    def _launch_guests(self, topo: Topology) -> list[Launch]:
+        """Start the QEMU guests whose tap is plugged and whose files are all there (not those
+        hosting a nested node: their initrd comes with the BIRD configs), not waiting for them."""
+        early = [w for w in topo.workloads if w.backend == "qemu" and self.spec.nested_node_in(w.vm) is None]
+        if not early:
+            return []
+        self.qemu.image()  # build or reuse the guest image before the boot clock starts
+        launches: list[Launch] = []
+        with self.progress.step("QEMU guests starting", total=len(early)) as step:
+            for w in early:
+                launches.append(self.qemu.launch(w, w.node, boot_instance(w.node)))
+                step.advance(detail=w.vm)
+        return launches
+
+    def _start_guests(self, topo: Topology, launches: list[Launch]) -> None:
+        started = {launch.w.vm for launch in launches}
+        late = [w for w in topo.workloads if w.backend == "qemu" and w.vm not in started]
+        if late:
+            self.qemu.image()
+        launches = launches + [self.qemu.launch(w, w.node, boot_instance(w.node)) for w in late]
+        if launches:
+            with self.progress.step("QEMU guests booting", total=len(launches)) as step:
+                for launch in launches:
+                    how = "restored" if launch.restored else "cold boot"
+                    self.qemu.ready(launch)
+                    step.advance(detail=f"{launch.w.vm} ({how})")
         mocks = [w for w in topo.workloads if w.backend == "mock"]
         with self.progress.step("mock VM guests", total=len(mocks)) as step:
             for w in mocks:
