@@ -493,8 +493,9 @@ class QemuGuest:
             self._qmp = None
 
     # lifecycle
-    def start(self, *, timeout: float = 20.0) -> QemuGuest:
-        """Spawn QEMU and connect QMP. It boots on its own (or waits for -incoming)."""
+    def start(self, *, timeout: float = 20.0, connect: bool = True) -> QemuGuest:
+        """Spawn QEMU and connect QMP (`connect=False`: later, `connect()`). It boots on its own
+        (or waits for -incoming)."""
         if self._proc is not None:
             raise QemuError(f"QEMU guest {self.spec.name} is already started")
         self.binary = self.binary or require_qemu()
@@ -524,6 +525,17 @@ class QemuGuest:
                 )
             self.started_at = time.monotonic()
             self.pid_file.write_text(str(self._proc.pid))
+        except BaseException:
+            self.stop()
+            raise
+        return self.connect(timeout=timeout) if connect else self
+
+    def connect(self, *, timeout: float = 20.0) -> QemuGuest:
+        """Connect QMP to the started QEMU (once it listens), unless connected; QEMU is stopped if
+        that fails."""
+        if self._qmp is not None:
+            return self
+        try:
             self._qmp = eventually(
                 self._connect_qmp,
                 timeout=timeout,

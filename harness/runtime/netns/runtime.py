@@ -43,7 +43,14 @@ from harness.runtime.netns.agent import AgentClient
 from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
-from harness.runtime.netns.vms import Launch, QemuVMs, boot_instance, new_instance
+from harness.runtime.netns.vms import (
+    BOOT_CONSOLE,
+    SNAPSHOT_LOG,
+    Launch,
+    QemuVMs,
+    boot_instance,
+    new_instance,
+)
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -163,8 +170,11 @@ class NetnsRuntime(Runtime):
             self._attach_workloads(topo)
             self._nested_pods(topo)
             launches = self._launch_guests(topo)  # they boot while the fabric comes up
-            self._start_agents(topo, resources)
+            agents = self._start_agents(topo, resources)
+            # BIRDs next, not after the agents answer: nodes first connect Calico's `connect delay
+            # time` (2 s) after their BIRD started, the longest wait of a lab's bring-up
             self._start_birds(topo, resources)  # BGP converges while the guests boot
+            self._wait_agents(agents)
             self._start_guests(topo, launches)
         except BaseException:
             for launch in launches:
@@ -278,7 +288,7 @@ class NetnsRuntime(Runtime):
         for w in self.topo.workloads:
             if w.backend == "qemu":
                 for qdir in sorted(self.entity_dir(w.vm).glob("qemu-*")):
-                    for name in ("serial.log", "qemu.log"):
+                    for name in ("serial.log", "qemu.log", BOOT_CONSOLE, SNAPSHOT_LOG):
                         copy(qdir / name, out_dir / w.vm / qdir.name / name)
         for vm in MigrationJournal.pending(self.run_dir):
             copy(MigrationJournal.path(self.run_dir, vm), out_dir / "migrations" / f"{vm}.json")
@@ -573,7 +583,8 @@ class NetnsRuntime(Runtime):
             )
         (d / f"{name}.pid").write_text(str(proc.pid))
 
-    def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
+    def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> list[str]:
+        """Start the node agents (not waiting for them: `_wait_agents`); returns their nodes."""
         nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
         hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
@@ -614,16 +625,21 @@ class NetnsRuntime(Runtime):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
                 hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
+                step.advance(detail=node.name)
             self._start_agent_host(hosted)
-            for _, node in nodes:
+        return [node.name for _, node in nodes]
+
+    def _wait_agents(self, nodes: list[str]) -> None:
+        with self.progress.step("node agents answering", total=len(nodes)) as step:
+            for node in nodes:
                 eventually(
-                    lambda n=node.name: self.agent(n).call("ping"),
+                    lambda n=node: self.agent(n).call("ping"),
                     timeout=20,
                     interval=0.05,
-                    what=f"node agent of {node.name} to answer",
+                    what=f"node agent of {node} to answer",
                     transient=(OSError,),
                 )
-                step.advance(detail=node.name)
+                step.advance(detail=node)
 
     def _start_agent_host(self, nodes: list[dict[str, str]]) -> None:
         """One process, outside the lab's namespaces, running every node's agent in a thread

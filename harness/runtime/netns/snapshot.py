@@ -95,15 +95,16 @@ def snapshot_dir(image: GuestImage) -> Path:
     return image.kernel.parent / "snapshots"
 
 
-def snapshot_path(image: GuestImage, key: str) -> Path:
+def snapshot_path(directory: Path, key: str) -> Path:
+    """The file of snapshot `key` in `directory` (ValueError for anything but a key)."""
     if not _KEY.fullmatch(key):
         raise ValueError(f"not a snapshot key: {key!r}")
-    return snapshot_dir(image) / f"{key}{SUFFIX}"
+    return directory / f"{key}{SUFFIX}"
 
 
-def lookup(image: GuestImage, key: str) -> Path | None:
+def lookup(directory: Path, key: str) -> Path | None:
     """The snapshot file of `key`, None if there is none (marked used: pruning keeps it)."""
-    path = snapshot_path(image, key)
+    path = snapshot_path(directory, key)
     try:
         os.utime(path)
     except OSError:
@@ -136,19 +137,19 @@ def prune(directory: Path, keep: int = KEEP) -> list[Path]:
 
 def save(
     qmp: QMPClient,
-    image: GuestImage,
+    directory: Path,
     key: str,
     *,
     about: dict[str, Any],
     console: str = "",
     timeout: float = SAVE_TIMEOUT,
 ) -> Path:
-    """Save the running guest behind `qmp` as snapshot `key` of `image` (its migration stream,
+    """Save the running guest behind `qmp` as snapshot `key` in `directory` (its migration stream,
     sent over a descriptor of a new file); the guest is stopped afterwards (QEMU's 'postmigrate').
     The file appears under its name only once complete. SnapshotError if QEMU fails."""
-    path = snapshot_path(image, key)
+    path = snapshot_path(directory, key)
     try:
-        directory = private_dir(snapshot_dir(image))
+        directory = private_dir(directory)
     except LabError as e:
         raise SnapshotError(f"guest snapshots: {e}") from None
     tmp = directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
