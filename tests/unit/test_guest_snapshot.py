@@ -120,3 +120,21 @@ def test_qemu_identity_changes_with_the_binary(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(binary)
     assert snapshot.qemu_identity(str(link)) == snapshot.qemu_identity(str(binary))
+
+
+def test_lookup_and_open_refuse_files_others_can_write(tmp_path: Path) -> None:
+    k = key()
+    path = tmp_path / f"{k}.vmstate"
+    path.write_bytes(b"state")
+    path.chmod(0o666)
+    assert snapshot.lookup(tmp_path, k) is None
+    with pytest.raises(OSError, match="not a regular file of this user's"):
+        snapshot.open_snapshot(path)
+    path.chmod(0o600)
+    tmp_path.chmod(0o777)
+    try:
+        assert snapshot.lookup(tmp_path, k) is None
+    finally:
+        tmp_path.chmod(0o700)
+    assert snapshot.lookup(tmp_path, k) == path
+    os.close(snapshot.open_snapshot(path))

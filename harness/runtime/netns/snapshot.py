@@ -26,12 +26,14 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import LabError
+from harness.errors import KvlabError, LabError
 from harness.locking import private_dir
 from harness.runtime.netns.guestimage import GuestImage
 from harness.runtime.netns.qemu import GuestSpec, QemuError, QMPClient, qemu_argv
@@ -103,18 +105,31 @@ def snapshot_path(directory: Path, key: str) -> Path:
 
 
 def lookup(directory: Path, key: str) -> Path | None:
-    """The snapshot file of `key`, None if there is none (marked used: pruning keeps it)."""
+    """The snapshot file of `key`, None if there is none or `directory` is not safely ours
+    (marked used: pruning keeps it)."""
     path = snapshot_path(directory, key)
     try:
+        if not _ours(os.lstat(directory), stat.S_ISDIR) or not _ours(os.lstat(path), stat.S_ISREG):
+            return None
         os.utime(path)
     except OSError:
         return None
-    return path if path.is_file() and not path.is_symlink() else None
+    return path
 
 
 def open_snapshot(path: Path) -> int:
-    """A read-only descriptor of a snapshot file (never through a symlink), for `-incoming fd:N`."""
-    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """A read-only descriptor of a snapshot file for `-incoming fd:N`: never through a symlink,
+    only a regular file of this user's (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if not _ours(os.fstat(fd), stat.S_ISREG):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file of this user's, writable by nobody else")
+    return fd
+
+
+def _ours(st: os.stat_result, kind: Callable[[int], bool]) -> bool:
+    """A file of kind `kind` owned by this user that nobody else can write to."""
+    return kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def discard(path: Path) -> None:
@@ -148,12 +163,12 @@ def save(
     sent over a descriptor of a new file); the guest is stopped afterwards (QEMU's 'postmigrate').
     The file appears under its name only once complete. SnapshotError if QEMU fails."""
     path = snapshot_path(directory, key)
-    try:
-        directory = private_dir(directory)
-    except LabError as e:
-        raise SnapshotError(f"guest snapshots: {e}") from None
     tmp = directory / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        private_dir(directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except (KvlabError, OSError) as e:
+        raise SnapshotError(f"guest snapshots in {directory}: {e}") from None
     try:
         try:
             qmp.pass_fd(fd, "kvlab-snapshot")

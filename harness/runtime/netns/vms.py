@@ -213,6 +213,7 @@ class QemuVMs:
                 launch.guest.connect()
                 self._wait_restored(launch.guest)
                 launch.guest.qmp_close()
+                self._note(w.vm, instance, f"restored, running after {time.monotonic() - t0:.2f}s")
                 return time.monotonic() - t0
             except (KvlabError, OSError) as e:
                 launch.guest.stop()
@@ -225,6 +226,7 @@ class QemuVMs:
         if launch.key is None:
             guest.qmp_close()
             return time.monotonic() - t0
+        booted, saving = time.monotonic() - t0, time.monotonic()
         try:
             path = snapshot.save(
                 guest.qmp,
@@ -242,8 +244,9 @@ class QemuVMs:
             self._note(w.vm, instance, f"saving a snapshot failed ({e}): cold boot")
             guest.stop()
             return self.ready(Launch(w, node, instance, self._cold(w, node, instance).start()))
+        saved = time.monotonic() - saving
         guest.stop()
-        self._note(w.vm, instance, f"saved snapshot {path}")
+        self._note(w.vm, instance, f"booted cold in {booted:.2f}s, saved snapshot {path} in {saved:.2f}s")
         try:
             restored = self._restore(w, node, instance, launch.key, path)
         except (KvlabError, OSError) as e:
