@@ -712,9 +712,8 @@ class NetnsRuntime(Runtime):
         if launches:
             with self.progress.step("QEMU guests booting", total=len(launches)) as step:
                 for launch in launches:
-                    how = "restored" if launch.restored else "cold boot"
                     self.qemu.ready(launch)
-                    step.advance(detail=f"{launch.w.vm} ({how})")
+                    step.advance(detail=f"{launch.w.vm} ({launch.outcome})")
         mocks = [w for w in topo.workloads if w.backend == "mock"]
         with self.progress.step("mock VM guests", total=len(mocks)) as step:
             for w in mocks:

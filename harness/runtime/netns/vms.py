@@ -101,6 +101,7 @@ class Launch:
     key: str | None = None
     snapshot: Path | None = None
     restored: bool = False
+    outcome: str = ""  # once ready: 'restored', 'cold boot' or 'cold boot, snapshot saved'
 
 
 def new_instance(node: str) -> str:
@@ -203,29 +204,36 @@ class QemuVMs:
         return Launch(w, node, instance, self._cold(w, node, instance).start(connect=False), key=key)
 
     def ready(self, launch: Launch) -> float:
-        """Wait until `launch`'s guest serves (seconds since its QEMU started); a cold-booted one
+        """Wait until `launch`'s guest serves; seconds since its QEMU started. A cold-booted one
         is then saved and restored once, so its snapshot is known to load. Whatever fails on the
-        snapshot's side ends in a cold boot, never in a QEMU left behind."""
-        w, node, instance, started = launch.w, launch.node, launch.instance, launch.guest.started_at
+        snapshot's side ends in a cold boot, never in a QEMU left behind. `launch.outcome` says
+        which way it went."""
+        started = launch.guest.started_at
         t0 = started if started is not None else time.monotonic()
+        launch.outcome = self._ready(launch)
+        return time.monotonic() - t0
+
+    def _ready(self, launch: Launch) -> str:
+        w, instance = launch.w, launch.instance
+        t0 = launch.guest.started_at or time.monotonic()
         if launch.restored:
             try:
                 launch.guest.connect()
                 self._wait_restored(launch.guest)
                 launch.guest.qmp_close()
                 self._note(w.vm, instance, f"restored, running after {time.monotonic() - t0:.2f}s")
-                return time.monotonic() - t0
+                return "restored"
             except (KvlabError, OSError) as e:
                 launch.guest.stop()
                 self._note(w.vm, instance, f"snapshot {launch.snapshot} did not load ({e}): cold boot")
                 if launch.snapshot is not None:
                     snapshot.discard(launch.snapshot)
-                launch = Launch(w, node, instance, self._cold(w, node, instance).start())
+                self._cold_again(launch)
         guest = launch.guest.connect()
         guest.wait_ready(timeout=BOOT_TIMEOUT)
         if launch.key is None:
             guest.qmp_close()
-            return time.monotonic() - t0
+            return "cold boot"
         booted, saving = time.monotonic() - t0, time.monotonic()
         try:
             path = snapshot.save(
@@ -243,18 +251,26 @@ class QemuVMs:
         except (KvlabError, OSError) as e:
             self._note(w.vm, instance, f"saving a snapshot failed ({e}): cold boot")
             guest.stop()
-            return self.ready(Launch(w, node, instance, self._cold(w, node, instance).start()))
+            self._cold_again(launch)
+            return self._ready(launch)
         saved = time.monotonic() - saving
         guest.stop()
         self._note(w.vm, instance, f"booted cold in {booted:.2f}s, saved snapshot {path} in {saved:.2f}s")
         try:
-            restored = self._restore(w, node, instance, launch.key, path)
+            restored = self._restore(w, launch.node, instance, launch.key, path)
         except (KvlabError, OSError) as e:
             self._note(w.vm, instance, f"snapshot {path.name} did not start ({e}): cold boot")
             snapshot.discard(path)
-            return self.ready(Launch(w, node, instance, self._cold(w, node, instance).start()))
-        self.ready(restored)
-        return time.monotonic() - t0
+            self._cold_again(launch)
+            return self._ready(launch)
+        launch.guest, launch.snapshot, launch.restored = restored.guest, path, True
+        how = self._ready(launch)
+        return "cold boot, snapshot saved" if how == "restored" else how
+
+    def _cold_again(self, launch: Launch) -> None:
+        """`launch` becomes a cold boot without a snapshot (its QEMU was stopped)."""
+        launch.guest = self._cold(launch.w, launch.node, launch.instance).start(connect=False)
+        launch.key, launch.snapshot, launch.restored = None, None, False
 
     def _snapshot_key(self, w: Any) -> str | None:
         if not snapshot.enabled() or self.rt.spec.nested_node_in(w.vm) is not None:
