@@ -41,7 +41,7 @@ from harness.wait import eventually
 
 FORMAT = "1"  # bump when what a snapshot holds changes in a way the key would not notice
 SUFFIX = ".vmstate"
-KEEP = 16  # snapshots kept per guest image (~70 MB each: the guest's memory, its kernel mostly)
+KEEP = 12  # snapshots kept per guest image (~70 MB each: the guest's memory, its kernel mostly)
 SAVE_TIMEOUT = 60.0
 SAVE_PARAMETERS = {"max-bandwidth": 8 << 30, "downtime-limit": 2000}  # one pass, no throttling
 ENV = "KVLAB_GUEST_SNAPSHOTS"

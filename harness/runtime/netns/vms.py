@@ -198,9 +198,8 @@ class QemuVMs:
         if key is not None and path is not None:
             try:
                 return self._restore(w, node, instance, key, path)
-            except (KvlabError, OSError) as e:
-                self._note(w.vm, instance, f"snapshot {path.name} did not start ({e}): cold boot")
-                snapshot.discard(path)
+            except (KvlabError, OSError) as e:  # QEMU did not start: not the snapshot's fault
+                self._note(w.vm, instance, f"QEMU did not start with snapshot {path.name} ({e}): cold boot")
         return Launch(w, node, instance, self._cold(w, node, instance).start(connect=False), key=key)
 
     def ready(self, launch: Launch) -> float:
@@ -258,9 +257,8 @@ class QemuVMs:
         self._note(w.vm, instance, f"booted cold in {booted:.2f}s, saved snapshot {path} in {saved:.2f}s")
         try:
             restored = self._restore(w, launch.node, instance, launch.key, path)
-        except (KvlabError, OSError) as e:
-            self._note(w.vm, instance, f"snapshot {path.name} did not start ({e}): cold boot")
-            snapshot.discard(path)
+        except (KvlabError, OSError) as e:  # QEMU did not start: not the snapshot's fault
+            self._note(w.vm, instance, f"QEMU did not start with snapshot {path.name} ({e}): cold boot")
             self._cold_again(launch)
             return self._ready(launch)
         launch.guest, launch.snapshot, launch.restored = restored.guest, path, True
