@@ -24,10 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # bench/run.py --compare points KVLAB_BENCH_SRC at another revision's checkout.
 sys.path.insert(0, os.environ.get("KVLAB_BENCH_SRC", str(REPO)))
 
-from guard import GuardedProgress  # noqa: E402  (bench/guard.py)
-
 from harness.lab import Lab  # noqa: E402
-from harness.state import lab_dir  # noqa: E402
 
 GOAL_S = 0.150
 COMMANDS = {"routes": ["routes", "tor1", "--json"], "status": ["status", "--json"]}
@@ -56,11 +53,7 @@ def main() -> int:
     args = ap.parse_args()
     srcs = [Path(s).resolve() for s in (args.src or [os.environ.get("KVLAB_BENCH_SRC", str(REPO))])]
     times: dict[str, dict[str, list[float]]] = {str(s): {c: [] for c in COMMANDS} for s in srcs}
-    with Lab.from_file(
-        REPO / "labs" / "default.yml",
-        name=(name := Lab.unique_name("benchcli")),
-        progress=GuardedProgress(name, lab_dir(name)),
-    ) as lab:
+    with Lab.from_file(REPO / "labs" / "default.yml", name=Lab.unique_name("benchcli")) as lab:
         for src in srcs:  # warm-up: the page cache, compiled bytecode
             for argv in COMMANDS.values():
                 time_command(src, lab.name, argv)

@@ -30,13 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 # bench/run.py --compare points KVLAB_BENCH_SRC at another revision's checkout.
 sys.path.insert(0, os.environ.get("KVLAB_BENCH_SRC", str(REPO)))
 
-from guard import GuardedProgress  # noqa: E402  (bench/guard.py)
-
 from harness.generate import fabric_lab, write_lab  # noqa: E402
 from harness.lab import Lab  # noqa: E402
 from harness.netlink import list_namespaces, namespace_pids  # noqa: E402
 from harness.procs import mentioning  # noqa: E402
-from harness.state import lab_dir, parse_namespace  # noqa: E402
+from harness.state import parse_namespace  # noqa: E402
 
 
 class PhaseClock:
@@ -87,8 +85,7 @@ def lab_pids(lab: Lab) -> set[int]:
 
 def run_once(path: Path) -> dict[str, float]:
     clock = PhaseClock()
-    name = Lab.unique_name("bench")
-    lab = Lab.from_file(path, name=name, progress=GuardedProgress(name, lab_dir(name), clock))
+    lab = Lab.from_file(path, name=Lab.unique_name("bench"), progress=clock)
     try:
         lab.up()
         total = time.monotonic() - clock.t0

@@ -26,10 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # bench/run.py --compare points KVLAB_BENCH_SRC at another revision's checkout.
 sys.path.insert(0, os.environ.get("KVLAB_BENCH_SRC", str(REPO)))
 
-from guard import GuardedProgress  # noqa: E402  (bench/guard.py)
-
 from harness.lab import Lab  # noqa: E402
-from harness.state import lab_dir  # noqa: E402
 
 
 def first(events: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -89,11 +86,7 @@ def main() -> int:
     args = ap.parse_args()
     runs: list[dict[str, float]] = []
     directions: list[str] = []
-    with Lab.from_file(
-        REPO / "labs" / "default.yml",
-        name=(name := Lab.unique_name("benchmig")),
-        progress=GuardedProgress(name, lab_dir(name)),
-    ) as lab:
+    with Lab.from_file(REPO / "labs" / "default.yml", name=Lab.unique_name("benchmig")) as lab:
         for i in range(args.migrations):
             target = "r2-n1" if lab.vm("vm1").node.startswith("r1") else "r1-n1"
             record = lab.migrate("vm1", target, canary="ext1")

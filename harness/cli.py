@@ -568,6 +568,16 @@ def _lab_options(parser: argparse.ArgumentParser, help: str = LAB_HELP, *, posit
     parser.add_argument("--lab", metavar="NAME", help=help)
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """`--json`, and `--as-customer` for an imported lab's addresses: what a command prints."""
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--as-customer",
+        action="store_true",
+        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness.runtime.containerlab.versions import MATRIX
 
@@ -600,12 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="topology and BGP sessions of a running lab")
     _lab_options(st, positional=True)
-    st.add_argument("--json", action="store_true")
-    st.add_argument(
-        "--as-customer",
-        action="store_true",
-        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
-    )
+    _output_options(st)
     st.set_defaults(func=cmd_status)
 
     rt = sub.add_parser("routes", help="BIRD routes of a router or node")
@@ -619,12 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="4: BIRD's routes (default), 6: bird6's (dual-stack labs); a PREFIX implies its family",
     )
     _lab_options(rt)
-    rt.add_argument("--json", action="store_true")
-    rt.add_argument(
-        "--as-customer",
-        action="store_true",
-        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
-    )
+    _output_options(rt)
     rt.set_defaults(func=cmd_routes)
 
     mg = sub.add_parser("migrate", help="live-migrate a VM to another node and print what happened when")
@@ -653,12 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument(
         "--artifacts", metavar="DIR", help="also write the record as JSON and a PNG timeline here"
     )
-    mg.add_argument("--json", action="store_true")
-    mg.add_argument(
-        "--as-customer",
-        action="store_true",
-        help="an imported lab: addresses as the customer's (its customer-map.yaml, see kvlab import)",
-    )
+    _output_options(mg)
     mg.set_defaults(func=cmd_migrate)
 
     im = sub.add_parser("image", help="guest image for QEMU VMs, ToR image for the containerlab runtime")

@@ -32,7 +32,8 @@ from harness.record import MigrationRecord
 from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import LabContext, ProbeRoute, Runtime, RuntimeOptions
-from harness.speakers import BirdSpeaker, Session
+from harness.safefile import FileRefused
+from harness.speakers import SPEAKER_KINDS, BirdSpeaker, Session, bird_daemons
 from harness.spec import LabSpec, cluster_resources
 from harness.state import LabState, check_lab_name, lab_dir, lab_lock
 from harness.topology import Topology
@@ -241,18 +242,14 @@ class Lab:
     def speaker(self, name: str, family: int = 4) -> BirdSpeaker:
         """A router or a node by name."""
         kind = self.topo.entities.get(name)
-        if kind not in ("router", "node"):
+        if kind not in SPEAKER_KINDS:
             raise KeyError(f"'{name}' is no router or node of lab '{self.name}'")
         return BirdSpeaker(self.runtime, name, self._family(name, family))
 
     def speakers(self) -> list[BirdSpeaker]:
         """Every BIRD of the lab: each router's and node's, then (dual stack) each one's bird6."""
-        return [
-            BirdSpeaker(self.runtime, e, family)
-            for family in self.spec.families
-            for e, k in self.topo.entities.items()
-            if k in ("router", "node") and self.topo.runs_family(e, family)
-        ]
+        birds = bird_daemons(self.topo.entities, self.topo.families, self.topo.v4_only_nested)
+        return [BirdSpeaker(self.runtime, e, family) for e, family in birds]
 
     def run(self, entity: str, argv: list[str], *, timeout: float = 30.0):  # type: ignore[no-untyped-def]
         """Run a command inside a lab entity (router, node, host, VM endpoint)."""
@@ -558,7 +555,7 @@ class Lab:
         files = [self.spec.source] + [
             str(base / c.resources) for c in self.spec.clusters if isinstance(c.resources, str)
         ]
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, FileRefused):
             fastpath.save_frame(self.name, state, self._status_frame(), files)
 
 

@@ -563,20 +563,23 @@ def _check_bgp_configuration(res: cr.BGPConfiguration, cluster: Cluster, bad: An
             f"asNumber {res.spec.asNumber} disagrees with cluster '{cluster.name}' asn "
             f"{cluster.asn} (set it in one place)",
         )
-    ip = res.spec.localWorkloadPeeringIPV4
-    if ip is not None and ipaddress.IPv4Address(ip) not in WORKLOAD_PEERING_IPS:
-        bad(
-            ("spec", "localWorkloadPeeringIPV4"),
-            f"{ip} is outside the lab's address plan: workload peering uses "
-            f"{', '.join(map(str, WORKLOAD_PEERING_IPS))}",
-        )
-    ip6 = res.spec.localWorkloadPeeringIPV6
-    if ip6 is not None and ipaddress.IPv6Address(ip6) not in WORKLOAD_PEERING6_RANGE:
-        bad(
-            ("spec", "localWorkloadPeeringIPV6"),
-            f"{ip6} is outside the lab's address plan: IPv6 workload peering uses the ULA "
-            f"{WORKLOAD_PEERING6_RANGE} (the seeds' fdc9:9723:09bc::1)",
-        )
+    peering: list[tuple[str, str | None, Any, str]] = [
+        (
+            "localWorkloadPeeringIPV4",
+            res.spec.localWorkloadPeeringIPV4,
+            WORKLOAD_PEERING_IPS,
+            f"workload peering uses {', '.join(map(str, WORKLOAD_PEERING_IPS))}",
+        ),
+        (
+            "localWorkloadPeeringIPV6",
+            res.spec.localWorkloadPeeringIPV6,
+            WORKLOAD_PEERING6_RANGE,
+            f"IPv6 workload peering uses the ULA {WORKLOAD_PEERING6_RANGE} (the seeds' fdc9:9723:09bc::1)",
+        ),
+    ]
+    for field_name, ip, allowed, plan in peering:
+        if ip is not None and ipaddress.ip_address(ip) not in allowed:
+            bad(("spec", field_name), f"{ip} is outside the lab's address plan: {plan}")
 
 
 def _check_ip_pool(res: cr.IPPool, cluster: Cluster, bad: Any) -> None:

@@ -3,6 +3,7 @@ table, through whatever runtime runs them. What tests and the CLI ask a lab's sp
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,30 @@ from harness.birdc import BirdClient, Protocol, Route
 
 if TYPE_CHECKING:  # harness.kernel imports pyroute2: the CLI's fast path reads BIRD only
     from harness.kernel import KernelRoute
+
+
+SPEAKER_KINDS = ("router", "node")
+"""The kinds of lab entity that run BIRD."""
+
+
+def runs_bird(family: int, families: Collection[int], *, v4_only: bool = False) -> bool:
+    """Whether a router or node runs BIRD for `family` in a lab routing `families`: `bird` (4)
+    always, `bird6` (6) in a dual-stack lab unless the speaker is `v4_only` (a nested node
+    without an IPv6 address: its cluster has no IPv6 pools)."""
+    return family in families and (family == 4 or not v4_only)
+
+
+def bird_daemons(
+    entities: Mapping[str, str], families: Collection[int], v4_only: Collection[str] = ()
+) -> list[tuple[str, int]]:
+    """Every BIRD of a lab as (entity, family), in the order status lists sessions: each router's
+    and node's `bird` (entities: name -> kind, in lab order), then each one's `bird6`."""
+    return [
+        (entity, family)
+        for family in sorted(families)
+        for entity, kind in entities.items()
+        if kind in SPEAKER_KINDS and runs_bird(family, families, v4_only=entity in v4_only)
+    ]
 
 
 class Probed(Interface):

@@ -26,6 +26,7 @@ from pathlib import Path
 from harness.errors import LabNameError, UnsafePathError
 from harness.locking import file_lock, private_dir
 from harness.names import LAB_NAME_PATTERN
+from harness.safefile import replace_file
 
 NS_PREFIX = "kvlab."
 LAB_NAME_RULE = (
@@ -81,9 +82,7 @@ class LabState:
     vms: dict[str, dict[str, str]] = field(default_factory=dict)  # vm -> {"node", "ifname", "guest"} now
 
     def save(self, run_dir: Path) -> None:
-        tmp = run_dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(run_dir / "state.json")
+        replace_file(run_dir / "state.json", json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, run_dir: Path) -> LabState | None:

@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from harness.speakers import runs_bird
 from harness.spec import (
     FABRIC6_PREFIX,
     FIRST_NODE_HOST,
@@ -250,9 +251,12 @@ class Topology:
     def runs_family(self, entity: str, family: int) -> bool:
         """Whether a router or node runs BIRD for `family` (bird6: in a dual-stack lab; a nested
         node only when its cluster has IPv6 pools, its VM's ip6 its node address)."""
-        if family not in self.families:
-            return False
-        return family == 4 or entity not in self.nested_vm or entity in self.node_address6
+        return runs_bird(family, self.families, v4_only=entity in self.v4_only_nested)
+
+    @property
+    def v4_only_nested(self) -> set[str]:
+        """Nested nodes without an IPv6 address (no bird6 even in a dual-stack lab)."""
+        return {n for n in self.nested_vm if n not in self.node_address6}
 
     def node_ip(self, node: str, family: int = 4) -> IPv4 | IPv6 | None:
         """A node's address of a family (None: none of that family)."""

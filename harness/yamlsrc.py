@@ -19,15 +19,14 @@ kvlab runs as root and reads whatever lab or resource file it is handed, so load
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.errors import SpecError, SpecIssue
+from harness.safefile import FileRefused, read_regular
 
 Path_ = tuple[str | int, ...]
 
@@ -113,64 +112,21 @@ class SourceMap:
 # -- reading a file -----------------------------------------------------------------------
 
 
-def _kind(mode: int) -> str:
-    kinds = [
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ]
-    return next((text for test, text in kinds if test(mode)), "not a regular file")
-
-
 def read_file(path: str | Path, name: str, limit: int = MAX_FILE_BYTES) -> str:
     """The text of a regular file of at most `limit` bytes; SpecError naming `name` otherwise.
 
     Nothing but a regular file is ever opened, and it is opened non-blocking (a FIFO swapped in
-    after the `stat` cannot block)."""
+    after the `stat` cannot block): harness.safefile."""
 
     def refuse(message: str) -> SpecError:
         return SpecError([SpecIssue(name, "", message)])
 
-    too_big = f"larger than {limit // 1024 // 1024} MiB, the limit for lab and resource files"
     try:
-        st = os.stat(path)
-    except OSError as e:
-        raise refuse(f"cannot read file: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise refuse(f"is {_kind(st.st_mode)}: lab and resource files must be regular files")
-    if st.st_size > limit:
-        raise refuse(too_big)
+        data = read_regular(path, limit, what="lab and resource files")
+    except FileRefused as e:
+        raise refuse(str(e)) from None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise refuse(f"cannot read file: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"is {_kind(st.st_mode)}: lab and resource files must be regular files")
-        if st.st_size > limit:
-            raise refuse(too_big)
-        chunks: list[bytes] = []
-        got = 0
-        while got <= st.st_size:
-            chunk = os.read(fd, st.st_size + 1 - got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
-    except OSError as e:
-        raise refuse(f"cannot read file: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if got != st.st_size:
-        raise refuse(
-            f"its content ({'more' if got > st.st_size else 'less'} than its size of {st.st_size} bytes) "
-            "does not match its size: a /proc or /sys file, or one being written; copy it to a regular file"
-        )
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise refuse(f"is not UTF-8 text (byte {e.start})") from None
 

@@ -16,18 +16,14 @@ Scenario tests: they run on every runtime (`--runtime`) that can run nested labs
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from labfiles import lab_data
+from labfiles import cluster_of, lab_data, resource, write_lab_data
+from nestedlab import add_pool, addresses, assert_canary_clean, best, session_errors, sessions
 
-from harness.birdc import BirdError, Route
+from harness.birdc import Route
 from harness.lab import Lab
 from harness.wait import eventually
 
@@ -62,28 +58,18 @@ def nested(kvlab_labs, pytestconfig: pytest.Config, request: pytest.FixtureReque
     return kvlab_labs(_variant(pytestconfig, request.param))
 
 
-def _best(lab: Lab, speaker: str, prefix: str) -> Route:
-    route = lab.speaker(speaker).best_route(prefix)
-    assert route is not None, f"{speaker} has no route for {prefix}"
-    return route
-
-
-def _sessions(lab: Lab, speaker: str) -> dict[str, str]:
-    return {s.name: s.state for s in lab.speaker(speaker).sessions()}
-
-
 # ---- sessions -----------------------------------------------------------------------------
 
 
 def test_local_workload_sessions_are_established_for_selected_vms_only(nested: Lab) -> None:
-    assert _sessions(nested, "p1-n1") == {
+    assert sessions(nested, "p1-n1") == {
         "Global_198_18_1_1": "Established",
         "Local_Workload_203_0_113_10": "Established",  # vm-red, color == 'red'
         "Local_Workload_203_0_113_11": "Established",  # vm-blue, color == 'blue'
     }
-    assert _sessions(nested, "p1-n2") == {"Global_198_18_1_1": "Established"}  # vm-green: no peer
+    assert sessions(nested, "p1-n2") == {"Global_198_18_1_1": "Established"}  # vm-green: no peer
     for node in ("red-n1", "blue-n1"):
-        assert _sessions(nested, node) == {"Global_169_254_0_179": "Established"}
+        assert sessions(nested, node) == {"Global_169_254_0_179": "Established"}
 
 
 def test_kvlab_status_lists_nested_clusters_with_their_parent(nested: Lab) -> None:
@@ -102,8 +88,8 @@ def test_kvlab_status_lists_nested_clusters_with_their_parent(nested: Lab) -> No
 
 def test_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested: Lab) -> None:
     for vm in ("vm-red", "vm-blue"):
-        assert f"{PEERING_IP}/32" in _addresses(nested, "p1-n1", nested.workload_interface(vm)), vm
-    assert f"{PEERING_IP}/32" not in _addresses(nested, "p1-n2", nested.workload_interface("vm-green"))
+        assert f"{PEERING_IP}/32" in addresses(nested, "p1-n1", nested.workload_interface(vm)), vm
+    assert f"{PEERING_IP}/32" not in addresses(nested, "p1-n2", nested.workload_interface("vm-green"))
 
 
 # ---- routes -------------------------------------------------------------------------------
@@ -111,7 +97,7 @@ def test_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested: Lab) 
 
 @pytest.mark.parametrize("cluster", ["red", "blue"])
 def test_tor_learns_each_nested_pool_via_the_parent_node(nested: Lab, cluster: str) -> None:
-    route = _best(nested, "tor1", POOLS[cluster])
+    route = best(nested, "tor1", POOLS[cluster])
     assert route.via == NODE_IP["p1-n1"]
     assert route.as_path == (PARENT_AS, NESTED_AS[cluster])
     alternatives = nested.router("tor1").routes(POOLS[cluster])
@@ -123,19 +109,14 @@ def test_the_other_parent_node_learns_each_nested_pool_back_from_the_tor(nested:
     """The parent's ToR peer has numAllowedLocalASNumbers: 1: p1-n2 (no nested VM) takes tor1's
     route to each nested pool although its AS path carries the parent's own AS (BGP's loop check
     would drop it), as it must to reach a nested node's VM after it migrates away."""
-    route = _best(nested, "p1-n2", POOLS[cluster])
+    route = best(nested, "p1-n2", POOLS[cluster])
     assert route.via == TOR_IP
     assert route.as_path == (TOR_AS, PARENT_AS, NESTED_AS[cluster])
 
 
 @pytest.mark.parametrize("cluster", ["red", "blue"])
 def test_nested_pool_is_reachable_from_the_external_host(nested: Lab, cluster: str) -> None:
-    with nested.canary("ext1", f"{cluster}-n1") as probe:
-        probe.wait_sent(5)
-        report = probe.stop()
-    assert report.sent > 0, report.summary()
-    assert report.echoed == report.sent, report.summary()
-    assert report.same_connection, report.summary()
+    assert_canary_clean(nested, "ext1", f"{cluster}-n1")
 
 
 def test_parent_exports_nothing_to_nested_clusters(nested: Lab) -> None:
@@ -143,7 +124,7 @@ def test_parent_exports_nothing_to_nested_clusters(nested: Lab) -> None:
         learned = [r for r in nested.speaker(node).routes() if r.protocol == "Global_169_254_0_179"]
         assert learned == [], f"{node} learned {[r.prefix for r in learned]} from its parent"
     # ... while the parent does hold routes it could have sent (its blocks, the ToR's routes)
-    assert _best(nested, "p1-n1", "203.0.113.64/26").protocol == "Global_198_18_1_1"
+    assert best(nested, "p1-n1", "203.0.113.64/26").protocol == "Global_198_18_1_1"
 
 
 def test_nested_pools_stay_with_their_own_cluster(nested: Lab) -> None:
@@ -160,15 +141,10 @@ def _rogue_spec(tmp: Path) -> Path:
     accept, and blue's parent filter is the guide's (no trailing Reject)."""
     data = lab_data("nested")
     data["name"] = "nested-rogue"
-    extra = ROGUE
-    for cluster in data["clusters"]:
-        if cluster["name"] in extra:
-            cluster["pools"].append(extra[cluster["name"]])
-            cluster["resources"].append(_pool(f"{cluster['name']}-extra", extra[cluster["name"]]))
-        if cluster["name"] == "parent":
-            for res in cluster["resources"]:
-                if res["metadata"]["name"] == "accept-nested-blue-pool":
-                    res["spec"]["importV4"] = [r for r in res["spec"]["importV4"] if r["action"] != "Reject"]
+    for cluster, cidr in ROGUE.items():
+        add_pool(data, cluster, cidr)
+    blue = resource(cluster_of(data, "parent"), "BGPFilter", "accept-nested-blue-pool")["spec"]
+    blue["importV4"] = [r for r in blue["importV4"] if r["action"] != "Reject"]
     # A parent cluster name of its own: on the real stack this lab is a kind cluster beside the
     # module's nested lab (kind cluster names are machine-wide).
     for cluster in data["clusters"]:
@@ -176,18 +152,7 @@ def _rogue_spec(tmp: Path) -> Path:
             cluster["name"] = "rogue-parent"
         elif cluster.get("parent") == "parent":
             cluster["parent"] = "rogue-parent"
-    path = tmp / "nested-rogue.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _pool(name: str, cidr: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name},
-        "spec": {"cidr": cidr, "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never"},
-    }
+    return write_lab_data(data, tmp / "nested-rogue.yml")
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +164,11 @@ def rogue(kvlab_labs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]
 
 def test_route_outside_the_nested_pool_is_refused_by_the_parent(rogue: Lab) -> None:
     # red announces it (its node holds a block of red's second pool) ...
-    eventually(lambda: _best(rogue, "red-n1", ROGUE["red"]), timeout=TIMEOUT, what="red-n1 to route it")
+    eventually(lambda: best(rogue, "red-n1", ROGUE["red"]), timeout=TIMEOUT, what="red-n1 to route it")
     # ... the parent accepts red's pool from the same session, and refuses the rogue route
-    eventually(lambda: _best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool")
+    eventually(lambda: best(rogue, "p1-n1", POOLS["red"]), timeout=TIMEOUT, what="p1-n1 to learn red's pool")
     eventually(
-        lambda: _best(rogue, "p1-n1", ROGUE["blue"]), timeout=TIMEOUT, what="p1-n1 to learn blue's rogue pool"
+        lambda: best(rogue, "p1-n1", ROGUE["blue"]), timeout=TIMEOUT, what="p1-n1 to learn blue's rogue pool"
     )  # the same moment's updates from red went through the same import filter
     assert rogue.speaker("p1-n1").routes(ROGUE["red"]) == []
     assert rogue.speaker("p1-n1").kernel_routes(ROGUE["red"]) == []
@@ -215,7 +180,7 @@ def test_guide_filter_without_a_final_reject_lets_any_route_in(rogue: Lab) -> No
     through to calico-node's default import (accept). The parent node installs blue's route
     from a pool nobody approved; export-to-tor still keeps it from the ToR."""
     route = eventually(
-        lambda: _best(rogue, "p1-n1", ROGUE["blue"]),
+        lambda: best(rogue, "p1-n1", ROGUE["blue"]),
         timeout=TIMEOUT,
         what="p1-n1 to import blue's unapproved route",
     )
@@ -235,7 +200,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
 ) -> None:
     lab = kvlab_labs(_variant(pytestconfig, variant), private=True)
     hold = 240.0  # BIRD's default hold time: the session must be back well within it
-    with lab.canary("ext1", "red-n1") as probe, _session_errors(lab, "red-n1") as errors:
+    with lab.canary("ext1", "red-n1") as probe, session_errors(lab, "red-n1") as errors:
         probe.wait_sent(5)
         record = lab.migrate("vm-red", "p1-n2")
         assert record.status == "completed"
@@ -243,7 +208,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
         assert record.first(kind="phase", phase="nested session back on p1-n2"), record.reason
         assert record.first(kind="phase", phase="tor1: nested pool via p1-n2"), record.reason
         eventually(
-            lambda: _sessions(lab, "p1-n2").get("Local_Workload_203_0_113_10") == "Established",
+            lambda: sessions(lab, "p1-n2").get("Local_Workload_203_0_113_10") == "Established",
             timeout=hold / 4,
             interval=0.2,
             what="red-n1's session to come back through p1-n2",
@@ -262,16 +227,16 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
         )
         report = probe.stop()
     assert route.as_path == (PARENT_AS, NESTED_AS["red"])
-    assert "Local_Workload_203_0_113_10" not in _sessions(lab, "p1-n1")
-    assert _sessions(lab, "red-n1") == {"Global_169_254_0_179": "Established"}
-    assert f"{PEERING_IP}/32" in _addresses(lab, "p1-n2", lab.workload_interface("vm-red"))
+    assert "Local_Workload_203_0_113_10" not in sessions(lab, "p1-n1")
+    assert sessions(lab, "red-n1") == {"Global_169_254_0_179": "Established"}
+    assert f"{PEERING_IP}/32" in addresses(lab, "p1-n2", lab.workload_interface("vm-red"))
     # the canary's one TCP connection survived: nothing lost, never reset
     assert report.same_connection, report.summary()
     assert report.resets == 0, report.summary()
     assert report.lost == 0, report.summary()
     assert report.max_gap_ms < hold * 1000, report.summary()
     # blue, still on p1-n1, was never disturbed
-    assert _sessions(lab, "p1-n1")["Local_Workload_203_0_113_11"] == "Established"
+    assert sessions(lab, "p1-n1")["Local_Workload_203_0_113_11"] == "Established"
     # The old parent node's NOTIFICATION never reached red-n1 (its source, the peering IP, is
     # the new parent node's own address there: dropped as martian); red-n1 learned of the move
     # from the new parent node resetting its next keepalive's connection.
@@ -280,40 +245,7 @@ def test_migrating_a_nested_nodes_vm_keeps_its_session_and_pool_reachable(  # ty
     assert [e for e in errors if e.startswith("Socket:")], errors
 
 
-@contextlib.contextmanager
-def _session_errors(lab: Lab, node: str, interval: float = 0.1) -> Iterator[list[str]]:
-    """Every distinct `Last error` BIRD shows for `node`'s BGP session while it is not
-    Established, watched from another thread until the block ends (BIRD clears it once the
-    session is back): 'Received: ...' for a NOTIFICATION, 'Socket: ...' for a reset."""
-    seen: list[str] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            with contextlib.suppress(BirdError, OSError):
-                for s in lab.speaker(node).sessions():
-                    if s.state != "Established" and s.last_error and s.last_error not in seen:
-                        seen.append(s.last_error)
-            done.wait(interval)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield seen
-    finally:
-        done.set()
-        watcher.join(timeout=30)
-
-
 def _via(lab: Lab, router: str, prefix: str, gateway: str) -> Route:
-    route = _best(lab, router, prefix)
+    route = best(lab, router, prefix)
     assert route.via == gateway, f"{prefix} via {route.via}, expected {gateway}"
     return route
-
-
-def _addresses(lab: Lab, entity: str, dev: str) -> list[str]:
-    """The IPv4 addresses (`a.b.c.d/len`) on `dev` inside a lab entity."""
-    res = lab.run(entity, ["ip", "-j", "-4", "addr", "show", "dev", dev])
-    assert res.returncode == 0, res.stderr
-    links = json.loads(res.stdout or "[]")
-    return [f"{a['local']}/{a['prefixlen']}" for link in links for a in link["addr_info"]]

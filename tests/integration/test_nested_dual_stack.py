@@ -14,18 +14,14 @@ The containerlab runtime refuses dual-stack nested labs (exit 2), so these run o
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from labfiles import lab_data
+from labfiles import cluster_of, lab_data, resource, write_lab_data
+from nestedlab import add_pool, addresses, assert_canary_clean, best, session_errors, sessions
 
-from harness.birdc import BirdError, Route
+from harness.birdc import Route
 from harness.lab import Lab
 from harness.wait import eventually
 
@@ -55,13 +51,11 @@ def nested6(kvlab_labs) -> Lab:  # type: ignore[no-untyped-def]
 
 
 def _best(lab: Lab, speaker: str, prefix: str, family: int = 6) -> Route:
-    route = lab.speaker(speaker, family).best_route(prefix)
-    assert route is not None, f"{speaker} (IPv{family}) has no route for {prefix}"
-    return route
+    return best(lab, speaker, prefix, family)
 
 
 def _sessions(lab: Lab, speaker: str, family: int = 6) -> dict[str, str]:
-    return {s.name: s.state for s in lab.speaker(speaker, family).sessions()}
+    return sessions(lab, speaker, family)
 
 
 # ---- sessions -----------------------------------------------------------------------------
@@ -81,8 +75,8 @@ def test_v6_local_workload_sessions_are_established_for_selected_vms_only(nested
 
 def test_v6_peering_ip_is_on_the_host_side_of_selected_workloads_only(nested6: Lab) -> None:
     for vm in ("vm-red", "vm-blue"):
-        assert f"{PEERING_IP6}/128" in _addresses6(nested6, "p1-n1", nested6.workload_interface(vm)), vm
-    assert f"{PEERING_IP6}/128" not in _addresses6(nested6, "p1-n2", nested6.workload_interface("vm-green"))
+        assert f"{PEERING_IP6}/128" in addresses(nested6, "p1-n1", nested6.workload_interface(vm), 6), vm
+    assert f"{PEERING_IP6}/128" not in addresses(nested6, "p1-n2", nested6.workload_interface("vm-green"), 6)
 
 
 # ---- routes -------------------------------------------------------------------------------
@@ -110,12 +104,7 @@ def test_the_other_parent_node_learns_each_nested_v6_pool_back_from_the_tor(
 
 @pytest.mark.parametrize("cluster", ["red", "blue"])
 def test_nested_v6_pod_is_reachable_from_the_external_host(nested6: Lab, cluster: str) -> None:
-    with nested6.canary("ext1", f"{cluster}-n1", family=6) as probe:
-        probe.wait_sent(5)
-        report = probe.stop()
-    assert report.sent > 0, report.summary()
-    assert report.echoed == report.sent, report.summary()
-    assert report.same_connection, report.summary()
+    assert_canary_clean(nested6, "ext1", f"{cluster}-n1", 6)
 
 
 def test_parent_exports_nothing_to_nested_clusters_over_v6(nested6: Lab) -> None:
@@ -141,30 +130,14 @@ def _changed_spec(tmp: Path) -> Path:
     keeps red's rule only. The v4 rules are as shipped."""
     data = lab_data("nested-dual-stack")
     data["name"] = "nested6-changed"
-    for cluster in data["clusters"]:
-        name = cluster["name"]
-        if name in ROGUE6:
-            cluster["pools6"].append(ROGUE6[name])
-            cluster["resources"].append(_pool6(f"{name}-extra-v6", ROGUE6[name]))
-        if name == "parent":
-            for res in cluster["resources"]:
-                spec = res.get("spec", {})
-                if res["metadata"]["name"] == "accept-nested-blue-pool":
-                    spec["importV6"] = [r for r in spec["importV6"] if r["action"] != "Reject"]
-                if res["metadata"]["name"] == "export-to-tor":
-                    spec["exportV6"] = [r for r in spec["exportV6"] if r["cidr"] == POOLS6["red"]]
-    path = tmp / "nested6-changed.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _pool6(name: str, cidr: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "IPPool",
-        "metadata": {"name": name},
-        "spec": {"cidr": cidr, "blockSize": 120, "vxlanMode": "Never"},
-    }
+    for cluster, cidr in ROGUE6.items():
+        add_pool(data, cluster, cidr)
+    parent = cluster_of(data, "parent")
+    blue = resource(parent, "BGPFilter", "accept-nested-blue-pool")["spec"]
+    blue["importV6"] = [r for r in blue["importV6"] if r["action"] != "Reject"]
+    tor = resource(parent, "BGPFilter", "export-to-tor")["spec"]
+    tor["exportV6"] = [r for r in tor["exportV6"] if r["cidr"] == POOLS6["red"]]
+    return write_lab_data(data, tmp / "nested6-changed.yml")
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +197,7 @@ def test_migrating_a_dual_stack_nested_nodes_vm_keeps_both_sessions(kvlab_labs) 
     lab = kvlab_labs(LAB, private=True)
     hold = 240.0
     try:
-        with lab.canary("ext1", "red-n1", family=6) as probe, _session_errors(lab, "red-n1", 6) as errors:
+        with lab.canary("ext1", "red-n1", family=6) as probe, session_errors(lab, "red-n1", 6) as errors:
             probe.wait_sent(5)
             record = lab.migrate("vm-red", "p1-n2")
             assert record.status == "completed", record.reason
@@ -243,7 +216,7 @@ def test_migrating_a_dual_stack_nested_nodes_vm_keeps_both_sessions(kvlab_labs) 
         assert _best(lab, "tor1", POOLS6["red"]).via == NODE_IP6["p1-n2"]
         assert _best(lab, "tor1", POOLS4["red"], 4).via == NODE_IP4["p1-n2"]
         assert _sessions(lab, "red-n1") == {NESTED_PEER6: "Established"}
-        assert f"{PEERING_IP6}/128" in _addresses6(lab, "p1-n2", lab.workload_interface("vm-red"))
+        assert f"{PEERING_IP6}/128" in addresses(lab, "p1-n2", lab.workload_interface("vm-red"), 6)
         assert report.same_connection, report.summary()
         assert report.resets == 0, report.summary()
         assert report.lost == 0, report.summary()
@@ -254,35 +227,3 @@ def test_migrating_a_dual_stack_nested_nodes_vm_keeps_both_sessions(kvlab_labs) 
         assert [e for e in errors if e.startswith("Received:")], f"no NOTIFICATION over IPv6: {errors}"
     finally:
         kvlab_labs.release(lab)
-
-
-@contextlib.contextmanager
-def _session_errors(lab: Lab, node: str, family: int, interval: float = 0.1) -> Iterator[list[str]]:
-    """Every distinct `Last error` of `node`'s sessions of a family while not Established,
-    watched from another thread until the block ends."""
-    seen: list[str] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            with contextlib.suppress(BirdError, OSError):
-                for s in lab.speaker(node, family).sessions():
-                    if s.state != "Established" and s.last_error and s.last_error not in seen:
-                        seen.append(s.last_error)
-            done.wait(interval)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield seen
-    finally:
-        done.set()
-        watcher.join(timeout=30)
-
-
-def _addresses6(lab: Lab, entity: str, dev: str) -> list[str]:
-    """The IPv6 addresses (`addr/len`) on `dev` inside a lab entity."""
-    res = lab.run(entity, ["ip", "-j", "-6", "addr", "show", "dev", dev])
-    assert res.returncode == 0, res.stderr
-    links = json.loads(res.stdout or "[]")
-    return [f"{a['local']}/{a['prefixlen']}" for link in links for a in link["addr_info"]]

@@ -5,6 +5,7 @@ No apt, no QEMU, no root: synthetic ELF objects, cpio archives and a fake QMP se
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import lzma
@@ -545,7 +546,7 @@ def serve_once(
     def serve() -> None:
         with server:
             conn, _ = server.accept()
-            with conn:
+            with conn, contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that gave up
                 for msg in before:
                     conn.sendall(json.dumps(msg).encode() + b"\n")
                 conn.sendall(json.dumps(GREETING).encode() + b"\n")

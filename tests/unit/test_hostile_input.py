@@ -60,10 +60,10 @@ def _one_issue(text: str) -> str:
 
 
 def _refused_file(path: Path, reason: str) -> None:
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU time: a loaded machine does not inflate it
     with pytest.raises(SpecError) as ei:
         read_file(path, "shown.yml")
-    assert time.monotonic() - t0 < 1
+    assert time.process_time() - t0 < 1
     (issue,) = ei.value.issues
     assert issue.file == "shown.yml"
     assert reason in issue.message
@@ -128,9 +128,9 @@ def test_a_missing_file_names_the_reason(tmp_path: Path) -> None:
     ("text", "reason"), [(BILLION_LAUGHS, "alias or merge-key bomb"), (MERGE_BOMB, "bomb")]
 )
 def test_bombs_are_refused_in_milliseconds(text: str, reason: str) -> None:
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU time: a loaded machine does not inflate it
     message = _one_issue(text)
-    assert time.monotonic() - t0 < 1
+    assert time.process_time() - t0 < 1
     assert reason in message
     assert f"more than {MAX_NODES:,} YAML nodes" in message
 
@@ -148,9 +148,9 @@ def test_recursive_aliases_are_refused(text: str) -> None:
 
 def test_deep_nesting_is_refused() -> None:
     assert f"nested more than {MAX_DEPTH} levels deep" in _one_issue("[" * 70 + "]" * 70)
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU time: a loaded machine does not inflate it
     message = _one_issue("a: " + "[" * 100_000 + "]" * 100_000)
-    assert time.monotonic() - t0 < 1
+    assert time.process_time() - t0 < 1
     assert f"nested more than {MAX_DEPTH} levels deep" in message or "maximum nesting depth" in message
 
 

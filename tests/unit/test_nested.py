@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import labfiles
 import pytest
 import yaml
+from labfiles import bgp_protocols, cluster_of, lab_data, resource, write_lab_data
 
 from harness.errors import SpecError
 from harness.labfile import load_lab
@@ -36,43 +38,20 @@ needs_bird = pytest.mark.skipif(
 
 def nested_data() -> dict[str, Any]:
     """labs/nested.yml with every cluster's resources inlined (so tests can change them)."""
-    data = yaml.safe_load(NESTED.read_text())
-    for cluster in data["clusters"]:
-        cluster["resources"] = list(yaml.safe_load_all((NESTED.parent / cluster["resources"]).read_text()))
-    return data
-
-
-def cluster_of(data: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(c for c in data["clusters"] if c["name"] == name)
-
-
-def resource(cluster: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    return next(r for r in cluster["resources"] if r["kind"] == kind and r["metadata"]["name"] == name)
+    return lab_data("nested")
 
 
 def load(tmp_path: Path, data: dict[str, Any]) -> LabSpec:
-    path = tmp_path / "lab.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_lab(path)
+    return load_lab(write_lab_data(data, tmp_path / "lab.yml"))
 
 
 def issues_of(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> list[str]:
     """The issue lines `load_lab` reports for labs/nested.yml after `change`."""
-    data = nested_data()
-    change(data)
-    with pytest.raises(SpecError) as ei:
-        load(tmp_path, data)
-    return [str(i) for i in ei.value.issues]
+    return labfiles.issues_of(tmp_path, "nested", change)
 
 
 def resources_of(spec: LabSpec) -> dict[str, list[Any]]:
     return cluster_resources(spec)
-
-
-def bgp_protocols(text: str) -> dict[str, str]:
-    """`protocol bgp NAME [from T] { BODY }` blocks of a config, by name."""
-    pattern = re.compile(r"^protocol bgp (\S+)(?: from \S+)? \{\n(.*?)^\}", re.M | re.S)
-    return {m.group(1): m.group(2) for m in pattern.finditer(text)}
 
 
 def neighbor(body: str) -> tuple[str, int]:

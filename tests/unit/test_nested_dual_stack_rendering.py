@@ -7,17 +7,16 @@ parse-checked by the real `bird6 -p`."""
 from __future__ import annotations
 
 import ipaddress
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import labfiles
 import pytest
-import yaml
+from labfiles import bgp_protocols, cluster_of, lab_data, resource, without_ipv6, write_lab_data
 
 from harness.calico import confd
-from harness.errors import SpecError
 from harness.labfile import load_lab
 from harness.render.bird import check_config, render_node
 from harness.runtime.containerlab.plan import RenderError, plan_lab
@@ -32,34 +31,8 @@ needs_bird6 = pytest.mark.skipif(
 )
 
 
-def lab_data() -> dict[str, Any]:
-    data = yaml.safe_load(LAB.read_text())
-    for cluster in data["clusters"]:
-        cluster["resources"] = list(yaml.safe_load_all((LAB.parent / cluster["resources"]).read_text()))
-    return data
-
-
-def cluster_of(data: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(c for c in data["clusters"] if c["name"] == name)
-
-
-def resource(cluster: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    return next(r for r in cluster["resources"] if r["kind"] == kind and r["metadata"]["name"] == name)
-
-
 def issues_of(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> list[str]:
-    data = lab_data()
-    change(data)
-    path = tmp_path / "lab.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(SpecError) as ei:
-        load_lab(path)
-    return [str(i) for i in ei.value.issues]
-
-
-def bgp_protocols(text: str) -> dict[str, str]:
-    pattern = re.compile(r"^protocol bgp (\S+)(?: from \S+)? \{\n(.*?)^\}", re.M | re.S)
-    return {m.group(1): m.group(2) for m in pattern.finditer(text)}
+    return labfiles.issues_of(tmp_path, LAB.stem, change)
 
 
 def bird6_config(node: str) -> str:
@@ -83,16 +56,7 @@ def test_a_dual_stack_nested_node_has_its_vms_ip6_a_v6_block_and_a_v6_pod() -> N
 
 def test_nested_nodes_of_a_v4_only_nested_cluster_run_no_bird6(tmp_path: Path) -> None:
     """A dual-stack lab whose nested cluster blue has no pools6: blue-n1 runs bird only."""
-    data = lab_data()
-    blue = cluster_of(data, "blue")
-    del blue["pools6"], blue["block_size6"]
-    blue["resources"] = [
-        r
-        for r in blue["resources"]
-        if r["metadata"]["name"] not in ("blue-pool-v6", "peer-to-parent-cluster-v6")
-    ]
-    path = tmp_path / "lab.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = write_lab_data(without_ipv6(lab_data(LAB.stem), "blue"), tmp_path / "lab.yml")
     topo = resolve(load_lab(path))
     assert topo.runs_family("red-n1", 6)
     assert not topo.runs_family("blue-n1", 6)

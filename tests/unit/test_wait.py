@@ -60,9 +60,9 @@ def test_non_transient_exception_propagates_immediately() -> None:
     check, calls = _sequence(ValueError("bad input"), "never")
     started = time.monotonic()
     with pytest.raises(ValueError, match="bad input"):
-        eventually(check, timeout=0.5, interval=0.01)
+        eventually(check, timeout=10, interval=0.01)
     assert calls[0] == 1
-    assert time.monotonic() - started < 0.25
+    assert time.monotonic() - started < 5  # not waited out
 
 
 def test_exception_not_listed_as_transient_propagates() -> None:

@@ -143,16 +143,25 @@ def topology_networks(topo: Topology) -> list[tuple[str, ipaddress.IPv4Network]]
 def service_subnets(topo: Topology) -> dict[str, ipaddress.IPv4Network]:
     """A Kubernetes service subnet per kind cluster, inside the fabric range and clashing with
     nothing in the topology. Raises RenderError naming the clash."""
+    used = [(f"{what} ({net})", net) for what, net in topology_networks(topo)]
+    return _service_subnets(topo, SERVICE_RANGE, used, "service subnet", "subnet")
+
+
+def _service_subnets(
+    topo: Topology, service_range: Any, used: list[tuple[str, Any]], label: str, moved: str
+) -> dict[str, Any]:
+    """Each kind cluster's service subnet: the i-th block of `service_range`'s size counting down
+    from its start, overlapping none of `used` (description, network); RenderError naming the
+    first clash (`label` the subnet's, `moved` what the user should move)."""
     out = {}
-    used = topology_networks(topo)
-    base = int(SERVICE_RANGE.network_address)
+    base = int(service_range.network_address)
     for i, cluster in enumerate(kind_clusters(topo.spec)):
-        net = ipaddress.IPv4Network((base - i * SERVICE_RANGE.num_addresses, SERVICE_RANGE.prefixlen))
+        net = type(service_range)((base - i * service_range.num_addresses, service_range.prefixlen))
         for what, other in used:
             if net.overlaps(other):
                 raise RenderError(
-                    f"service subnet {net} of cluster '{cluster.name}' overlaps {what} ({other}); "
-                    f"move that subnet out of {net}"
+                    f"{label} {net} of cluster '{cluster.name}' overlaps {what}; "
+                    f"move that {moved} out of {net}"
                 )
         out[cluster.name] = net
     return out
@@ -193,19 +202,8 @@ def pod_subnets(spec: LabSpec) -> dict[str, ipaddress.IPv4Network]:
 def service_subnets6(topo: Topology) -> dict[str, ipaddress.IPv6Network]:
     """A dual-stack kind cluster's IPv6 service subnet: a /112 (kubeadm takes at most 20 host
     bits) counting down from SERVICE6_RANGE, clashing with no IPv6 pool. RenderError otherwise."""
-    out = {}
-    pools = [(c.name, p) for c in topo.spec.clusters for p in c.pools6]
-    base = int(SERVICE6_RANGE.network_address)
-    for i, cluster in enumerate(kind_clusters(topo.spec)):
-        net = ipaddress.IPv6Network((base - i * SERVICE6_RANGE.num_addresses, SERVICE6_RANGE.prefixlen))
-        for owner, pool in pools:
-            if net.overlaps(pool):
-                raise RenderError(
-                    f"IPv6 service subnet {net} of cluster '{cluster.name}' overlaps pool {pool} of "
-                    f"cluster '{owner}'; move that pool out of {net}"
-                )
-        out[cluster.name] = net
-    return out
+    pools = [(f"pool {p} of cluster '{c.name}'", p) for c in topo.spec.clusters for p in c.pools6]
+    return _service_subnets(topo, SERVICE6_RANGE, pools, "IPv6 service subnet", "pool")
 
 
 def pod_subnets6(spec: LabSpec) -> dict[str, ipaddress.IPv6Network]:

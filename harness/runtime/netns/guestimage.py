@@ -76,7 +76,9 @@ from debian.deb822 import Packages, PkgRelation
 
 from harness.errors import LabError
 from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
+from harness.locking import private_dir
 from harness.progress import NullProgress, Progress
+from harness.safefile import replace_file
 from harness.topology import GUEST_PORT
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
@@ -503,8 +505,9 @@ def nested_user_data(node: str, bird_conf: str, pod_ip: str) -> str:
 
 def nested_initrd(image: GuestImage, bird_conf: str, pod_ip: str, out: Path) -> Path:
     """`image`'s initrd with a nested node's files appended as a second (gzip'd) cpio, which the
-    kernel unpacks over the first: BIRD's config and the pod address. Written atomically to `out`;
-    a migration target boots from the same file, so QEMU sees the same ROM on both ends."""
+    kernel unpacks over the first: BIRD's config and the pod address. Written atomically to `out`
+    (UnsafePathError if its directory is a symlink or not ours alone); a migration target boots
+    from the same file, so QEMU sees the same ROM on both ends."""
     if BIRD_PACKAGE not in image.packages:
         raise GuestImageError(
             f"the guest image {image.key} has no BIRD (built before nested nodes ran in guests): "
@@ -523,10 +526,8 @@ def nested_initrd(image: GuestImage, bird_conf: str, pod_ip: str, out: Path) -> 
     )
     base = image.initrd.read_bytes()
     data = base + b"\0" * (-len(base) % 4) + gzip.compress(extra, compresslevel=6, mtime=0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(out)
+    private_dir(out.parent)  # a real directory of ours: never a symlink planted in the run directory
+    replace_file(out, data)  # never through a symlink planted beside it
     return out
 
 

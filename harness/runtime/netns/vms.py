@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import time
@@ -39,6 +40,7 @@ from typing import Any
 
 from harness import failpoints, netlink, procs
 from harness.errors import KvlabError, LabError, WaitTimeout
+from harness.names import NAME_PATTERN
 from harness.runtime.netns import snapshot
 from harness.runtime.netns.guestimage import GuestImage, ensure_image, nested_initrd
 from harness.runtime.netns.qemu import (
@@ -122,6 +124,9 @@ class QemuVMs:
         return self._image
 
     def nested_initrd(self, vm: str) -> Path:
+        """`<run>/<vm>/initrd-nested.gz`: `vm` a name (the lab file's rule), never a path."""
+        if not isinstance(vm, str) or re.fullmatch(NAME_PATTERN, vm) is None:
+            raise ValueError(f"not a VM name: {vm!r}")
         return self.rt.entity_dir(vm) / NESTED_INITRD
 
     def prepare_nested(self, vm: str, bird_conf: str, pod_ip: str) -> Path:

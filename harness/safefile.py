@@ -1,0 +1,91 @@
+"""Reading a file kvlab does not trust (it runs as root): only a regular file of bounded size is
+read; it is opened non-blocking (a FIFO swapped in after the `stat` cannot block), and on request
+never through a symlink; and writing a file of the run directory atomically, never through a
+symlink planted there. One implementation for lab files, the state file and the status cache.
+Imports nothing heavy (the CLI's fast path uses it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+class FileRefused(Exception):
+    """The file is not read: its reason is the message (no path: the caller names the file)."""
+
+
+def kind(mode: int) -> str:
+    """What a file of stat mode `mode` is, for a message ('a FIFO', 'a directory', ...)."""
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symlink"),
+    ]
+    return next((text for test, text in kinds if test(mode)), "not a regular file")
+
+
+def read_regular(path: str | Path, limit: int, *, what: str = "files", follow_symlinks: bool = True) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes whose content agrees
+    with its size; FileRefused otherwise (`what` names such files in the reason). Without
+    `follow_symlinks`, a symlink in the path's last component is refused, not followed."""
+    not_regular = "is {}: " + what + " must be regular files"
+    too_big = f"larger than {limit // 1024 // 1024} MiB, the limit for {what}"
+    nofollow = 0 if follow_symlinks else os.O_NOFOLLOW
+    try:
+        st = os.stat(path, follow_symlinks=follow_symlinks)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(not_regular.format(kind(st.st_mode)))
+        if st.st_size > limit:
+            raise FileRefused(too_big)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | nofollow)
+    except OSError as e:
+        raise FileRefused(f"cannot read file: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(not_regular.format(kind(st.st_mode)))
+        if st.st_size > limit:
+            raise FileRefused(too_big)
+        chunks: list[bytes] = []
+        got = 0
+        while got <= st.st_size:
+            chunk = os.read(fd, st.st_size + 1 - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError as e:
+        raise FileRefused(f"cannot read file: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if got != st.st_size:
+        raise FileRefused(
+            f"its content ({'more' if got > st.st_size else 'less'} than its size of {st.st_size} bytes) "
+            "does not match its size: a /proc or /sys file, or one being written; copy it to a regular file"
+        )
+    return b"".join(chunks)
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically: into a new file of a unique name beside it (created
+    exclusively: never an existing file, never through a symlink planted there), renamed over
+    `path` (a symlink at `path` is replaced, not followed)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+__all__ = ["FileRefused", "kind", "read_regular", "replace_file"]
