@@ -49,7 +49,14 @@ from harness.runtime.netns.agent import AgentClient
 from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
-from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
+from harness.runtime.netns.vms import (
+    BOOT_CONSOLE,
+    SNAPSHOT_LOG,
+    Launch,
+    QemuVMs,
+    boot_instance,
+    new_instance,
+)
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -161,6 +168,7 @@ class NetnsRuntime(Runtime):
         topo, resources = self.topo, self.context.resources
         self.preflight()
         configs = self._bird_configs()  # every one passes `bird -p` before anything exists
+        launches: list[Launch] = []
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
@@ -171,10 +179,16 @@ class NetnsRuntime(Runtime):
             self._wire_links(topo)
             self._attach_workloads(topo)
             self._nested_pods(topo)
-            self._start_agents(topo, resources, agent_host)
+            launches = self._launch_guests(topo)  # they boot while the fabric comes up
+            agents = self._start_agents(topo, resources, agent_host)
+            # BIRDs next, not after the agents answer: nodes first connect Calico's `connect delay
+            # time` (2 s) after their BIRD started, the longest wait of a lab's bring-up
             self._start_birds(topo, configs)  # BGP converges while the guests boot
-            self._start_guests(topo)
+            self._wait_agents(agents)
+            self._start_guests(topo, launches)
         except BaseException:
+            for launch in launches:
+                launch.guest.qmp_close()
             self.down()
             raise
 
@@ -284,7 +298,7 @@ class NetnsRuntime(Runtime):
         for w in self.topo.workloads:
             if w.backend == "qemu":
                 for qdir in sorted(self.entity_dir(w.vm).glob("qemu-*")):
-                    for name in ("serial.log", "qemu.log"):
+                    for name in ("serial.log", "qemu.log", BOOT_CONSOLE, SNAPSHOT_LOG):
                         copy(qdir / name, out_dir / w.vm / qdir.name / name)
         for vm in MigrationJournal.pending(self.run_dir):
             copy(MigrationJournal.path(self.run_dir, vm), out_dir / "migrations" / f"{vm}.json")
@@ -618,7 +632,9 @@ class NetnsRuntime(Runtime):
 
     def _start_agents(
         self, topo: Topology, resources: dict[str, list[Any]], host: subprocess.Popen[bytes] | None
-    ) -> None:
+    ) -> list[str]:
+        """Hand the node agents their configs (not waiting for them: `_wait_agents`); returns
+        their nodes."""
         nodes = self._agent_nodes(topo)
         hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
@@ -659,16 +675,21 @@ class NetnsRuntime(Runtime):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(config, indent=2))
                 hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
+                step.advance(detail=node.name)
             self._release_agent_host(host, hosted)
-            for _, node in nodes:
+        return [node.name for _, node in nodes]
+
+    def _wait_agents(self, nodes: list[str]) -> None:
+        with self.progress.step("node agents answering", total=len(nodes)) as step:
+            for node in nodes:
                 eventually(
-                    lambda n=node.name: self.agent(n).call("ping"),
+                    lambda n=node: self.agent(n).call("ping"),
                     timeout=20,
                     interval=0.05,
-                    what=f"node agent of {node.name} to answer",
+                    what=f"node agent of {node} to answer",
                     transient=(OSError,),
                 )
-                step.advance(detail=node.name)
+                step.advance(detail=node)
 
     def _spawn_agent_host(self, topo: Topology) -> subprocess.Popen[bytes] | None:
         """The process that runs every node agent of the lab in a thread inside that node's
@@ -726,14 +747,31 @@ class NetnsRuntime(Runtime):
                 with BirdClient(self.bird_socket(node, family)) as bird:
                     bird.configure()
 
-    def _start_guests(self, topo: Topology) -> None:
-        qemu = [w for w in topo.workloads if w.backend == "qemu"]
-        if qemu:
-            self.qemu.image()  # build or reuse the guest image before the boot clock starts
-            with self.progress.step("QEMU guests booting", total=len(qemu)) as step:
-                for w in qemu:
-                    self.qemu.boot(w, w.node, boot_instance(w.node))
-                    step.advance(detail=w.vm)
+    def _launch_guests(self, topo: Topology) -> list[Launch]:
+        """Start the QEMU guests whose tap is plugged and whose files are all there (not those
+        hosting a nested node: their initrd comes with the BIRD configs), not waiting for them."""
+        early = [w for w in topo.workloads if w.backend == "qemu" and self.spec.nested_node_in(w.vm) is None]
+        if not early:
+            return []
+        self.qemu.image()  # build or reuse the guest image before the boot clock starts
+        launches: list[Launch] = []
+        with self.progress.step("QEMU guests starting", total=len(early)) as step:
+            for w in early:
+                launches.append(self.qemu.launch(w, w.node, boot_instance(w.node)))
+                step.advance(detail=w.vm)
+        return launches
+
+    def _start_guests(self, topo: Topology, launches: list[Launch]) -> None:
+        started = {launch.w.vm for launch in launches}
+        late = [w for w in topo.workloads if w.backend == "qemu" and w.vm not in started]
+        if late:
+            self.qemu.image()
+        launches = launches + [self.qemu.launch(w, w.node, boot_instance(w.node)) for w in late]
+        if launches:
+            with self.progress.step("QEMU guests booting", total=len(launches)) as step:
+                for launch in launches:
+                    self.qemu.ready(launch)
+                    step.advance(detail=f"{launch.w.vm} ({launch.outcome})")
         mocks = [w for w in topo.workloads if w.backend == "mock"]
         with self.progress.step("mock VM guests", total=len(mocks)) as step:
             for w in mocks:
