@@ -212,7 +212,9 @@ class _Server(paramiko.ServerInterface):
             channel.sendall(res.stdout)
             channel.sendall_stderr(res.stderr)
             channel.send_exit_status(res.returncode)
-            channel.close()
+            # No close from here: this thread may finish before paramiko has sent its reply to
+            # the exec request, and a close ahead of that reply fails the client's exec_command
+            # ("Channel closed."). The client closes the channel once it has the exit status.
 
 
 @pytest.fixture(scope="module")
