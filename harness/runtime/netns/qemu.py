@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pyroute2 import NetlinkError
 from qemu import qmp
@@ -50,6 +50,7 @@ from qemu.qmp.qmp_client import GreetingError
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
 from harness.runtime.netns.guestimage import READY_MARKER, GuestImage, kernel_cmdline
+from harness.safefile import FileRefused, open_output, replace_file
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
@@ -493,7 +494,7 @@ class QemuGuest:
         for stale in (self.qmp_socket, self.serial_log):
             stale.unlink(missing_ok=True)
         try:
-            with open(self.qemu_log, "wb") as log:
+            with _output(self.qemu_log) as log:
                 # `ip netns exec` execs QEMU in place: the Popen pid is QEMU's.
                 self._proc = subprocess.Popen(
                     ["ip", "netns", "exec", self.namespace, *self.argv],
@@ -503,7 +504,7 @@ class QemuGuest:
                     start_new_session=True,
                 )
             self.started_at = time.monotonic()
-            self.pid_file.write_text(str(self._proc.pid))
+            replace_file(self.pid_file, str(self._proc.pid).encode())
             self._qmp = eventually(
                 self._connect_qmp,
                 timeout=timeout,
@@ -601,3 +602,11 @@ class QemuGuest:
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.alive() else "stopped"
         return f"QemuGuest({self.spec.name} in {self.namespace}, {state})"
+
+
+def _output(path: Path) -> BinaryIO:
+    """`path` (QEMU's log in its run directory) truncated for writing, never through a symlink."""
+    try:
+        return open_output(path)
+    except FileRefused as e:
+        raise QemuError(f"{path}: {e}") from None

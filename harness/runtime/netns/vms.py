@@ -127,11 +127,8 @@ class QemuVMs:
 
     def pid(self, vm: str, instance: str) -> int | None:
         """The pid of a running instance, None once it is gone."""
-        try:
-            pid = int((self.run_dir(vm, instance) / "qemu.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if procs.alive(pid) else None
+        d = self.run_dir(vm, instance)
+        return procs.pid_from_file(d / "qemu.pid", d)  # a pid of a QEMU of this instance, or None
 
     def status(self, vm: str, instance: str | None) -> str | None:
         """QEMU's run state of an instance ('running', 'inmigrate', 'postmigrate', ...), None if
