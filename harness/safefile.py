@@ -75,6 +75,37 @@ def read_regular(path: str | Path, limit: int, *, what: str = "files", follow_sy
     return b"".join(chunks)
 
 
+def read_tail(path: str | Path, limit: int, *, what: str = "logs") -> bytes:
+    """The last `limit` bytes (at most) of `path`, a regular file that may be growing (a log a
+    process writes to): never through a symlink in its last component, never blocking on a FIFO
+    swapped in; FileRefused otherwise, FileNotFoundError if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        reason = "it is a symlink" if e.errno == errno.ELOOP else e.strerror
+        raise FileRefused(f"cannot read file: {reason}: {what} must be regular files") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(f"is {kind(st.st_mode)}: {what} must be regular files")
+        os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit:
+            chunk = os.read(fd, limit - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise FileRefused(f"cannot read file: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def replace_file(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = False) -> None:
     """Write `data` to `path` atomically: into a new file of a unique name beside it (created
     exclusively: never an existing file, never through a symlink planted there), renamed over
@@ -159,4 +190,4 @@ def unix_socket(path: str | Path, root: Path | None = None) -> os.stat_result:
     return st
 
 
-__all__ = ["FileRefused", "kind", "open_output", "read_regular", "replace_file", "unix_socket"]
+__all__ = ["FileRefused", "kind", "open_output", "read_regular", "read_tail", "replace_file", "unix_socket"]

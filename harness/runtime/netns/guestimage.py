@@ -751,7 +751,13 @@ def _pvh(img: GuestImage, root: Path, progress: Progress) -> GuestImage:
     if not _is_regular(vmlinux):
         with cache_lock(root, error=GuestImageError), progress.step("guest PVH kernel", total=None) as step:
             if not _is_regular(vmlinux):
-                elf = extract_vmlinux(img.kernel.read_bytes())
+                try:
+                    bzimage = read_regular(
+                        img.kernel, IMAGE_FILE_LIMIT, what="guest images", follow_symlinks=False
+                    )
+                except FileRefused as e:
+                    raise GuestImageError(f"{img.kernel}: {e}") from None
+                elf = extract_vmlinux(bzimage)
                 if not has_pvh_entry(elf):
                     raise GuestImageError(f"kernel {img.kernel_release} has no PVH entry point (CONFIG_PVH)")
                 replace_file(vmlinux, elf)  # never through a symlink planted in the cache

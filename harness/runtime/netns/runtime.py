@@ -44,7 +44,7 @@ from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
 from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
-from harness.safefile import FileRefused, open_output, read_regular, replace_file, unix_socket
+from harness.safefile import FileRefused, open_output, read_regular, read_tail, replace_file, unix_socket
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -268,13 +268,11 @@ class NetnsRuntime(Runtime):
         errors: list[str] = []
 
         def copy(src: Path, dst: Path) -> None:
-            """A run directory file into the bundle: a regular file of bounded size, not a symlink."""
-            if not src.exists() and not src.is_symlink():
-                return
+            """A run directory file into the bundle: a regular file, not a symlink; its end if large."""
             try:
-                data = read_regular(
-                    src, DIAGNOSTICS_LIMIT, what="files copied for diagnostics", follow_symlinks=False
-                )
+                data = read_tail(src, DIAGNOSTICS_LIMIT, what="files copied for diagnostics")
+            except FileNotFoundError:
+                return
             except FileRefused as e:
                 errors.append(f"{src} not copied: {e}")
                 return
