@@ -77,11 +77,21 @@ def mentioning(directory: Path, program: str | None = None) -> list[int]:
 PID_FILE_LIMIT = 64
 
 
-def pid_from_file(path: Path, directory: Path) -> int | None:
+def in_namespace(pid: int, netns: Path) -> bool:
+    """`pid` runs in the network namespace bound at `netns` (/run/netns/<name>)."""
+    try:
+        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(netns)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def pid_from_file(path: Path, directory: Path, netns: Path | None = None) -> int | None:
     """The pid in pid file `path` (of a run directory: kvlab runs as root, so not believed) if it
     is a regular file, not a symlink, holding a decimal pid of a live process that is ours: one
-    whose command line mentions `directory` (as `mentioning` finds them); None otherwise, so that
-    nothing is ever signalled on a planted pid file's word."""
+    whose command line mentions `directory` (as `mentioning` finds them) or, given `netns`, that
+    runs in that lab namespace; None otherwise, so that nothing is ever signalled on a planted
+    pid file's word."""
     try:
         text = read_regular(path, PID_FILE_LIMIT, what="pid files", follow_symlinks=False).decode("ascii")
     except (FileRefused, UnicodeDecodeError):
@@ -93,7 +103,9 @@ def pid_from_file(path: Path, directory: Path) -> int | None:
     if pid <= 1 or not alive(pid):
         return None
     argv = _argv(pid)
-    return pid if argv is not None and _mentions(argv, directory) else None
+    if argv is not None and _mentions(argv, directory):
+        return pid
+    return pid if netns is not None and in_namespace(pid, netns) else None
 
 
 def kill_all(pids: list[int], grace: float = 3.0) -> None:

@@ -803,8 +803,10 @@ class NetnsRuntime(Runtime):
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
     def _pid_alive(self, entity: str, name: str) -> bool:
-        """A live process of this lab (its command line names the run dir) has `name`.pid."""
-        return procs.pid_from_file(self.entity_dir(entity) / f"{name}.pid", self.run_dir) is not None
+        """A live process of this lab (its command line names the run dir, or it runs in the
+        entity's namespace) has `name`.pid."""
+        netns = netlink.NETNS_DIR / self.ns(entity)
+        return procs.pid_from_file(self.entity_dir(entity) / f"{name}.pid", self.run_dir, netns) is not None
 
 
 def _log(path: Path) -> BinaryIO:
