@@ -41,7 +41,7 @@ def _run_node(node: dict[str, Any], failed: threading.Event) -> None:
         serve(config, main_thread=False)
     except BaseException:
         with contextlib.suppress(FileRefused), open_output(log, append=True) as fh:
-            fh.write(f"node agent of {node['node']} ended:\n{traceback.format_exc()}")
+            fh.write(f"node agent of {node['node']} ended:\n{traceback.format_exc()}".encode())
     failed.set()
 
 
