@@ -412,3 +412,14 @@ def test_diagnostics_copy_no_planted_symlink_nor_fifo(lab: Lab, tmp_path: Path, 
     assert not (out / node.name / "agent.json").exists()
     assert any("agent.log" in e and "symlink" in e for e in errors), errors
     assert any("agent.json" in e and "FIFO" in e for e in errors), errors
+
+
+def test_a_symlinked_node_agent_socket_is_not_connected(lab: Lab, other_bird: _Bird, tmp_path: Path) -> None:
+    """`<run>/<node>/agent.ctl` a symlink to some other socket: refused (ConnectionRefusedError,
+    an OSError as when nobody listens), never connected."""
+    node = next(n for _, n in lab.spec.all_nodes())
+    (lab_dir(LAB) / node.name).mkdir()
+    (lab_dir(LAB) / node.name / "agent.ctl").symlink_to(tmp_path / "other-lab" / "tor1" / "bird.ctl")
+    with pytest.raises(ConnectionRefusedError, match="symlink"):
+        lab.runtime.agent(node.name).call("ping")  # type: ignore[attr-defined]
+    assert other_bird.connections == 0
