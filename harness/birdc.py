@@ -26,6 +26,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -123,31 +124,9 @@ def _split_line(line: str) -> tuple[int | None, str, bool]:
     raise ValueError(f"malformed BIRD reply line: {line!r}")
 
 
-_CODES = {f"{c:04d}": c for c in range(10000)}  # '1007' -> 1007, without int() per line
-
-
-def _pairs(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    """``(code, text)`` per raw reply line, in one pass: continuation lines get the code of the
-    line before them, ``+`` (spontaneous) lines are dropped, text is kept verbatim."""
-    code: int | None = None
-    codes = _CODES
-    for line in lines:
-        if line[-1:] in ("\n", "\r"):
-            line = line.rstrip("\r\n")
-        first = line[:1]
-        if first == " ":
-            if code is None:
-                raise ValueError(f"continuation line without a preceding code: {line!r}")
-            yield code, line[1:]
-        elif first == "+":
-            continue
-        elif line[4:5] in ("-", " ") and (c := codes.get(line[:4])) is not None:
-            code = c
-            yield c, line[5:]
-        else:
-            c2, text, _last = _split_line(line)
-            code = c2
-            yield c2, text  # type: ignore[misc]
+# '1007-' and '1007 ' -> 1007: a line's code and its separator in one slice and one lookup
+_HEADS = {f"{c:04d}{sep}": c for c in range(10000) for sep in "- "}
+_EOL = ("\n", "\r")
 
 
 def parse_reply_lines(lines: Iterable[str]) -> Reply:
@@ -156,7 +135,31 @@ def parse_reply_lines(lines: Iterable[str]) -> Reply:
     Continuation lines get the code of the previous line; ``+`` (spontaneous) lines are
     dropped.  Text is kept verbatim (tabs and padding included).
     """
-    return list(_pairs(lines))
+    with _no_gc():
+        return _frame(lines)
+
+
+def _frame(lines: Iterable[str]) -> Reply:
+    """parse_reply_lines without its garbage collector pause."""
+    out: Reply = []
+    append = out.append
+    heads = _HEADS
+    code: int | None = None
+    for line in lines:
+        if line[-1:] in _EOL:
+            line = line.rstrip("\r\n")
+        if line[:1] == " ":
+            if code is None:
+                raise ValueError(f"continuation line without a preceding code: {line!r}")
+            append((code, line[1:]))
+        elif (c := heads.get(line[:5])) is not None:
+            code = c
+            append((c, line[5:]))
+        elif line[:1] != "+":
+            c2, text, _last = _split_line(line)
+            code = c2
+            append((c2, text))  # type: ignore[arg-type]
+    return out
 
 
 def _is_error(code: int) -> bool:
@@ -164,6 +167,8 @@ def _is_error(code: int) -> bool:
 
 
 def _raise_on_error(reply: Reply, command: str | None = None, allow: Iterable[int] = ()) -> None:
+    if max(map(itemgetter(0), reply), default=0) < 8000:  # no error: one pass in C
+        return
     allowed = set(allow)
     for code, text in reply:
         if _is_error(code) and code not in allowed:
@@ -450,50 +455,22 @@ _PAIR = re.compile(r"\((\d+),\s*(\d+)\)")
 _TRIPLE = re.compile(r"\((\d+),\s*(\d+),\s*(\d+)\)")
 _DIGITS = re.compile(r"\d+")
 _DEST_WORDS = frozenset(("unreachable", "blackhole", "prohibited", "multipath"))
-
-
-def _new_route(values: dict[str, Any]) -> Route:
-    """A Route from its field values without the frozen dataclass's __init__ (one setattr per
-    field through object.__setattr__ is most of what parsing a large table costs)."""
-    route = object.__new__(Route)
-    route.__dict__.update(values)
-    return route
+# A route line without its prefix: `<dest> [<proto> <since>[ from <addr>]][ *| !]<info>`; the
+# brackets are the first " [" and the first "]" after it.
+_ROUTE_REST = re.compile(r"(.*?) \[([^\]]*)\]( [*!])?(.*)", re.DOTALL)
+_Dest = tuple[str, "str | None", "str | None", "tuple[NextHop, ...]"]
 
 
 def _next_hop(via: str | None, interface: str | None, weight: int | None = None) -> NextHop:
-    """A NextHop without the frozen dataclass's __init__ (see _new_route)."""
+    """A NextHop without the frozen dataclass's __init__ (one object.__setattr__ per field)."""
     hop = object.__new__(NextHop)
     hop.__dict__.update(via=via, interface=interface, weight=weight)
     return hop
 
 
-def _route(prefix: str, rest: str, hops: list[NextHop], type_line: str | None, attrs: list[str]) -> Route:
-    """One Route from its line (``<dest> [<proto> <since>[ from <addr>]][ *|!]<info>``, prefix
-    removed), its multipath next hops, its `Type:` line and its attribute lines."""
-    open_at = rest.find(" [")
-    close_at = rest.find("]", open_at)
-    if open_at < 0 or close_at < 0:
-        raise ValueError(f"unparsable route line: {prefix} {rest!r}")
-    dest = rest[:open_at].strip()
-    proto, _, since = rest[open_at + 2 : close_at].partition(" ")
-    from_address = None
-    if " from " in since:
-        since, _, from_address = since.partition(" from ")
-    tail = rest[close_at + 1 :]
-    best = sync_error = False
-    if tail.startswith(" *"):
-        best, tail = True, tail[2:]
-    elif tail.startswith(" !"):
-        best = sync_error = True
-        tail = tail[2:]
-    info = tail.strip()
-    preference = 0
-    if info.startswith("("):  # "(100)", or "(100/0)" with the IGP metric
-        end = 1
-        while end < len(info) and info[end].isdigit():
-            end += 1
-        if end > 1:
-            preference = int(info[1:end])
+def _dest(text: str) -> _Dest:
+    """``(route_type, via, interface, next_hops)`` of a route line's destination part."""
+    dest = text.strip()
     via = iface = None
     words = dest.split(" ")
     if len(words) == 4 and words[0] == "via" and words[2] == "on":
@@ -504,46 +481,120 @@ def _route(prefix: str, rest: str, hops: list[NextHop], type_line: str | None, a
         route_type = dest
     else:
         route_type = dest or "unknown"
-    if hops:  # multipath: the `\tvia ... weight N` lines
-        next_hops = tuple(hops)
-        via, iface = next_hops[0].via, next_hops[0].interface
-    elif via is not None or iface is not None:
-        next_hops = (_next_hop(via, iface),)
-    else:  # unreachable / blackhole / prohibited
-        next_hops = ()
-    return _new_route(
-        {
-            "prefix": prefix,
-            "best": best,
-            "route_type": route_type,
-            "via": via,
-            "interface": iface,
-            "next_hops": next_hops,
-            "protocol": proto,
-            "since": since.strip(),
-            "preference": preference,
-            # `Type: <source> <cast> <scope>`, e.g. "BGP unicast univ", "inherit unicast univ"
-            "source": type_line.split(" ", 1)[0] if type_line else None,
-            "attribute_lines": tuple(attrs),
-            "from_address": from_address,
-            "sync_error": sync_error,
-            "info": info,
-        }
-    )
+    hops = (_next_hop(via, iface),) if via is not None or iface is not None else ()
+    return route_type, via, iface, hops
 
 
-def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
+def _source(text: str) -> tuple[str, str | None, str | None]:
+    """``(type line, its value, route source)`` of a 1008 line: ``\\tType: BGP unicast univ`` ->
+    ``("Type: BGP unicast univ", "BGP unicast univ", "BGP")``; no `Type:` line -> value None."""
+    t = text.strip()
+    if not t.startswith("Type:"):
+        return t, None, None
+    value = t[5:].strip()
+    return t, value, value.split(" ", 1)[0] if value else None
+
+
+def _origin(text: str) -> tuple[str, str, str | None]:
+    """``(protocol, since, from address)`` of the bracketed part of a route line."""
+    proto, _, since = text.partition(" ")
+    from_address = None
+    if " from " in since:
+        since, _, from_address = since.partition(" from ")
+    return proto, since.strip(), from_address
+
+
+def _route_fields(rest: str, dests: _Memo[str], origins: _Memo[str]) -> dict[str, Any] | None:
+    """The fields a route line gives without its prefix (``<dest> [<proto> <since>[ from <addr>]]
+    [ *| !]<info>``), None if the line does not parse. `source` and `attribute_lines` are placeholders
+    that the route's `Type:` and attribute lines fill in."""
+    m = _ROUTE_REST.match(rest.strip())
+    if m is None:
+        return None
+    dest, origin, mark, tail = m.groups()
+    route_type, via, iface, next_hops = dests[dest]
+    proto, since, from_address = origins[origin]
+    info = tail.strip()
+    preference = 0
+    if info.startswith("("):  # "(100)", or "(100/0)" with the IGP metric
+        end = 1
+        while end < len(info) and info[end].isdigit():
+            end += 1
+        if end > 1:
+            preference = int(info[1:end])
+    return {
+        "prefix": None,
+        "best": mark is not None,
+        "route_type": route_type,
+        "via": via,
+        "interface": iface,
+        "next_hops": next_hops,
+        "protocol": proto,
+        "since": since,
+        "preference": preference,
+        "source": None,
+        "attribute_lines": (),
+        "from_address": from_address,
+        "sync_error": mark == " !",
+        "info": info,
+    }
+
+
+class _Memo(dict[_T, Any]):
+    """A dict that computes a missing value from its key with `fn` (and keeps it): a route
+    table repeats the same few gateways, protocols, times and `Type:` lines many times."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.fn(key)
+        return value
+
+
+def _parse_routes(reply: Iterable[tuple[int, str]]) -> list[Route]:
     """Routes of a reply in one pass: a route is complete when the next route line (or the end)
-    comes; its `Type:` (1008) and attribute (1012) lines and multipath next hops fall in between."""
-    line: tuple[str, str] | None = None  # (prefix, rest) of the route being read
+    comes; its `Type:` (1008) and attribute (1012) lines and multipath next hops fall in between.
+
+    The hot path is one dict lookup and copy per route line and one list append per attribute
+    line: what follows the prefix on a route line (destination, protocol, time, tail) and the
+    `Type:` line repeat across a table and are decoded once per distinct text."""
+    dests: _Memo[str] = _Memo(_dest)
+    origins: _Memo[str] = _Memo(_origin)
+    templates: _Memo[str] = _Memo(lambda rest: _route_fields(rest, dests, origins))
+    sources: _Memo[str] = _Memo(_source)
+    new = object.__new__
+    set_dict = object.__setattr__
+    out: list[Route] = []
+    # the route being read: its fields from the route line, next hops, `Type:` line, attributes
+    fields: dict[str, Any] | None = None
     hops: list[NextHop] = []
-    type_line: str | None = None
-    attrs: list[str] = []
+    type_line: tuple[str, str | None, str | None] | None = None
+    attrs: list[str] = []  # lines before the first route land here and are dropped
+    add_attr = attrs.append
     prefix: str | None = None
+
+    def finish() -> None:
+        assert fields is not None
+        if hops:  # multipath: the `\tvia ... weight N` lines
+            fields["next_hops"] = next_hops = tuple(hops)
+            fields["via"], fields["interface"] = next_hops[0].via, next_hops[0].interface
+        if type_line is None:
+            fields["attribute_lines"] = tuple(attrs)
+        else:
+            fields["source"] = type_line[2]
+            fields["attribute_lines"] = (type_line[0], *attrs)
+        route = new(Route)
+        set_dict(route, "__dict__", fields)
+        out.append(route)
+
     for code, text in reply:
-        if code == ROUTE_LIST:
+        if code == ROUTE_EXT_ATTRS:
+            add_attr(text)
+        elif code == ROUTE_LIST:
             if text[:1] == "\t":  # "\tvia A on IF weight N": next hop of a multipath route
-                if line is None:
+                if fields is None:
                     raise ValueError(f"next hop line before any route: {text!r}")
                 m = _NEXTHOP.match(text.strip())
                 if not m:
@@ -551,27 +602,28 @@ def _iter_routes(reply: Iterable[tuple[int, str]]) -> Iterator[Route]:
                 w = m["weight"]
                 hops.append(_next_hop(m["gw"], m["iface"], int(w) if w else None))
                 continue
-            if line is not None:
-                yield _route(*line, hops, type_line, attrs)
-                hops, type_line, attrs = [], None, []
+            if fields is not None:
+                finish()
             if text[:1].isspace():  # another alternative for the same prefix
                 if prefix is None:
                     raise ValueError(f"route alternative without a prefix: {text!r}")
-                rest = text.strip()
+                rest = text
             else:
                 prefix, _, rest = text.partition(" ")
-            line = (prefix, rest.strip())
-        elif line is None:
-            continue
-        elif code == ROUTE_EXT_ATTRS:
-            attrs.append(text)
-        elif code == ROUTE_DETAILS:
-            t = text.strip()
-            if t.startswith("Type:") and type_line is None:
-                type_line = t[5:].strip()
-                attrs.insert(0, t)
-    if line is not None:
-        yield _route(*line, hops, type_line, attrs)
+            template = templates[rest]
+            if template is None:
+                raise ValueError(f"unparsable route line: {prefix} {rest.strip()!r}")
+            fields = template.copy()
+            fields["prefix"] = prefix
+            hops, type_line, attrs = [], None, []
+            add_attr = attrs.append
+        elif code == ROUTE_DETAILS and type_line is None:
+            t = sources[text]
+            if t[1] is not None:
+                type_line = t
+    if fields is not None:
+        finish()
+    return out
 
 
 def parse_routes(reply: Reply) -> list[Route]:
@@ -582,7 +634,7 @@ def parse_routes(reply: Reply) -> list[Route]:
     """
     _raise_on_error(reply, allow=(ROUTE_NOT_FOUND,))
     with _no_gc():
-        return list(_iter_routes(reply))
+        return _parse_routes(reply)
 
 
 @contextlib.contextmanager

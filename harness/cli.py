@@ -155,8 +155,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     _print_notes(lab)
     verb = "reused (already running)" if lab.reused else "up"
     sessions = lab.sessions()
+    # the progress bar counted BIRDs (each with every session Established); a session counts
+    # once at each of its ends, as `kvlab status` lists them
     print(
-        f"lab '{lab.name}' {verb}: {len(sessions)} BGP sessions Established "
+        f"lab '{lab.name}' {verb}: {len(lab.speakers())} BIRDs, {len(sessions)} BGP sessions Established "
         f"({len(lab.topo.entities)} namespaces, runtime {lab.runtime_name})",
         file=sys.stderr,
     )

@@ -29,7 +29,6 @@ from harness.labfile import load_lab
 from harness.procs import start_time
 from harness.progress import NullProgress, Progress
 from harness.record import MigrationRecord
-from harness.render.bird import check_rendered
 from harness.runtime import get_runtime
 from harness.runtime.base import LabContext, ProbeRoute, Runtime, RuntimeOptions
 from harness.safefile import FileRefused
@@ -51,6 +50,7 @@ def spec_digest(spec: LabSpec) -> str:
 
 
 SESSION_POLLERS = 16  # BIRDs asked side by side for their sessions
+SESSION_POLL_INTERVAL = 0.1  # seconds between two rounds of asking the BIRDs not yet settled
 
 
 class VM:
@@ -187,9 +187,10 @@ class Lab:
                     builder_started=start_time(os.getpid()),
                     entities=dict(self.topo.entities),
                 )
-                if self.runtime_name == "netns":  # every BIRD config passes `bird -p` before anything exists
-                    check_rendered(self.spec)
-                self.runtime.up(state)
+                try:
+                    self.runtime.up(state)
+                finally:
+                    self.notes += self.runtime.notes  # what it changed on the way (host limits raised)
                 try:
                     if wait:
                         self.wait_established()
@@ -415,9 +416,12 @@ class Lab:
         return [s for _, found in self._poll_sessions(self.speakers()) for s in found]
 
     @staticmethod
-    def _poll_sessions(speakers: list[BirdSpeaker]) -> list[tuple[BirdSpeaker, list[Session]]]:
+    def _poll_sessions(
+        speakers: list[BirdSpeaker], pool: ThreadPoolExecutor | None = None
+    ) -> list[tuple[BirdSpeaker, list[Session]]]:
         """Each speaker's BGP sessions, asked of the BIRDs side by side (a BIRD that does not
-        answer: one session '<bird>' Down saying why), in the speakers' order."""
+        answer: one session '<bird>' Down saying why), in the speakers' order; `pool`: the
+        threads to ask them with (else a pool made for this call)."""
 
         def ask(s: BirdSpeaker) -> list[Session]:
             try:
@@ -428,8 +432,10 @@ class Lab:
 
         if len(speakers) <= 1:
             return [(s, ask(s)) for s in speakers]
-        with ThreadPoolExecutor(max_workers=min(SESSION_POLLERS, len(speakers))) as pool:
+        if pool is not None:
             return list(zip(speakers, pool.map(ask, speakers), strict=True))
+        with ThreadPoolExecutor(max_workers=min(SESSION_POLLERS, len(speakers))) as own:
+            return list(zip(speakers, own.map(ask, speakers), strict=True))
 
     def wait_established(self, timeout: float | None = None) -> list[Session]:
         """Wait until every BGP session of every BIRD is Established (seen in one pass over all
@@ -449,7 +455,7 @@ class Lab:
 
         def all_up() -> list[Session]:
             pending = [s for s in speakers if (s.name, s.family) not in done]
-            polled = self._poll_sessions(pending) if pending else self._poll_sessions(speakers)
+            polled = self._poll_sessions(pending or speakers, pool)
             newly = [(s.name, s.family) for s, found in polled if settled(s, found)]
             newly = [key for key in newly if key not in done]
             done.update(newly)
@@ -472,18 +478,21 @@ class Lab:
                     raise AssertionError(
                         f"{len(speakers) - len(done)} of {len(speakers)} BIRDs not all Established: {detail}"
                     )
-                polled = self._poll_sessions(speakers)  # every BIRD once more, as one picture
+                polled = self._poll_sessions(speakers, pool)  # every BIRD once more, as one picture
             sessions = [x for _, found in polled for x in found]
             if not all(settled(s, found) for s, found in polled):
                 done.clear()  # a session dropped meanwhile: start over
                 raise AssertionError("a BGP session dropped while the others came up")
             return sessions
 
-        with self.progress.step("BIRDs with every BGP session Established", total=len(speakers)) as step:
+        with (
+            self.progress.step("BIRDs with every BGP session Established", total=len(speakers)) as step,
+            ThreadPoolExecutor(max_workers=max(1, min(SESSION_POLLERS, len(speakers)))) as pool,
+        ):
             return eventually(
                 all_up,
                 timeout=timeout,
-                interval=0.2,
+                interval=SESSION_POLL_INTERVAL,
                 what="every BGP session to be Established",
                 transient=(BirdUnavailable,),
             )

@@ -81,6 +81,26 @@ class Cluster:
         return [r for r in self.resources if isinstance(r, kind)]
 
     @functools.cached_property
+    def _selected(self) -> dict[str, tuple[list[str], frozenset[str]]]:
+        """Selector -> the nodes it picks (in name order, and as a set), filled as selectors are
+        asked: every node's render asks every BGPPeer's selectors (a scan of all nodes each
+        would be quadratic)."""
+        return {}
+
+    def _matching(self, selector: str) -> tuple[list[str], frozenset[str]]:
+        found = self._selected.get(selector)
+        if found is None:
+            match = compile_selector(selector)
+            names = [n for n in sorted(self.nodes) if match(self.nodes[n].labels)]
+            found = self._selected[selector] = (names, frozenset(names))
+        return found
+
+    @functools.cached_property
+    def addresses(self) -> frozenset[str]:
+        """Every node's BGP addresses (both families), as text."""
+        return frozenset(str(a.ip) for n in self.nodes.values() for a in (n.ipv4, n.ipv6) if a is not None)
+
+    @functools.cached_property
     def nodes_by_ip(self) -> dict[Any, list[str]]:
         """Address (an ipaddress object) -> the nodes that have it, in name order: looked up
         for every BGPPeer of every node's render (a scan of all nodes each would be quadratic)."""
@@ -112,8 +132,11 @@ class Cluster:
         return self.nodes[node].asn or self.global_asn()
 
     def nodes_matching(self, selector: str) -> list[str]:
-        match = compile_selector(selector)
-        return [n for n in sorted(self.nodes) if match(self.nodes[n].labels)]
+        return list(self._matching(selector)[0])
+
+    def selects(self, selector: str, node: str) -> bool:
+        """Whether `selector` picks `node`."""
+        return node in self._matching(selector)[1]
 
     def listen_port(self, node: str) -> int | None:
         """The BGP port a node listens on (its `node.<name>` BGPConfiguration, else the default's)."""

@@ -411,7 +411,7 @@ def _peerings(cluster: cc.Cluster, node: str, family: int) -> list[tuple[str, Pe
             spec = res.spec
             if global_pass != (spec.node is None and spec.nodeSelector is None):
                 continue
-            if not global_pass and node not in _node_side(cluster, spec):
+            if not global_pass and not _applies_to(cluster, spec, node):
                 continue
             for peer in _forward(cluster, node, res):
                 emit("global" if global_pass else "node", peer)
@@ -435,6 +435,15 @@ def _node_side(cluster: cc.Cluster, spec: cr.BGPPeerSpec) -> list[str]:
     if spec.node is not None:
         return [spec.node]
     return sorted(cluster.nodes)
+
+
+def _applies_to(cluster: cc.Cluster, spec: cr.BGPPeerSpec, node: str) -> bool:
+    """Whether `node` is on a BGPPeer's node side (`node in _node_side(...)`, without the list)."""
+    if spec.nodeSelector is not None:
+        return cluster.selects(spec.nodeSelector, node)
+    if spec.node is not None:
+        return node == spec.node
+    return node in cluster.nodes
 
 
 def _reverse_side(cluster: cc.Cluster, spec: cr.BGPPeerSpec) -> list[str]:
@@ -504,7 +513,6 @@ def _forward(cluster: cc.Cluster, node: str, res: cr.BGPPeer) -> list[PeerData]:
     if port is None:
         owners = _nodes_with(cluster, str(ip), spec.asNumber, None)
         port = cluster.listen_port(owners[0]) if owners else None
-    ips = {str(a.ip) for n in cluster.nodes.values() for a in (n.ipv4, n.ipv6) if a is not None}
     keep, mode = _next_hop(spec)
     return [
         _common(
@@ -516,7 +524,7 @@ def _forward(cluster: cc.Cluster, node: str, res: cr.BGPPeer) -> list[PeerData]:
                 local_asn=spec.localASNumber,
                 keep_next_hop=keep,
                 next_hop_mode=mode,
-                calico_node=str(ip) in ips,
+                calico_node=str(ip) in cluster.addresses,
                 ttl_security=spec.ttlSecurity or 0,
                 filters=tuple(spec.filters),
                 allow_local_as=spec.numAllowedLocalASNumbers or 0,

@@ -18,12 +18,14 @@ import ipaddress
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 import jinja2
 
+from harness.calico import cluster as cc
 from harness.calico import confd
 from harness.calico.cluster import Cluster
 from harness.calico.resources import parse_community
@@ -217,26 +219,49 @@ def daemon_of(label: str) -> str:
     return "bird6" if label.endswith(BIRD6_SUFFIX) else "bird"
 
 
-def rendered_configs(spec: LabSpec) -> list[tuple[str, tuple[str | int, ...], str]]:
+LogFile = Callable[[str, int], "str | None"]
+"""(entity, family) -> the log file its BIRD config names (None: stderr)."""
+
+
+def rendered_configs(
+    spec: LabSpec,
+    log_file: LogFile | None = None,
+    *,
+    topo: Topology | None = None,
+    resources: dict[str, list[Any]] | None = None,
+) -> list[tuple[str, tuple[str | int, ...], str]]:
     """(entity, its path in the lab file, config) of every router and node, nested ones
-    included, as the netns runtime renders them (logging to stderr); in a dual-stack lab also
-    each one's bird6 config, labelled `<entity>/bird6`."""
-    topo = resolve(spec)
-    resources = cluster_resources(spec)
+    included, as the netns runtime renders them (logging to stderr, or to `log_file(entity,
+    family)`); in a dual-stack lab also each one's bird6 config, labelled `<entity>/bird6`.
+    `topo` and `resources`: the spec's, when the caller has them already."""
+    topo = resolve(spec) if topo is None else topo
+    resources = cluster_resources(spec) if resources is None else resources
+    logs: LogFile = log_file or (lambda _entity, _family: None)
+    # what confd reads of each cluster, derived once (not once per node: quadratic in nodes)
+    state = {c.name: cc.from_topology(topo, c.name, resources.get(c.name, [])) for c in spec.clusters}
     out = []
     for family in spec.families:
         suffix = "" if family == 4 else BIRD6_SUFFIX
         out += [
-            (r.name + suffix, ("routers", i), render_router(topo, r.name, family=family))
+            (r.name + suffix, ("routers", i), render_router(topo, r.name, logs(r.name, family), family))
             for i, r in enumerate(spec.routers)
         ]
         for ci, cluster in enumerate(spec.clusters):
             for ni, node in enumerate(cluster.nodes):
                 if not topo.runs_family(node.name, family):
                     continue  # a nested cluster without IPv6 pools
-                text = render_node(topo, node.name, resources.get(cluster.name, []), family=family)
-                out.append((node.name + suffix, ("clusters", ci, "nodes", ni), text))
+                cfg = confd.node_config(state[cluster.name], node.name, family, logs(node.name, family))
+                out.append((node.name + suffix, ("clusters", ci, "nodes", ni), render_node_config(cfg)))
     return out
+
+
+_LOG_LINE = re.compile(r'^log "[^"\n]*" all;$', re.M)
+
+
+def logging_to_stderr(text: str) -> str:
+    """A rendered config with its log file replaced by stderr: the text the template renders
+    without a log file (what `bird -p` can parse without opening the file)."""
+    return _LOG_LINE.sub("log stderr all;", text, count=1)
 
 
 def check_rendered(
@@ -246,14 +271,15 @@ def check_rendered(
     workers: int = CHECK_WORKERS,
 ) -> int:
     """Parse every BIRD config of a lab (`configs`, else rendered here) with `bird -p`,
-    concurrently; returns how many passed. Raises SpecError naming each router or node BIRD
-    refuses and why, LabError when BIRD is not installed. Creates nothing."""
+    concurrently; returns how many passed. A config naming a log file is parsed as logging to
+    stderr (`logging_to_stderr`). Raises SpecError naming each router or node BIRD refuses and
+    why, LabError when BIRD is not installed. Creates nothing."""
     exe = {"bird": bird_executable(bird)}
     configs = rendered_configs(spec) if configs is None else configs
     if any(daemon_of(label) == "bird6" for label, _, _ in configs):
         exe["bird6"] = bird_executable("bird6")
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(configs)))) as pool:
-        errors = list(pool.map(lambda c: parse_error(c[2], exe[daemon_of(c[0])]), configs))
+        errors = list(pool.map(lambda c: parse_error(logging_to_stderr(c[2]), exe[daemon_of(c[0])]), configs))
     issues = [
         SpecIssue(spec.source, format_path(path), f"BIRD rejects the config rendered for '{entity}': {error}")
         for (entity, path, _), error in zip(configs, errors, strict=True)
@@ -281,6 +307,7 @@ __all__ = [
     "check_config",
     "check_rendered",
     "daemon_of",
+    "logging_to_stderr",
     "parse_error",
     "render_calico_node",
     "render_node",

@@ -77,14 +77,14 @@ end = time.monotonic() + lifetime  # it goes by itself: killing `docker exec` le
 
 def serve(c):
     # Echo in ragged pieces (1-7 bytes, each its own segment); after `every` lines, swallow what
-    # comes for 50 ms (messages in flight, never answered), then reset (RST).
+    # comes for 250 ms (messages in flight, never answered), then reset (RST).
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     lines = 0
     while lines < every and (data := c.recv(4096)):
         while data:
             n = random.randint(1, 7)
             c.sendall(data[:n]); lines += data[:n].count(b"\n"); data = data[n:]
-    deadline = time.monotonic() + 0.05
+    deadline = time.monotonic() + 0.25
     while (left := deadline - time.monotonic()) > 0:
         c.settimeout(left)
         try:
@@ -135,8 +135,10 @@ def test_resets_are_counted_and_the_client_reconnects(migration_lab: Lab) -> Non
     # What was in flight at each reset is lost, nothing else.
     assert all(r["unanswered"] > 0 for r in report.resets_detail), report.resets_detail
     assert report.lost == sum(r["unanswered"] for r in report.resets_detail)
-    # Each reset ends an outage (50 ms swallowed) that lasts until the first echo on the next connection.
-    assert len(report.gaps_over(30)) >= 3, report.gaps
+    # Each reset ends an outage (250 ms swallowed) that lasts until the first echo on the next
+    # connection; the last echoes before it may reach the client late on a loaded machine, so the
+    # bound keeps a wide margin below the swallowed time.
+    assert len(report.gaps_over(100)) >= 3, report.gaps
     assert {r["error"] for r in report.resets_detail} <= {"ECONNRESET", "EPIPE", "EOF"}
 
 

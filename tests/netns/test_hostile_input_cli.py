@@ -460,12 +460,15 @@ def test_up_runs_bird_p_before_creating_anything(monkeypatch: pytest.MonkeyPatch
     netns runtime creates a namespace or starts a process (exit 2 from the CLI: a SpecError)."""
     from harness.errors import SpecError
     from harness.render import bird
+    from harness.runtime.netns import runtime as netns
 
     real = bird.rendered_configs
     monkeypatch.setattr(
-        bird,
+        netns,
         "rendered_configs",
-        lambda spec: [(e, p, t + "garbage;\n" if e == "tor1" else t) for e, p, t in real(spec)],
+        lambda spec, *a, **kw: [
+            (e, p, t + "garbage;\n" if e == "tor1" else t) for e, p, t in real(spec, *a, **kw)
+        ],
     )
     name = Lab.unique_name("birdp")
     lab = Lab.from_file(REPO / "labs" / "default.yml", name=name)
@@ -481,7 +484,9 @@ def test_render_writes_nothing_bird_refuses(tmp_path: Path, monkeypatch: pytest.
 
     real = bird.rendered_configs
     monkeypatch.setattr(
-        netns, "rendered_configs", lambda spec: [(e, p, t + "garbage;\n") for e, p, t in real(spec)]
+        netns,
+        "rendered_configs",
+        lambda spec, *a, **kw: [(e, p, t + "garbage;\n") for e, p, t in real(spec, *a, **kw)],
     )
     assert cli.main(["render", str(REPO / "labs" / "default.yml"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()

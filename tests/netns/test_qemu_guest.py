@@ -28,6 +28,7 @@ import pytest
 from pyroute2 import netns as pyroute2_netns
 
 from harness import netlink
+from harness.runtime.netns import snapshot
 from harness.runtime.netns.agent import classify_frame
 from harness.runtime.netns.guestimage import GuestImage, GuestImageError, ensure_image
 from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, create_tap, find_qemu
@@ -303,3 +304,92 @@ def test_qemu_refuses_a_tap_that_was_not_created_first(
     with pytest.raises(QemuError, match="does not exist"):
         guest.start()
     assert not guest.alive()
+
+
+def test_a_saved_guest_restores_as_itself_and_announces_itself(
+    net: Net, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A snapshot of a booted guest (harness.runtime.netns.snapshot) loaded by a new QEMU is the
+    same guest, running at once: its address and MAC, its echo server, and it announces itself as
+    after a live migration (QEMU's RARP, the guest's gratuitous ARP and unsolicited neighbour
+    advertisement), without booting again. Its own tap and address: the `booted` guests keep theirs."""
+    if find_qemu() is None:
+        _missing("qemu-system-x86_64 is not installed")
+    pvh = ensure_image(pvh=True)
+    ip, ip6, mac, tap = "203.0.113.11", "2001:db8::11", "52:54:00:cb:00:0b", f"{net.tap}s"
+    create_tap(net.host, tap, mac=WORKLOAD_HOST_MAC)
+    netlink.set_sysctls(
+        net.host, {f"net.ipv4.conf.{tap}.proxy_arp": "1", f"net.ipv4.neigh.{tap}.proxy_delay": "0"}
+    )
+    netlink.add_route(net.host, f"{ip}/32", dev=tap)
+    netlink.add_permanent_neighbour(net.host, tap, ip, mac)
+    spec = GuestSpec(name="vm2", ip=ip, mac=mac, tap=tap, port=PORT, ip6=ip6)
+    store = tmp_path_factory.mktemp("snapshots")
+    key = snapshot.snapshot_key(pvh, spec, snapshot.qemu_identity(find_qemu() or ""))
+
+    with QemuGuest(net.host, pvh, spec, tmp_path_factory.mktemp("qemu-vm2-cold")) as cold:
+        cold.wait_ready(timeout=120)
+        path = snapshot.save(cold.qmp, store, key, about={"vm": "vm2"}, console=cold.serial_text())
+        assert cold.qmp.status() == "postmigrate"  # saved and stopped: never two of the same guest
+    assert not cold.alive()
+    assert snapshot.lookup(store, key) == path
+    assert path.stat().st_size > 2**20
+    assert not [p.name for p in store.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert "kvlab-guest: ready" in snapshot.saved_console(path)
+
+    with in_namespace(net.host):
+        capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    frames: list[bytes] = []
+    fd = snapshot.open_snapshot(path)
+    restored = QemuGuest(
+        net.host, pvh, spec, tmp_path_factory.mktemp("qemu-vm2-restored"), incoming=f"fd:{fd}", pass_fds=(fd,)
+    )
+    with capture:
+        capture.bind((tap, 0))
+        capture.setblocking(False)
+        try:
+            restored.start()
+            os.close(fd)
+            eventually(
+                lambda: restored.qmp.status() == "running",
+                timeout=30,
+                interval=0.02,
+                what="the guest restored",
+            )
+            loaded_after = time.monotonic() - (restored.started_at or 0.0)
+
+            def announced() -> set[str | None]:
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        frames.append(capture.recv(65535))
+                vm_mac, vm_ip = bytes.fromhex(mac.replace(":", "")), socket.inet_aton(ip)
+                vm_ip6 = socket.inet_pton(socket.AF_INET6, ip6)
+                kinds = {classify_frame(f, vm_mac, vm_ip, vm_ip6) for f in frames}
+                assert {"RARP", "GARP", "NA"} <= kinds, f"seen: {kinds - {None}}"
+                return kinds
+
+            eventually(announced, timeout=10, interval=0.05, what="RARP, GARP and NA from the restored guest")
+
+            def first_echo() -> bool:
+                with in_namespace(net.client):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                with s:
+                    s.settimeout(0.5)
+                    s.connect((ip, PORT))
+                    echo(s, b"restored\n")
+                return True
+
+            eventually(
+                first_echo,
+                timeout=10,
+                interval=0.05,
+                what="an echo from the restored guest",
+                transient=(OSError,),
+            )
+            assert "init started" not in restored.serial_text()  # it did not boot again
+            size = path.stat().st_size >> 20
+            print(f"\nrestored guest running {loaded_after:.2f}s after spawning QEMU ({size} MiB)")
+        finally:
+            restored.stop()
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import secrets
@@ -679,3 +681,76 @@ def test_preference_is_read_with_or_without_the_igp_metric() -> None:
         ]
     )
     assert [r.preference for r in parse_routes(reply)] == [200, 100, 200]
+
+
+#: Route line shapes the transcripts lack: `from <peer>`, `!` (kernel sync error), `(pref/metric)`,
+#: an AS_SET, two `Type:` lines, 1012 lines after another heading, a route without time or tail,
+#: multipath next hops without a weight, IPv6.
+EDGE_ROUTE_LINES = [
+    "1007-203.0.113.70/32   via 198.18.1.11 on br-rack [bgp_r1_n1 07:42:11 from 198.18.9.9] * (200/0) "
+    "[AS64512i]",
+    "1008-\tType: BGP unicast univ",
+    "1012-\tBGP.origin: IGP",
+    " \tBGP.as_path: 64512 {65001 65002}",
+    " \tBGP.med: 7",
+    "1007-                   via 198.18.2.2 on kc-r1r3 [r3_peer 2026-12-02 03:52:08] ! (100) [AS65003?]",
+    "1008-\tType: BGP unicast univ",
+    "1008-\tType: static unicast univ",
+    "1012-\tKernel.metric: 512",
+    "1007-203.0.113.72/32   blackhole [static1 2026-12-02 07:42:11] * (200/-) ",
+    "1007-203.0.113.64/26    multipath [static1 03:52:07] * (200)",
+    "1007-\tvia 198.18.2.2 on kc-r1r3 weight 2",
+    "1007-\tvia 198.18.1.2 on kc-r1r2",
+    "1008-\tType: static unicast univ",
+    "1007-198.18.2.0/24      dev kc-r1r3 [direct1 03:52:07] *  (240)",
+    "1007-198.18.3.0/24      dev kc-r1r3 [direct1] *",
+    "1007-198.18.4.0/24      unreachable [static1 03:52:07] ()",
+    "1008-\tnot a type line",
+    "1012-\tno colon here",
+    "1007-2001:db8::/64      via fe80::1 on eth0 [bgp6 03:52:07] * (100)",
+    "2002-extra heading",
+    "1012-\tBGP.next_hop: 2001:db8::1 fe80::1",
+    "0000 ",
+]
+
+
+def _parsed_form(routes: list[Route]) -> list[dict[str, Any]]:
+    return [
+        {
+            "fields": dataclasses.asdict(r),
+            "json": r.to_json(),
+            "attributes": r.attributes,
+            "decoded": {k: getattr(r, k) for k in ("krt_metric", "krt_source", "next_hop_attr")},
+        }
+        for r in routes
+    ]
+
+
+def test_routes_parse_exactly_as_recorded() -> None:
+    """Every field of every route of every route transcript (and of the edge cases above), as the
+    straightforward parser before the single-pass one gave them (tests/data/birdc/parsed_routes.json)."""
+    want = json.loads((DATA / "parsed_routes.json").read_text())
+    got = {p.name: _parsed_form(parse_routes(load(p.name))) for p in sorted(DATA.glob("*route*.txt"))}
+    got["edge cases"] = _parsed_form(parse_routes(parse_reply_lines(EDGE_ROUTE_LINES)))
+    assert set(got) == set(want), (
+        "a route transcript without its parsed form in parsed_routes.json (or the reverse)"
+    )
+    for name in want:
+        assert json.loads(json.dumps(got[name])) == want[name], name
+    # tuples stay tuples (JSON cannot tell them from lists)
+    (r,) = by_prefix(parse_routes(parse_reply_lines(EDGE_ROUTE_LINES)), "203.0.113.64/26")
+    assert isinstance(r.next_hops, tuple)
+    assert isinstance(r.attribute_lines, tuple)
+    assert r.next_hops == (NextHop("198.18.2.2", "kc-r1r3", 2), NextHop("198.18.1.2", "kc-r1r2", None))
+
+
+def test_routes_of_a_large_table_share_nothing_mutable() -> None:
+    """Routes decoded from the same route-line text are separate objects with their own fields."""
+    line = "1007-{:18} via 198.18.3.4 on kc-r2r4 [r4 03:52:08] * (100) [AS65004i]"
+    lines = [
+        x for i in range(3) for x in (line.format(f"203.0.113.{4 * i}/30"), "1008-\tType: BGP unicast univ")
+    ]
+    routes = parse_routes(parse_reply_lines([*lines, "1012-\tBGP.med: 5", "0000 "]))
+    assert [r.prefix for r in routes] == ["203.0.113.0/30", "203.0.113.4/30", "203.0.113.8/30"]
+    assert [r.med for r in routes] == [None, None, 5]
+    assert len({id(vars(r)) for r in routes}) == 3

@@ -27,7 +27,13 @@ from labfiles import lab_data
 from harness.errors import LabError, SpecError
 from harness.generate import fabric_lab, write_lab
 from harness.labfile import load_lab
-from harness.render.bird import check_config, render_node, render_router, rendered_configs
+from harness.render.bird import (
+    check_config,
+    logging_to_stderr,
+    render_node,
+    render_router,
+    rendered_configs,
+)
 from harness.spec import LabSpec, cluster_resources
 from harness.topology import Topology, resolve
 
@@ -145,6 +151,37 @@ def test_shipped_lab_configs_match_the_golden_files(lab: str) -> None:
                 + "".join(diff),
                 pytrace=False,
             )
+
+
+@pytest.mark.parametrize("lab", [*SHIPPED_LABS, "fabric-6x3"])
+def test_configs_with_log_files_are_each_entitys_own_render(lab: str, tmp_path: Path) -> None:
+    """`rendered_configs` with log files (what the netns runtime writes: one pass over the lab,
+    confd's view of each cluster derived once) is, config for config, what rendering each router
+    and node alone gives; its text with the log file taken out is the stderr render `bird -p`
+    checks, byte for byte."""
+    if lab == "fabric-6x3":
+        spec = load_lab(write_lab(fabric_lab(6, 3), tmp_path / "fabric.yml"))
+    else:
+        spec = load_lab(REPO / "labs" / f"{lab}.yml")
+    topo, res = resolve(spec), _resources(spec)
+
+    def log(entity: str, family: int) -> str:
+        return f"/run/kvlab-test/{lab}/{entity}/bird{'' if family == 4 else '6'}.log"
+
+    with_logs = rendered_configs(spec, log)
+    plain = rendered_configs(spec)
+    assert [label for label, _, _ in with_logs] == [label for label, _, _ in plain]
+    for (label, _, text), (_, _, stderr_text) in zip(with_logs, plain, strict=True):
+        entity, family = label.removesuffix("/bird6"), 6 if label.endswith("/bird6") else 4
+        if topo.entities[entity] == "router":
+            alone = render_router(topo, entity, log(entity, family), family)
+        else:
+            cluster, _ = spec.node(entity)
+            alone = render_node(topo, entity, res.get(cluster.name, []), log(entity, family), family)
+        assert text == alone, label
+        assert f'log "{log(entity, family)}" all;' in text
+        assert logging_to_stderr(text) == stderr_text, label
+        assert logging_to_stderr(stderr_text) == stderr_text
 
 
 def test_every_shipped_lab_has_golden_files() -> None:

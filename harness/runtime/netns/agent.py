@@ -152,14 +152,15 @@ class Agent:
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         try:
             if op == "add":
-                idx = ip.link_lookup(ifname=w.ifname)
-                if not idx:
-                    raise RuntimeError(f"interface {w.ifname} of {w.vm} is missing")
+                try:  # an ioctl in this thread's namespace: pyroute2's link_lookup dumps links (~1 ms)
+                    idx = socket.if_nametoindex(w.ifname)
+                except OSError:
+                    raise RuntimeError(f"interface {w.ifname} of {w.vm} is missing") from None
                 ip.route(
                     "replace",
                     dst=dst,
                     family=af,
-                    oif=idx[0],
+                    oif=idx,
                     priority=metric,
                     proto=RTPROT_BOOT,
                     scope=SCOPE_LINK if family == 4 else 0,  # IPv6 routes have no link scope

@@ -2,7 +2,7 @@
 unchanged) runs in a thread of its own that entered the node's network namespace, so its
 netlink socket, its captures and its routes are the node's, as in a process of its own.
 
-    python -m harness.runtime.netns.agenthost --config <run dir>/agents.json
+    python -m harness.runtime.netns.agenthost --config <run dir>/agents.json [--after-stdin]
 
 The config lists `{"node", "netns", "config"}` per node (`config`: the node's agent.json, the
 file a per-node agent process reads). Each node keeps its control socket and its log
@@ -48,7 +48,15 @@ def _run_node(node: dict[str, Any], failed: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="kvlab node agents of a lab, one thread per node")
     ap.add_argument("--config", required=True)
+    ap.add_argument(
+        "--after-stdin",
+        action="store_true",
+        help="read the config once standard input closes (the builder starts this process first, "
+        "so its start overlaps the lab's; it closes the pipe once the config is written)",
+    )
     args = ap.parse_args(argv)
+    if args.after_stdin:
+        sys.stdin.buffer.read()  # EOF: the config is written (or the builder is gone: no config)
     nodes = json.loads(read_regular(args.config, CONFIG_LIMIT, what="agent configs", follow_symlinks=False))[
         "nodes"
     ]

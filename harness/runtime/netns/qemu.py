@@ -299,6 +299,17 @@ class QMPClient:
         """'running', 'paused', 'inmigrate', 'postmigrate', ..."""
         return self.execute("query-status")["status"]
 
+    def pass_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU an open file descriptor (SCM_RIGHTS) under `name` (QMP getfd), e.g. for
+        `migrate` to `fd:<name>`. `fd` stays open here too."""
+        if self._qmp is None:
+            raise QemuError(f"QMP client for {self.path} is not connected")
+        try:
+            self._qmp.send_fd_scm(fd)
+        except (OSError, qmp.QMPError) as e:
+            raise QemuError(f"cannot pass a file descriptor to QEMU over {self.path}: {e}") from None
+        self.execute("getfd", {"fdname": name})
+
     # events
     def poll(self) -> list[QMPEvent]:
         """The events QEMU has sent until now (one round trip: QEMU sends every event it emitted
@@ -436,6 +447,7 @@ class QemuGuest:
         *,
         incoming: str | None = None,
         binary: str | None = None,
+        pass_fds: tuple[int, ...] = (),
     ):
         self.namespace = namespace
         self.image = image
@@ -443,6 +455,7 @@ class QemuGuest:
         self.run_dir = Path(run_dir)
         self.incoming = incoming
         self.binary = binary
+        self.pass_fds = pass_fds  # open in QEMU too (e.g. `-incoming fd:N` from a saved guest)
         self.serial_log = self.run_dir / "serial.log"
         self.qemu_log = self.run_dir / "qemu.log"
         self.qmp_socket = self.run_dir / "qmp.sock"
@@ -475,9 +488,16 @@ class QemuGuest:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def qmp_close(self) -> None:
+        """Hang up QMP (QEMU runs on). Idempotent."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+
     # lifecycle
-    def start(self, *, timeout: float = 20.0) -> QemuGuest:
-        """Spawn QEMU and connect QMP. It boots on its own (or waits for -incoming)."""
+    def start(self, *, timeout: float = 20.0, connect: bool = True) -> QemuGuest:
+        """Spawn QEMU and connect QMP (`connect=False`: later, `connect()`). It boots on its own
+        (or waits for -incoming)."""
         if self._proc is not None:
             raise QemuError(f"QEMU guest {self.spec.name} is already started")
         self.binary = self.binary or require_qemu()
@@ -503,9 +523,21 @@ class QemuGuest:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    pass_fds=self.pass_fds,
                 )
             self.started_at = time.monotonic()
             replace_file(self.pid_file, str(self._proc.pid).encode())
+        except BaseException:
+            self.stop()
+            raise
+        return self.connect(timeout=timeout) if connect else self
+
+    def connect(self, *, timeout: float = 20.0) -> QemuGuest:
+        """Connect QMP to the started QEMU (once it listens), unless connected; QEMU is stopped if
+        that fails."""
+        if self._qmp is not None:
+            return self
+        try:
             self._qmp = eventually(
                 self._connect_qmp,
                 timeout=timeout,

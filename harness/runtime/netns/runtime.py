@@ -36,14 +36,27 @@ from harness.calico import confd, felix
 from harness.errors import LabError, PreflightError
 from harness.kernel import KernelRoute, address_family, kernel_routes
 from harness.record import MigrationRecord
-from harness.render.bird import check_rendered, render_node, render_router, rendered_configs
+from harness.render.bird import (
+    BIRD6_SUFFIX,
+    check_rendered,
+    daemon_of,
+    render_node,
+    rendered_configs,
+)
 from harness.runtime.base import RenderReport, Runtime
 from harness.runtime.netns import mockguest
 from harness.runtime.netns.agent import AgentClient
 from harness.runtime.netns.guestimage import BIRDCTL_PORT, GUEST_BIRD_LOG
 from harness.runtime.netns.journal import MigrationInProgress, MigrationJournal
 from harness.runtime.netns.migration import Migration
-from harness.runtime.netns.vms import QemuVMs, boot_instance, new_instance
+from harness.runtime.netns.vms import (
+    BOOT_CONSOLE,
+    SNAPSHOT_LOG,
+    Launch,
+    QemuVMs,
+    boot_instance,
+    new_instance,
+)
 from harness.safefile import FileRefused, open_output, read_regular, read_tail, replace_file, unix_socket
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
@@ -61,6 +74,7 @@ MOCKGUEST = "harness.runtime.netns.mockguest"  # the module a mock VM runs as it
 BIRDRELAY = "harness.runtime.netns.birdrelay"  # a nested node's control socket when it runs in QEMU
 AGENT_HOST = "harness.runtime.netns.agenthost"  # the process running every node agent of a lab
 BIRD_STARTERS = 8  # BIRD daemons started at a time
+NEIGHBOUR_MARGIN = 256  # neighbour entries a lab may need beyond its links' (guests, probes)
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
 DIAGNOSTICS_LIMIT = 64 * 1024 * 1024  # bytes of one run directory file copied into a diagnostics bundle
@@ -167,18 +181,28 @@ class NetnsRuntime(Runtime):
         """Create the lab. Any failure (or Ctrl-C) removes everything created so far."""
         topo, resources = self.topo, self.context.resources
         self.preflight()
+        configs = self._bird_configs()  # every one passes `bird -p` before anything exists
+        launches: list[Launch] = []
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             state.save(self.run_dir)
+            agent_host = self._spawn_agent_host(topo)  # Python starts while the lab is built
+            self._neighbour_room(topo)
             self._create_namespaces(topo)
             self._wire_racks(topo)
             self._wire_links(topo)
             self._attach_workloads(topo)
             self._nested_pods(topo)
-            self._start_agents(topo, resources)
-            self._start_birds(topo, resources)  # BGP converges while the guests boot
-            self._start_guests(topo)
+            launches = self._launch_guests(topo)  # they boot while the fabric comes up
+            agents = self._start_agents(topo, resources, agent_host)
+            # BIRDs next, not after the agents answer: nodes first connect Calico's `connect delay
+            # time` (2 s) after their BIRD started, the longest wait of a lab's bring-up
+            self._start_birds(topo, configs)  # BGP converges while the guests boot
+            self._wait_agents(agents)
+            self._start_guests(topo, launches)
         except BaseException:
+            for launch in launches:
+                launch.guest.qmp_close()
             self.down()
             raise
 
@@ -295,7 +319,7 @@ class NetnsRuntime(Runtime):
         for w in self.topo.workloads:
             if w.backend == "qemu":
                 for qdir in sorted(self.entity_dir(w.vm).glob("qemu-*")):
-                    for name in ("serial.log", "qemu.log"):
+                    for name in ("serial.log", "qemu.log", BOOT_CONSOLE, SNAPSHOT_LOG):
                         copy(qdir / name, out_dir / w.vm / qdir.name / name)
         for vm in MigrationJournal.pending(self.run_dir):
             copy(MigrationJournal.path(self.run_dir, vm), out_dir / "migrations" / f"{vm}.json")
@@ -325,9 +349,23 @@ class NetnsRuntime(Runtime):
         )
 
     # -- steps -------------------------------------------------------------------------
+    def _neighbour_room(self, topo: Topology) -> None:
+        """The kernel's neighbour tables (shared by every namespace) get room for the lab's: two
+        entries a link or rack port (one each end), one a workload's host side, one a guest, with
+        a margin of 256 (a large lab would overflow the default 1024 and converge tens of
+        seconds late). A raise is noted; one refused is noted too, and the lab goes on."""
+        need = 2 * (len(topo.rack_ports) + len(topo.links) + len(topo.host_links) + len(topo.workloads))
+        for family in topo.families:
+            try:
+                raised = netlink.ensure_neighbour_room(need + NEIGHBOUR_MARGIN, family)
+            except (OSError, ValueError, IndexError) as e:
+                raised = f"IPv{family} neighbour table limits not raised for {need} entries: {e}"
+            if raised is not None:
+                self.notes.append(raised)
+
     def _create_namespaces(self, topo: Topology) -> None:
         entities = topo.entities
-        with self.progress.step("namespaces", total=len(entities)) as step:
+        with self.progress.step("namespaces", total=len(entities)) as step, netlink.NamespaceMaker() as maker:
             for entity, kind in entities.items():
                 if entity in self.hosted:
                     step.advance(detail=f"{entity} (in {self.hosted[entity]})")
@@ -335,52 +373,71 @@ class NetnsRuntime(Runtime):
                 ns = self.ns(entity)
                 if netlink.namespace_exists(ns):
                     raise LabError(f"namespace {ns} already exists (a leftover? run 'kvlab down {self.lab}')")
-                netlink.create_namespace(ns)
-                if topo.dual_stack:
-                    netlink.set_sysctls(ns, V6_SYSCTLS)
+                sysctls = dict(V6_SYSCTLS) if topo.dual_stack else {}
                 if kind in ("router", "node"):
-                    netlink.set_sysctls(ns, BASE_SYSCTLS | (V6_FORWARDING if topo.dual_stack else {}))
+                    sysctls |= BASE_SYSCTLS | (V6_FORWARDING if topo.dual_stack else {})
+                maker.create(ns, sysctls)
                 step.advance(detail=entity)
 
     def _wire_racks(self, topo: Topology) -> None:
+        """Each ToR's bridge and its ports' veth pairs made in one batch, then configured: the
+        ToR's side in one batch, each node's side in one (harness.netlink.apply)."""
+        ports: dict[str, list[Any]] = {}
+        for port in topo.rack_ports:
+            ports.setdefault(port.tor, []).append(port)
         with self.progress.step("rack links", total=len(topo.rack_ports)) as step:
             for tor, addr in topo.tor_address.items():
-                netlink.add_bridge(self.ns(tor), RACK_BRIDGE)
-                netlink.add_address(self.ns(tor), RACK_BRIDGE, addr)
+                tor_ns, mine = self.ns(tor), ports.get(tor, [])
+                tor_side: list[netlink.Request] = [netlink.Bridge(RACK_BRIDGE)]
+                tor_side += [netlink.Veth(p.tor_port, UPLINK, self.ns(p.node)) for p in mine]
+                tor_side += [netlink.LinkSet(RACK_BRIDGE, up=True), netlink.Address(RACK_BRIDGE, addr)]
                 if tor in topo.tor_address6:
-                    netlink.add_address(self.ns(tor), RACK_BRIDGE, topo.tor_address6[tor])
-            for port in topo.rack_ports:
-                tor_ns, node_ns = self.ns(port.tor), self.ns(port.node)
-                netlink.add_veth(tor_ns, port.tor_port, node_ns, UPLINK)
-                netlink.enslave(tor_ns, port.tor_port, RACK_BRIDGE)
-                netlink.link_up(tor_ns, port.tor_port)
-                netlink.add_address(node_ns, UPLINK, port.node_address)
-                if port.node_address6 is not None:
-                    netlink.add_address(node_ns, UPLINK, port.node_address6)
-                netlink.link_up(node_ns, UPLINK)
-                # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
-                # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
-                netlink.add_route(node_ns, "0.0.0.0/0", gateway=str(topo.tor_address[port.tor].ip))
-                if port.tor in topo.tor_address6:
-                    netlink.add_route(node_ns, "::/0", gateway=str(topo.tor_address6[port.tor].ip))
-                step.advance(detail=port.node)
+                    tor_side.append(netlink.Address(RACK_BRIDGE, topo.tor_address6[tor]))
+                for p in mine:
+                    tor_side += [
+                        netlink.LinkSet(p.tor_port, master=RACK_BRIDGE),
+                        netlink.LinkSet(p.tor_port, up=True),
+                    ]
+                netlink.apply(tor_ns, tor_side)
+                for port in mine:
+                    node_side: list[netlink.Request] = [netlink.Address(UPLINK, port.node_address)]
+                    if port.node_address6 is not None:
+                        node_side.append(netlink.Address(UPLINK, port.node_address6))
+                    node_side.append(netlink.LinkSet(UPLINK, up=True))
+                    # A node's default gateway is its ToR, as on a real rack. Proxy ARP for the
+                    # workloads' 169.254.1.1 gateway only answers when the node has a route to it.
+                    node_side.append(netlink.Route("0.0.0.0/0", gateway=str(addr.ip)))
+                    if tor in topo.tor_address6:
+                        node_side.append(netlink.Route("::/0", gateway=str(topo.tor_address6[tor].ip)))
+                    netlink.apply(self.ns(port.node), node_side)
+                    step.advance(detail=port.node)
 
     def _wire_links(self, topo: Topology) -> None:
+        """Router links and host links: the veth pairs each namespace makes in one batch, then
+        each namespace's addresses, links up and (hosts) routes in one."""
         links = topo.links + topo.host_links
         with self.progress.step("fabric links", total=len(links)) as step:
+            made: dict[str, list[netlink.Request]] = {}
+            config: dict[str, list[netlink.Request]] = {}
             for link in links:
                 a_ns, b_ns = self.ns(link.a.entity), self.ns(link.b.entity)
-                netlink.add_veth(a_ns, link.a.ifname, b_ns, link.b.ifname)
+                made.setdefault(a_ns, []).append(netlink.Veth(link.a.ifname, link.b.ifname, b_ns))
                 for ns, end in ((a_ns, link.a), (b_ns, link.b)):
-                    netlink.add_address(ns, end.ifname, end.address)
+                    side = config.setdefault(ns, [])
+                    side.append(netlink.Address(end.ifname, end.address))
                     if end.address6 is not None:
-                        netlink.add_address(ns, end.ifname, end.address6)
-                    netlink.link_up(ns, end.ifname)
-                step.advance(detail=f"{link.a.entity}-{link.b.entity}")
+                        side.append(netlink.Address(end.ifname, end.address6))
+                    side.append(netlink.LinkSet(end.ifname, up=True))
             for link in topo.host_links:  # external hosts route everything via their router
-                netlink.add_route(self.ns(link.b.entity), "0.0.0.0/0", gateway=str(link.a.address.ip))
+                side = config.setdefault(self.ns(link.b.entity), [])
+                side.append(netlink.Route("0.0.0.0/0", gateway=str(link.a.address.ip)))
                 if link.a.address6 is not None:
-                    netlink.add_route(self.ns(link.b.entity), "::/0", gateway=str(link.a.address6.ip))
+                    side.append(netlink.Route("::/0", gateway=str(link.a.address6.ip)))
+            for ns, requests in made.items():
+                netlink.apply(ns, requests)
+            for ns, requests in config.items():
+                netlink.apply(ns, requests)
+            step.advance(len(links))
 
     def _attach_workloads(self, topo: Topology) -> None:
         with self.progress.step("VM endpoints", total=len(topo.workloads)) as step:
@@ -590,8 +647,16 @@ class NetnsRuntime(Runtime):
             )
         replace_file(d / f"{name}.pid", str(proc.pid).encode())
 
-    def _start_agents(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
-        nodes = [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+    def _agent_nodes(self, topo: Topology) -> list[tuple[Any, Any]]:
+        """(cluster, node) of every node with a node agent (a nested node has none)."""
+        return [(c, n) for c, n in topo.spec.all_nodes() if n.name not in topo.nested_vm]
+
+    def _start_agents(
+        self, topo: Topology, resources: dict[str, list[Any]], host: subprocess.Popen[bytes] | None
+    ) -> list[str]:
+        """Hand the node agents their configs (not waiting for them: `_wait_agents`); returns
+        their nodes."""
+        nodes = self._agent_nodes(topo)
         hosted: list[dict[str, str]] = []
         with self.progress.step("node agents", total=len(nodes)) as step:
             for cluster, node in nodes:
@@ -631,35 +696,48 @@ class NetnsRuntime(Runtime):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 replace_file(path, json.dumps(config, indent=2).encode())
                 hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
-            self._start_agent_host(hosted)
-            for _, node in nodes:
+                step.advance(detail=node.name)
+            self._release_agent_host(host, hosted)
+        return [node.name for _, node in nodes]
+
+    def _wait_agents(self, nodes: list[str]) -> None:
+        with self.progress.step("node agents answering", total=len(nodes)) as step:
+            for node in nodes:
                 eventually(
-                    lambda n=node.name: self.agent(n).call("ping"),
+                    lambda n=node: self.agent(n).call("ping"),
                     timeout=20,
                     interval=0.05,
-                    what=f"node agent of {node.name} to answer",
+                    what=f"node agent of {node} to answer",
                     transient=(OSError,),
                 )
-                step.advance(detail=node.name)
+                step.advance(detail=node)
 
-    def _start_agent_host(self, nodes: list[dict[str, str]]) -> None:
-        """One process, outside the lab's namespaces, running every node's agent in a thread
-        inside that node's namespace (harness.runtime.netns.agenthost); each node's agent.pid
-        names it, so a node's agent is alive while it runs."""
-        if not nodes:
-            return
+    def _spawn_agent_host(self, topo: Topology) -> subprocess.Popen[bytes] | None:
+        """The process that runs every node agent of the lab in a thread inside that node's
+        namespace (harness.runtime.netns.agenthost), outside the lab's namespaces. Started
+        first: it imports its modules while the lab is built, and reads its config once its
+        standard input closes (`_release_agent_host`). None for a lab without node agents."""
+        if not self._agent_nodes(topo):
+            return None
         config = self.run_dir / "agents.json"
-        replace_file(config, json.dumps({"nodes": nodes}, indent=2).encode())
         with _log(self.run_dir / "agents.log") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", AGENT_HOST, "--config", str(config)],
-                stdin=subprocess.DEVNULL,
+            return subprocess.Popen(
+                [sys.executable, "-m", AGENT_HOST, "--config", str(config), "--after-stdin"],
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def _release_agent_host(self, host: subprocess.Popen[bytes] | None, nodes: list[dict[str, str]]) -> None:
+        """Write the agent host's config and let it read it; each node's agent.pid names the
+        host, so a node's agent is alive while it runs."""
+        if host is None or host.stdin is None:
+            return
+        replace_file(self.run_dir / "agents.json", json.dumps({"nodes": nodes}, indent=2).encode())
+        host.stdin.close()
         for node in nodes:
-            replace_file(self.entity_dir(node["node"]) / "agent.pid", str(proc.pid).encode())
+            replace_file(self.entity_dir(node["node"]) / "agent.pid", str(host.pid).encode())
 
     def _nested_pods(self, topo: Topology) -> None:
         """A pod per nested node: its address on the VM's loopback, so traffic to
@@ -696,14 +774,31 @@ class NetnsRuntime(Runtime):
                 with BirdClient(self.bird_socket(node, family)) as bird:
                     bird.configure()
 
-    def _start_guests(self, topo: Topology) -> None:
-        qemu = [w for w in topo.workloads if w.backend == "qemu"]
-        if qemu:
-            self.qemu.image()  # build or reuse the guest image before the boot clock starts
-            with self.progress.step("QEMU guests booting", total=len(qemu)) as step:
-                for w in qemu:
-                    self.qemu.boot(w, w.node, boot_instance(w.node))
-                    step.advance(detail=w.vm)
+    def _launch_guests(self, topo: Topology) -> list[Launch]:
+        """Start the QEMU guests whose tap is plugged and whose files are all there (not those
+        hosting a nested node: their initrd comes with the BIRD configs), not waiting for them."""
+        early = [w for w in topo.workloads if w.backend == "qemu" and self.spec.nested_node_in(w.vm) is None]
+        if not early:
+            return []
+        self.qemu.image()  # build or reuse the guest image before the boot clock starts
+        launches: list[Launch] = []
+        with self.progress.step("QEMU guests starting", total=len(early)) as step:
+            for w in early:
+                launches.append(self.qemu.launch(w, w.node, boot_instance(w.node)))
+                step.advance(detail=w.vm)
+        return launches
+
+    def _start_guests(self, topo: Topology, launches: list[Launch]) -> None:
+        started = {launch.w.vm for launch in launches}
+        late = [w for w in topo.workloads if w.backend == "qemu" and w.vm not in started]
+        if late:
+            self.qemu.image()
+        launches = launches + [self.qemu.launch(w, w.node, boot_instance(w.node)) for w in late]
+        if launches:
+            with self.progress.step("QEMU guests booting", total=len(launches)) as step:
+                for launch in launches:
+                    self.qemu.ready(launch)
+                    step.advance(detail=f"{launch.w.vm} ({launch.outcome})")
         mocks = [w for w in topo.workloads if w.backend == "mock"]
         with self.progress.step("mock VM guests", total=len(mocks)) as step:
             for w in mocks:
@@ -719,7 +814,23 @@ class NetnsRuntime(Runtime):
         node: when its cluster has IPv6 pools, in a mock VM)."""
         return tuple(f for f in self.topo.families if self.topo.runs_family(entity, f))
 
-    def _start_birds(self, topo: Topology, resources: dict[str, list[Any]]) -> None:
+    def _bird_log(self, entity: str, family: int) -> str:
+        """The log file an entity's BIRD config names (in the guest for a nested node in QEMU)."""
+        return GUEST_BIRD_LOG if self.in_guest(entity) else str(self.bird_files(entity, family)["log"])
+
+    def _bird_configs(self) -> dict[tuple[str, int], str]:
+        """(entity, family) -> the BIRD config it runs, rendered once and checked with `bird -p`
+        (SpecError naming each one BIRD refuses; nothing is created before)."""
+        configs = rendered_configs(
+            self.spec, self._bird_log, topo=self.topo, resources=self.context.resources
+        )
+        check_rendered(self.spec, configs)
+        return {
+            (label.removesuffix(BIRD6_SUFFIX), 6 if daemon_of(label) == "bird6" else 4): text
+            for label, _, text in configs
+        }
+
+    def _start_birds(self, topo: Topology, configs: dict[tuple[str, int], str]) -> None:
         entities = [r.name for r in topo.spec.routers] + [n.name for _, n in topo.spec.all_nodes()]
         birds = [(e, f) for e in entities for f in self._families(e)]
         local: list[tuple[str, int]] = []  # BIRDs in the lab's namespaces (not in a guest)
@@ -727,14 +838,7 @@ class NetnsRuntime(Runtime):
             for entity, family in birds:
                 files = self.bird_files(entity, family)
                 files["config"].parent.mkdir(parents=True, exist_ok=True)
-                log = str(files["log"])
-                if topo.entities[entity] == "router":
-                    text = render_router(topo, entity, log, family=family)
-                else:
-                    cluster, _ = topo.spec.node(entity)
-                    if self.in_guest(entity):
-                        log = GUEST_BIRD_LOG
-                    text = render_node(topo, entity, resources.get(cluster.name, []), log, family=family)
+                text = configs[entity, family]
                 replace_file(files["config"], text.encode())
                 if self.in_guest(entity):
                     self._start_guest_bird(topo, entity, text)

@@ -14,6 +14,13 @@ boot, `qemu-<node>-<id>` for a migration target (or a guest booted again). The l
 which instance is the VM; a migration's journal names the instances it started, so nothing here
 ever stops a QEMU by its node alone.
 
+A VM's first QEMU (`launch`, then `ready`) loads the saved guest of its identity when the image
+cache has one (harness.runtime.netns.snapshot: ~0.3 s instead of a ~2.7 s cold boot); else it
+boots cold, and once ready its guest is saved and restored from that file right away, so the
+snapshot is known to load. A snapshot that does not load is removed and the guest boots cold.
+A VM hosting a nested node (an initrd of its own) always boots cold. `snapshot.log` in the
+instance directory says which way it went.
+
 Fail points (harness.failpoints) of a QEMU migration: `migrate.cutover.migrating` (QMP
 `migrate` issued, memory being copied), `migrate.cutover.migrated` (the source says completed,
 the target has not resumed yet), `migrate.cutover.resumed` (the target resumed).
@@ -27,21 +34,34 @@ import re
 import secrets
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness import failpoints, netlink, procs
-from harness.errors import LabError, WaitTimeout
+from harness.errors import KvlabError, LabError, WaitTimeout
 from harness.names import NAME_PATTERN
+from harness.runtime.netns import snapshot
 from harness.runtime.netns.guestimage import GuestImage, ensure_image, nested_initrd
-from harness.runtime.netns.qemu import GuestSpec, QemuError, QemuGuest, QMPClient, create_tap, delete_tap
+from harness.runtime.netns.qemu import (
+    GuestSpec,
+    QemuError,
+    QemuGuest,
+    QMPClient,
+    create_tap,
+    delete_tap,
+    require_qemu,
+)
+from harness.safefile import FileRefused, open_output, replace_file
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
 MIGRATION_PORT = 49152  # KubeVirt/libvirt's live-migration port
 NESTED_INITRD = "initrd-nested.gz"  # <run>/<vm>/: the guest image's initrd plus a nested node's files
 BOOT_TIMEOUT = 90.0
+RESTORE_TIMEOUT = 30.0  # QEMU loads a saved guest (~70 MB) in well under a second when idle
+BOOT_CONSOLE = "boot-serial.log"  # <instance>/: the console of the boot a restored guest was saved from
+SNAPSHOT_LOG = "snapshot.log"  # <instance>/: what became of the snapshot (restored, saved, fell back)
 MIGRATION_TIMEOUT = 60.0
 RESUME_TIMEOUT = 10.0  # a target that has all the state resumes within this
 # migrate-set-parameters for every migration. The VM's pause (STOP on the source -> RESUME on the
@@ -68,6 +88,23 @@ RESUMABLE = {"paused", "postmigrate", "finish-migrate"}
 def boot_instance(node: str) -> str:
     """The instance directory of a VM's first boot on `node` (`kvlab up`)."""
     return f"qemu-{node}"
+
+
+@dataclass
+class Launch:
+    """A QEMU instance started for VM `w` on `node`; `QemuVMs.ready` waits for its guest.
+
+    `restored`: it loads a saved guest (`snapshot`) instead of booting; `key`: the snapshot key
+    of this guest when snapshots apply to it (a cold boot then saves one)."""
+
+    w: Any
+    node: str
+    instance: str
+    guest: QemuGuest
+    key: str | None = None
+    snapshot: Path | None = None
+    restored: bool = False
+    outcome: str = ""  # once ready: 'restored', 'cold boot' or 'cold boot, snapshot saved'
 
 
 def new_instance(node: str) -> str:
@@ -153,11 +190,134 @@ class QemuVMs:
 
     def boot(self, w: Any, node: str, instance: str) -> float:
         """Start the VM on `node` (plugged) as `instance`, wait for its TCP server; seconds to ready."""
-        guest = QemuGuest(self.rt.ns(node), self.image_for(w), self.spec(w), self.run_dir(w.vm, instance))
-        guest.start()
-        ready = guest.wait_ready(timeout=BOOT_TIMEOUT)
-        guest.qmp.close()
-        return ready
+        return self.ready(self.launch(w, node, instance))
+
+    def launch(self, w: Any, node: str, instance: str) -> Launch:
+        """Start QEMU for VM `w` on `node` (plugged) as `instance`, without waiting for its guest:
+        from its snapshot if there is one, else a cold boot (which `ready` then saves as one).
+        A VM hosting a nested node (an initrd of its own) always boots cold."""
+        key = self._snapshot_key(w)
+        path = snapshot.lookup(snapshot.snapshot_dir(self.image()), key) if key is not None else None
+        if key is not None and path is not None:
+            try:
+                return self._restore(w, node, instance, key, path)
+            except (KvlabError, OSError) as e:  # QEMU did not start: not the snapshot's fault
+                self._note(w.vm, instance, f"QEMU did not start with snapshot {path.name} ({e}): cold boot")
+        return Launch(w, node, instance, self._cold(w, node, instance).start(connect=False), key=key)
+
+    def ready(self, launch: Launch) -> float:
+        """Wait until `launch`'s guest serves; seconds since its QEMU started. A cold-booted one
+        is then saved and restored once, so its snapshot is known to load. Whatever fails on the
+        snapshot's side ends in a cold boot, never in a QEMU left behind. `launch.outcome` says
+        which way it went."""
+        started = launch.guest.started_at
+        t0 = started if started is not None else time.monotonic()
+        launch.outcome = self._ready(launch)
+        return time.monotonic() - t0
+
+    def _ready(self, launch: Launch) -> str:
+        w, instance = launch.w, launch.instance
+        t0 = launch.guest.started_at or time.monotonic()
+        if launch.restored:
+            try:
+                launch.guest.connect()
+                self._wait_restored(launch.guest)
+                launch.guest.qmp_close()
+                self._note(w.vm, instance, f"restored, running after {time.monotonic() - t0:.2f}s")
+                return "restored"
+            except (KvlabError, OSError) as e:
+                launch.guest.stop()
+                self._note(w.vm, instance, f"snapshot {launch.snapshot} did not load ({e}): cold boot")
+                if launch.snapshot is not None:
+                    snapshot.discard(launch.snapshot)
+                self._cold_again(launch)
+        guest = launch.guest.connect()
+        guest.wait_ready(timeout=BOOT_TIMEOUT)
+        if launch.key is None:
+            guest.qmp_close()
+            return "cold boot"
+        booted, saving = time.monotonic() - t0, time.monotonic()
+        try:
+            path = snapshot.save(
+                guest.qmp,
+                snapshot.snapshot_dir(self.image()),
+                launch.key,
+                about={
+                    "vm": w.vm,
+                    "image": self.image().key,
+                    "qemu": guest.qmp.greeting.get("QMP", {}).get("version", {}),
+                    "argv": snapshot.snapshot_argv(self.image(), self.spec(w)),
+                },
+                console=guest.serial_text(),
+            )
+        except (KvlabError, OSError) as e:
+            self._note(w.vm, instance, f"saving a snapshot failed ({e}): cold boot")
+            guest.stop()
+            self._cold_again(launch)
+            return self._ready(launch)
+        saved = time.monotonic() - saving
+        guest.stop()
+        self._note(w.vm, instance, f"booted cold in {booted:.2f}s, saved snapshot {path} in {saved:.2f}s")
+        try:
+            restored = self._restore(w, launch.node, instance, launch.key, path)
+        except (KvlabError, OSError) as e:  # QEMU did not start: not the snapshot's fault
+            self._note(w.vm, instance, f"QEMU did not start with snapshot {path.name} ({e}): cold boot")
+            self._cold_again(launch)
+            return self._ready(launch)
+        launch.guest, launch.snapshot, launch.restored = restored.guest, path, True
+        how = self._ready(launch)
+        return "cold boot, snapshot saved" if how == "restored" else how
+
+    def _cold_again(self, launch: Launch) -> None:
+        """`launch` becomes a cold boot without a snapshot (its QEMU was stopped)."""
+        launch.guest = self._cold(launch.w, launch.node, launch.instance).start(connect=False)
+        launch.key, launch.snapshot, launch.restored = None, None, False
+
+    def _snapshot_key(self, w: Any) -> str | None:
+        if not snapshot.enabled() or self.rt.spec.nested_node_in(w.vm) is not None:
+            return None
+        return snapshot.snapshot_key(self.image(), self.spec(w), snapshot.qemu_identity(require_qemu()))
+
+    def _cold(self, w: Any, node: str, instance: str) -> QemuGuest:
+        return QemuGuest(self.rt.ns(node), self.image_for(w), self.spec(w), self.run_dir(w.vm, instance))
+
+    def _restore(self, w: Any, node: str, instance: str, key: str, path: Path) -> Launch:
+        """Start QEMU loading snapshot `path` (no waiting); its boot's console goes beside it."""
+        run_dir = self.run_dir(w.vm, instance)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        replace_file(run_dir / BOOT_CONSOLE, snapshot.saved_console(path).encode())
+        fd = snapshot.open_snapshot(path)
+        try:
+            guest = QemuGuest(
+                self.rt.ns(node), self.image(), self.spec(w), run_dir, incoming=f"fd:{fd}", pass_fds=(fd,)
+            )
+            guest.start(connect=False)
+        finally:
+            os.close(fd)
+        self._note(w.vm, instance, f"restoring snapshot {path}")
+        return Launch(w, node, instance, guest, key=key, snapshot=path, restored=True)
+
+    @staticmethod
+    def _wait_restored(guest: QemuGuest, timeout: float = RESTORE_TIMEOUT) -> None:
+        """Until the restored guest runs; QemuError as soon as QEMU exits (a stream it cannot load)."""
+
+        def running() -> bool:
+            if not guest.alive():
+                raise QemuError(f"QEMU exited loading the snapshot\n{guest.diagnostics()}")
+            return guest.qmp.status() == "running"
+
+        what = f"guest {guest.spec.name} to be restored"
+        try:
+            eventually(running, timeout=timeout, interval=0.02, what=what)
+        except WaitTimeout as e:
+            raise WaitTimeout(f"{e}\n{guest.diagnostics()}") from None
+
+    def _note(self, vm: str, instance: str, line: str) -> None:
+        with (
+            contextlib.suppress(OSError, FileRefused),
+            open_output(self.run_dir(vm, instance) / SNAPSHOT_LOG, append=True) as f,
+        ):
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n".encode())
 
     def start_target(self, w: Any, target: str, target_ip: str, instance: str) -> None:
         """Plug the VM into `target` and start QEMU there as `instance`, waiting for the stream."""
@@ -170,7 +330,7 @@ class QemuVMs:
             incoming=f"tcp:{target_ip}:{MIGRATION_PORT}",
         )
         guest.start()
-        guest.qmp.close()
+        guest.qmp_close()
 
     def stop(self, vm: str, instance: str | None) -> None:
         """Quit one QEMU instance (QMP quit, then SIGKILL). Logs stay for diagnostics."""
