@@ -423,3 +423,34 @@ def test_a_symlinked_node_agent_socket_is_not_connected(lab: Lab, other_bird: _B
     with pytest.raises(ConnectionRefusedError, match="symlink"):
         lab.runtime.agent(node.name).call("ping")  # type: ignore[attr-defined]
     assert other_bird.connections == 0
+
+
+@pytest.mark.parametrize("make", ["symlink", "fifo"])
+def test_a_planted_saved_console_is_not_read(tmp_path: Path, victim: Path, make: str) -> None:
+    """A snapshot's saved boot console (in the image cache) planted as a symlink or a FIFO: read as
+    empty, without blocking; the control reads a regular one."""
+    from harness.runtime.netns import snapshot
+
+    path = tmp_path / "abc.vmstate"
+    (tmp_path / "abc.console").write_text("booted\n")
+    assert snapshot.saved_console(path) == "booted\n"
+    (tmp_path / "abc.console").unlink()
+    if make == "symlink":
+        (tmp_path / "abc.console").symlink_to(victim)
+    else:
+        os.mkfifo(tmp_path / "abc.console")
+    assert _answer(lambda: snapshot.saved_console(path)) == ""
+
+
+def test_the_snapshot_log_is_never_appended_through_a_planted_symlink(run_root: Path, victim: Path) -> None:
+    from harness.runtime.netns.vms import SNAPSHOT_LOG
+
+    lab = Lab(load_lab(LABS / "nested-qemu.yml"), name=LAB)
+    private_dir(run_root, 0o700)
+    private_dir(lab_dir(LAB))
+    vms = lab.runtime.qemu  # type: ignore[attr-defined]
+    d = vms.run_dir("vm-red", "qemu-test")
+    d.mkdir(parents=True)
+    (d / SNAPSHOT_LOG).symlink_to(victim)
+    vms._note("vm-red", "qemu-test", "restored")
+    assert victim.read_text() == "precious\n"
