@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from harness.errors import KvlabError
+from harness.safefile import FileRefused, unix_socket
 
 __all__ = [
     "CONFIGURE_OK_CODES",
@@ -652,6 +653,30 @@ def _no_gc() -> Iterator[None]:
 # --------------------------------------------------------------------------- client
 
 
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    """A connection to the Unix socket `path`, never through a symlink (kvlab runs as root: a
+    symlink planted in the run directory must not lead to another lab's or any other socket):
+    `path` must be a socket before the connect and the same one after it."""
+    try:
+        before = unix_socket(path)
+    except FileNotFoundError:
+        raise BirdUnavailable(path, "socket does not exist") from None
+    except FileRefused as e:
+        raise BirdUnavailable(path, f"refused: {e}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        after = os.lstat(path)
+    except OSError as e:
+        sock.close()
+        raise BirdUnavailable(path, f"cannot connect: {e.strerror or e}") from e
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        sock.close()
+        raise BirdUnavailable(path, "refused: the socket was replaced while connecting")
+    return sock
+
+
 class BirdClient:
     """One connection to a BIRD control socket.
 
@@ -671,15 +696,7 @@ class BirdClient:
         """Connect and read the ``0001`` greeting (done implicitly by the first command)."""
         if self._sock is not None:
             return self
-        if not os.path.exists(self.socket_path):
-            raise BirdUnavailable(self.socket_path, "socket does not exist")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError as e:
-            sock.close()
-            raise BirdUnavailable(self.socket_path, f"cannot connect: {e.strerror or e}") from e
+        sock = _connect_unix(self.socket_path, self.timeout)
         self._sock, self._buf = sock, b""
         try:
             greeting = self._read_reply(None)

@@ -11,11 +11,14 @@ collected is recorded in `errors.txt`.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from harness.safefile import read_tail
+
+COPY_LIMIT = 64 * 1024 * 1024  # bytes of a BIRD config or log copied into a bundle (a log: its end)
 
 if TYPE_CHECKING:
     from harness.lab import Lab
@@ -50,7 +53,10 @@ def collect(lab: Lab, out_dir: Path) -> Path:
         for key in ("config", "log"):
             src = files.get(key)
             attempt(
-                f"{who} {key}", lambda src=src, key=key, d=d, x=six: shutil.copy(src, d / f"bird{x}.{key}")
+                f"{who} {key}",
+                lambda src=src, key=key, d=d, x=six: (d / f"bird{x}.{key}").write_bytes(
+                    read_tail(src, COPY_LIMIT, what="files copied for diagnostics")
+                ),
             )
         attempt(
             f"{who} protocols",

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.safefile import FileRefused, read_regular
+
 
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name (field 3, the state, first); None if gone."""
@@ -42,24 +44,68 @@ def alive(pid: int, started: int | None = None) -> bool:
     return started is None or (len(fields) > 19 and int(fields[19]) == started)
 
 
+def _argv(pid: int | str) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return None
+
+
+def _mentions(argv: list[bytes], directory: Path) -> bool:
+    exact, below = str(directory).encode(), f"{directory}/".encode()
+    return any(arg == exact or below in arg for arg in argv)
+
+
 def mentioning(directory: Path, program: str | None = None) -> list[int]:
     """Processes with an argument that is `directory` or a path below it (e.g. `-c <dir>/bird.conf`
     or `-serial file:<dir>/serial.log`), optionally only those whose program ends with `program`."""
-    exact, below = str(directory).encode(), f"{directory}/".encode()
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
+        argv = _argv(entry.name)
+        if argv is None:
             continue
         if program is not None and not argv[0].endswith(program.encode()):
             continue
-        if any(arg == exact or below in arg for arg in argv):
+        if _mentions(argv, directory):
             pids.append(int(entry.name))
     return pids
+
+
+PID_FILE_LIMIT = 64
+
+
+def in_namespace(pid: int, netns: Path) -> bool:
+    """`pid` runs in the network namespace bound at `netns` (/run/netns/<name>)."""
+    try:
+        a, b = os.stat(f"/proc/{pid}/ns/net"), os.stat(netns)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def pid_from_file(path: Path, directory: Path, netns: Path | None = None) -> int | None:
+    """The pid in pid file `path` (of a run directory: kvlab runs as root, so not believed) if it
+    is a regular file, not a symlink, holding a decimal pid of a live process that is ours: one
+    whose command line mentions `directory` (as `mentioning` finds them) or, given `netns`, that
+    runs in that lab namespace; None otherwise, so that nothing is ever signalled on a planted
+    pid file's word."""
+    try:
+        text = read_regular(path, PID_FILE_LIMIT, what="pid files", follow_symlinks=False).decode("ascii")
+    except (FileRefused, UnicodeDecodeError):
+        return None
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    pid = int(text)
+    if pid <= 1 or not alive(pid):
+        return None
+    argv = _argv(pid)
+    if argv is not None and _mentions(argv, directory):
+        return pid
+    return pid if netns is not None and in_namespace(pid, netns) else None
 
 
 def kill_all(pids: list[int], grace: float = 3.0) -> None:

@@ -7,10 +7,12 @@ Imports nothing heavy (the CLI's fast path uses it)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 class FileRefused(Exception):
@@ -26,6 +28,7 @@ def kind(mode: int) -> str:
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
         (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISREG, "a regular file"),
     ]
     return next((text for test, text in kinds if test(mode)), "not a regular file")
 
@@ -72,20 +75,119 @@ def read_regular(path: str | Path, limit: int, *, what: str = "files", follow_sy
     return b"".join(chunks)
 
 
-def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+def read_tail(path: str | Path, limit: int, *, what: str = "logs") -> bytes:
+    """The last `limit` bytes (at most) of `path`, a regular file that may be growing (a log a
+    process writes to): never through a symlink in its last component, never blocking on a FIFO
+    swapped in; FileRefused otherwise, FileNotFoundError if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        reason = "it is a symlink" if e.errno == errno.ELOOP else e.strerror
+        raise FileRefused(f"cannot read file: {reason}: {what} must be regular files") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(f"is {kind(st.st_mode)}: {what} must be regular files")
+        os.lseek(fd, max(0, st.st_size - limit), os.SEEK_SET)
+        chunks: list[bytes] = []
+        got = 0
+        while got < limit:
+            chunk = os.read(fd, limit - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    except OSError as e:
+        raise FileRefused(f"cannot read file: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = False) -> None:
     """Write `data` to `path` atomically: into a new file of a unique name beside it (created
     exclusively: never an existing file, never through a symlink planted there), renamed over
-    `path` (a symlink at `path` is replaced, not followed)."""
+    `path` (a symlink at `path` is replaced, not followed). `durable`: the data reaches the disk
+    before the rename, and the rename before returning (fsync of the file, then its directory)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if durable:
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
 
-__all__ = ["FileRefused", "kind", "read_regular", "replace_file"]
+def open_output(path: Path, *, append: bool = False, mode: int = 0o644) -> BinaryIO:
+    """`path` opened for writing (a log a child process writes to, say), never through a symlink
+    planted there nor onto a FIFO or device: FileRefused unless it is (or becomes, created) a
+    regular file. Without `append` it is truncated, once known to be a regular file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | (os.O_APPEND if append else 0), mode)
+    except OSError as e:
+        reason = "it is a symlink" if e.errno == errno.ELOOP else e.strerror
+        raise FileRefused(f"cannot write file: {reason}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused(f"is {kind(st.st_mode)}: only a regular file is written")
+        os.set_blocking(fd, True)
+        if not append:
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, "ab" if append else "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def unix_socket(path: str | Path, root: Path | None = None) -> os.stat_result:
+    """The lstat of `path` if it is a Unix socket, not a symlink; with `root`, `path` must also
+    lie under `root` and every directory between them be a directory, not a symlink (so that a
+    connect reaches this lab's socket, never another one a symlink planted in the run directory
+    points at). FileNotFoundError if something is missing (nobody listens), FileRefused otherwise."""
+    path = Path(path)
+    if root is not None:
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            raise FileRefused(f"it is not under {root}") from None
+        if not parts or any(p in ("..", ".") for p in parts):
+            raise FileRefused(f"it is not under {root}")
+        step = root
+        for part in parts[:-1]:
+            step = step / part
+            try:
+                mode = os.lstat(step).st_mode
+            except FileNotFoundError:
+                raise
+            except OSError as e:
+                raise FileRefused(f"cannot look at {step}: {e.strerror}") from None
+            if not stat.S_ISDIR(mode):
+                raise FileRefused(f"{step} is {kind(mode)}, not a directory")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise FileRefused(f"cannot look at it: {e.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileRefused(f"it is {kind(st.st_mode)}, not a socket")
+    return st
+
+
+__all__ = ["FileRefused", "kind", "open_output", "read_regular", "read_tail", "replace_file", "unix_socket"]

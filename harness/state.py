@@ -26,8 +26,9 @@ from pathlib import Path
 from harness.errors import LabNameError, UnsafePathError
 from harness.locking import file_lock, private_dir
 from harness.names import LAB_NAME_PATTERN
-from harness.safefile import replace_file
+from harness.safefile import FileRefused, read_regular, replace_file
 
+STATE_LIMIT = 16 * 1024 * 1024  # bytes of a state file read back (a big lab's is well under 1 MiB)
 NS_PREFIX = "kvlab."
 LAB_NAME_RULE = (
     "lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, "
@@ -87,8 +88,11 @@ class LabState:
     @classmethod
     def load(cls, run_dir: Path) -> LabState | None:
         try:
-            data = json.loads((run_dir / "state.json").read_text())
-        except (OSError, ValueError):
+            raw = read_regular(run_dir / "state.json", STATE_LIMIT, what="state files", follow_symlinks=False)
+            data = json.loads(raw)
+        except (FileRefused, ValueError):
+            return None
+        if not isinstance(data, dict):
             return None
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         try:

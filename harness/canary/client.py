@@ -19,7 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from harness.safefile import replace_file
 
 REPORT_VERSION = 1
 DEFAULT_RATE = 100.0
@@ -488,10 +491,8 @@ def run_client(args: argparse.Namespace) -> int:
         client.add_reader(fd, on_stdin)
     report = client.run()
     if args.report_file and args.report_file != "-":
-        tmp = f"{args.report_file}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(report, fh, indent=2)
-        os.replace(tmp, args.report_file)
+        # a unique new file renamed into place: never through a symlink planted at a fixed name
+        replace_file(Path(args.report_file), json.dumps(report, indent=2).encode())
         emit({"event": "done", "report_file": args.report_file})
     else:
         emit({"event": "report", "report": report})

@@ -34,6 +34,7 @@ from harness.runtime.containerlab import kubevirt as kv
 from harness.runtime.containerlab import nested as nst
 from harness.runtime.containerlab import tools
 from harness.runtime.containerlab.host import CALICO_NAMESPACE, DEPLOYED, ClabHost
+from harness.safefile import replace_file
 from harness.topology import Topology
 
 TYPHA = "calico-typha"
@@ -116,7 +117,7 @@ class Installer:
         topo_file = host.render_dir / self._manifest()["topology_file"]
         log = host.run_dir / "containerlab-deploy.log"
         record = {"topology_file": str(topo_file), "kind_clusters": list(host.kind_clusters())}
-        (host.run_dir / DEPLOYED).write_text(json.dumps(record, indent=2) + "\n")
+        replace_file(host.run_dir / DEPLOYED, (json.dumps(record, indent=2) + "\n").encode())
         with host.progress.step("containerlab deploy (kind clusters included)", total=None) as step:
             tools.stream_tool(
                 ["containerlab", "deploy", "-t", str(topo_file), "--reconfigure"],

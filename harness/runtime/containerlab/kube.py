@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 
 from harness.errors import LabError
 from harness.progress import Progress
+from harness.safefile import replace_file
 
 FIELD_MANAGER = "kvlab"
 TIGERA_API = "operator.tigera.io/v1"
@@ -54,9 +54,7 @@ def write_kubeconfig(path: Path, text: str) -> Path:
     if "clusters:" not in text or "server:" not in text:
         raise LabError(f"not a kubeconfig (no clusters/server): {text.strip()[:200]!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    replace_file(path, text.encode(), 0o600)  # a new file: never through a planted symlink
     return path
 
 

@@ -66,6 +66,7 @@ from harness.runtime.containerlab.preflight import (
     preflight_report,
 )
 from harness.runtime.containerlab.versions import MATRIX, StackVersions, get_versions
+from harness.safefile import FileRefused, open_output, read_regular, replace_file
 from harness.state import LabState
 
 CLAB_LABEL = "containerlab"  # containerlab labels its containers containerlab=<lab name>
@@ -390,7 +391,11 @@ class ContainerlabRuntime(Runtime):
                 "--netns",
                 self._container_netns(via),
             ]
-            with open(d / "birdctl.log", "ab") as log:
+            try:
+                log = open_output(d / "birdctl.log", append=True)  # never through a planted symlink
+            except FileRefused as e:
+                raise LabError(f"{d / 'birdctl.log'}: {e}") from None
+            with log:
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
@@ -398,7 +403,7 @@ class ContainerlabRuntime(Runtime):
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            (d / "birdctl.pid").write_text(str(proc.pid))
+            replace_file(d / "birdctl.pid", str(proc.pid).encode())
 
     def healthy(self) -> bool:
         """State file and manifest present, every container of the lab running, every kind
@@ -417,7 +422,7 @@ class ContainerlabRuntime(Runtime):
                 if c.status != "running":
                     return False
             for node in manifest.get("nested_sockets", {}):  # each nested node's control relay
-                if not procs.alive(int((self.run_dir / node / "birdctl.pid").read_text())):
+                if procs.pid_from_file(self.run_dir / node / "birdctl.pid", self.run_dir) is None:
                     return False
             return all(self.kube(cluster).reachable() for cluster in self.kind_clusters())
         except Exception:
@@ -427,8 +432,9 @@ class ContainerlabRuntime(Runtime):
         """What this lab deployed (`<run dir>/deployed.json`: topology file, kind clusters), written
         just before `containerlab deploy`; None when it never got that far."""
         try:
-            return dict(json.loads((self.run_dir / DEPLOYED).read_text()))
-        except (OSError, ValueError):
+            raw = read_regular(self.run_dir / DEPLOYED, 1024 * 1024, what="records", follow_symlinks=False)
+            return dict(json.loads(raw))
+        except (FileRefused, ValueError, TypeError):
             return None
 
     def down(self) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetlinkError
 
 from harness.calico.livemigration import Priorities, Transition, VMRoute
+from harness.safefile import FileRefused, unix_socket
 
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
@@ -429,6 +430,10 @@ class AgentClient:
         self.timeout = timeout
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        try:
+            unix_socket(self.path)  # never through a symlink planted in the run directory
+        except FileRefused as e:
+            raise ConnectionRefusedError(f"node agent socket {self.path} refused: {e}") from None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(self.timeout)
             s.connect(self.path)

@@ -14,6 +14,7 @@ process per node costs about 30 MB and a Python start each; a thread costs a sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -24,18 +25,23 @@ from typing import Any
 
 from harness import netlink
 from harness.runtime.netns.agent import serve
+from harness.safefile import FileRefused, open_output, read_regular
+
+CONFIG_LIMIT = 16 * 1024 * 1024  # bytes of a config read from the run directory
 
 
 def _run_node(node: dict[str, Any], failed: threading.Event) -> None:
     """Enter the node's namespace for good (this thread only), then serve its agent."""
-    config = json.loads(Path(node["config"]).read_text())
+    config = json.loads(
+        read_regular(node["config"], CONFIG_LIMIT, what="agent configs", follow_symlinks=False)
+    )
     log = Path(node["config"]).with_name("agent.log")
     try:
         netlink.enter(node["netns"])
         serve(config, main_thread=False)
     except BaseException:
-        with open(log, "a") as fh:
-            fh.write(f"node agent of {node['node']} ended:\n{traceback.format_exc()}")
+        with contextlib.suppress(FileRefused), open_output(log, append=True) as fh:
+            fh.write(f"node agent of {node['node']} ended:\n{traceback.format_exc()}".encode())
     failed.set()
 
 
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.after_stdin:
         sys.stdin.buffer.read()  # EOF: the config is written (or the builder is gone: no config)
-    nodes = json.loads(Path(args.config).read_text())["nodes"]
+    nodes = json.loads(read_regular(args.config, CONFIG_LIMIT, what="agent configs", follow_symlinks=False))[
+        "nodes"
+    ]
     failed = threading.Event()
 
     def _stop(*_: object) -> None:

@@ -78,7 +78,7 @@ from harness.errors import LabError
 from harness.imagecache import cache_lock, cache_root, ensure_cache_dir
 from harness.locking import private_dir
 from harness.progress import NullProgress, Progress
-from harness.safefile import replace_file
+from harness.safefile import FileRefused, read_regular, replace_file
 from harness.topology import GUEST_PORT
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
@@ -97,6 +97,8 @@ DEFAULT_GATEWAY = "169.254.1.1"
 DEFAULT_GATEWAY6 = "fe80::ecee:eeff:feee:eeee"  # topology.WORKLOAD_GATEWAY6
 READY_MARKER = "kvlab-guest: ready"
 FORMAT_VERSION = "1"  # bump when the image layout changes in a way the key would not notice
+MANIFEST_LIMIT = 1024 * 1024  # bytes of an image manifest or the apt memo read back from the cache
+IMAGE_FILE_LIMIT = 512 * 1024 * 1024  # bytes of an initrd read back from the cache
 
 
 class GuestImageError(LabError):
@@ -524,7 +526,10 @@ def nested_initrd(image: GuestImage, bird_conf: str, pod_ip: str, out: Path) -> 
             CpioEntry(NESTED_POD, f, f"{pod}\n".encode()),
         ]
     )
-    base = image.initrd.read_bytes()
+    try:
+        base = read_regular(image.initrd, IMAGE_FILE_LIMIT, what="guest images", follow_symlinks=False)
+    except FileRefused as e:
+        raise GuestImageError(f"{image.initrd}: {e}") from None
     data = base + b"\0" * (-len(base) % 4) + gzip.compress(extra, compresslevel=6, mtime=0)
     private_dir(out.parent)  # a real directory of ours: never a symlink planted in the run directory
     replace_file(out, data)  # never through a symlink planted beside it
@@ -617,17 +622,15 @@ def resolve_packages(memo: Path | None = None) -> dict[str, str]:
     """
     fingerprint = apt_fingerprint()
     if memo is not None:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            saved = json.loads(memo.read_text())
+        with contextlib.suppress(FileRefused, ValueError, KeyError, TypeError):
+            saved = json.loads(read_regular(memo, MANIFEST_LIMIT, follow_symlinks=False))
             complete = {BUSYBOX_PACKAGE, BIRD_PACKAGE} <= set(saved["packages"])  # not an older memo
             if saved["fingerprint"] == fingerprint and complete:
                 return dict(saved["packages"])
     packages = _apt_candidates()
     if memo is not None:
         with contextlib.suppress(OSError):
-            tmp = memo.with_name(f"{memo.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"fingerprint": fingerprint, "packages": packages}))
-            tmp.replace(memo)
+            replace_file(memo, json.dumps({"fingerprint": fingerprint, "packages": packages}).encode())
     return packages
 
 
@@ -657,13 +660,33 @@ def _apt_candidates() -> dict[str, str]:
 # -- the cache ------------------------------------------------------------------------------------
 
 
+def _file_name(name: object) -> str:
+    """A file name of a manifest: one component (never a path leading out of the image's directory)."""
+    if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"not a file name: {name!r}")
+    return name
+
+
+def _is_regular(path: Path) -> bool:
+    """`path` is a regular file, not a symlink (a file of the cache QEMU is given)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _load(directory: Path) -> GuestImage | None:
     try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = json.loads(
+            read_regular(directory / "manifest.json", MANIFEST_LIMIT, follow_symlinks=False)
+        )
+        kernel, initrd = (
+            directory / _file_name(manifest["kernel"]),
+            directory / _file_name(manifest["initrd"]),
+        )
+    except (FileRefused, ValueError, KeyError, TypeError):
         return None
-    kernel, initrd = directory / manifest["kernel"], directory / manifest["initrd"]
-    if not (kernel.is_file() and initrd.is_file()):
+    if not (_is_regular(kernel) and _is_regular(initrd)):
         return None
     return GuestImage(
         kernel=kernel,
@@ -725,15 +748,19 @@ def _cached_or_built(root: Path, progress: Progress) -> GuestImage:
 
 def _pvh(img: GuestImage, root: Path, progress: Progress) -> GuestImage:
     vmlinux = img.kernel.with_name("vmlinux")
-    if not vmlinux.is_file():
+    if not _is_regular(vmlinux):
         with cache_lock(root, error=GuestImageError), progress.step("guest PVH kernel", total=None) as step:
-            if not vmlinux.is_file():
-                elf = extract_vmlinux(img.kernel.read_bytes())
+            if not _is_regular(vmlinux):
+                try:
+                    bzimage = read_regular(
+                        img.kernel, IMAGE_FILE_LIMIT, what="guest images", follow_symlinks=False
+                    )
+                except FileRefused as e:
+                    raise GuestImageError(f"{img.kernel}: {e}") from None
+                elf = extract_vmlinux(bzimage)
                 if not has_pvh_entry(elf):
                     raise GuestImageError(f"kernel {img.kernel_release} has no PVH entry point (CONFIG_PVH)")
-                tmp = vmlinux.with_name(f".vmlinux.{os.getpid()}")
-                tmp.write_bytes(elf)
-                tmp.replace(vmlinux)
+                replace_file(vmlinux, elf)  # never through a symlink planted in the cache
                 step.advance(detail=f"{len(elf) // 2**20} MiB")
     return replace(img, kernel=vmlinux, boot="pvh")
 

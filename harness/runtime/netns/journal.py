@@ -31,9 +31,11 @@ from pathlib import Path
 
 from harness.errors import LabError
 from harness.locking import LockBusy, file_lock
+from harness.safefile import FileRefused, read_regular, replace_file
 
 PHASES = ("prepare", "cutover", "complete")
 JOURNAL_DIR = "migrations"
+JOURNAL_LIMIT = 1024 * 1024  # bytes: a journal is a few hundred
 
 
 class MigrationInProgress(LabError):
@@ -65,15 +67,12 @@ class MigrationJournal:
         return cls.directory(run_dir) / f"{vm}.json"
 
     def save(self, run_dir: Path) -> None:
-        """Write atomically (write, fsync, rename): a reader sees the old or the new journal."""
+        """Write atomically (a new file of a unique name, fsync, rename, fsync of the directory): a
+        reader sees the old or the new journal; a symlink planted in the run directory is never
+        followed (kvlab runs as root)."""
         path = self.path(run_dir, self.vm)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(asdict(self), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        replace_file(path, json.dumps(asdict(self)).encode(), durable=True)
 
     def enter(self, phase: str, run_dir: Path) -> None:
         """Record that the migration is about to take the steps of `phase`."""
@@ -88,9 +87,10 @@ class MigrationJournal:
     @classmethod
     def load(cls, run_dir: Path, vm: str) -> MigrationJournal | None:
         try:
-            data = json.loads(cls.path(run_dir, vm).read_text())
+            raw = read_regular(cls.path(run_dir, vm), JOURNAL_LIMIT, what="journals", follow_symlinks=False)
+            data = json.loads(raw)
             return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (FileRefused, ValueError, TypeError, AttributeError):
             return None
 
     @classmethod

@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pyroute2 import NetlinkError
 from qemu import qmp
@@ -50,6 +50,7 @@ from qemu.qmp.qmp_client import GreetingError
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
 from harness.runtime.netns.guestimage import READY_MARKER, GuestImage, kernel_cmdline
+from harness.safefile import FileRefused, open_output, read_tail, replace_file
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
@@ -62,6 +63,7 @@ QEMU_PACKAGE = "qemu-system-x86"
 IFNAMSIZ = 15
 UNIX_PATH_MAX = 107
 CLOSE_TIMEOUT = 2.0  # seconds for a QMP hang-up (QEMU may be stopped or gone)
+LOG_LIMIT = 16 * 1024 * 1024  # bytes of a log read back from the run directory (its end)
 EVENT_SLICE = 0.5  # seconds wait_event waits for QEMU's next event before looking again
 T = TypeVar("T")
 
@@ -513,7 +515,7 @@ class QemuGuest:
         for stale in (self.qmp_socket, self.serial_log):
             stale.unlink(missing_ok=True)
         try:
-            with open(self.qemu_log, "wb") as log:
+            with _output(self.qemu_log) as log:
                 # `ip netns exec` execs QEMU in place: the Popen pid is QEMU's.
                 self._proc = subprocess.Popen(
                     ["ip", "netns", "exec", self.namespace, *self.argv],
@@ -524,7 +526,7 @@ class QemuGuest:
                     pass_fds=self.pass_fds,
                 )
             self.started_at = time.monotonic()
-            self.pid_file.write_text(str(self._proc.pid))
+            replace_file(self.pid_file, str(self._proc.pid).encode())
         except BaseException:
             self.stop()
             raise
@@ -602,7 +604,7 @@ class QemuGuest:
     # diagnostics
     def serial_text(self) -> str:
         try:
-            return self.serial_log.read_text(errors="replace")
+            return _log_text(self.serial_log)
         except FileNotFoundError:
             return ""
 
@@ -620,7 +622,7 @@ class QemuGuest:
     def diagnostics(self, lines: int = 30) -> str:
         def tail(path: Path) -> str:
             try:
-                text = path.read_text(errors="replace").splitlines()
+                text = _log_text(path).splitlines()
             except FileNotFoundError:
                 return "(none)"
             return "\n".join(text[-lines:]) or "(empty)"
@@ -633,3 +635,19 @@ class QemuGuest:
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.alive() else "stopped"
         return f"QemuGuest({self.spec.name} in {self.namespace}, {state})"
+
+
+def _log_text(path: Path) -> str:
+    """A log of the run directory (its last LOG_LIMIT bytes), never through a symlink nor from a FIFO."""
+    try:
+        return read_tail(path, LOG_LIMIT).decode(errors="replace")
+    except FileRefused as e:
+        return f"({path}: {e})"
+
+
+def _output(path: Path) -> BinaryIO:
+    """`path` (QEMU's log in its run directory) truncated for writing, never through a symlink."""
+    try:
+        return open_output(path)
+    except FileRefused as e:
+        raise QemuError(f"{path}: {e}") from None

@@ -28,7 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness import netlink, procs
 from harness.birdc import BirdClient
@@ -57,6 +57,7 @@ from harness.runtime.netns.vms import (
     boot_instance,
     new_instance,
 )
+from harness.safefile import FileRefused, open_output, read_regular, read_tail, replace_file, unix_socket
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -76,6 +77,8 @@ BIRD_STARTERS = 8  # BIRD daemons started at a time
 NEIGHBOUR_MARGIN = 256  # neighbour entries a lab may need beyond its links' (guests, probes)
 TEARDOWN_TIMEOUT = 15.0  # seconds to keep killing what still runs in a lab's namespaces
 NESTED_POD_IF = "lo"  # inside a nested node's VM: carries its test pod's address
+DIAGNOSTICS_LIMIT = 64 * 1024 * 1024  # bytes of one run directory file copied into a diagnostics bundle
+CONFIG_LIMIT = 16 * 1024 * 1024  # bytes of a BIRD config read back from the run directory
 BASE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -130,7 +133,18 @@ class NetnsRuntime(Runtime):
         return self.run_dir / entity
 
     def bird_socket(self, entity: str, family: int = 4) -> Path:
-        return self.entity_dir(entity) / f"{DAEMONS[family]}.ctl"
+        """`<run>/<entity>/bird.ctl` (bird6.ctl), refused (LabError) if something planted in the
+        run directory would lead a connect elsewhere: it must lie under the lab's run directory and
+        it and its directory be no symlinks, the socket (if there) a socket. BirdClient checks the
+        socket again when it connects."""
+        path = self.entity_dir(entity) / f"{DAEMONS[family]}.ctl"
+        try:
+            unix_socket(path, self.run_dir)
+        except FileNotFoundError:
+            pass  # not there (yet): BIRD is not running, BirdClient says so
+        except FileRefused as e:
+            raise LabError(f"BIRD control socket {path} refused: {e}") from None
+        return path
 
     def bird_files(self, entity: str, family: int = 4) -> dict[str, Path]:
         d, name = self.entity_dir(entity), DAEMONS[family]
@@ -278,9 +292,16 @@ class NetnsRuntime(Runtime):
         errors: list[str] = []
 
         def copy(src: Path, dst: Path) -> None:
-            if src.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src, dst)
+            """A run directory file into the bundle: a regular file, not a symlink; its end if large."""
+            try:
+                data = read_tail(src, DIAGNOSTICS_LIMIT, what="files copied for diagnostics")
+            except FileNotFoundError:
+                return
+            except FileRefused as e:
+                errors.append(f"{src} not copied: {e}")
+                return
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
 
         for _, node in self.spec.all_nodes():
             if node.name in self.hosted:
@@ -616,7 +637,7 @@ class NetnsRuntime(Runtime):
         process's namespace, for the entity); pid and log in its run dir."""
         d = self.entity_dir(entity)
         d.mkdir(parents=True, exist_ok=True)
-        with open(d / f"{name}.log", "ab") as log:
+        with _log(d / f"{name}.log") as log:
             proc = subprocess.Popen(
                 self.command(entity, argv) if inside else argv,
                 stdin=subprocess.DEVNULL,
@@ -624,7 +645,7 @@ class NetnsRuntime(Runtime):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        (d / f"{name}.pid").write_text(str(proc.pid))
+        replace_file(d / f"{name}.pid", str(proc.pid).encode())
 
     def _agent_nodes(self, topo: Topology) -> list[tuple[Any, Any]]:
         """(cluster, node) of every node with a node agent (a nested node has none)."""
@@ -673,7 +694,7 @@ class NetnsRuntime(Runtime):
                 }
                 path = self.entity_dir(node.name) / "agent.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(config, indent=2))
+                replace_file(path, json.dumps(config, indent=2).encode())
                 hosted.append({"node": node.name, "netns": self.ns(node.name), "config": str(path)})
                 step.advance(detail=node.name)
             self._release_agent_host(host, hosted)
@@ -699,7 +720,7 @@ class NetnsRuntime(Runtime):
         if not self._agent_nodes(topo):
             return None
         config = self.run_dir / "agents.json"
-        with open(self.run_dir / "agents.log", "ab") as log:
+        with _log(self.run_dir / "agents.log") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", AGENT_HOST, "--config", str(config), "--after-stdin"],
                 stdin=subprocess.PIPE,
@@ -713,10 +734,10 @@ class NetnsRuntime(Runtime):
         host, so a node's agent is alive while it runs."""
         if host is None or host.stdin is None:
             return
-        (self.run_dir / "agents.json").write_text(json.dumps({"nodes": nodes}, indent=2))
+        replace_file(self.run_dir / "agents.json", json.dumps({"nodes": nodes}, indent=2).encode())
         host.stdin.close()
         for node in nodes:
-            (self.entity_dir(node["node"]) / "agent.pid").write_text(str(host.pid))
+            replace_file(self.entity_dir(node["node"]) / "agent.pid", str(host.pid).encode())
 
     def _nested_pods(self, topo: Topology) -> None:
         """A pod per nested node: its address on the VM's loopback, so traffic to
@@ -741,9 +762,15 @@ class NetnsRuntime(Runtime):
                 text = render_node(
                     topo, node, resources.get(cluster.name, []), str(files["log"]), family=family
                 )
-                if files["config"].read_text() == text:
+                try:
+                    current = read_regular(
+                        files["config"], CONFIG_LIMIT, what="BIRD configs", follow_symlinks=False
+                    )
+                except FileRefused:
+                    current = None  # rewritten below
+                if current == text.encode():
                     continue
-                files["config"].write_text(text)
+                replace_file(files["config"], text.encode())
                 with BirdClient(self.bird_socket(node, family)) as bird:
                     bird.configure()
 
@@ -812,7 +839,7 @@ class NetnsRuntime(Runtime):
                 files = self.bird_files(entity, family)
                 files["config"].parent.mkdir(parents=True, exist_ok=True)
                 text = configs[entity, family]
-                files["config"].write_text(text)
+                replace_file(files["config"], text.encode())
                 if self.in_guest(entity):
                     self._start_guest_bird(topo, entity, text)
                     step.advance(detail=f"{entity} (in {self.hosted[entity]}'s guest)")
@@ -880,11 +907,18 @@ class NetnsRuntime(Runtime):
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
     def _pid_alive(self, entity: str, name: str) -> bool:
-        try:
-            pid = int((self.entity_dir(entity) / f"{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return False
-        return procs.alive(pid)
+        """A live process of this lab (its command line names the run dir, or it runs in the
+        entity's namespace) has `name`.pid."""
+        netns = netlink.NETNS_DIR / self.ns(entity)
+        return procs.pid_from_file(self.entity_dir(entity) / f"{name}.pid", self.run_dir, netns) is not None
+
+
+def _log(path: Path) -> BinaryIO:
+    """A daemon's log in the run directory, opened to append, never through a symlink planted there."""
+    try:
+        return open_output(path, append=True)
+    except FileRefused as e:
+        raise LabError(f"{path}: {e}") from None
 
 
 def _echo_answers(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:

@@ -37,12 +37,14 @@ from harness.errors import KvlabError, LabError
 from harness.locking import private_dir
 from harness.runtime.netns.guestimage import GuestImage
 from harness.runtime.netns.qemu import GuestSpec, QemuError, QMPClient, qemu_argv
+from harness.safefile import FileRefused, read_tail, replace_file
 from harness.wait import eventually
 
 FORMAT = "1"  # bump when what a snapshot holds changes in a way the key would not notice
 SUFFIX = ".vmstate"
 KEEP = 12  # snapshots kept per guest image (~70 MB each: the guest's memory, its kernel mostly)
 SAVE_TIMEOUT = 60.0
+CONSOLE_LIMIT = 16 * 1024 * 1024  # bytes of a saved boot console read back (its end)
 SAVE_PARAMETERS = {"max-bandwidth": 8 << 30, "downtime-limit": 2000}  # one pass, no throttling
 ENV = "KVLAB_GUEST_SNAPSHOTS"
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -202,12 +204,11 @@ def save(
 def saved_console(path: Path) -> str:
     """The console of the boot a snapshot was saved from ('' if unknown)."""
     try:
-        return path.with_suffix(".console").read_text(errors="replace")
-    except OSError:
+        text = read_tail(path.with_suffix(".console"), CONSOLE_LIMIT, what="saved consoles")
+    except (OSError, FileRefused):
         return ""
+    return text.decode(errors="replace")
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_file(path, text.encode())  # a new file of a unique name: never a planted symlink

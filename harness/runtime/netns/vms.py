@@ -52,6 +52,7 @@ from harness.runtime.netns.qemu import (
     delete_tap,
     require_qemu,
 )
+from harness.safefile import FileRefused, open_output, replace_file
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
@@ -163,11 +164,8 @@ class QemuVMs:
 
     def pid(self, vm: str, instance: str) -> int | None:
         """The pid of a running instance, None once it is gone."""
-        try:
-            pid = int((self.run_dir(vm, instance) / "qemu.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if procs.alive(pid) else None
+        d = self.run_dir(vm, instance)
+        return procs.pid_from_file(d / "qemu.pid", d)  # a pid of a QEMU of this instance, or None
 
     def status(self, vm: str, instance: str | None) -> str | None:
         """QEMU's run state of an instance ('running', 'inmigrate', 'postmigrate', ...), None if
@@ -287,7 +285,7 @@ class QemuVMs:
         """Start QEMU loading snapshot `path` (no waiting); its boot's console goes beside it."""
         run_dir = self.run_dir(w.vm, instance)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / BOOT_CONSOLE).write_text(snapshot.saved_console(path))
+        replace_file(run_dir / BOOT_CONSOLE, snapshot.saved_console(path).encode())
         fd = snapshot.open_snapshot(path)
         try:
             guest = QemuGuest(
@@ -315,8 +313,11 @@ class QemuVMs:
             raise WaitTimeout(f"{e}\n{guest.diagnostics()}") from None
 
     def _note(self, vm: str, instance: str, line: str) -> None:
-        with contextlib.suppress(OSError), open(self.run_dir(vm, instance) / SNAPSHOT_LOG, "a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        with (
+            contextlib.suppress(OSError, FileRefused),
+            open_output(self.run_dir(vm, instance) / SNAPSHOT_LOG, append=True) as f,
+        ):
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n".encode())
 
     def start_target(self, w: Any, target: str, target_ip: str, instance: str) -> None:
         """Plug the VM into `target` and start QEMU there as `instance`, waiting for the stream."""
