@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from labfiles import LABS
+from nonblocking import answer_within
 
 from harness import fastpath
 from harness.lab import Lab
@@ -60,22 +60,7 @@ def _rewrite(change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _answer(call: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """What `call` returns, from another thread: it must not block (a FIFO) for `timeout`."""
-    got: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            got["value"] = call()
-        except Exception as e:
-            got["raised"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    assert not worker.is_alive(), "the fast path blocked"
-    if "raised" in got:
-        raise got["raised"]
-    return got["value"]
+    return answer_within(call, timeout, "the fast path")
 
 
 def test_a_cache_up_wrote_is_believed(lab: Lab) -> None:

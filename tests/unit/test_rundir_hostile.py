@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from labfiles import LABS
+from nonblocking import answer_within
 
 from harness import procs
 from harness.birdc import BirdClient, BirdUnavailable
@@ -52,22 +53,7 @@ def victim(tmp_path: Path) -> Path:
 
 
 def _answer(call: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """What `call` returns, from another thread: it must not block (a FIFO) for `timeout`."""
-    got: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            got["value"] = call()
-        except Exception as e:
-            got["raised"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    assert not worker.is_alive(), "blocked (on a FIFO?)"
-    if "raised" in got:
-        raise got["raised"]
-    return got["value"]
+    return answer_within(call, timeout, "kvlab")
 
 
 class _Bird:
@@ -311,17 +297,23 @@ def _ours(directory: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def test_a_qemu_pid_file_naming_another_process_gets_it_no_signal(
-    run_root: Path, stranger: subprocess.Popen[bytes]
-) -> None:
-    """qemu.pid of a VM's instance naming a live process that is no QEMU of that instance: it is
-    not the VM's pid, and stopping the VM leaves that process alone."""
+def _qemu_instance(run_root: Path) -> tuple[Any, Path]:
+    """The nested QEMU lab's VM helpers and the (empty, made) directory of an instance of vm-red."""
     lab = Lab(load_lab(LABS / "nested-qemu.yml"), name=LAB)
     private_dir(run_root, 0o700)
     private_dir(lab_dir(LAB))
     vms = lab.runtime.qemu  # type: ignore[attr-defined]
     d = vms.run_dir("vm-red", "qemu-test")
     d.mkdir(parents=True)
+    return vms, d
+
+
+def test_a_qemu_pid_file_naming_another_process_gets_it_no_signal(
+    run_root: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    """qemu.pid of a VM's instance naming a live process that is no QEMU of that instance: it is
+    not the VM's pid, and stopping the VM leaves that process alone."""
+    vms, d = _qemu_instance(run_root)
     (d / "qemu.pid").write_text(str(stranger.pid))
     assert vms.pid("vm-red", "qemu-test") is None
     vms.stop("vm-red", "qemu-test")
@@ -445,12 +437,7 @@ def test_a_planted_saved_console_is_not_read(tmp_path: Path, victim: Path, make:
 def test_the_snapshot_log_is_never_appended_through_a_planted_symlink(run_root: Path, victim: Path) -> None:
     from harness.runtime.netns.vms import SNAPSHOT_LOG
 
-    lab = Lab(load_lab(LABS / "nested-qemu.yml"), name=LAB)
-    private_dir(run_root, 0o700)
-    private_dir(lab_dir(LAB))
-    vms = lab.runtime.qemu  # type: ignore[attr-defined]
-    d = vms.run_dir("vm-red", "qemu-test")
-    d.mkdir(parents=True)
+    vms, d = _qemu_instance(run_root)
     (d / SNAPSHOT_LOG).symlink_to(victim)
     vms._note("vm-red", "qemu-test", "restored")
     assert victim.read_text() == "precious\n"
