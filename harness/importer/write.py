@@ -15,6 +15,7 @@ from harness.errors import SpecError, SpecIssue
 from harness.importer.build import ImportResult
 from harness.importer.mapping import MAP_FILE
 from harness.labfile import load_lab
+from harness.state import check_lab_name
 
 RESOURCES_FILE = "calico.yaml"
 
@@ -35,7 +36,7 @@ def lab_text(result: ImportResult) -> str:
 def write_import(result: ImportResult, out: Path) -> Path:
     """Write the import into `out` (made if missing); returns the lab file. SpecError (exit 2),
     and nothing written, if the lab does not load."""
-    name = str(result.lab["name"])
+    name = check_lab_name(result.lab["name"], "name")  # it names a file in `out`
     if out.exists() and not out.is_dir():
         raise SpecError([SpecIssue(str(out), "", "--out: exists and is not a directory")])
     out.mkdir(parents=True, exist_ok=True)

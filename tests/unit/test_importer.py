@@ -5,6 +5,7 @@ renumbered, what is reported as not reproduced, and hostile input."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from harness import cli
-from harness.errors import SpecError
+from harness.errors import LabNameError, SpecError
 from harness.importer.build import ImportError_, ImportOptions, ImportResult, import_dump
 from harness.importer.mapping import MAP_FILE, CustomerMap
 from harness.importer.write import lab_text, write_import
@@ -208,6 +209,16 @@ def test_max_nodes_per_rack_samples_with_a_note() -> None:
     assert any("rack rack-b: 4 nodes sampled down to 2" in n for n in res.notes), res.notes
     assert any("kv-a-w-1" in n for n in res.notes)  # the VM on it is said to be left out too
     assert any("db-primary" in str(w) and "not in the lab" in str(w) for w in res.warnings)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "/abs", ".."])
+def test_a_lab_name_with_path_tricks_writes_nothing(tmp_path: Path, result: ImportResult, name: str) -> None:
+    """The library function checks the name the lab file is named after, not only the CLI."""
+    hostile = dataclasses.replace(result, lab={**result.lab, "name": name})
+    out = tmp_path / "deep" / "er" / "acme"
+    with pytest.raises(LabNameError, match="is not a valid lab name"):
+        write_import(hostile, out)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
 
 
 def test_the_written_lab_loads_and_names_its_files(tmp_path: Path, result: ImportResult) -> None:
