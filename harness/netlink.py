@@ -13,6 +13,7 @@ import ctypes
 import errno
 import ipaddress
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -289,10 +290,22 @@ def set_sysctls(ns: str, values: dict[str, str]) -> None:
         _write_sysctls(values)
 
 
+SYSCTL_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def sysctl_path(key: str) -> Path:
+    """/proc/sys/... of a dotted key; ValueError unless every part is a plain name (an interface
+    name in a key must not walk out of /proc/sys)."""
+    parts = key.split(".")
+    if not all(SYSCTL_PART.fullmatch(p) for p in parts):
+        raise ValueError(f"not a sysctl key: {key!r}")
+    return Path("/proc/sys", *parts)
+
+
 def _write_sysctls(values: dict[str, str]) -> None:
     """Write /proc/sys keys in this thread's namespace (/proc/sys/net is the writer's)."""
     for key, value in values.items():
-        Path("/proc/sys", *key.split(".")).write_text(value)
+        sysctl_path(key).write_text(value)
 
 
 # -- batches: many requests to one namespace in two round trips ----------------------------

@@ -208,3 +208,17 @@ def test_neighbour_table_limits_are_raised_for_what_a_lab_needs_never_lowered() 
     assert _thresh(2) >= soft + 40  # in use + more, give or take what other labs freed meanwhile
     assert _thresh(3) >= max(hard, 2 * _thresh(2) - 100)
     assert netlink.ensure_neighbour_room(0) is None  # room enough now: nothing changes
+
+
+@pytest.mark.parametrize(
+    "key", ["net.ipv4.conf.../../../etc/passwd", "net.ipv4.conf.a/b.proxy_arp", "", "net..x", "net.ipv4 .x"]
+)
+def test_a_sysctl_key_never_walks_out_of_proc_sys(key: str) -> None:
+    with pytest.raises(ValueError, match="not a sysctl key"):
+        netlink.sysctl_path(key)
+
+
+def test_a_sysctl_key_of_an_interface_is_its_proc_sys_file() -> None:
+    assert netlink.sysctl_path("net.ipv4.conf.cali1a2b-3.proxy_arp") == Path(
+        "/proc/sys/net/ipv4/conf/cali1a2b-3/proxy_arp"
+    )
