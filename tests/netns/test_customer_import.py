@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import REPO
+from clirun import kvlab as run_kvlab
 
 from harness.lab import Lab
 
@@ -22,17 +22,11 @@ pytestmark = [
     pytest.mark.migration,
     pytest.mark.netns_only("runs `kvlab import` + `kvlab up` of an imported lab with route reflectors"),
 ]
-KVLAB = [sys.executable, "-m", "harness.cli"]
-REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "customer"
 
 
 def kvlab(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KVLAB_DEBUG"}
-    res = subprocess.run([*KVLAB, *argv], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
+    return run_kvlab(*argv, check=check, timeout=600)
 
 
 @pytest.fixture(scope="module")

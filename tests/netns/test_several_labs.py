@@ -5,13 +5,11 @@ names none exits 2 listing the labs that run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import kvlab
 
 from harness.lab import Lab
 
@@ -19,16 +17,6 @@ pytestmark = [
     pytest.mark.netns,
     pytest.mark.netns_only("runs two instances of a lab side by side (the netns runtime's --name)"),
 ]
-KVLAB = [sys.executable, "-m", "harness.cli"]
-REPO = Path(__file__).resolve().parents[2]
-
-
-def kvlab(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KVLAB_DEBUG"}
-    res = subprocess.run([*KVLAB, *argv], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    if check:
-        assert res.returncode == 0, res.stderr
-    return res
 
 
 @pytest.fixture(scope="module")

@@ -34,11 +34,10 @@ def fake_running(root: Path, *names: str) -> None:
 
 
 @pytest.fixture
-def run_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "run"
-    root.mkdir()
-    monkeypatch.setenv("KVLAB_RUN_DIR", str(root))
-    return root
+def run_root(run_root: Path) -> Path:
+    """The unit tests' private run directory (conftest), made."""
+    run_root.mkdir()
+    return run_root
 
 
 def test_the_only_running_lab_is_the_default(run_root: Path) -> None:

@@ -39,11 +39,10 @@ INVALID = [
 
 
 @pytest.fixture
-def run_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "run"
-    root.mkdir()
-    monkeypatch.setenv("KVLAB_RUN_DIR", str(root))
-    return root
+def run_root(run_root: Path) -> Path:
+    """The unit tests' private run directory (conftest), made."""
+    run_root.mkdir()
+    return run_root
 
 
 @pytest.mark.parametrize("name", VALID)
