@@ -374,11 +374,25 @@ class Client:
             self._drop("EOF")
             return
         mono, wall = self.mono(), self.wall()
+        self._ack_now()
         for line in self.lines.feed(data):
             self.tracker.on_line(line, mono, wall)
         if not self.ready and self.tracker.echoed:
             self.ready = True
             self.emit({"event": "ready", "t": wall, "local": self.tracker.connections[-1]["local"]})
+
+    def _ack_now(self) -> None:
+        """Acknowledge what just came in at once instead of after the delayed-ACK timer.
+
+        An echo server with Nagle's algorithm on (busybox `nc -e cat` in the guest) holds a
+        small echo back while its previous one is unacknowledged. The kernel's delayed ACK
+        then decides when echoes leave: piggybacked on the next message (one send interval
+        later) or, when none follows (the last message before a stop), after the 40 ms timer.
+        The canary would count that as an outage. TCP_QUICKACK is not sticky: re-armed here
+        after every read."""
+        if self.sock is not None and hasattr(socket, "TCP_QUICKACK"):
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     # the loop --------------------------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
