@@ -441,3 +441,53 @@ def test_the_snapshot_log_is_never_appended_through_a_planted_symlink(run_root: 
     (d / SNAPSHOT_LOG).symlink_to(victim)
     vms._note("vm-red", "qemu-test", "restored")
     assert victim.read_text() == "precious\n"
+
+
+def _listener(path: Path) -> socket.socket:
+    """A listening Unix socket whose backlog tells whether anybody connected."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(4)
+    s.setblocking(False)
+    return s
+
+
+def _connected(server: socket.socket) -> bool:
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return False
+    conn.close()
+    return True
+
+
+@pytest.mark.parametrize("plant", ["socket", "directory"])
+def test_a_symlinked_qmp_socket_reaches_no_other_qemu(run_root: Path, tmp_path: Path, plant: str) -> None:
+    """qmp.sock (or the instance directory) planted as a symlink to another QEMU's monitor: no
+    command (stopping the VM sends `quit`) reaches it."""
+    from harness.runtime.netns.qemu import QemuError
+
+    vms, d = _qemu_instance(run_root)
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    with _listener(elsewhere / "qmp.sock") as other:
+        if plant == "socket":
+            (d / "qmp.sock").symlink_to(elsewhere / "qmp.sock")
+        else:
+            d.rmdir()
+            d.symlink_to(elsewhere, target_is_directory=True)
+        with pytest.raises(QemuError, match="refused"):
+            answer_within(lambda: vms.qmp("vm-red", "qemu-test", timeout=1))
+        vms.stop("vm-red", "qemu-test")
+        assert not _connected(other), "a QMP connection went through a planted symlink"
+
+
+def test_the_qmp_socket_of_the_instance_is_connected(run_root: Path) -> None:
+    """The control: a socket in the instance directory itself is connected to."""
+    from harness.runtime.netns.qemu import QemuError
+
+    vms, d = _qemu_instance(run_root)
+    with _listener(d / "qmp.sock") as mine:
+        with pytest.raises(QemuError, match="timed out waiting for the QMP greeting"):
+            answer_within(lambda: vms.qmp("vm-red", "qemu-test", timeout=0.3))
+        assert _connected(mine)

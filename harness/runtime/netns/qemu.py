@@ -50,7 +50,7 @@ from qemu.qmp.qmp_client import GreetingError
 from harness import netlink
 from harness.errors import LabError, WaitTimeout
 from harness.runtime.netns.guestimage import READY_MARKER, GuestImage, kernel_cmdline
-from harness.safefile import FileRefused, open_output, read_tail, replace_file
+from harness.safefile import FileRefused, open_output, read_tail, replace_file, unix_socket
 from harness.topology import GUEST_PORT
 from harness.wait import eventually
 
@@ -227,8 +227,9 @@ class QMPClient:
     (no threads), every call with a deadline.
     """
 
-    def __init__(self, path: Path, *, timeout: float = 10.0):
+    def __init__(self, path: Path, *, timeout: float = 10.0, root: Path | None = None):
         self.path = Path(path)
+        self.root = root  # the socket must lie under it, reached without symlinks
         self.timeout = timeout
         self.events: list[QMPEvent] = []
         self.greeting: dict[str, Any] = {}
@@ -242,6 +243,10 @@ class QMPClient:
         refused); QemuError when QEMU does not greet in time or hangs up."""
         if self._qmp is not None:
             raise QemuError(f"QMP client for {self.path} is already connected")
+        try:  # a socket, not a symlink planted in the run directory to reach another QEMU's
+            unix_socket(self.path, self.root)
+        except FileRefused as e:
+            raise QemuError(f"QMP socket {self.path} refused: {e}") from None
         self._loop, self._qmp = asyncio.new_event_loop(), _GreetedClient(self.path.name)
         self._recorder = _Recorder(self.events)
         self._qmp.register_listener(self._recorder)
@@ -555,7 +560,7 @@ class QemuGuest:
 
     def _connect_qmp(self) -> QMPClient:
         self._check_running()
-        return QMPClient(self.qmp_socket).connect()
+        return QMPClient(self.qmp_socket, root=self.run_dir).connect()
 
     def _check_running(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:

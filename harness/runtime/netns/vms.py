@@ -160,7 +160,8 @@ class QemuVMs:
         )
 
     def qmp(self, vm: str, instance: str, timeout: float = 10.0) -> QMPClient:
-        return QMPClient(self.run_dir(vm, instance) / "qmp.sock", timeout=timeout).connect()
+        sock = self.run_dir(vm, instance) / "qmp.sock"
+        return QMPClient(sock, timeout=timeout, root=self.rt.run_dir).connect()
 
     def pid(self, vm: str, instance: str) -> int | None:
         """The pid of a running instance, None once it is gone."""
