@@ -126,6 +126,27 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
+def measure_labs(labs: list[str], runs: int, tmp: Path) -> dict[str, dict]:
+    """Bring each lab up `runs` times (default and dual-stack interleaved); print the phases."""
+    results: dict[str, dict] = {}
+    order = [n for n in labs if n in ("default", "dual-stack")]
+    paired: dict[str, list] = {n: [] for n in order} if len(order) == 2 else {}
+    for _ in range(runs if paired else 0):
+        for name in order:
+            paired[name].append(run_once(lab_path(name, tmp)))
+    for name in labs:
+        done = paired.get(name) or [run_once(lab_path(name, tmp)) for _ in range(runs)]
+        results[name] = {"runs": done, "summary": summarize(done), "sessions": done[0]["sessions"]}
+        print(
+            f"\n{name}: {runs} runs, {done[0]['sessions']:.0f} BGP sessions "
+            "(seconds since Lab.up() started, phase end times)"
+        )
+        print(f"  {'phase':<44}{'min':>8}{'median':>9}{'max':>8}")
+        for phase, s in results[name]["summary"].items():
+            print(f"  {phase:<44}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
@@ -138,23 +159,8 @@ def main() -> int:
     ap.add_argument("--max-dual-ratio", type=float, default=None, help="exit 1 above this dual/v4 ratio")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "lab_up.json"))
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="kvlab-bench-"))
-    results: dict[str, dict] = {}
-    order = [n for n in args.labs if n in ("default", "dual-stack")]
-    paired: dict[str, list] = {n: [] for n in order} if len(order) == 2 else {}
-    for _ in range(args.runs if paired else 0):
-        for name in order:
-            paired[name].append(run_once(lab_path(name, tmp)))
-    for name in args.labs:
-        runs = paired.get(name) or [run_once(lab_path(name, tmp)) for _ in range(args.runs)]
-        results[name] = {"runs": runs, "summary": summarize(runs), "sessions": runs[0]["sessions"]}
-        print(
-            f"\n{name}: {args.runs} runs, {runs[0]['sessions']:.0f} BGP sessions "
-            "(seconds since Lab.up() started, phase end times)"
-        )
-        print(f"  {'phase':<44}{'min':>8}{'median':>9}{'max':>8}")
-        for phase, s in results[name]["summary"].items():
-            print(f"  {phase:<44}{s['min']:8.2f}{s['median']:9.2f}{s['max']:8.2f}")
+    with tempfile.TemporaryDirectory(prefix="kvlab-bench-") as tmp_name:  # generated lab files
+        results = measure_labs(args.labs, args.runs, Path(tmp_name))
     ratio = None
     if "default" in results and "dual-stack" in results:
         v4 = results["default"]["summary"]["total"]["median"]
