@@ -1,9 +1,12 @@
-"""Calling something that must not block: from another thread, with a deadline."""
+"""Calling something that must not block: from another thread, with a deadline; and a Unix
+socket that tells, without blocking, whether anybody connected to it."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +28,23 @@ def answer_within(call: Callable[[], Any], timeout: float = 10.0, what: str = "t
     if "raised" in got:
         raise got["raised"]
     return got["value"]
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A Unix socket listening at `path` (a stand-in for some other daemon's socket), non-blocking:
+    its backlog tells whether anybody connected (`was_connected`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen(4)
+    s.setblocking(False)
+    return s
+
+
+def was_connected(listener: socket.socket) -> bool:
+    """Whether a connection waits in `listener`'s backlog (it is taken and closed)."""
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True

@@ -13,14 +13,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from labfiles import LABS
-from nonblocking import answer_within
+from nonblocking import answer_within, unix_listener, was_connected
 
 from harness import fastpath
 from harness.lab import Lab
@@ -162,40 +161,22 @@ def _set_state(**fields: Any) -> None:
     state.save(lab_dir(LAB))
 
 
-def _listener(path: Path) -> socket.socket:
-    """A Unix socket listening at `path` (a stand-in for some other daemon's socket)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(path))
-    s.listen(4)
-    s.setblocking(False)
-    return s
-
-
-def _connected(listener: socket.socket) -> bool:
-    try:
-        listener.accept()[0].close()
-    except BlockingIOError:
-        return False
-    return True
-
-
 def test_entity_names_with_path_tricks_reach_no_socket_outside(lab: Lab, tmp_path: Path) -> None:
     """A state file naming an entity '../../<dir>': its BIRD socket would be outside the run
     directory; the fast path declines instead of connecting to it."""
     evil = os.path.relpath(tmp_path / "evil", lab_dir(LAB))
-    listener = _listener(tmp_path / "evil" / "bird.ctl")
+    listener = unix_listener(tmp_path / "evil" / "bird.ctl")
     _set_state(entities={**lab.topo.entities, evil: "router"})
     try:
         assert fastpath.status(LAB) is None
         assert fastpath.routes(LAB, evil, None) is None
-        assert not _connected(listener)
+        assert not was_connected(listener)
     finally:
         listener.close()
 
 
 def test_a_symlinked_entity_directory_or_socket_is_not_followed(lab: Lab, tmp_path: Path) -> None:
-    listener = _listener(tmp_path / "other" / "bird.ctl")
+    listener = unix_listener(tmp_path / "other" / "bird.ctl")
     try:
         (lab_dir(LAB) / "tor1").symlink_to(tmp_path / "other")
         assert fastpath.status(LAB) is None
@@ -205,7 +186,7 @@ def test_a_symlinked_entity_directory_or_socket_is_not_followed(lab: Lab, tmp_pa
         (lab_dir(LAB) / "tor1").unlink()
         assert fastpath.routes(LAB, "spine1", None) is None
         assert fastpath.status(LAB) is None
-        assert not _connected(listener)
+        assert not was_connected(listener)
     finally:
         listener.close()
 

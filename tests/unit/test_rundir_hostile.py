@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from labfiles import LABS
-from nonblocking import answer_within
+from nonblocking import answer_within, unix_listener, was_connected
 
 from harness import procs
 from harness.birdc import BirdClient, BirdUnavailable
@@ -443,24 +443,6 @@ def test_the_snapshot_log_is_never_appended_through_a_planted_symlink(run_root: 
     assert victim.read_text() == "precious\n"
 
 
-def _listener(path: Path) -> socket.socket:
-    """A listening Unix socket whose backlog tells whether anybody connected."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(str(path))
-    s.listen(4)
-    s.setblocking(False)
-    return s
-
-
-def _connected(server: socket.socket) -> bool:
-    try:
-        conn, _ = server.accept()
-    except BlockingIOError:
-        return False
-    conn.close()
-    return True
-
-
 @pytest.mark.parametrize("plant", ["socket", "directory"])
 def test_a_symlinked_qmp_socket_reaches_no_other_qemu(run_root: Path, tmp_path: Path, plant: str) -> None:
     """qmp.sock (or the instance directory) planted as a symlink to another QEMU's monitor: no
@@ -470,7 +452,7 @@ def test_a_symlinked_qmp_socket_reaches_no_other_qemu(run_root: Path, tmp_path: 
     vms, d = _qemu_instance(run_root)
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
-    with _listener(elsewhere / "qmp.sock") as other:
+    with unix_listener(elsewhere / "qmp.sock") as other:
         if plant == "socket":
             (d / "qmp.sock").symlink_to(elsewhere / "qmp.sock")
         else:
@@ -479,7 +461,7 @@ def test_a_symlinked_qmp_socket_reaches_no_other_qemu(run_root: Path, tmp_path: 
         with pytest.raises(QemuError, match="refused"):
             answer_within(lambda: vms.qmp("vm-red", "qemu-test", timeout=1))
         vms.stop("vm-red", "qemu-test")
-        assert not _connected(other), "a QMP connection went through a planted symlink"
+        assert not was_connected(other), "a QMP connection went through a planted symlink"
 
 
 def test_the_qmp_socket_of_the_instance_is_connected(run_root: Path) -> None:
@@ -487,7 +469,7 @@ def test_the_qmp_socket_of_the_instance_is_connected(run_root: Path) -> None:
     from harness.runtime.netns.qemu import QemuError
 
     vms, d = _qemu_instance(run_root)
-    with _listener(d / "qmp.sock") as mine:
+    with unix_listener(d / "qmp.sock") as mine:
         with pytest.raises(QemuError, match="timed out waiting for the QMP greeting"):
             answer_within(lambda: vms.qmp("vm-red", "qemu-test", timeout=0.3))
-        assert _connected(mine)
+        assert was_connected(mine)
