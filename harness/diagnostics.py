@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.safefile import read_tail
+from harness.safefile import fresh_dir, read_tail
 
 COPY_LIMIT = 64 * 1024 * 1024  # bytes of a BIRD config or log copied into a bundle (a log: its end)
 
@@ -29,9 +29,9 @@ def _reply_text(reply: list[tuple[int, str]]) -> str:
 
 
 def collect(lab: Lab, out_dir: Path) -> Path:
-    """Write the bundle under `out_dir/<lab>-<timestamp>/` and return that directory."""
-    bundle = out_dir / f"{lab.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    bundle.mkdir(parents=True, exist_ok=True)
+    """Write the bundle under `out_dir/<lab>-<timestamp>/` (a directory made anew: `-2`, `-3`...
+    when that exists) and return that directory."""
+    bundle = fresh_dir(out_dir, f"{lab.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     errors: list[str] = []
 
     def attempt(what: str, fn: Callable[[], Any]) -> None:

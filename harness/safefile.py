@@ -11,8 +11,11 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+from harness.errors import UnsafePathError
 
 
 class FileRefused(Exception):
@@ -191,3 +194,61 @@ def unix_socket(path: str | Path, root: Path | None = None) -> os.stat_result:
 
 
 __all__ = ["FileRefused", "kind", "open_output", "read_regular", "read_tail", "replace_file", "unix_socket"]
+
+
+def fresh_dir(parent: Path, name: str, *, tries: int = 100) -> Path:
+    """A directory made anew under `parent` (made if missing): `name`, else `name-2`, `name-3`...
+    Nothing in it was planted beforehand, so what is written into it stays in it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, tries + 1):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise UnsafePathError(f"{parent}: {name} and {tries - 1} numbered variants of it exist already")
+
+
+def _rel_parts(root: Path, rel: str | Path) -> tuple[str, ...]:
+    rel = Path(rel)
+    if rel.is_absolute() or not rel.parts or any(p in ("..", ".") for p in rel.parts):
+        raise UnsafePathError(f"{rel} is no path under {root}")
+    return rel.parts
+
+
+def check_under(root: Path, rels: Iterable[str | Path]) -> None:
+    """Before writing any of them: UnsafePathError if a directory on the way from `root` to one
+    of `rels` exists as something else than a directory (a symlink, say), so that an output
+    directory is not left half-written."""
+    for rel in rels:
+        step = root
+        for part in _rel_parts(root, rel)[:-1]:
+            step = step / part
+            try:
+                mode_ = os.lstat(step).st_mode
+            except FileNotFoundError:
+                break
+            if not stat.S_ISDIR(mode_):
+                raise UnsafePathError(
+                    f"{step} is {kind(mode_)}, not a directory: nothing is written through it"
+                )
+
+
+def write_under(root: Path, rel: str | Path, data: bytes | str, mode: int = 0o644) -> Path:
+    """Write `data` to `root/rel`, a file of an output directory the user named: the directories
+    between them are made if missing and must be directories, not symlinks (UnsafePathError
+    naming the one that is not); a symlink or file at the end is replaced, never written through."""
+    parts = _rel_parts(root, rel)
+    root.mkdir(parents=True, exist_ok=True)
+    step = root
+    for part in parts[:-1]:
+        step = step / part
+        with contextlib.suppress(FileExistsError):
+            step.mkdir()
+        mode_ = os.lstat(step).st_mode
+        if not stat.S_ISDIR(mode_):
+            raise UnsafePathError(f"{step} is {kind(mode_)}, not a directory: nothing is written through it")
+    path = root.joinpath(*parts)
+    replace_file(path, data.encode() if isinstance(data, str) else data, mode)
+    return path

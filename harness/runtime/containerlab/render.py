@@ -57,6 +57,7 @@ from harness.runtime.containerlab.topology_file import (
     router_config,
 )
 from harness.runtime.containerlab.versions import DEFAULT, GUEST_USER, StackVersions, tor_image
+from harness.safefile import check_under, write_under
 from harness.spec import LabSpec, cluster_resources
 from harness.state import lab_dir
 from harness.topology import Topology, resolve
@@ -113,6 +114,8 @@ def render_containerlab(
     names = {kn.spec_name: kn.kind_name for nodes in kind_nodes.values() for kn in nodes}
 
     out.mkdir(parents=True, exist_ok=True)
+    # the directories it writes into, before the SSH key is made: nothing half-written
+    check_under(out, [f"{d}/-" for d in ("ssh", "bird", "calico", "kind", "kubevirt")])
     key_private, key_public, public_line, key_files = lab_ssh_key(out, spec.name, ssh_key)
     files: dict[str, str] = {}
     topo_file = f"{spec.name}.clab.yml"
@@ -318,10 +321,9 @@ def render_containerlab(
         "notes": notes,
     }
     files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
+    check_under(out, files)  # all or nothing: no output directory left half-written
     for rel, text in files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_under(out, rel, text)
     return Rendered(out=out, lab=spec.name, versions=versions, files=manifest["files"], manifest=manifest)
 
 

@@ -7,11 +7,15 @@ to ~/.ssh.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from harness.runtime.containerlab.plan import RenderError
+from harness.safefile import check_under, replace_file, write_under
 
 SSH_KEY_BITS = 3072
 SSH_KEY_FILE = "ssh/id_rsa"  # in the render directory, with SSH_KEY_FILE + ".pub"
@@ -35,6 +39,7 @@ def lab_ssh_key(out: Path, lab: str, given: Path | None = None) -> tuple[str, st
     import paramiko
 
     ssh_dir = out / "ssh"
+    check_under(out, [SSH_KEY_FILE])  # a symlinked ssh/ would take the keys elsewhere
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     comment = f"kvlab-{lab}"
     if given is not None:
@@ -51,20 +56,23 @@ def lab_ssh_key(out: Path, lab: str, given: Path | None = None) -> tuple[str, st
     else:
         path = out / SSH_KEY_FILE
         key = None
-        if path.exists():
-            try:
-                key = paramiko.RSAKey.from_private_key_file(str(path))
-            except (OSError, paramiko.SSHException, ValueError):
-                key = None  # unreadable: replaced below
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(os.lstat(path).st_mode):  # a symlink, FIFO, ...: replaced below
+                try:
+                    key = paramiko.RSAKey.from_private_key_file(str(path))
+                except (OSError, paramiko.SSHException, ValueError):
+                    key = None  # unreadable: replaced below
         if key is None:
             key = paramiko.RSAKey.generate(SSH_KEY_BITS)
-            path.unlink(missing_ok=True)
-            key.write_private_key_file(str(path))
-        os.chmod(path, 0o600)
+            text = io.StringIO()
+            key.write_private_key(text)
+            replace_file(path, text.getvalue().encode(), 0o600)  # replaces, never writes through
+        else:
+            os.chmod(path, 0o600)  # a regular file (lstat above)
         private, public = SSH_KEY_FILE, SSH_KEY_FILE + ".pub"
         written = [private, public]
     line = _public_line(key, comment)
-    (out / public).write_text(line + "\n")
+    write_under(out, public, line + "\n")
     return private, public, line, written
 
 

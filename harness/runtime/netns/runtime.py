@@ -57,7 +57,16 @@ from harness.runtime.netns.vms import (
     boot_instance,
     new_instance,
 )
-from harness.safefile import FileRefused, open_output, read_regular, read_tail, replace_file, unix_socket
+from harness.safefile import (
+    FileRefused,
+    check_under,
+    open_output,
+    read_regular,
+    read_tail,
+    replace_file,
+    unix_socket,
+    write_under,
+)
 from harness.state import LabState, lab_dir, namespace_name, parse_namespace
 from harness.topology import (
     GUEST_PORT,
@@ -334,12 +343,9 @@ class NetnsRuntime(Runtime):
             skipped: list[str] = []
         except LabError as e:  # no BIRD on this machine: render anyway, say so
             checked, skipped = [], [f"BIRD configs not checked: {e}"]
-        (out_dir / "bird").mkdir(parents=True, exist_ok=True)
-        files = []
-        for entity, _, text in configs:
-            path = out_dir / "bird" / f"{entity.replace('/', '.')}.conf"
-            path.write_text(text)
-            files.append(path)
+        paths = {Path("bird") / f"{entity.replace('/', '.')}.conf": text for entity, _, text in configs}
+        check_under(out_dir, paths)  # all or nothing: no output directory left half-written
+        files = [write_under(out_dir, rel, text) for rel, text in paths.items()]
         return RenderReport(
             files=files,
             checked=checked,
