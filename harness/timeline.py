@@ -17,6 +17,7 @@ matplotlib is imported lazily, with the Agg backend: no display is needed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -24,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.safefile import FileRefused, read_regular, replace_file
+
 WIDTH_PX, HEIGHT_PX, DPI = 1600, 900, 100
+RECORD_LIMIT = 64 << 20  # a migration record drawn from a file: larger ones are refused
 LABEL_SIZE = 8.0  # points
 ROW_PT = 10.5  # points between label rows
 BAR_H = 0.2  # state / route bars, in lane units (a lane is 1.0 high)
@@ -199,10 +203,12 @@ def plot_record(record: dict[str, Any], path: Path, *, title: str | None = None)
     drawing = draw_record(record, title=title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
     try:
-        drawing.figure.savefig(path, dpi=DPI, format="png")
+        drawing.figure.savefig(png, dpi=DPI, format="png")
     finally:
         plt.close(drawing.figure)
+    replace_file(path, png.getvalue())  # a symlink planted at `path` is replaced, not written through
     return path
 
 
@@ -662,7 +668,7 @@ def write_artifacts(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, png_path = directory / f"{stem}.json", directory / f"{stem}.png"
-    json_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    replace_file(json_path, (json.dumps(record, indent=2, default=str) + "\n").encode())
     if draw:
         plot_record(record, png_path)
     return json_path, png_path
@@ -678,7 +684,10 @@ def draw_pending(directory: Path) -> tuple[list[Path], list[str]]:
         if png_path.exists() and png_path.stat().st_mtime >= json_path.stat().st_mtime:
             continue
         try:
-            drawn.append(plot_record(json.loads(json_path.read_text()), png_path))
+            data = read_regular(json_path, RECORD_LIMIT, what="migration records", follow_symlinks=False)
+            drawn.append(plot_record(json.loads(data), png_path))
+        except FileRefused as e:
+            failed.append(f"{json_path}: not drawn: {e}")
         except Exception as e:  # one broken record must not keep the others from being drawn
             failed.append(f"{json_path}: {type(e).__name__}: {e}")
     return drawn, failed

@@ -4,16 +4,20 @@ may go through them, and a refused directory is refused before anything is writt
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 from labfiles import LABS
+from nonblocking import answer_within
 
 from harness import cli, diagnostics
 from harness.errors import UnsafePathError
 from harness.lab import Lab
 from harness.labfile import load_lab
 from harness.safefile import check_under, fresh_dir, write_under
+from harness.timeline import draw_pending, write_artifacts
 
 
 @pytest.fixture
@@ -111,3 +115,41 @@ def test_a_diagnostics_bundle_is_a_directory_of_its_own(
     assert bundle == out / "diagtest-20260101-000000-2"
     assert (bundle / "errors.txt").exists()  # the lab is not up: what could not be collected
     assert sorted(p.name for p in victim.parent.iterdir()) == ["diag", "victim"]
+
+
+RECORD = {
+    "vm": "vm1",
+    "events": [
+        {"t": 1.0, "source": "harness", "kind": "phase", "phase": "prepare"},
+        {"t": 1.2, "source": "harness", "kind": "phase", "phase": "completed"},
+    ],
+}
+
+
+def test_timeline_artifacts_replace_planted_symlinks(tmp_path: Path, victim: Path) -> None:
+    """`kvlab migrate --artifacts DIR` and the plugin's timelines: a symlink planted at the
+    record's or the drawing's name (both predictable: lab, VM, nodes, time) is replaced."""
+    out = tmp_path / "timelines"
+    out.mkdir()
+    for suffix in (".json", ".png"):
+        (out / f"vm1{suffix}").symlink_to(victim)
+    json_path, png_path = write_artifacts(RECORD, out, "vm1")
+    assert victim.read_text() == "precious\n"
+    assert not json_path.is_symlink()
+    assert json.loads(json_path.read_text()) == RECORD
+    assert not png_path.is_symlink()
+    assert png_path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_pending_timelines_are_drawn_from_regular_files_only(tmp_path: Path, victim: Path) -> None:
+    """Drawing what a session left: a FIFO or a symlink named like a record is not read (a FIFO
+    would hang the end of the session), and says so."""
+    out = tmp_path / "timelines"
+    out.mkdir()
+    os.mkfifo(out / "fifo.json")
+    (out / "link.json").symlink_to(victim)
+    _, png_path = write_artifacts(RECORD, out, "vm1", draw=False)
+    drawn, failed = answer_within(lambda: draw_pending(out))
+    assert drawn == [png_path]
+    assert sorted(f.split(": ")[0] for f in failed) == [str(out / "fifo.json"), str(out / "link.json")]
+    assert all("not drawn" in f for f in failed)
