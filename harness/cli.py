@@ -537,7 +537,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         raise UsageError(f"--case {args.case}: no case of the corpus matches")
     if args.write_readme:
         readme = conformance.README
-        readme.write_text(conformance.with_table(readme.read_text(), report))
+        from harness.safefile import replace_file
+
+        replace_file(readme, conformance.with_table(readme.read_text(), report).encode())
         print(f"kvlab conformance: wrote the table of {readme}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

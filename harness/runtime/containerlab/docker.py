@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from harness.birdc import BirdClient, BirdUnavailable
 from harness.errors import LabError, PreflightError
 from harness.procs import alive, signals_deferred
+from harness.safefile import replace_file
 from harness.wait import eventually
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ def _run_router(
     run_dir = base / "run"
     run_dir.mkdir(parents=True)
     config_path = base / "bird.conf"
-    config_path.write_text(render(router, addresses))
+    replace_file(config_path, render(router, addresses).encode())  # never through a planted symlink
     container = f"{lab.name}-{router}"
     endpoint = client.api.create_endpoint_config(ipv4_address=str(addresses[router]))
     client.api.create_container(
