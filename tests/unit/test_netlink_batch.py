@@ -80,6 +80,22 @@ CASES: list[tuple[Request, tuple[str, tuple[object, ...], dict[str, object]]]] =
             {"dst": "203.0.113.0/26", "proto": 3, "gateway": "198.18.1.1", "priority": 512},
         ),
     ),
+    (  # a node agent's workload route (RouteChannel): on-link, its priority as the metric
+        Route("203.0.113.10/32", dev="eth0", metric=512, scope=253),
+        (
+            "route",
+            ("replace",),
+            {"dst": "203.0.113.10/32", "proto": 3, "oif": 5, "priority": 512, "scope": 253},
+        ),
+    ),
+    (
+        Route("2001:db8::10/128", dev="eth0", metric=1024),
+        (
+            "route",
+            ("replace",),
+            {"dst": "2001:db8::10/128", "family": 10, "proto": 3, "oif": 5, "priority": 1024},
+        ),
+    ),
     (
         Neighbour("eth0", "203.0.113.10", "52:54:00:00:00:01"),
         (

@@ -43,6 +43,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetlinkError
 
 from harness.calico.livemigration import Priorities, Transition, VMRoute
+from harness.netlink import Route, RouteChannel
 from harness.safefile import FileRefused, unix_socket
 
 ETH_P_ALL = 0x0003
@@ -139,12 +140,18 @@ class Agent:
     workloads: dict[str, Workload] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     netlink: IPRoute | None = None  # one socket for the agent's life (it runs inside the node namespace)
+    route_channel: RouteChannel | None = None  # the same for adding routes, without pyroute2
 
     # -- routes ------------------------------------------------------------------------
     def _ipr(self) -> IPRoute:
         if self.netlink is None:
             self.netlink = IPRoute()
         return self.netlink
+
+    def _routes(self) -> RouteChannel:
+        if self.route_channel is None:
+            self.route_channel = RouteChannel()
+        return self.route_channel
 
     def _route(self, op: str, w: Workload, metric: int, prefix: str | None = None, family: int = 4) -> None:
         ip = self._ipr()
@@ -156,15 +163,9 @@ class Agent:
                     idx = socket.if_nametoindex(w.ifname)
                 except OSError:
                     raise RuntimeError(f"interface {w.ifname} of {w.vm} is missing") from None
-                ip.route(
-                    "replace",
-                    dst=dst,
-                    family=af,
-                    oif=idx,
-                    priority=metric,
-                    proto=RTPROT_BOOT,
-                    scope=SCOPE_LINK if family == 4 else 0,  # IPv6 routes have no link scope
-                )
+                scope = SCOPE_LINK if family == 4 else 0  # IPv6 routes have no link scope
+                route = Route(dst=dst, dev=w.ifname, metric=metric, proto=RTPROT_BOOT, scope=scope)
+                self._routes().replace(route, idx)
             elif family == 4:
                 ip.route("del", dst=dst, priority=metric, scope=SCOPE_LINK)
             else:
