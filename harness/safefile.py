@@ -171,17 +171,7 @@ def unix_socket(path: str | Path, root: Path | None = None) -> os.stat_result:
             raise FileRefused(f"it is not under {root}") from None
         if not parts or any(p in ("..", ".") for p in parts):
             raise FileRefused(f"it is not under {root}")
-        step = root
-        for part in parts[:-1]:
-            step = step / part
-            try:
-                mode = os.lstat(step).st_mode
-            except FileNotFoundError:
-                raise
-            except OSError as e:
-                raise FileRefused(f"cannot look at {step}: {e.strerror}") from None
-            if not stat.S_ISDIR(mode):
-                raise FileRefused(f"{step} is {kind(mode)}, not a directory")
+        _directories(root, parts, missing="raise")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -191,9 +181,6 @@ def unix_socket(path: str | Path, root: Path | None = None) -> os.stat_result:
     if not stat.S_ISSOCK(st.st_mode):
         raise FileRefused(f"it is {kind(st.st_mode)}, not a socket")
     return st
-
-
-__all__ = ["FileRefused", "kind", "open_output", "read_regular", "read_tail", "replace_file", "unix_socket"]
 
 
 def fresh_dir(parent: Path, name: str, *, tries: int = 100) -> Path:
@@ -210,6 +197,28 @@ def fresh_dir(parent: Path, name: str, *, tries: int = 100) -> Path:
     raise UnsafePathError(f"{parent}: {name} and {tries - 1} numbered variants of it exist already")
 
 
+def _directories(root: Path, parts: tuple[str, ...], *, missing: str) -> None:
+    """Every directory from `root` to the last of `parts` (exclusive) must be a directory, not a
+    symlink: FileRefused naming the one that is not. A missing one: `missing="raise"` raises
+    FileNotFoundError, "stop" ends the walk there, "make" makes it."""
+    step = root
+    for part in parts[:-1]:
+        step = step / part
+        if missing == "make":
+            with contextlib.suppress(FileExistsError):
+                step.mkdir()
+        try:
+            mode = os.lstat(step).st_mode
+        except FileNotFoundError:
+            if missing == "stop":
+                return
+            raise
+        except OSError as e:
+            raise FileRefused(f"cannot look at {step}: {e.strerror}") from None
+        if not stat.S_ISDIR(mode):
+            raise FileRefused(f"{step} is {kind(mode)}, not a directory")
+
+
 def _rel_parts(root: Path, rel: str | Path) -> tuple[str, ...]:
     rel = Path(rel)
     if rel.is_absolute() or not rel.parts or any(p in ("..", ".") for p in rel.parts):
@@ -222,17 +231,10 @@ def check_under(root: Path, rels: Iterable[str | Path]) -> None:
     of `rels` exists as something else than a directory (a symlink, say), so that an output
     directory is not left half-written."""
     for rel in rels:
-        step = root
-        for part in _rel_parts(root, rel)[:-1]:
-            step = step / part
-            try:
-                mode_ = os.lstat(step).st_mode
-            except FileNotFoundError:
-                break
-            if not stat.S_ISDIR(mode_):
-                raise UnsafePathError(
-                    f"{step} is {kind(mode_)}, not a directory: nothing is written through it"
-                )
+        try:
+            _directories(root, _rel_parts(root, rel), missing="stop")
+        except FileRefused as e:
+            raise UnsafePathError(f"{e}: nothing is written through it") from None
 
 
 def write_under(root: Path, rel: str | Path, data: bytes | str, mode: int = 0o644) -> Path:
@@ -241,14 +243,24 @@ def write_under(root: Path, rel: str | Path, data: bytes | str, mode: int = 0o64
     naming the one that is not); a symlink or file at the end is replaced, never written through."""
     parts = _rel_parts(root, rel)
     root.mkdir(parents=True, exist_ok=True)
-    step = root
-    for part in parts[:-1]:
-        step = step / part
-        with contextlib.suppress(FileExistsError):
-            step.mkdir()
-        mode_ = os.lstat(step).st_mode
-        if not stat.S_ISDIR(mode_):
-            raise UnsafePathError(f"{step} is {kind(mode_)}, not a directory: nothing is written through it")
+    try:
+        _directories(root, parts, missing="make")
+    except FileRefused as e:
+        raise UnsafePathError(f"{e}: nothing is written through it") from None
     path = root.joinpath(*parts)
     replace_file(path, data.encode() if isinstance(data, str) else data, mode)
     return path
+
+
+__all__ = [
+    "FileRefused",
+    "check_under",
+    "fresh_dir",
+    "kind",
+    "open_output",
+    "read_regular",
+    "read_tail",
+    "replace_file",
+    "unix_socket",
+    "write_under",
+]
