@@ -153,3 +153,14 @@ def test_pending_timelines_are_drawn_from_regular_files_only(tmp_path: Path, vic
     assert drawn == [png_path]
     assert sorted(f.split(": ")[0] for f in failed) == [str(out / "fifo.json"), str(out / "link.json")]
     assert all("not drawn" in f for f in failed)
+
+
+@pytest.mark.parametrize("router", ["../../etc", "tor1/x", "Tor1", "tor1;id", ""])
+def test_docker_tor_names_are_names_before_anything_is_made(router: str) -> None:
+    """Each Docker ToR's name becomes a directory under the lab's temporary run root (its
+    bird.conf) and part of a container name: a name that is no name is refused before Docker is
+    asked for anything (no client is given: reaching Docker would fail differently)."""
+    from harness.runtime.containerlab.docker import docker_lab
+
+    with pytest.raises(ValueError, match="router names"), docker_lab("img", ["tor2", router], lambda *_: ""):
+        pass

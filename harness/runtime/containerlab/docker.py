@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.birdc import BirdClient, BirdUnavailable
 from harness.errors import LabError, PreflightError
+from harness.names import NAME_PATTERN
 from harness.procs import alive, signals_deferred
 from harness.safefile import replace_file
 from harness.wait import eventually
@@ -304,6 +306,9 @@ def docker_lab(
     """
     if not routers or len(set(routers)) != len(routers):
         raise ValueError(f"router names must be unique and non-empty: {list(routers)!r}")
+    bad = [r for r in routers if not re.fullmatch(NAME_PATTERN, r)]
+    if bad:  # each becomes a directory under the run root and part of a container name
+        raise ValueError(f"router names must match {NAME_PATTERN}: {bad!r}")
     if FIRST_ROUTER_HOST + len(routers) > 2 ** (32 - LAB_PREFIXLEN) - 2:
         raise ValueError(
             f"at most {2 ** (32 - LAB_PREFIXLEN) - 2 - FIRST_ROUTER_HOST} routers per Docker lab"
