@@ -238,3 +238,11 @@ def test_a_sysctl_key_of_an_interface_is_its_proc_sys_file() -> None:
     assert netlink.sysctl_path("net.ipv4.conf.cali1a2b-3.proxy_arp") == Path(
         "/proc/sys/net/ipv4/conf/cali1a2b-3/proxy_arp"
     )
+
+
+@pytest.mark.parametrize("dst", ["203.0.113.10/32; ip link del eth0", "203.0.113.10/33", "eth0", ""])
+def test_a_route_destination_that_is_no_prefix_is_refused_before_encoding(dst: str) -> None:
+    """A node agent's route (RouteChannel) carries a VM's address as packed bytes: anything that
+    does not parse as a prefix is a ValueError, never a message."""
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        netlink.encode(Route(dst, dev="eth0", metric=512, scope=253), INDEX, FDS)
