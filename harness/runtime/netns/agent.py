@@ -154,7 +154,6 @@ class Agent:
         return self.route_channel
 
     def _route(self, op: str, w: Workload, metric: int, prefix: str | None = None, family: int = 4) -> None:
-        ip = self._ipr()
         dst = prefix or w.prefix
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         try:
@@ -166,10 +165,10 @@ class Agent:
                 scope = SCOPE_LINK if family == 4 else 0  # IPv6 routes have no link scope
                 route = Route(dst=dst, dev=w.ifname, metric=metric, proto=RTPROT_BOOT, scope=scope)
                 self._routes().replace(route, idx)
-            elif family == 4:
-                ip.route("del", dst=dst, priority=metric, scope=SCOPE_LINK)
+            elif family == 4:  # pyroute2 (made on the first delete): off the activation's path
+                self._ipr().route("del", dst=dst, priority=metric, scope=SCOPE_LINK)
             else:
-                ip.route("del", dst=dst, family=af, priority=metric)
+                self._ipr().route("del", dst=dst, family=af, priority=metric)
         except NetlinkError as e:
             if e.code not in (errno.ESRCH, errno.ENOENT):
                 raise
